@@ -1,0 +1,81 @@
+"""failsafe: composable resilience policies for plain functions and coroutines.
+
+Everything public is re-exported here; see the modules for details::
+
+    import failsafe
+
+    pipeline = failsafe.Pipeline(failsafe.Retry(), failsafe.CircuitBreaker(), failsafe.Timeout(2))
+    pipeline.call(fetch, "sku-1")
+"""
+
+from failsafe._policy import Policy
+from failsafe._version import __version__
+from failsafe.backoff import Backoff
+from failsafe.budget import RetryBudget
+from failsafe.bulkhead import Bulkhead
+from failsafe.circuit_breaker import (
+    CircuitBreaker,
+    CircuitState,
+    ConsecutiveFailures,
+    FailureRate,
+    KeyedCircuitBreaker,
+)
+from failsafe.clock import SYSTEM_CLOCK, Clock, SystemClock
+from failsafe.context import CallContext, current_context
+from failsafe.events import Event, Listener, add_listener, remove_listener
+from failsafe.exceptions import (
+    AllTargetsFailed,
+    BulkheadFull,
+    CircuitOpenError,
+    ConfigurationError,
+    FailsafeError,
+    PolicyRejected,
+    TargetFailure,
+    TimeoutExceeded,
+)
+from failsafe.failover import Failover
+from failsafe.fallback import Fallback
+from failsafe.outcome import Outcome
+from failsafe.pipeline import Pipeline
+from failsafe.predicates import Predicate, exception, result
+from failsafe.retry import Retry
+from failsafe.timeout import Timeout
+
+__all__ = [
+    "SYSTEM_CLOCK",
+    "AllTargetsFailed",
+    "Backoff",
+    "Bulkhead",
+    "BulkheadFull",
+    "CallContext",
+    "CircuitBreaker",
+    "CircuitOpenError",
+    "CircuitState",
+    "Clock",
+    "ConfigurationError",
+    "ConsecutiveFailures",
+    "Event",
+    "FailsafeError",
+    "Failover",
+    "Fallback",
+    "FailureRate",
+    "KeyedCircuitBreaker",
+    "Listener",
+    "Outcome",
+    "Pipeline",
+    "Policy",
+    "PolicyRejected",
+    "Predicate",
+    "Retry",
+    "RetryBudget",
+    "SystemClock",
+    "TargetFailure",
+    "Timeout",
+    "TimeoutExceeded",
+    "__version__",
+    "add_listener",
+    "current_context",
+    "exception",
+    "remove_listener",
+    "result",
+]

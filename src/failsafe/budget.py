@@ -1,0 +1,110 @@
+"""`RetryBudget`: cap retries at a share of calls, so retries cannot multiply an outage's load."""
+
+from __future__ import annotations
+
+import math
+import threading
+
+import attrs
+
+from failsafe.clock import SYSTEM_CLOCK, Clock
+from failsafe.exceptions import ConfigurationError
+
+__all__ = ["RetryBudget"]
+
+_BUCKETS = 10
+
+
+def _ratio(inst: object, attr: attrs.Attribute[float], value: float) -> None:
+    if not isinstance(value, int | float) or not 0 <= value <= 1:
+        raise ConfigurationError(attr.name, f"must be between 0 and 1, got {value!r}")
+
+
+def _non_negative(inst: object, attr: attrs.Attribute[float], value: float) -> None:
+    if not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+        raise ConfigurationError(attr.name, f"must be a finite number >= 0, got {value!r}")
+
+
+def _positive(inst: object, attr: attrs.Attribute[float], value: float) -> None:
+    if not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
+        raise ConfigurationError(attr.name, f"must be a finite number > 0, got {value!r}")
+
+
+@attrs.define(kw_only=True, eq=False)
+class RetryBudget:
+    """A budget of retries shared by many calls, as Finagle, Envoy and gRPC throttle retries.
+
+    Over a sliding ``window`` of seconds, retries may be at most ``ratio`` of the calls
+    made, plus a floor of ``min_per_second`` retries per second so that a quiet service can
+    still retry. Give one budget to every `Retry` that calls the same dependency
+    (``Retry(budget=budget)``): when the dependency is down, the budget runs out and calls
+    fail fast instead of multiplying the load by the number of attempts.
+
+    Args:
+        ratio: Retries allowed per call (0.2: at most one retry per five calls).
+        min_per_second: Retries always allowed per second, whatever the traffic.
+        window: Seconds over which calls and retries are counted.
+        clock: Measures the window (a fake one in tests).
+
+    Raises:
+        ConfigurationError: On a ratio outside [0, 1], a negative floor or a window <= 0.
+
+    Thread-safety: safe to share between threads and tasks; every update holds a lock that
+    guards only the counters.
+    """
+
+    ratio: float = attrs.field(default=0.2, validator=_ratio)
+    min_per_second: float = attrs.field(default=10.0, validator=_non_negative)
+    window: float = attrs.field(default=10.0, validator=_positive)
+    clock: Clock = SYSTEM_CLOCK
+    _lock: threading.Lock = attrs.field(factory=threading.Lock, init=False, repr=False)
+    _width: float = attrs.field(init=False, repr=False)
+    _stamps: list[int] = attrs.field(init=False, repr=False)
+    _calls: list[int] = attrs.field(init=False, repr=False)
+    _retries: list[int] = attrs.field(init=False, repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        self._width = self.window / _BUCKETS
+        self._stamps = [-1] * _BUCKETS
+        self._calls = [0] * _BUCKETS
+        self._retries = [0] * _BUCKETS
+
+    def _slot(self, now: float) -> int:
+        tick = int(now // self._width)
+        slot = tick % _BUCKETS
+        if self._stamps[slot] != tick:
+            self._stamps[slot] = tick
+            self._calls[slot] = 0
+            self._retries[slot] = 0
+        return slot
+
+    def _balance(self, now: float) -> float:
+        tick = int(now // self._width)
+        calls = retries = 0
+        for stamp, c, r in zip(self._stamps, self._calls, self._retries, strict=True):
+            if tick - _BUCKETS < stamp <= tick:
+                calls += c
+                retries += r
+        return self.min_per_second * self.window + self.ratio * calls - retries
+
+    def record_call(self) -> None:
+        """Count one call (a `Retry` using this budget does it once per call)."""
+        now = self.clock.monotonic()
+        with self._lock:
+            self._calls[self._slot(now)] += 1
+
+    def try_withdraw(self) -> bool:
+        """Take one retry from the budget; return ``False`` (taking nothing) when it is spent."""
+        now = self.clock.monotonic()
+        with self._lock:
+            if self._balance(now) < 1:
+                return False
+            self._retries[self._slot(now)] += 1
+            return True
+
+    @property
+    def available(self) -> float:
+        """Retries that could be made now (may be fractional)."""
+        now = self.clock.monotonic()
+        with self._lock:
+            return max(0.0, self._balance(now))

@@ -1,0 +1,3 @@
+"""Placeholder, filled by a later issue."""
+
+__all__: list[str] = []

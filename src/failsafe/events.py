@@ -1,0 +1,193 @@
+"""Events: every decision a policy takes, as frozen data given to listeners.
+
+A listener is any callable that takes an [`Event`][failsafe.events.Event]. Give listeners
+to a policy (``Retry(listeners=[...])``) or to every policy at once with
+[`add_listener`][failsafe.events.add_listener]. Listeners run synchronously on the thread
+(or task) that took the decision; an exception in a listener is logged and never breaks
+the call. Successful calls emit nothing, so listeners cost nothing on the success path.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterable, Sequence
+from typing import Any, Protocol
+
+import attrs
+
+from failsafe.outcome import Outcome
+
+__all__ = [
+    "AttemptFailed",
+    "BulkheadRejected",
+    "CircuitClosed",
+    "CircuitHalfOpened",
+    "CircuitOpened",
+    "CircuitRejected",
+    "Event",
+    "FailedOver",
+    "FallbackUsed",
+    "Listener",
+    "RetriesExhausted",
+    "RetryBudgetExhausted",
+    "RetryScheduled",
+    "TimedOut",
+    "add_listener",
+    "remove_listener",
+]
+
+_log = logging.getLogger("failsafe.events")
+
+
+@attrs.frozen(kw_only=True)
+class Event:
+    """Base of all events.
+
+    Attributes:
+        policy: The name of the policy that took the decision (``"retry"`` unless named).
+    """
+
+    policy: str
+
+
+@attrs.frozen(kw_only=True)
+class AttemptFailed(Event):
+    """An attempt's outcome was classified as a failure (whatever happens next)."""
+
+    attempt: int
+    outcome: Outcome[Any]
+
+
+@attrs.frozen(kw_only=True)
+class RetryScheduled(Event):
+    """Another attempt will run after ``delay`` seconds."""
+
+    attempt: int
+    delay: float
+    outcome: Outcome[Any]
+
+
+@attrs.frozen(kw_only=True)
+class RetriesExhausted(Event):
+    """The retry policy gave up; ``reason`` is ``"attempts"`` or ``"deadline"``."""
+
+    attempts: int
+    reason: str
+    outcome: Outcome[Any]
+
+
+@attrs.frozen(kw_only=True)
+class RetryBudgetExhausted(Event):
+    """A retry was refused because the shared retry budget is spent."""
+
+    attempt: int
+    outcome: Outcome[Any]
+
+
+@attrs.frozen(kw_only=True)
+class CircuitOpened(Event):
+    """The breaker opened; calls are rejected for ``reset_timeout`` seconds."""
+
+    key: object
+    reset_timeout: float
+    outcome: Outcome[Any] | None
+
+
+@attrs.frozen(kw_only=True)
+class CircuitHalfOpened(Event):
+    """The breaker admits probe calls."""
+
+    key: object
+
+
+@attrs.frozen(kw_only=True)
+class CircuitClosed(Event):
+    """The breaker closed: calls flow normally."""
+
+    key: object
+
+
+@attrs.frozen(kw_only=True)
+class CircuitRejected(Event):
+    """A call was rejected by an open breaker."""
+
+    key: object
+    retry_after: float
+
+
+@attrs.frozen(kw_only=True)
+class FailedOver(Event):
+    """The failover policy moved from one target to the next after a failure."""
+
+    from_target: object
+    to_target: object
+    outcome: Outcome[Any]
+
+
+@attrs.frozen(kw_only=True)
+class TimedOut(Event):
+    """An operation overran its timeout (``cancelled``: a coroutine was cancelled)."""
+
+    timeout: float
+    cancelled: bool
+
+
+@attrs.frozen(kw_only=True)
+class FallbackUsed(Event):
+    """The fallback replaced a failed outcome."""
+
+    outcome: Outcome[Any]
+
+
+@attrs.frozen(kw_only=True)
+class BulkheadRejected(Event):
+    """A call was rejected because the bulkhead and its queue were full (or the wait timed out)."""
+
+    max_concurrent: int
+    max_queued: int
+
+
+class Listener(Protocol):
+    """Anything that can be called with an event."""
+
+    def __call__(self, event: Event, /) -> None:
+        """Receive one event."""
+        ...
+
+
+_global: tuple[Listener, ...] = ()
+_global_lock = threading.Lock()
+
+
+def add_listener(listener: Listener) -> None:
+    """Give every policy's events to ``listener`` (in addition to per-policy listeners)."""
+    global _global
+    with _global_lock:
+        _global = (*_global, listener)
+
+
+def remove_listener(listener: Listener) -> None:
+    """Stop giving events to a listener added with `add_listener`.
+
+    Raises:
+        ValueError: If the listener was not added.
+    """
+    global _global
+    with _global_lock:
+        items = list(_global)
+        items.remove(listener)
+        _global = tuple(items)
+
+
+def _as_listeners(given: Iterable[Listener] | None) -> tuple[Listener, ...]:
+    return tuple(given) if given else ()
+
+
+def _emit(listeners: Sequence[Listener], event: Event) -> None:
+    """Deliver ``event`` to the given listeners and the global ones (internal)."""
+    for listener in (*listeners, *_global):
+        try:
+            listener(event)
+        except Exception:
+            _log.exception("failsafe listener %r failed on %r", listener, event)

@@ -1,0 +1,168 @@
+"""`Failover`: try an ordered list of targets, moving to the next when one fails."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import attrs
+
+from failsafe._policy import AsyncRunner, Policy, SyncRunner
+from failsafe.context import _current
+from failsafe.events import FailedOver, Listener, _emit
+from failsafe.exceptions import AllTargetsFailed, ConfigurationError, PolicyRejected, TargetFailure
+from failsafe.outcome import Outcome
+from failsafe.predicates import TRANSIENT, Classifier, Predicate, ResultTest, as_predicate, result
+
+__all__ = ["Failover"]
+
+_DEFAULT_ON = TRANSIENT | PolicyRejected
+
+
+def _targets(value: Sequence[object]) -> tuple[object, ...]:
+    if isinstance(value, str | bytes) or not isinstance(value, Sequence):
+        raise ConfigurationError("targets", f"must be a sequence of targets, got {value!r}")
+    if not value:
+        raise ConfigurationError("targets", "must name at least one target")
+    return tuple(value)
+
+
+@attrs.frozen(repr=False)
+class Failover(Policy):
+    """Call the operation against each target in order until one succeeds.
+
+    The operation learns its target from ``failsafe.current_context().target``. ``policy``
+    (often a [`Retry`][failsafe.Retry], or a pipeline with a keyed breaker) runs around each
+    target's attempts: the seed's "the first try plus three retries on Warehouse 1, then
+    Warehouse 2" is ``Failover([w1, w2], policy=Retry(attempts=4))``.
+
+    A failure (``on`` / ``on_result``; by default connection errors, timeouts and policy
+    rejections such as an open circuit) moves to the next target. Any other exception
+    reaches the caller unchanged at once. When every target has failed, the caller gets
+    [`AllTargetsFailed`][failsafe.AllTargetsFailed], which lists each target's outcome and
+    chains the last exception as its ``__cause__``.
+
+    Args:
+        targets: The targets, in order of preference (for example base URLs).
+        policy: A policy run around the operation for each target.
+        on: Which exceptions move to the next target.
+        on_result: A test on returned values; a true result moves to the next target.
+        listeners: Receive a [`FailedOver`][failsafe.events.FailedOver] event per move.
+        name: Names this policy in events and reprs.
+
+    Raises:
+        ConfigurationError: At construction, if ``targets`` is empty or not a sequence.
+
+    Example:
+        ```python
+        import failsafe
+
+        def get_stock(sku: str) -> int:
+            base = failsafe.current_context().target
+            ...
+
+        failover = failsafe.Failover(["http://w1:8001", "http://w2:8002"], policy=failsafe.Retry())
+        failover.call(get_stock, "sku-1")
+        ```
+    """
+
+    targets: Sequence[object] = attrs.field(converter=_targets)
+    policy: Policy | None = attrs.field(default=None, kw_only=True)
+    on: Classifier = attrs.field(default=_DEFAULT_ON, kw_only=True)
+    on_result: ResultTest | None = attrs.field(default=None, kw_only=True)
+    listeners: Sequence[Listener] = attrs.field(default=(), converter=tuple, kw_only=True)
+    name: str = attrs.field(default="failover", kw_only=True)
+    _predicate: Predicate = attrs.field(init=False, eq=False)
+
+    def __attrs_post_init__(self) -> None:
+        if self.policy is not None and not isinstance(self.policy, Policy):
+            raise ConfigurationError("policy", f"must be a failsafe policy, got {self.policy!r}")
+        pred = as_predicate(self.on)
+        if self.on_result is not None:
+            pred = pred | result(self.on_result)
+        object.__setattr__(self, "_predicate", pred)
+
+    def _moved(self, failures: list[TargetFailure], index: int, outcome: Outcome[Any]) -> None:
+        target = self.targets[index]
+        failures.append(TargetFailure(target, outcome))
+        if index + 1 < len(self.targets):
+            _emit(
+                self.listeners,
+                FailedOver(
+                    policy=self.name,
+                    from_target=target,
+                    to_target=self.targets[index + 1],
+                    outcome=outcome,
+                ),
+            )
+
+    @staticmethod
+    def _all_failed(failures: list[TargetFailure]) -> AllTargetsFailed:
+        error = AllTargetsFailed(failures)
+        error.__cause__ = failures[-1].outcome.exception
+        return error
+
+    def _bind_sync(self, nxt: SyncRunner) -> SyncRunner:
+        inner = self.policy._bind_sync(nxt) if self.policy is not None else nxt
+        pred = self._predicate
+        matches_exception = pred.matches_exception
+        matches_result = pred.matches_result if pred.handles_results else None
+        targets = self.targets
+        moved = self._moved
+
+        def failover_sync(fn: Any, args: Any, kwargs: Any) -> Any:
+            base = _current.get()
+            failures: list[TargetFailure] = []
+            for index, target in enumerate(targets):
+                token = _current.set(base.with_target(target))
+                try:
+                    value = inner(fn, args, kwargs)
+                except Exception as exc:
+                    if not matches_exception(exc):
+                        raise
+                    outcome: Outcome[Any] = Outcome(exception=exc)
+                else:
+                    if matches_result is None or not matches_result(value):
+                        return value
+                    outcome = Outcome(value)
+                finally:
+                    _current.reset(token)
+                moved(failures, index, outcome)
+            raise self._all_failed(failures)
+
+        return failover_sync
+
+    def _bind_async(self, nxt: AsyncRunner) -> AsyncRunner:
+        inner = self.policy._bind_async(nxt) if self.policy is not None else nxt
+        pred = self._predicate
+        matches_exception = pred.matches_exception
+        matches_result = pred.matches_result if pred.handles_results else None
+        targets = self.targets
+        moved = self._moved
+
+        async def failover_async(fn: Any, args: Any, kwargs: Any) -> Any:
+            base = _current.get()
+            failures: list[TargetFailure] = []
+            for index, target in enumerate(targets):
+                token = _current.set(base.with_target(target))
+                try:
+                    value = await inner(fn, args, kwargs)
+                except Exception as exc:
+                    if not matches_exception(exc):
+                        raise
+                    outcome: Outcome[Any] = Outcome(exception=exc)
+                else:
+                    if matches_result is None or not matches_result(value):
+                        return value
+                    outcome = Outcome(value)
+                finally:
+                    _current.reset(token)
+                moved(failures, index, outcome)
+            raise self._all_failed(failures)
+
+        return failover_async
+
+    def describe(self) -> str:
+        """Say in words what this failover does."""
+        each = f", each under {self.policy.describe()}" if self.policy is not None else ""
+        return f"failover {self.name!r}: {len(self.targets)} targets in order{each}"

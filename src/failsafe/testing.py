@@ -1,0 +1,265 @@
+"""Test helpers for users of failsafe: a fake clock, a recording listener, fault injection.
+
+Everything here is public and stable, for your own tests::
+
+    from failsafe import Retry, Backoff
+    from failsafe.testing import FakeClock, RecordingListener, fail_first
+
+    clock, events = FakeClock(), RecordingListener()
+    retry = Retry(backoff=Backoff.constant(1.0), clock=clock, listeners=[events])
+    assert retry.call(fail_first(2, ConnectionError, returns="ok")) == "ok"
+    assert clock.sleeps == [1.0, 1.0]        # recorded, never waited
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import threading
+from collections.abc import Awaitable, Callable
+from typing import Any, Generic, TypeVar
+
+from failsafe.events import Event
+
+__all__ = [
+    "FakeClock",
+    "Faulty",
+    "RecordingListener",
+    "fail_every",
+    "fail_first",
+    "with_latency",
+    "with_latency_async",
+]
+
+E = TypeVar("E", bound=Event)
+T = TypeVar("T")
+
+
+class _FakeTimeout:
+    """``asyncio.timeout`` on fake time: cancels the task when the clock passes the deadline."""
+
+    def __init__(self, clock: FakeClock, seconds: float) -> None:
+        self._clock = clock
+        self._seconds = seconds
+        self._expired = False
+        self._task: asyncio.Task[Any] | None = None
+        self._timer: list[Any] | None = None
+
+    def expired(self) -> bool:
+        return self._expired
+
+    def _fire(self) -> None:
+        self._expired = True
+        if self._task is not None:
+            self._task.cancel()
+
+    async def __aenter__(self) -> _FakeTimeout:
+        self._task = asyncio.current_task()
+        self._timer = self._clock._schedule(self._clock.monotonic() + self._seconds, self._fire)
+        return self
+
+    async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> bool | None:
+        if self._timer is not None:
+            self._timer[2] = None  # disarm
+        if self._expired and exc_type is asyncio.CancelledError:
+            assert self._task is not None
+            if self._task.uncancel() == 0:
+                raise TimeoutError from exc
+        return None
+
+
+class FakeClock:
+    """A clock that never waits: sleeping advances its time at once and is recorded.
+
+    Args:
+        start: The initial monotonic time.
+        wall_start: The initial wall-clock time (seconds since the epoch).
+
+    Attributes:
+        sleeps: Every delay passed to ``sleep`` or ``sleep_async``, in order.
+
+    ``timeout_async`` cancels the enclosed task when fake time passes its deadline, so a
+    coroutine that awaits ``clock.sleep_async(5)`` under ``Timeout(1, clock=clock)`` is
+    cancelled at fake time 1, as it would be for real. Time is shared: with several tasks
+    sleeping at once, each sleep advances the one clock. Thread-safe.
+    """
+
+    def __init__(self, start: float = 0.0, wall_start: float = 1_700_000_000.0) -> None:
+        self._now = start
+        self._wall_offset = wall_start - start
+        self.sleeps: list[float] = []
+        self._timers: list[list[Any]] = []
+        self._seq = itertools.count()
+        self._lock = threading.RLock()
+
+    def monotonic(self) -> float:
+        """Return the fake monotonic time."""
+        return self._now
+
+    def time(self) -> float:
+        """Return the fake wall-clock time; it advances with ``monotonic``."""
+        return self._now + self._wall_offset
+
+    def advance(self, seconds: float) -> None:
+        """Move time forward by ``seconds``, firing any timeout whose deadline passes."""
+        if seconds < 0:
+            raise ValueError(f"cannot advance a clock by a negative amount ({seconds})")
+        self._advance_to(self._now + seconds)
+
+    def _advance_to(self, target: float, task: asyncio.Task[Any] | None = None) -> None:
+        while True:
+            with self._lock:
+                while self._timers and self._timers[0][2] is None:
+                    heapq.heappop(self._timers)
+                if not self._timers or self._timers[0][0] > target:
+                    self._now = max(self._now, target)
+                    return
+                deadline, _, callback = heapq.heappop(self._timers)
+                self._now = max(self._now, deadline)
+            callback()
+            if task is not None and task.cancelling():
+                return  # the sleeping task was cancelled at this deadline: stop here
+
+    def _schedule(self, deadline: float, callback: Callable[[], None]) -> list[Any]:
+        with self._lock:
+            timer = [deadline, next(self._seq), callback]
+            heapq.heappush(self._timers, timer)
+            return timer
+
+    def sleep(self, seconds: float) -> None:
+        """Record the sleep and advance time; never waits."""
+        self.sleeps.append(seconds)
+        self._advance_to(self._now + seconds)
+
+    async def sleep_async(self, seconds: float) -> None:
+        """Record the sleep, advance time, and let other tasks run once; never waits."""
+        self.sleeps.append(seconds)
+        self._advance_to(self._now + seconds, asyncio.current_task())
+        await asyncio.sleep(0)
+
+    def timeout_async(self, seconds: float) -> _FakeTimeout:
+        """Return a timeout scope measured on this clock."""
+        return _FakeTimeout(self, seconds)
+
+    def __repr__(self) -> str:
+        return f"FakeClock(now={self._now!r}, sleeps={len(self.sleeps)})"
+
+
+class RecordingListener:
+    """A listener that keeps every event it receives, for assertions.
+
+    Attributes:
+        events: The events received, in order.
+    """
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+        self._lock = threading.Lock()
+
+    def __call__(self, event: Event, /) -> None:
+        """Record one event."""
+        with self._lock:
+            self.events.append(event)
+
+    def of_type(self, kind: type[E]) -> list[E]:
+        """Return the recorded events of one type."""
+        return [e for e in self.events if isinstance(e, kind)]
+
+    @property
+    def kinds(self) -> list[str]:
+        """The recorded events' class names, in order (handy in assertions)."""
+        return [type(e).__name__ for e in self.events]
+
+    def clear(self) -> None:
+        """Forget the recorded events."""
+        with self._lock:
+            self.events.clear()
+
+
+class Faulty(Generic[T]):
+    """A callable that fails on chosen calls and otherwise returns a value (or calls a function).
+
+    Build one with [`fail_first`][failsafe.testing.fail_first] or
+    [`fail_every`][failsafe.testing.fail_every]. Works as a plain function; ``.async_``
+    is the same behaviour as a coroutine function sharing the call count.
+
+    Attributes:
+        calls: How many times it was called.
+    """
+
+    def __init__(
+        self,
+        should_fail: Callable[[int], bool],
+        error: BaseException | type[BaseException],
+        returns: T | None = None,
+        wrapped: Callable[..., T] | None = None,
+    ) -> None:
+        self._should_fail = should_fail
+        self._error = error
+        self._returns = returns
+        self._wrapped = wrapped
+        self.calls = 0
+        self._lock = threading.Lock()
+
+    def __call__(self, *args: Any, **kwargs: Any) -> T:
+        """Count the call, then fail or answer as configured."""
+        with self._lock:
+            self.calls += 1
+            n = self.calls
+        if self._should_fail(n):
+            error = self._error
+            raise error() if isinstance(error, type) else error
+        if self._wrapped is not None:
+            return self._wrapped(*args, **kwargs)
+        return self._returns  # type: ignore[return-value]
+
+    async def async_(self, *args: Any, **kwargs: Any) -> T:
+        """The same behaviour, as a coroutine function."""
+        return self(*args, **kwargs)
+
+
+def fail_first(
+    n: int,
+    error: BaseException | type[BaseException] = ConnectionError,
+    *,
+    returns: T | None = None,
+    wrapped: Callable[..., T] | None = None,
+) -> Faulty[T]:
+    """Fail the first ``n`` calls with ``error``, then return ``returns`` (or call ``wrapped``)."""
+    return Faulty(lambda call: call <= n, error, returns, wrapped)
+
+
+def fail_every(
+    k: int,
+    error: BaseException | type[BaseException] = ConnectionError,
+    *,
+    returns: T | None = None,
+    wrapped: Callable[..., T] | None = None,
+) -> Faulty[T]:
+    """Fail every ``k``-th call (the k-th, 2k-th, ...) with ``error``; the others succeed."""
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    return Faulty(lambda call: call % k == 0, error, returns, wrapped)
+
+
+def with_latency(clock: FakeClock, seconds: float, fn: Callable[..., T]) -> Callable[..., T]:
+    """Wrap ``fn`` so that each call first takes ``seconds`` of fake time."""
+
+    def slow(*args: Any, **kwargs: Any) -> T:
+        clock.sleep(seconds)
+        return fn(*args, **kwargs)
+
+    return slow
+
+
+def with_latency_async(
+    clock: FakeClock, seconds: float, fn: Callable[..., Awaitable[T]]
+) -> Callable[..., Awaitable[T]]:
+    """Wrap a coroutine function so that each call first awaits ``seconds`` of fake time."""
+
+    async def slow(*args: Any, **kwargs: Any) -> T:
+        await clock.sleep_async(seconds)
+        return await fn(*args, **kwargs)
+
+    return slow

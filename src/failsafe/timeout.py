@@ -1,0 +1,118 @@
+"""`Timeout`: bound how long an operation may take.
+
+Two behaviours, because Python can interrupt a coroutine but not a running function:
+
+- **Coroutines: pre-emptive.** At the deadline the coroutine is cancelled (as by
+  `asyncio.timeout`) and the caller gets [`TimeoutExceeded`][failsafe.TimeoutExceeded].
+- **Plain functions: cooperative.** The function runs to its end. While it runs, the time
+  left is available from ``failsafe.current_context().remaining()`` so that it can bound its
+  own I/O (failsafe's HTTP transport shrinks its request timeout to it). If it returns after
+  the deadline, the late result is discarded and the caller gets `TimeoutExceeded`. If it
+  raises, its exception passes through unchanged.
+
+`TimeoutExceeded` is also a `TimeoutError`, so ``except TimeoutError`` catches it and the
+default `Retry` retries it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import attrs
+
+from failsafe._policy import AsyncRunner, Policy, SyncRunner
+from failsafe.clock import SYSTEM_CLOCK, Clock
+from failsafe.context import _current
+from failsafe.events import Listener, TimedOut, _emit
+from failsafe.exceptions import ConfigurationError, TimeoutExceeded
+
+__all__ = ["Timeout"]
+
+
+def _seconds(inst: object, attr: attrs.Attribute[float], value: float) -> None:
+    if (
+        not isinstance(value, int | float)
+        or isinstance(value, bool)
+        or not math.isfinite(value)
+        or value <= 0
+    ):
+        raise ConfigurationError(
+            attr.name, f"must be a finite number of seconds > 0, got {value!r}"
+        )
+
+
+@attrs.frozen(repr=False)
+class Timeout(Policy):
+    """Give the operation ``seconds`` to finish (pre-emptive for coroutines, cooperative otherwise).
+
+    Args:
+        seconds: The time allowed, > 0.
+        clock: Measures the time (a fake one in tests).
+        listeners: Receive a [`TimedOut`][failsafe.events.TimedOut] event.
+        name: Names this policy in events and reprs.
+
+    Raises:
+        ConfigurationError: At construction, if ``seconds`` is not a positive number.
+
+    Example:
+        ```python
+        from failsafe import Timeout
+
+        @Timeout(2.0)
+        async def fetch() -> bytes: ...
+        ```
+    """
+
+    seconds: float = attrs.field(validator=_seconds)
+    clock: Clock = attrs.field(default=SYSTEM_CLOCK, kw_only=True)
+    listeners: Sequence[Listener] = attrs.field(default=(), converter=tuple, kw_only=True)
+    name: str = attrs.field(default="timeout", kw_only=True)
+
+    def _expired(self, cancelled: bool) -> TimeoutExceeded:
+        _emit(self.listeners, TimedOut(policy=self.name, timeout=self.seconds, cancelled=cancelled))
+        return TimeoutExceeded(self.seconds)
+
+    def _bind_sync(self, nxt: SyncRunner) -> SyncRunner:
+        seconds = self.seconds
+        monotonic = self.clock.monotonic
+        clock = self.clock
+        get, set_, reset = _current.get, _current.set, _current.reset
+
+        def timeout_sync(fn: Any, args: Any, kwargs: Any) -> Any:
+            deadline = monotonic() + seconds
+            token = set_(get().with_deadline(deadline, clock))
+            try:
+                value = nxt(fn, args, kwargs)
+            finally:
+                reset(token)
+            if monotonic() > deadline:
+                raise self._expired(cancelled=False)
+            return value
+
+        return timeout_sync
+
+    def _bind_async(self, nxt: AsyncRunner) -> AsyncRunner:
+        seconds = self.seconds
+        clock = self.clock
+        get, set_, reset = _current.get, _current.set, _current.reset
+
+        async def timeout_async(fn: Any, args: Any, kwargs: Any) -> Any:
+            token = set_(get().with_deadline(clock.monotonic() + seconds, clock))
+            scope = clock.timeout_async(seconds)
+            try:
+                async with scope:
+                    return await nxt(fn, args, kwargs)
+            except TimeoutError:
+                if scope.expired():
+                    raise self._expired(cancelled=True) from None
+                raise
+            finally:
+                reset(token)
+
+        return timeout_async
+
+    def describe(self) -> str:
+        """Say in words what this timeout does."""
+        return f"timeout {self.name!r}: {self.seconds:g}s"
