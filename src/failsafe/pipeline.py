@@ -65,12 +65,11 @@ class Pipeline(Policy):
     def describe(self) -> str:
         """Say in words what the composition does, outermost first."""
         if not self.policies:
-            return "the call, with no policy"
-        inner = ", around ".join(p.describe() for p in self.policies)
-        return f"{inner}, around the call"
+            return "no policy"
+        return ", around ".join(p.describe() for p in self.policies)
 
     def __repr__(self) -> str:
-        return f"<Pipeline {self.name!r}: {self.describe()}>"
+        return f"<Pipeline {self.name!r}: {self.describe()}, around the call>"
 
 
 def _as_coroutine(nxt: AsyncRunner) -> AsyncRunner:
