@@ -23,6 +23,7 @@ from typing import Literal, TypeAlias
 
 import attrs
 
+from failsafe._validators import number
 from failsafe.exceptions import ConfigurationError
 
 __all__ = ["Backoff", "Jitter"]
@@ -54,10 +55,10 @@ class Backoff:
     """
 
     kind: str = "exponential"
-    initial: float = 0.05
-    step: float = 0.0
-    multiplier: float = 2.0
-    maximum: float = 1.0
+    initial: float = attrs.field(default=0.05, validator=number(at_least=0))
+    step: float = attrs.field(default=0.0, validator=number(at_least=0))
+    multiplier: float = attrs.field(default=2.0, validator=number(at_least=1))
+    maximum: float = attrs.field(default=1.0, validator=number(at_least=0))
     jitter: Jitter = "full"
 
     def __attrs_post_init__(self) -> None:
@@ -65,16 +66,10 @@ class Backoff:
             raise ConfigurationError("kind", f"must be one of {_KINDS}, got {self.kind!r}")
         if self.jitter not in _JITTERS:
             raise ConfigurationError("jitter", f"must be one of {_JITTERS}, got {self.jitter!r}")
-        for name in ("initial", "step", "maximum"):
-            value = getattr(self, name)
-            if not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
-                raise ConfigurationError(name, f"must be a finite number >= 0, got {value!r}")
         if self.maximum < self.initial:
             raise ConfigurationError(
                 "maximum", f"must be >= initial ({self.initial}), got {self.maximum}"
             )
-        if not math.isfinite(self.multiplier) or self.multiplier < 1:
-            raise ConfigurationError("multiplier", f"must be >= 1, got {self.multiplier!r}")
 
     @classmethod
     def none(cls) -> Backoff:
@@ -136,9 +131,14 @@ class Backoff:
             if self.initial == 0 or self.multiplier == 1:
                 d = self.initial
             else:
-                # compare in log space so attempt 10,000 cannot overflow a float
-                limit = math.log(self.maximum / self.initial) / math.log(self.multiplier)
-                d = self.maximum if n >= limit else self.initial * self.multiplier**n
+                # compare in log space so attempt 10,000 (or a denormal initial) cannot overflow
+                growth = n * math.log(self.multiplier)
+                if growth >= math.log(self.maximum) - math.log(self.initial):
+                    d = self.maximum
+                elif growth < 700:
+                    d = self.initial * self.multiplier**n
+                else:
+                    d = math.exp(math.log(self.initial) + growth)
         return min(d, self.maximum)
 
     def delay(self, attempt: int, previous: float, rng: random.Random) -> float:

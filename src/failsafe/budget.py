@@ -2,32 +2,16 @@
 
 from __future__ import annotations
 
-import math
 import threading
 
 import attrs
 
+from failsafe._validators import number
 from failsafe.clock import SYSTEM_CLOCK, Clock
-from failsafe.exceptions import ConfigurationError
 
 __all__ = ["RetryBudget"]
 
 _BUCKETS = 10
-
-
-def _ratio(inst: object, attr: attrs.Attribute[float], value: float) -> None:
-    if not isinstance(value, int | float) or not 0 <= value <= 1:
-        raise ConfigurationError(attr.name, f"must be between 0 and 1, got {value!r}")
-
-
-def _non_negative(inst: object, attr: attrs.Attribute[float], value: float) -> None:
-    if not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
-        raise ConfigurationError(attr.name, f"must be a finite number >= 0, got {value!r}")
-
-
-def _positive(inst: object, attr: attrs.Attribute[float], value: float) -> None:
-    if not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
-        raise ConfigurationError(attr.name, f"must be a finite number > 0, got {value!r}")
 
 
 @attrs.define(kw_only=True, eq=False)
@@ -53,9 +37,9 @@ class RetryBudget:
     guards only the counters.
     """
 
-    ratio: float = attrs.field(default=0.2, validator=_ratio)
-    min_per_second: float = attrs.field(default=10.0, validator=_non_negative)
-    window: float = attrs.field(default=10.0, validator=_positive)
+    ratio: float = attrs.field(default=0.2, validator=number(at_least=0, at_most=1))
+    min_per_second: float = attrs.field(default=10.0, validator=number(at_least=0))
+    window: float = attrs.field(default=10.0, validator=number(above=0))
     clock: Clock = SYSTEM_CLOCK
     _lock: threading.Lock = attrs.field(factory=threading.Lock, init=False, repr=False)
     _width: float = attrs.field(init=False, repr=False)

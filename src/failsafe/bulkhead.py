@@ -11,9 +11,10 @@ from typing import Any
 import attrs
 
 from failsafe._policy import AsyncRunner, Policy, SyncRunner
+from failsafe._validators import integer, number
 from failsafe.clock import SYSTEM_CLOCK, Clock
 from failsafe.events import BulkheadRejected, Listener, _emit
-from failsafe.exceptions import BulkheadFull, ConfigurationError
+from failsafe.exceptions import BulkheadFull
 
 __all__ = ["Bulkhead"]
 
@@ -46,19 +47,6 @@ def _resolve(future: asyncio.Future[None]) -> None:
         future.set_result(None)
 
 
-def _count(minimum: int) -> Any:
-    def check(inst: object, attr: attrs.Attribute[int], value: int) -> None:
-        if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-            raise ConfigurationError(attr.name, f"must be an integer >= {minimum}, got {value!r}")
-
-    return check
-
-
-def _wait(inst: object, attr: attrs.Attribute[Any], value: float | None) -> None:
-    if value is not None and (not isinstance(value, int | float) or value < 0):
-        raise ConfigurationError(attr.name, f"must be a number >= 0 or None, got {value!r}")
-
-
 @attrs.define(kw_only=True, eq=False, repr=False)
 class Bulkhead(Policy):
     """Let at most ``max_concurrent`` calls run at once; up to ``max_queued`` more wait.
@@ -84,9 +72,9 @@ class Bulkhead(Policy):
     while a call runs or waits.
     """
 
-    max_concurrent: int = attrs.field(default=10, validator=_count(1))
-    max_queued: int = attrs.field(default=0, validator=_count(0))
-    max_wait: float | None = attrs.field(default=None, validator=_wait)
+    max_concurrent: int = attrs.field(default=10, validator=integer(1))
+    max_queued: int = attrs.field(default=0, validator=integer(0))
+    max_wait: float | None = attrs.field(default=None, validator=number(at_least=0, optional=True))
     clock: Clock = SYSTEM_CLOCK
     listeners: Sequence[Listener] = attrs.field(default=(), converter=tuple)
     name: str = "bulkhead"

@@ -15,7 +15,6 @@ closes the circuit after ``success_threshold`` successes, a failure opens it aga
 from __future__ import annotations
 
 import enum
-import math
 import threading
 from collections.abc import Awaitable, Callable, Hashable, Sequence
 from datetime import UTC, datetime
@@ -25,6 +24,7 @@ import attrs
 from typing_extensions import Unpack
 
 from failsafe._policy import AsyncRunner, Policy, SyncRunner
+from failsafe._validators import integer, number
 from failsafe.clock import SYSTEM_CLOCK, Clock
 from failsafe.context import current_context
 from failsafe.events import (
@@ -81,24 +81,6 @@ class CircuitState(enum.Enum):
     HALF_OPEN = _HALF_OPEN
 
 
-def _int_at_least(minimum: int) -> Any:
-    def check(inst: object, attr: attrs.Attribute[int], value: int) -> None:
-        if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-            raise ConfigurationError(attr.name, f"must be an integer >= {minimum}, got {value!r}")
-
-    return check
-
-
-def _positive_seconds(inst: object, attr: attrs.Attribute[float], value: float) -> None:
-    if not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
-        raise ConfigurationError(attr.name, f"must be a finite number > 0, got {value!r}")
-
-
-def _fraction(inst: object, attr: attrs.Attribute[float], value: float) -> None:
-    if not isinstance(value, int | float) or not 0 < value <= 1:
-        raise ConfigurationError(attr.name, f"must be in (0, 1], got {value!r}")
-
-
 @attrs.frozen(kw_only=True)
 class ConsecutiveFailures:
     """Open after ``threshold`` failures in a row (a success resets the count).
@@ -107,7 +89,7 @@ class ConsecutiveFailures:
     processes.
     """
 
-    threshold: int = attrs.field(default=5, validator=_int_at_least(1))
+    threshold: int = attrs.field(default=5, validator=integer(1))
 
     def describe(self) -> str:
         """Say in words when this trips."""
@@ -123,10 +105,10 @@ class FailureRate:
     ``buckets`` slices) even when the state is shared through Redis.
     """
 
-    threshold: float = attrs.field(default=0.5, validator=_fraction)
-    window: float = attrs.field(default=60.0, validator=_positive_seconds)
-    minimum_calls: int = attrs.field(default=10, validator=_int_at_least(1))
-    buckets: int = attrs.field(default=10, validator=_int_at_least(1))
+    threshold: float = attrs.field(default=0.5, validator=number(above=0, at_most=1))
+    window: float = attrs.field(default=60.0, validator=number(above=0))
+    minimum_calls: int = attrs.field(default=10, validator=integer(1))
+    buckets: int = attrs.field(default=10, validator=integer(1))
 
     def describe(self) -> str:
         """Say in words when this trips."""
@@ -223,9 +205,9 @@ class CircuitBreaker(Policy):
 
     name: str = "circuit-breaker"
     trip: ConsecutiveFailures | FailureRate = attrs.field(factory=ConsecutiveFailures)
-    reset_timeout: float = attrs.field(default=30.0, validator=_positive_seconds)
-    half_open_max_calls: int = attrs.field(default=1, validator=_int_at_least(1))
-    success_threshold: int = attrs.field(default=1, validator=_int_at_least(1))
+    reset_timeout: float = attrs.field(default=30.0, validator=number(above=0))
+    half_open_max_calls: int = attrs.field(default=1, validator=integer(1))
+    success_threshold: int = attrs.field(default=1, validator=integer(1))
     on: Classifier = ANY_EXCEPTION
     on_result: ResultTest | None = None
     storage: pybreaker.CircuitBreakerStorage = attrs.field(factory=_memory_storage)

@@ -9,6 +9,7 @@ from typing import Any
 import attrs
 
 from failsafe._policy import AsyncRunner, Policy, SyncRunner
+from failsafe._validators import integer, number
 from failsafe.backoff import Backoff
 from failsafe.budget import RetryBudget
 from failsafe.clock import SYSTEM_CLOCK, Clock
@@ -27,16 +28,6 @@ from failsafe.predicates import TRANSIENT, Classifier, Predicate, ResultTest, as
 __all__ = ["Retry"]
 
 _RNG = random.Random()
-
-
-def _positive_int(inst: object, attr: attrs.Attribute[int], value: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ConfigurationError(attr.name, f"must be an integer >= 1, got {value!r}")
-
-
-def _optional_positive(inst: object, attr: attrs.Attribute[Any], value: float | None) -> None:
-    if value is not None and (not isinstance(value, int | float) or not value > 0):
-        raise ConfigurationError(attr.name, f"must be a number > 0 or None, got {value!r}")
 
 
 @attrs.frozen(kw_only=True, repr=False)
@@ -85,12 +76,12 @@ class Retry(Policy):
         ```
     """
 
-    attempts: int = attrs.field(default=4, validator=_positive_int)
+    attempts: int = attrs.field(default=4, validator=integer(1))
     backoff: Backoff = attrs.field(factory=Backoff.exponential)
     on: Classifier = TRANSIENT
     on_result: ResultTest | None = None
     delay_from: Callable[[Outcome[Any]], float | None] | None = None
-    deadline: float | None = attrs.field(default=None, validator=_optional_positive)
+    deadline: float | None = attrs.field(default=None, validator=number(above=0, optional=True))
     budget: RetryBudget | None = None
     clock: Clock = SYSTEM_CLOCK
     rng: random.Random = _RNG

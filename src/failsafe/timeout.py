@@ -16,31 +16,19 @@ default `Retry` retries it.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
 import attrs
 
 from failsafe._policy import AsyncRunner, Policy, SyncRunner
+from failsafe._validators import number
 from failsafe.clock import SYSTEM_CLOCK, Clock
 from failsafe.context import _current
 from failsafe.events import Listener, TimedOut, _emit
-from failsafe.exceptions import ConfigurationError, TimeoutExceeded
+from failsafe.exceptions import TimeoutExceeded
 
 __all__ = ["Timeout"]
-
-
-def _seconds(inst: object, attr: attrs.Attribute[float], value: float) -> None:
-    if (
-        not isinstance(value, int | float)
-        or isinstance(value, bool)
-        or not math.isfinite(value)
-        or value <= 0
-    ):
-        raise ConfigurationError(
-            attr.name, f"must be a finite number of seconds > 0, got {value!r}"
-        )
 
 
 @attrs.frozen(repr=False)
@@ -65,7 +53,7 @@ class Timeout(Policy):
         ```
     """
 
-    seconds: float = attrs.field(validator=_seconds)
+    seconds: float = attrs.field(validator=number(above=0))
     clock: Clock = attrs.field(default=SYSTEM_CLOCK, kw_only=True)
     listeners: Sequence[Listener] = attrs.field(default=(), converter=tuple, kw_only=True)
     name: str = attrs.field(default="timeout", kw_only=True)
