@@ -86,6 +86,9 @@ class Predicate:
             _both(self._exc, o._exc), _both(self._res, o._res), f"{self._desc} and {o._desc}"
         )
 
+    def __rand__(self, other: Classifier) -> Predicate:
+        return as_predicate(other) & self
+
     def __invert__(self) -> Predicate:
         return Predicate(_negate(self._exc), _negate(self._res), f"not ({self._desc})")
 
