@@ -91,6 +91,14 @@ def test_delay_hook_sets_the_delay(driver: Driver) -> None:
     assert clock.sleeps == [7.0, 0.25]
 
 
+def test_delay_hook_in_the_past_retries_at_once(driver: Driver) -> None:
+    """A negative hinted delay (a Retry-After date already past) retries without sleeping."""
+    clock = FakeClock()
+    retry = Retry(clock=clock, delay_from=lambda outcome: -3.0)
+    assert driver.call(retry, fail_first(1, ConnectionError, returns=1)) == 1
+    assert clock.sleeps == []
+
+
 def test_deadline_stops_retrying(driver: Driver) -> None:
     """No retry starts whose delay would end past the overall deadline."""
     clock = FakeClock()

@@ -119,3 +119,8 @@ def test_bad_timeout_names_the_option(seconds: object) -> None:
     """A timeout that is not a positive finite number fails at construction."""
     with pytest.raises(ConfigurationError, match="seconds"):
         Timeout(seconds)  # type: ignore[arg-type]
+
+
+def test_default_timeout_is_thirty_seconds() -> None:
+    """`Timeout()` works with no arguments and allows 30 s, as Polly's default."""
+    assert Timeout().seconds == 30

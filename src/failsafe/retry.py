@@ -109,7 +109,9 @@ class Retry(Policy):
             return None
         delay: float | None = None
         if self.delay_from is not None:
-            delay = self.delay_from(outcome)
+            hinted = self.delay_from(outcome)
+            if hinted is not None:  # a date in the past (or NaN) means "now"
+                delay = hinted if hinted > 0 else 0.0
         if delay is None:
             delay = self.backoff.delay(attempt, previous, self.rng)
         if self.deadline is not None and (self.clock.monotonic() - started + delay > self.deadline):

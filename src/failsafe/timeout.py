@@ -36,7 +36,7 @@ class Timeout(Policy):
     """Give the operation ``seconds`` to finish (pre-emptive for coroutines, cooperative otherwise).
 
     Args:
-        seconds: The time allowed, > 0.
+        seconds: The time allowed, > 0 (default 30 s, as Polly's).
         clock: Measures the time (a fake one in tests).
         listeners: Receive a [`TimedOut`][failsafe.events.TimedOut] event.
         name: Names this policy in events and reprs.
@@ -53,7 +53,7 @@ class Timeout(Policy):
         ```
     """
 
-    seconds: float = attrs.field(validator=number(above=0))
+    seconds: float = attrs.field(default=30.0, validator=number(above=0))
     clock: Clock = attrs.field(default=SYSTEM_CLOCK, kw_only=True)
     listeners: Sequence[Listener] = attrs.field(default=(), converter=tuple, kw_only=True)
     name: str = attrs.field(default="timeout", kw_only=True)
