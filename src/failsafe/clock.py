@@ -75,9 +75,8 @@ class SystemClock:
         """Suspend the task for ``seconds``."""
         await asyncio.sleep(seconds)
 
-    def timeout_async(self, seconds: float) -> AsyncTimeout:
-        """Return `asyncio.timeout(seconds)`."""
-        return asyncio.timeout(seconds)
+    # asyncio.timeout itself, not a method around it: Timeout calls this on every coroutine
+    timeout_async = staticmethod(asyncio.timeout)
 
     def __repr__(self) -> str:
         return "SystemClock()"

@@ -17,7 +17,6 @@ threads started with `contextvars.copy_context` and into asyncio tasks::
 from __future__ import annotations
 
 from contextvars import ContextVar
-from typing import Final
 
 from failsafe.clock import SYSTEM_CLOCK, Clock
 
@@ -49,24 +48,19 @@ class CallContext:
             return None
         return max(0.0, self.deadline - self.clock.monotonic())
 
-    def with_target(self, target: object) -> CallContext:
-        """Return a copy calling ``target``."""
-        return CallContext(target, self.deadline, self.clock)
-
-    def with_deadline(self, deadline: float, clock: Clock) -> CallContext:
-        """Return a copy whose deadline is the earlier of its own and ``deadline``."""
-        if self.deadline is not None and self.deadline <= deadline:
-            return self
-        return CallContext(self.target, deadline, clock)
-
     def __repr__(self) -> str:
         return f"CallContext(target={self.target!r}, deadline={self.deadline!r})"
 
 
-EMPTY: Final = CallContext()
-_current: ContextVar[CallContext] = ContextVar("failsafe_call_context", default=EMPTY)
+# Two variables rather than one CallContext, so that the hot paths allocate nothing:
+# Failover sets the target, Timeout the (deadline, clock) pair; current_context() joins them.
+_target: ContextVar[object] = ContextVar("failsafe_target", default=None)
+_deadline: ContextVar[tuple[float, Clock] | None] = ContextVar("failsafe_deadline", default=None)
 
 
 def current_context() -> CallContext:
     """Return the context of the call running now (an empty one outside any policy)."""
-    return _current.get()
+    deadline = _deadline.get()
+    if deadline is None:
+        return CallContext(_target.get())
+    return CallContext(_target.get(), deadline[0], deadline[1])

@@ -8,7 +8,7 @@ from typing import Any
 import attrs
 
 from failsafe._policy import AsyncRunner, Policy, SyncRunner
-from failsafe.context import _current
+from failsafe.context import _target
 from failsafe.events import FailedOver, Listener, _emit
 from failsafe.exceptions import AllTargetsFailed, ConfigurationError, PolicyRejected, TargetFailure
 from failsafe.outcome import Outcome
@@ -111,10 +111,9 @@ class Failover(Policy):
         moved = self._moved
 
         def failover_sync(fn: Any, args: Any, kwargs: Any) -> Any:
-            base = _current.get()
             failures: list[TargetFailure] = []
             for index, target in enumerate(targets):
-                token = _current.set(base.with_target(target))
+                token = _target.set(target)
                 try:
                     value = inner(fn, args, kwargs)
                 except Exception as exc:
@@ -126,7 +125,7 @@ class Failover(Policy):
                         return value
                     outcome = Outcome(value)
                 finally:
-                    _current.reset(token)
+                    _target.reset(token)
                 moved(failures, index, outcome)
             raise self._all_failed(failures)
 
@@ -141,10 +140,9 @@ class Failover(Policy):
         moved = self._moved
 
         async def failover_async(fn: Any, args: Any, kwargs: Any) -> Any:
-            base = _current.get()
             failures: list[TargetFailure] = []
             for index, target in enumerate(targets):
-                token = _current.set(base.with_target(target))
+                token = _target.set(target)
                 try:
                     value = await inner(fn, args, kwargs)
                 except Exception as exc:
@@ -156,7 +154,7 @@ class Failover(Policy):
                         return value
                     outcome = Outcome(value)
                 finally:
-                    _current.reset(token)
+                    _target.reset(token)
                 moved(failures, index, outcome)
             raise self._all_failed(failures)
 

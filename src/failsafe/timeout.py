@@ -24,7 +24,7 @@ import attrs
 from failsafe._policy import AsyncRunner, Policy, SyncRunner
 from failsafe._validators import number
 from failsafe.clock import SYSTEM_CLOCK, Clock
-from failsafe.context import _current
+from failsafe.context import _deadline
 from failsafe.events import Listener, TimedOut, _emit
 from failsafe.exceptions import TimeoutExceeded
 
@@ -66,15 +66,19 @@ class Timeout(Policy):
         seconds = self.seconds
         monotonic = self.clock.monotonic
         clock = self.clock
-        get, set_, reset = _current.get, _current.set, _current.reset
+        get, set_, reset = _deadline.get, _deadline.set, _deadline.reset
 
         def timeout_sync(fn: Any, args: Any, kwargs: Any) -> Any:
             deadline = monotonic() + seconds
-            token = set_(get().with_deadline(deadline, clock))
-            try:
+            outer = get()
+            if outer is not None and outer[0] <= deadline:  # an enclosing deadline is earlier
                 value = nxt(fn, args, kwargs)
-            finally:
-                reset(token)
+            else:
+                token = set_((deadline, clock))
+                try:
+                    value = nxt(fn, args, kwargs)
+                finally:
+                    reset(token)
             if monotonic() > deadline:
                 raise self._expired(cancelled=False)
             return value
@@ -84,11 +88,15 @@ class Timeout(Policy):
     def _bind_async(self, nxt: AsyncRunner) -> AsyncRunner:
         seconds = self.seconds
         clock = self.clock
-        get, set_, reset = _current.get, _current.set, _current.reset
+        monotonic = clock.monotonic
+        scope_for = clock.timeout_async
+        get, set_, reset = _deadline.get, _deadline.set, _deadline.reset
 
         async def timeout_async(fn: Any, args: Any, kwargs: Any) -> Any:
-            token = set_(get().with_deadline(clock.monotonic() + seconds, clock))
-            scope = clock.timeout_async(seconds)
+            deadline = monotonic() + seconds
+            outer = get()
+            token = set_((deadline, clock)) if outer is None or outer[0] > deadline else None
+            scope = scope_for(seconds)
             try:
                 async with scope:
                     return await nxt(fn, args, kwargs)
@@ -97,7 +105,8 @@ class Timeout(Policy):
                     raise self._expired(cancelled=True) from None
                 raise
             finally:
-                reset(token)
+                if token is not None:
+                    reset(token)
 
         return timeout_async
 
