@@ -95,9 +95,10 @@ class Bulkhead(Policy):
     def _reject(self) -> BulkheadFull:
         _emit(
             self.listeners,
-            BulkheadRejected(
-                policy=self.name, max_concurrent=self.max_concurrent, max_queued=self.max_queued
-            ),
+            BulkheadRejected,
+            policy=self.name,
+            max_concurrent=self.max_concurrent,
+            max_queued=self.max_queued,
         )
         return BulkheadFull(self.name, self.max_concurrent, self.max_queued)
 

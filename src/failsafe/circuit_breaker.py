@@ -34,6 +34,7 @@ from failsafe.events import (
     CircuitRejected,
     Event,
     Listener,
+    _deliver,
     _emit,
 )
 from failsafe.exceptions import CircuitOpenError, ConfigurationError
@@ -326,7 +327,7 @@ class CircuitBreaker(Policy):
                 for listener in self._pb_listeners:
                     listener.state_change(self, _StateName(event[0]), _StateName(event[1]))  # type: ignore[arg-type]
             else:
-                _emit(self._events, event)
+                _deliver(self._events, event)
 
     # -- decisions shared by both drivers ---------------------------------------------------
     def _admit(self) -> bool:
@@ -352,7 +353,7 @@ class CircuitBreaker(Policy):
         if admitted:
             return probe
         _emit(
-            self._events, CircuitRejected(policy=self.name, key=self.key, retry_after=retry_after)
+            self._events, CircuitRejected, policy=self.name, key=self.key, retry_after=retry_after
         )
         raise CircuitOpenError(self._label(), retry_after)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 import attrs
@@ -180,13 +180,18 @@ def remove_listener(listener: Listener) -> None:
         _global = tuple(items)
 
 
-def _as_listeners(given: Iterable[Listener] | None) -> tuple[Listener, ...]:
-    return tuple(given) if given else ()
+def _emit(listeners: Sequence[Listener], kind: type[Event], **fields: Any) -> None:
+    """Build a ``kind`` event and deliver it, only if anyone listens (internal).
+
+    Events are built lazily: with no listener at all, a decision costs no event object.
+    """
+    if listeners or _global:
+        _deliver(listeners, kind(**fields))
 
 
-def _emit(listeners: Sequence[Listener], event: Event) -> None:
-    """Deliver ``event`` to the given listeners and the global ones (internal)."""
-    for listener in (*listeners, *_global):
+def _deliver(listeners: Sequence[Listener], event: Event) -> None:
+    """Give a built event to the listeners and the global ones; a failing listener is logged."""
+    for listener in (*listeners, *_global) if _global else listeners:
         try:
             listener(event)
         except Exception:

@@ -88,12 +88,11 @@ class Failover(Policy):
         if index + 1 < len(self.targets):
             _emit(
                 self.listeners,
-                FailedOver(
-                    policy=self.name,
-                    from_target=target,
-                    to_target=self.targets[index + 1],
-                    outcome=outcome,
-                ),
+                FailedOver,
+                policy=self.name,
+                from_target=target,
+                to_target=self.targets[index + 1],
+                outcome=outcome,
             )
 
     @staticmethod

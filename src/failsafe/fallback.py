@@ -80,7 +80,7 @@ class Fallback(Policy):
         object.__setattr__(self, "_predicate", pred)
 
     def _replace(self, outcome: Outcome[Any]) -> Any:
-        _emit(self.listeners, FallbackUsed(policy=self.name, outcome=outcome))
+        _emit(self.listeners, FallbackUsed, policy=self.name, outcome=outcome)
         if self.handler is None:
             return self.value
         return self.handler(outcome)

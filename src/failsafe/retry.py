@@ -103,7 +103,7 @@ class Retry(Policy):
     ) -> float | None:
         """Decide what follows failed attempt ``attempt``: a delay, or ``None`` to give up."""
         listeners = self.listeners
-        _emit(listeners, AttemptFailed(policy=self.name, attempt=attempt, outcome=outcome))
+        _emit(listeners, AttemptFailed, policy=self.name, attempt=attempt, outcome=outcome)
         if attempt >= self.attempts:
             self._give_up(attempt, "attempts", outcome)
             return None
@@ -119,20 +119,28 @@ class Retry(Policy):
             return None
         if self.budget is not None and not self.budget.try_withdraw():
             _emit(
-                listeners, RetryBudgetExhausted(policy=self.name, attempt=attempt, outcome=outcome)
+                listeners, RetryBudgetExhausted, policy=self.name, attempt=attempt, outcome=outcome
             )
             self._note(outcome, f"failsafe: retry budget spent after {attempt} attempt(s)")
             return None
         _emit(
             listeners,
-            RetryScheduled(policy=self.name, attempt=attempt, delay=delay, outcome=outcome),
+            RetryScheduled,
+            policy=self.name,
+            attempt=attempt,
+            delay=delay,
+            outcome=outcome,
         )
         return delay
 
     def _give_up(self, attempt: int, reason: str, outcome: Outcome[Any]) -> None:
         _emit(
             self.listeners,
-            RetriesExhausted(policy=self.name, attempts=attempt, reason=reason, outcome=outcome),
+            RetriesExhausted,
+            policy=self.name,
+            attempts=attempt,
+            reason=reason,
+            outcome=outcome,
         )
         why = "attempts exhausted" if reason == "attempts" else "deadline reached"
         self._note(outcome, f"failsafe: gave up after {attempt} attempt(s), {why}")

@@ -59,7 +59,7 @@ class Timeout(Policy):
     name: str = attrs.field(default="timeout", kw_only=True)
 
     def _expired(self, cancelled: bool) -> TimeoutExceeded:
-        _emit(self.listeners, TimedOut(policy=self.name, timeout=self.seconds, cancelled=cancelled))
+        _emit(self.listeners, TimedOut, policy=self.name, timeout=self.seconds, cancelled=cancelled)
         return TimeoutExceeded(self.seconds)
 
     def _bind_sync(self, nxt: SyncRunner) -> SyncRunner:
