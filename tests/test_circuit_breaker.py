@@ -289,3 +289,46 @@ def test_bad_configuration_names_the_option(build: object, option: str) -> None:
     with pytest.raises(ConfigurationError) as info:
         build()  # type: ignore[operator]
     assert info.value.option == option
+
+
+def test_reset_timeout_is_exact_on_the_fake_clock() -> None:
+    """Advancing exactly ``reset_timeout`` admits a probe, whatever the clock's fraction."""
+    clock = FakeClock()
+    clock.advance(7e-7)  # the storage keeps microseconds: this used to round up
+    breaker = CircuitBreaker(reset_timeout=30, clock=clock)
+    breaker.open()
+    clock.advance(30)
+    assert breaker.call(ok) == "ok"
+    assert breaker.state is CircuitState.CLOSED
+
+
+def test_failing_pybreaker_listener_never_changes_the_outcome(driver: Driver) -> None:
+    """A pybreaker listener that raises is logged; the call's own result or error stands."""
+
+    class Broken(pybreaker.CircuitBreakerListener):
+        def failure(self, cb, exc):  # type: ignore[no-untyped-def]
+            raise RuntimeError("listener bug")
+
+        def success(self, cb):  # type: ignore[no-untyped-def]
+            raise RuntimeError("listener bug")
+
+        def state_change(self, cb, old_state, new_state):  # type: ignore[no-untyped-def]
+            raise RuntimeError("listener bug")
+
+    breaker = CircuitBreaker(trip=ConsecutiveFailures(threshold=1), listeners=[Broken()])
+    assert driver.call(breaker, ok) == "ok"
+    with pytest.raises(ConnectionError):
+        driver.call(breaker, boom)
+    assert breaker.state is CircuitState.OPEN
+
+
+def test_keyed_breaker_without_a_key_raises_when_awaited() -> None:
+    """``call_async`` of a keyed breaker reports a missing key when awaited, like any error."""
+    import asyncio
+
+    async def answer() -> str:
+        return "x"
+
+    coro = KeyedCircuitBreaker().call_async(answer)  # building the coroutine does not raise
+    with pytest.raises(ConfigurationError, match="key"):
+        asyncio.run(coro)

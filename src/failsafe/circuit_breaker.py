@@ -15,8 +15,9 @@ closes the circuit after ``success_threshold`` successes, a failure opens it aga
 from __future__ import annotations
 
 import enum
+import logging
 import threading
-from collections.abc import Awaitable, Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypedDict
 
@@ -62,6 +63,7 @@ __all__ = [
 # pybreaker's state names. pybreaker is imported on first use, not with failsafe: it imports
 # the redis client (and redis imports OpenTelemetry) whenever they are installed.
 _CLOSED, _OPEN, _HALF_OPEN = "closed", "open", "half-open"
+_log = logging.getLogger("failsafe.circuit_breaker")
 
 
 def _pybreaker() -> Any:
@@ -149,6 +151,14 @@ class _Window:
 
     def reset(self) -> None:
         self.stamps = [-1] * self.n
+
+
+def _guarded(method: Callable[..., object], *args: object) -> None:
+    """Call a pybreaker listener method; its failure is logged, never raised into the call."""
+    try:
+        method(*args)
+    except Exception:
+        _log.exception("pybreaker listener %r failed", method)
 
 
 class _StateName:
@@ -290,7 +300,9 @@ class CircuitBreaker(Policy):
         opened = self.storage.opened_at
         if opened is None:
             return 0.0
-        return max(0.0, opened.timestamp() + self.reset_timeout - now)
+        remaining = opened.timestamp() + self.reset_timeout - now
+        # the storage keeps microseconds (Redis: whole seconds); closer than that is "now"
+        return remaining if remaining > 1e-6 else 0.0
 
     def _to_open(self, outcome: Outcome[Any] | None) -> list[Event | tuple[str, str]]:
         old = self.storage.state
@@ -325,7 +337,9 @@ class CircuitBreaker(Policy):
         for event in events:
             if isinstance(event, tuple):
                 for listener in self._pb_listeners:
-                    listener.state_change(self, _StateName(event[0]), _StateName(event[1]))  # type: ignore[arg-type]
+                    _guarded(
+                        listener.state_change, self, _StateName(event[0]), _StateName(event[1])
+                    )
             else:
                 _deliver(self._events, event)
 
@@ -374,7 +388,7 @@ class CircuitBreaker(Policy):
             elif self.storage.counter:
                 self.storage.reset_counter()
         for listener in self._pb_listeners:
-            listener.success(self)  # type: ignore[arg-type]
+            _guarded(listener.success, self)
         self._publish(events)
 
     def _failed(self, probe: bool, outcome: Outcome[Any]) -> None:
@@ -398,7 +412,7 @@ class CircuitBreaker(Policy):
                         events = self._to_open(outcome)
         if outcome.exception is not None:
             for listener in self._pb_listeners:
-                listener.failure(self, outcome.exception)  # type: ignore[arg-type]
+                _guarded(listener.failure, self, outcome.exception)
         self._publish(events)
 
     def _ignored(self, probe: bool) -> None:
@@ -582,12 +596,12 @@ class KeyedCircuitBreaker(Policy):
         runners: dict[Hashable, AsyncRunner] = {}
         current_key, get = self._current_key, self.get
 
-        def keyed_async(fn: Any, args: Any, kwargs: Any) -> Awaitable[Any]:
+        async def keyed_async(fn: Any, args: Any, kwargs: Any) -> Any:
             key = current_key()
             run = runners.get(key)
             if run is None:
                 run = runners.setdefault(key, get(key)._bind_async(nxt))
-            return run(fn, args, kwargs)
+            return await run(fn, args, kwargs)
 
         return keyed_async
 
