@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
+from failsafe.events import Listener
 from failsafe.exceptions import ConfigurationError
 
 Validator = Callable[[Any, Any, Any], None]
@@ -58,3 +59,13 @@ def number(
             raise ConfigurationError(attr.name, f"must be {wanted}, got {value!r}")
 
     return check
+
+
+def listeners(value: Iterable[Listener]) -> tuple[Listener, ...]:
+    """Converter for ``listeners=`` (typed, so that a list of listeners type-checks)."""
+    return tuple(value)
+
+
+def objects(value: Iterable[Any]) -> tuple[Any, ...]:
+    """Converter for a sequence of anything, kept as a tuple."""
+    return tuple(value)

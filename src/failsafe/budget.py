@@ -49,7 +49,7 @@ class RetryBudget:
 
     def __attrs_post_init__(self) -> None:
         self._width = self.window / _BUCKETS
-        self._stamps = [-1] * _BUCKETS
+        self._stamps = [-(2**62)] * _BUCKETS  # never counted, whatever the clock
         self._calls = [0] * _BUCKETS
         self._retries = [0] * _BUCKETS
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import attrs
 
+from failsafe import _validators as _v
 from failsafe._policy import AsyncRunner, Policy, SyncRunner
 from failsafe._validators import integer, number
 from failsafe.clock import SYSTEM_CLOCK, Clock
@@ -76,7 +77,7 @@ class Bulkhead(Policy):
     max_queued: int = attrs.field(default=0, validator=integer(0))
     max_wait: float | None = attrs.field(default=None, validator=number(at_least=0, optional=True))
     clock: Clock = SYSTEM_CLOCK
-    listeners: Sequence[Listener] = attrs.field(default=(), converter=tuple)
+    listeners: Sequence[Listener] = attrs.field(default=(), converter=_v.listeners)
     name: str = "bulkhead"
     _lock: threading.Lock = attrs.field(factory=threading.Lock, init=False)
     _active: int = attrs.field(default=0, init=False)

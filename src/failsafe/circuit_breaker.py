@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, TypedDict
 import attrs
 from typing_extensions import Unpack
 
+from failsafe import _validators as _v
 from failsafe._policy import AsyncRunner, Policy, SyncRunner
 from failsafe._validators import integer, number
 from failsafe.clock import SYSTEM_CLOCK, Clock
@@ -121,6 +122,9 @@ class FailureRate:
         )
 
 
+_NEVER = -(2**62)
+
+
 class _Window:
     """Calls and failures over a sliding window, in fixed slices (pure counting)."""
 
@@ -129,9 +133,7 @@ class _Window:
     def __init__(self, rate: FailureRate) -> None:
         self.n = rate.buckets
         self.width = rate.window / rate.buckets
-        self.stamps = [-1] * self.n
-        self.calls = [0] * self.n
-        self.failures = [0] * self.n
+        self.reset()
 
     def record(self, now: float, failed: bool) -> tuple[int, int]:
         tick = int(now // self.width)
@@ -150,7 +152,10 @@ class _Window:
         return calls, failures
 
     def reset(self) -> None:
-        self.stamps = [-1] * self.n
+        # a stamp no tick can be near, so an emptied slice never counts (whatever the clock)
+        self.stamps = [_NEVER] * self.n
+        self.calls = [0] * self.n
+        self.failures = [0] * self.n
 
 
 def _guarded(method: Callable[..., object], *args: object) -> None:
@@ -223,10 +228,14 @@ class CircuitBreaker(Policy):
     on_result: ResultTest | None = None
     storage: pybreaker.CircuitBreakerStorage = attrs.field(factory=_memory_storage)
     clock: Clock = SYSTEM_CLOCK
-    listeners: Sequence[Any] = attrs.field(default=(), converter=tuple)
+    listeners: Sequence[Any] = attrs.field(default=(), converter=_v.objects)
     key: object = None
     _lock: threading.Lock = attrs.field(factory=threading.Lock, init=False)
     _probes: int = attrs.field(default=0, init=False)
+    # Each closed/open/half-open period gets a number; a probe carries the number of the
+    # half-open period that admitted it, so a probe that ends after the circuit moved on
+    # (a "stale" probe) can neither close the circuit nor free a newer period's probe slot.
+    _period: int = attrs.field(default=1, init=False)
     _predicate: Predicate = attrs.field(init=False)
     _window: _Window | None = attrs.field(default=None, init=False)
     _events: tuple[Listener, ...] = attrs.field(default=(), init=False)
@@ -309,7 +318,7 @@ class CircuitBreaker(Policy):
         self.storage.state = _OPEN
         self.storage.opened_at = datetime.fromtimestamp(self.clock.time(), UTC)
         self.storage.reset_success_counter()
-        self._probes = 0
+        self._new_period()
         return [
             CircuitOpened(
                 policy=self.name, key=self.key, reset_timeout=self.reset_timeout, outcome=outcome
@@ -322,12 +331,16 @@ class CircuitBreaker(Policy):
         self.storage.state = _CLOSED
         self.storage.reset_counter()
         self.storage.reset_success_counter()
-        self._probes = 0
+        self._new_period()
         if self._window is not None:
             self._window.reset()
         if old == _CLOSED:
             return []
         return [CircuitClosed(policy=self.name, key=self.key), *self._changed(old, _CLOSED)]
+
+    def _new_period(self) -> None:
+        self._period += 1
+        self._probes = 0
 
     def _changed(self, old: str, new: str) -> list[Event | tuple[str, str]]:
         return [(old, new)] if self._pb_listeners and old != new else []
@@ -344,8 +357,11 @@ class CircuitBreaker(Policy):
                 _deliver(self._events, event)
 
     # -- decisions shared by both drivers ---------------------------------------------------
-    def _admit(self) -> bool:
-        """Admit a call (return whether it is a probe) or raise `CircuitOpenError`."""
+    def _admit(self) -> int:
+        """Admit a call or raise `CircuitOpenError`.
+
+        Returns 0 for an ordinary call, or the half-open period's number for a probe.
+        """
         retry_after = 0.0
         events: list[Event | tuple[str, str]] = []
         with self._lock:
@@ -355,14 +371,14 @@ class CircuitBreaker(Policy):
                 if retry_after <= 0:
                     self.storage.state = state = _HALF_OPEN
                     self.storage.reset_success_counter()
-                    self._probes = 0
+                    self._new_period()
                     events.append(CircuitHalfOpened(policy=self.name, key=self.key))
                     events.extend(self._changed(_OPEN, _HALF_OPEN))
             admitted = state == _CLOSED
-            probe = False
+            probe = 0
             if state == _HALF_OPEN and self._probes < self.half_open_max_calls:
                 self._probes += 1
-                admitted = probe = True
+                admitted, probe = True, self._period
         self._publish(events)
         if admitted:
             return probe
@@ -374,12 +390,18 @@ class CircuitBreaker(Policy):
     def _label(self) -> str:
         return self.name if self.key is None else f"{self.name}[{self.key}]"
 
-    def _succeeded(self, probe: bool) -> None:
+    def _end_probe(self, probe: int) -> bool:
+        """Release a probe's slot (lock held); return whether it belongs to this period."""
+        if probe != self._period:
+            return False
+        self._probes -= 1
+        return True
+
+    def _succeeded(self, probe: int) -> None:
         events: list[Event | tuple[str, str]] = []
         with self._lock:
             if probe:
-                self._probes -= 1
-                if self.storage.state == _HALF_OPEN:
+                if self._end_probe(probe) and self.storage.state == _HALF_OPEN:
                     self.storage.increment_success_counter()
                     if self.storage.success_counter >= self.success_threshold:
                         events = self._to_closed()
@@ -391,13 +413,12 @@ class CircuitBreaker(Policy):
             _guarded(listener.success, self)
         self._publish(events)
 
-    def _failed(self, probe: bool, outcome: Outcome[Any]) -> None:
+    def _failed(self, probe: int, outcome: Outcome[Any]) -> None:
         events: list[Event | tuple[str, str]] = []
         with self._lock:
             state = self.storage.state
             if probe:
-                self._probes -= 1
-                if state == _HALF_OPEN:
+                if self._end_probe(probe) and state == _HALF_OPEN:
                     events = self._to_open(outcome)
             elif state == _CLOSED:
                 if self._window is not None:
@@ -415,10 +436,10 @@ class CircuitBreaker(Policy):
                 _guarded(listener.failure, self, outcome.exception)
         self._publish(events)
 
-    def _ignored(self, probe: bool) -> None:
+    def _ignored(self, probe: int) -> None:
         if probe:
             with self._lock:
-                self._probes -= 1
+                self._end_probe(probe)
 
     # -- drivers ------------------------------------------------------------------------------
     def _bind_sync(self, nxt: SyncRunner) -> SyncRunner:
@@ -435,7 +456,7 @@ class CircuitBreaker(Policy):
         fast = self._window is None and not self._pb_listeners
 
         def breaker_sync(fn: Any, args: Any, kwargs: Any) -> Any:
-            probe = False if storage.state == _CLOSED else admit()
+            probe = 0 if storage.state == _CLOSED else admit()
             try:
                 value = nxt(fn, args, kwargs)
             except Exception as exc:
@@ -469,7 +490,7 @@ class CircuitBreaker(Policy):
         fast = self._window is None and not self._pb_listeners
 
         async def breaker_async(fn: Any, args: Any, kwargs: Any) -> Any:
-            probe = False if storage.state == _CLOSED else admit()
+            probe = 0 if storage.state == _CLOSED else admit()
             try:
                 value = await nxt(fn, args, kwargs)
             except Exception as exc:

@@ -7,6 +7,7 @@ from typing import Any
 
 import attrs
 
+from failsafe import _validators as _v
 from failsafe._policy import AsyncRunner, Policy, SyncRunner
 from failsafe.context import _target
 from failsafe.events import FailedOver, Listener, _emit
@@ -70,7 +71,7 @@ class Failover(Policy):
     policy: Policy | None = attrs.field(default=None, kw_only=True)
     on: Classifier = attrs.field(default=_DEFAULT_ON, kw_only=True)
     on_result: ResultTest | None = attrs.field(default=None, kw_only=True)
-    listeners: Sequence[Listener] = attrs.field(default=(), converter=tuple, kw_only=True)
+    listeners: Sequence[Listener] = attrs.field(default=(), converter=_v.listeners, kw_only=True)
     name: str = attrs.field(default="failover", kw_only=True)
     _predicate: Predicate = attrs.field(init=False, eq=False)
 

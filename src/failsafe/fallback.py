@@ -8,6 +8,7 @@ from typing import Any, Final
 
 import attrs
 
+from failsafe import _validators as _v
 from failsafe._policy import AsyncRunner, Policy, SyncRunner
 from failsafe.events import FallbackUsed, Listener, _emit
 from failsafe.exceptions import ConfigurationError
@@ -65,7 +66,7 @@ class Fallback(Policy):
     handler: Callable[[Outcome[Any]], Any] | None = attrs.field(default=None, kw_only=True)
     on: Classifier = attrs.field(default=ANY_EXCEPTION, kw_only=True)
     on_result: ResultTest | None = attrs.field(default=None, kw_only=True)
-    listeners: Sequence[Listener] = attrs.field(default=(), converter=tuple, kw_only=True)
+    listeners: Sequence[Listener] = attrs.field(default=(), converter=_v.listeners, kw_only=True)
     name: str = attrs.field(default="fallback", kw_only=True)
     _predicate: Predicate = attrs.field(init=False, eq=False)
 

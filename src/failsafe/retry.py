@@ -8,6 +8,7 @@ from typing import Any
 
 import attrs
 
+from failsafe import _validators as _v
 from failsafe._policy import AsyncRunner, Policy, SyncRunner
 from failsafe._validators import integer, number
 from failsafe.backoff import Backoff
@@ -85,7 +86,7 @@ class Retry(Policy):
     budget: RetryBudget | None = None
     clock: Clock = SYSTEM_CLOCK
     rng: random.Random = _RNG
-    listeners: Sequence[Listener] = attrs.field(default=(), converter=tuple)
+    listeners: Sequence[Listener] = attrs.field(default=(), converter=_v.listeners)
     name: str = "retry"
     _predicate: Predicate = attrs.field(init=False, eq=False)
 

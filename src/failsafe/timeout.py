@@ -21,6 +21,7 @@ from typing import Any
 
 import attrs
 
+from failsafe import _validators as _v
 from failsafe._policy import AsyncRunner, Policy, SyncRunner
 from failsafe._validators import number
 from failsafe.clock import SYSTEM_CLOCK, Clock
@@ -55,7 +56,7 @@ class Timeout(Policy):
 
     seconds: float = attrs.field(default=30.0, validator=number(above=0))
     clock: Clock = attrs.field(default=SYSTEM_CLOCK, kw_only=True)
-    listeners: Sequence[Listener] = attrs.field(default=(), converter=tuple, kw_only=True)
+    listeners: Sequence[Listener] = attrs.field(default=(), converter=_v.listeners, kw_only=True)
     name: str = attrs.field(default="timeout", kw_only=True)
 
     def _expired(self, cancelled: bool) -> TimeoutExceeded:

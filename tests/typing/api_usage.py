@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import assert_type
 
 import failsafe
+import failsafe.testing
 from failsafe import Backoff, CircuitBreaker, Pipeline, Retry, Timeout
 
 pipeline = Pipeline(Retry(attempts=3, backoff=Backoff.constant(0.1)), CircuitBreaker(), Timeout(1))
@@ -43,3 +44,13 @@ async def use_decorated_async() -> None:
 
 
 assert_type(failsafe.current_context().remaining(), float | None)
+
+
+def listeners_type_check() -> None:
+    events = failsafe.testing.RecordingListener()
+    Retry(listeners=[events])
+    CircuitBreaker(listeners=[events])
+    failsafe.Bulkhead(listeners=[events])
+    Timeout(2, listeners=[events])
+    failsafe.Fallback(0, listeners=[events])
+    failsafe.Failover(["a"], listeners=[events])

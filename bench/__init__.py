@@ -1,0 +1,1 @@
+"""failsafe's benchmarks against its peers: ``python -m bench`` (``make bench``)."""
