@@ -1,3 +1,3 @@
-"""Placeholder, filled by a later issue."""
+"""failsafe.errors: the Error-handling service and manual review. Not built yet (issue 4)."""
 
 __all__: list[str] = []

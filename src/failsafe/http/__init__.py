@@ -1,3 +1,3 @@
-"""Placeholder, filled by a later issue."""
+"""failsafe.http: httpx transports with retry, failover and breakers. Not built yet (issue 3)."""
 
 __all__: list[str] = []

@@ -1,3 +1,3 @@
-"""Placeholder, filled by a later issue."""
+"""failsafe.queue: consumer-side redelivery with a DLQ over brokers. Not built yet (issue 5)."""
 
 __all__: list[str] = []
