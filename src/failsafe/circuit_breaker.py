@@ -46,8 +46,7 @@ from failsafe.predicates import (
     Classifier,
     Predicate,
     ResultTest,
-    as_predicate,
-    result,
+    classify,
 )
 
 if TYPE_CHECKING:
@@ -253,10 +252,7 @@ class CircuitBreaker(Policy):
             raise ConfigurationError(
                 "storage", f"must be a pybreaker CircuitBreakerStorage, got {self.storage!r}"
             )
-        pred = as_predicate(self.on)
-        if self.on_result is not None:
-            pred = pred | result(self.on_result)
-        self._predicate = pred
+        self._predicate = classify(self.on, self.on_result)
         if isinstance(self.trip, FailureRate):
             self._window = _Window(self.trip)
         self._pb_listeners = tuple(
@@ -450,9 +446,7 @@ class CircuitBreaker(Policy):
             self._failed,
             self._ignored,
         )
-        pred = self._predicate
-        matches_exception = pred.matches_exception
-        matches_result = pred.matches_result if pred.handles_results else None
+        matches_exception, matches_result = self._predicate.tests()
         fast = self._window is None and not self._pb_listeners
 
         def breaker_sync(fn: Any, args: Any, kwargs: Any) -> Any:
@@ -484,9 +478,7 @@ class CircuitBreaker(Policy):
             self._failed,
             self._ignored,
         )
-        pred = self._predicate
-        matches_exception = pred.matches_exception
-        matches_result = pred.matches_result if pred.handles_results else None
+        matches_exception, matches_result = self._predicate.tests()
         fast = self._window is None and not self._pb_listeners
 
         async def breaker_async(fn: Any, args: Any, kwargs: Any) -> Any:

@@ -13,7 +13,7 @@ from failsafe.context import _target
 from failsafe.events import FailedOver, Listener, _emit
 from failsafe.exceptions import AllTargetsFailed, ConfigurationError, PolicyRejected, TargetFailure
 from failsafe.outcome import Outcome
-from failsafe.predicates import TRANSIENT, Classifier, Predicate, ResultTest, as_predicate, result
+from failsafe.predicates import TRANSIENT, Classifier, Predicate, ResultTest, classify
 
 __all__ = ["Failover"]
 
@@ -78,10 +78,7 @@ class Failover(Policy):
     def __attrs_post_init__(self) -> None:
         if self.policy is not None and not isinstance(self.policy, Policy):
             raise ConfigurationError("policy", f"must be a failsafe policy, got {self.policy!r}")
-        pred = as_predicate(self.on)
-        if self.on_result is not None:
-            pred = pred | result(self.on_result)
-        object.__setattr__(self, "_predicate", pred)
+        object.__setattr__(self, "_predicate", classify(self.on, self.on_result))
 
     def _moved(self, failures: list[TargetFailure], index: int, outcome: Outcome[Any]) -> None:
         target = self.targets[index]
@@ -104,9 +101,7 @@ class Failover(Policy):
 
     def _bind_sync(self, nxt: SyncRunner) -> SyncRunner:
         inner = self.policy._bind_sync(nxt) if self.policy is not None else nxt
-        pred = self._predicate
-        matches_exception = pred.matches_exception
-        matches_result = pred.matches_result if pred.handles_results else None
+        matches_exception, matches_result = self._predicate.tests()
         targets = self.targets
         moved = self._moved
 
@@ -133,9 +128,7 @@ class Failover(Policy):
 
     def _bind_async(self, nxt: AsyncRunner) -> AsyncRunner:
         inner = self.policy._bind_async(nxt) if self.policy is not None else nxt
-        pred = self._predicate
-        matches_exception = pred.matches_exception
-        matches_result = pred.matches_result if pred.handles_results else None
+        matches_exception, matches_result = self._predicate.tests()
         targets = self.targets
         moved = self._moved
 

@@ -18,8 +18,7 @@ from failsafe.predicates import (
     Classifier,
     Predicate,
     ResultTest,
-    as_predicate,
-    result,
+    classify,
 )
 
 __all__ = ["Fallback"]
@@ -75,10 +74,7 @@ class Fallback(Policy):
             raise ConfigurationError("value", "give exactly one of value and handler")
         if self.handler is not None and not callable(self.handler):
             raise ConfigurationError("handler", f"must be callable, got {self.handler!r}")
-        pred = as_predicate(self.on)
-        if self.on_result is not None:
-            pred = pred | result(self.on_result)
-        object.__setattr__(self, "_predicate", pred)
+        object.__setattr__(self, "_predicate", classify(self.on, self.on_result))
 
     def _replace(self, outcome: Outcome[Any]) -> Any:
         _emit(self.listeners, FallbackUsed, policy=self.name, outcome=outcome)
@@ -87,9 +83,7 @@ class Fallback(Policy):
         return self.handler(outcome)
 
     def _bind_sync(self, nxt: SyncRunner) -> SyncRunner:
-        pred = self._predicate
-        matches_exception = pred.matches_exception
-        matches_result = pred.matches_result if pred.handles_results else None
+        matches_exception, matches_result = self._predicate.tests()
         replace = self._replace
 
         def fallback_sync(fn: Any, args: Any, kwargs: Any) -> Any:
@@ -106,9 +100,7 @@ class Fallback(Policy):
         return fallback_sync
 
     def _bind_async(self, nxt: AsyncRunner) -> AsyncRunner:
-        pred = self._predicate
-        matches_exception = pred.matches_exception
-        matches_result = pred.matches_result if pred.handles_results else None
+        matches_exception, matches_result = self._predicate.tests()
         replace = self._replace
 
         async def fallback_async(fn: Any, args: Any, kwargs: Any) -> Any:

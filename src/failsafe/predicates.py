@@ -26,6 +26,7 @@ __all__ = [
     "Classifier",
     "Predicate",
     "as_predicate",
+    "classify",
     "exception",
     "result",
 ]
@@ -70,6 +71,14 @@ class Predicate:
     def matches_result(self, value: object) -> bool:
         """Return whether the returned ``value`` is a failure for this predicate."""
         return self._res is not None and bool(self._res(value))
+
+    def tests(self) -> tuple[ExceptionTest, ResultTest | None]:
+        """Return the two tests a policy's driver binds once: on exceptions, and on results.
+
+        The result test is ``None`` when no result can match, so that drivers skip the check
+        on the success path.
+        """
+        return self.matches_exception, (self.matches_result if self._res is not None else None)
 
     def __or__(self, other: Classifier) -> Predicate:
         o = as_predicate(other)
@@ -176,6 +185,12 @@ def as_predicate(value: Classifier) -> Predicate:
     raise ConfigurationError(
         "on", f"expected a Predicate, exception class(es) or a function, got {value!r}"
     )
+
+
+def classify(on: Classifier, on_result: ResultTest | None) -> Predicate:
+    """Join a policy's ``on`` and ``on_result`` options into one predicate."""
+    pred = as_predicate(on)
+    return pred if on_result is None else pred | result(on_result)
 
 
 TRANSIENT: Final[Predicate] = Predicate(

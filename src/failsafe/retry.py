@@ -24,7 +24,7 @@ from failsafe.events import (
 )
 from failsafe.exceptions import ConfigurationError
 from failsafe.outcome import Outcome
-from failsafe.predicates import TRANSIENT, Classifier, Predicate, ResultTest, as_predicate, result
+from failsafe.predicates import TRANSIENT, Classifier, Predicate, ResultTest, classify
 
 __all__ = ["Retry"]
 
@@ -93,10 +93,7 @@ class Retry(Policy):
     def __attrs_post_init__(self) -> None:
         if not isinstance(self.backoff, Backoff):
             raise ConfigurationError("backoff", f"must be a Backoff, got {self.backoff!r}")
-        pred = as_predicate(self.on)
-        if self.on_result is not None:
-            pred = pred | result(self.on_result)
-        object.__setattr__(self, "_predicate", pred)
+        object.__setattr__(self, "_predicate", classify(self.on, self.on_result))
 
     # -- decisions, shared by both drivers ------------------------------------------------
     def _after_failure(
@@ -153,9 +150,7 @@ class Retry(Policy):
 
     # -- drivers --------------------------------------------------------------------------
     def _bind_sync(self, nxt: SyncRunner) -> SyncRunner:
-        pred = self._predicate
-        matches_exception = pred.matches_exception
-        matches_result = pred.matches_result if pred.handles_results else None
+        matches_exception, matches_result = self._predicate.tests()
         after = self._after_failure
         clock = self.clock
         timed = self.deadline is not None
@@ -189,9 +184,7 @@ class Retry(Policy):
         return retry_sync
 
     def _bind_async(self, nxt: AsyncRunner) -> AsyncRunner:
-        pred = self._predicate
-        matches_exception = pred.matches_exception
-        matches_result = pred.matches_result if pred.handles_results else None
+        matches_exception, matches_result = self._predicate.tests()
         after = self._after_failure
         clock = self.clock
         timed = self.deadline is not None
