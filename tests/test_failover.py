@@ -114,3 +114,19 @@ def test_policy_must_be_a_policy() -> None:
     """The per-target policy is checked at construction."""
     with pytest.raises(ConfigurationError, match="policy"):
         Failover(["a"], policy="retry")  # type: ignore[arg-type]
+
+
+def test_discarded_results_are_released_but_not_the_last(driver: Driver) -> None:
+    """``on_discard`` releases each failed result before the next target, not the last one."""
+    released: list[object] = []
+
+    def call() -> tuple[object, int]:
+        return (failsafe.current_context().target, 503)
+
+    with pytest.raises(AllTargetsFailed) as info:
+        driver.call(
+            Failover(["a", "b", "c"], on_result=lambda r: r[1] == 503, on_discard=released.append),
+            call,
+        )
+    assert released == [("a", 503), ("b", 503)]
+    assert info.value.failures[-1].outcome.result == ("c", 503)

@@ -229,3 +229,46 @@ def test_repr_describes_in_words() -> None:
     assert "up to 3 attempts" in text
     assert "ConnectionError" in text
     assert "2s between attempts" in text
+
+
+def test_discarded_results_are_released(driver: Driver) -> None:
+    """``on_discard`` gets every result dropped for a retry, never the one returned."""
+    answers = iter(["503-a", "503-b", "200"])
+    released: list[str] = []
+    retry = Retry(
+        backoff=Backoff.none(), on_result=lambda r: r.startswith("503"), on_discard=released.append
+    )
+    assert driver.call(retry, lambda: next(answers)) == "200"
+    assert released == ["503-a", "503-b"]
+
+
+def test_async_discard_hook_is_awaited() -> None:
+    """Under call_async a coroutine ``on_discard`` is awaited before the next attempt."""
+    import asyncio
+
+    answers = iter([1, 2])
+    released: list[int] = []
+
+    async def release(value: int) -> None:
+        released.append(value)
+
+    async def op() -> int:
+        return next(answers)
+
+    retry = Retry(backoff=Backoff.none(), on_result=lambda r: r == 1, on_discard=release)
+    assert asyncio.run(retry.call_async(op)) == 2
+    assert released == [1]
+
+
+def test_enclosing_timeout_deadline_stops_retries(driver: Driver) -> None:
+    """A retry whose delay would end past an enclosing Timeout's deadline is not made."""
+    from failsafe import Pipeline, Timeout
+
+    clock = FakeClock()
+    events = RecordingListener()
+    retry = Retry(attempts=10, backoff=Backoff.constant(1.0), clock=clock, listeners=[events])
+    fn = fail_first(10, ConnectionError)
+    with pytest.raises(ConnectionError):
+        driver.call(Pipeline(Timeout(2.5, clock=clock), retry), fn)
+    assert fn.calls == 3  # at t=0, 1, 2; a fourth would start at t=3, past the 2.5 s deadline
+    assert events.of_type(RetriesExhausted)[0].reason == "deadline"

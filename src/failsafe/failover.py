@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from inspect import isawaitable
 from typing import Any
 
 import attrs
@@ -48,6 +49,9 @@ class Failover(Policy):
         policy: A policy run around the operation for each target.
         on: Which exceptions move to the next target.
         on_result: A test on returned values; a true result moves to the next target.
+        on_discard: Called with each such result when the next target is tried (to release
+            it); the last target's result is not discarded: it is in the error. Under
+            ``call_async`` it may be a coroutine function.
         listeners: Receive a [`FailedOver`][failsafe.events.FailedOver] event per move.
         name: Names this policy in events and reprs.
 
@@ -71,6 +75,7 @@ class Failover(Policy):
     policy: Policy | None = attrs.field(default=None, kw_only=True)
     on: Classifier = attrs.field(default=_DEFAULT_ON, kw_only=True)
     on_result: ResultTest | None = attrs.field(default=None, kw_only=True)
+    on_discard: Callable[[Any], object] | None = attrs.field(default=None, kw_only=True)
     listeners: Sequence[Listener] = attrs.field(default=(), converter=_v.listeners, kw_only=True)
     name: str = attrs.field(default="failover", kw_only=True)
     _predicate: Predicate = attrs.field(init=False, eq=False)
@@ -104,6 +109,7 @@ class Failover(Policy):
         matches_exception, matches_result = self._predicate.tests()
         targets = self.targets
         moved = self._moved
+        discard, last = self.on_discard, len(self.targets) - 1
 
         def failover_sync(fn: Any, args: Any, kwargs: Any) -> Any:
             failures: list[TargetFailure] = []
@@ -119,6 +125,8 @@ class Failover(Policy):
                     if matches_result is None or not matches_result(value):
                         return value
                     outcome = Outcome(value)
+                    if discard is not None and index < last:
+                        discard(value)
                 finally:
                     _target.reset(token)
                 moved(failures, index, outcome)
@@ -131,6 +139,7 @@ class Failover(Policy):
         matches_exception, matches_result = self._predicate.tests()
         targets = self.targets
         moved = self._moved
+        discard, last = self.on_discard, len(self.targets) - 1
 
         async def failover_async(fn: Any, args: Any, kwargs: Any) -> Any:
             failures: list[TargetFailure] = []
@@ -146,6 +155,10 @@ class Failover(Policy):
                     if matches_result is None or not matches_result(value):
                         return value
                     outcome = Outcome(value)
+                    if discard is not None and index < last:
+                        released = discard(value)
+                        if isawaitable(released):
+                            await released
                 finally:
                     _target.reset(token)
                 moved(failures, index, outcome)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Sequence
+from inspect import isawaitable
 from typing import Any
 
 import attrs
@@ -14,6 +15,7 @@ from failsafe._validators import integer, number
 from failsafe.backoff import Backoff
 from failsafe.budget import RetryBudget
 from failsafe.clock import SYSTEM_CLOCK, Clock
+from failsafe.context import _deadline
 from failsafe.events import (
     AttemptFailed,
     Listener,
@@ -52,7 +54,11 @@ class Retry(Policy):
         delay_from: A hook that sets the delay from a failed outcome (for a server's
             ``Retry-After``); return ``None`` to use ``backoff``.
         deadline: Seconds from the first attempt after which no new attempt starts (a retry
-            whose delay would end past the deadline is not made).
+            whose delay would end past the deadline is not made). Inside a
+            [`Timeout`][failsafe.Timeout], its deadline counts too.
+        on_discard: Called with each returned value that is dropped for a new attempt (to
+            release it: failsafe's HTTP transport reads and closes discarded responses).
+            Under ``call_async`` it may be a coroutine function.
         budget: A [`RetryBudget`][failsafe.RetryBudget] shared with other calls; when it
             is spent, the policy gives up instead of retrying.
         clock: The clock to sleep on (a fake one in tests).
@@ -83,6 +89,7 @@ class Retry(Policy):
     on_result: ResultTest | None = None
     delay_from: Callable[[Outcome[Any]], float | None] | None = None
     deadline: float | None = attrs.field(default=None, validator=number(above=0, optional=True))
+    on_discard: Callable[[Any], object] | None = None
     budget: RetryBudget | None = None
     clock: Clock = SYSTEM_CLOCK
     rng: random.Random = _RNG
@@ -113,6 +120,10 @@ class Retry(Policy):
         if delay is None:
             delay = self.backoff.delay(attempt, previous, self.rng)
         if self.deadline is not None and (self.clock.monotonic() - started + delay > self.deadline):
+            self._give_up(attempt, "deadline", outcome)
+            return None
+        enclosing = _deadline.get()  # an enclosing Timeout's deadline
+        if enclosing is not None and enclosing[1].monotonic() + delay > enclosing[0]:
             self._give_up(attempt, "deadline", outcome)
             return None
         if self.budget is not None and not self.budget.try_withdraw():
@@ -155,6 +166,7 @@ class Retry(Policy):
         clock = self.clock
         timed = self.deadline is not None
         budget = self.budget
+        discard = self.on_discard
 
         def retry_sync(fn: Any, args: Any, kwargs: Any) -> Any:
             if budget is not None:
@@ -177,6 +189,8 @@ class Retry(Policy):
                     delay = after(attempt, Outcome(value), delay, started)  # type: ignore[arg-type]
                     if delay is None:
                         return value
+                    if discard is not None:
+                        discard(value)
                 if delay > 0:
                     clock.sleep(delay)
                 attempt += 1
@@ -189,6 +203,7 @@ class Retry(Policy):
         clock = self.clock
         timed = self.deadline is not None
         budget = self.budget
+        discard = self.on_discard
 
         async def retry_async(fn: Any, args: Any, kwargs: Any) -> Any:
             if budget is not None:
@@ -211,6 +226,10 @@ class Retry(Policy):
                     delay = after(attempt, Outcome(value), delay, started)  # type: ignore[arg-type]
                     if delay is None:
                         return value
+                    if discard is not None:
+                        released = discard(value)
+                        if isawaitable(released):
+                            await released
                 if delay > 0:
                     await clock.sleep_async(delay)
                 attempt += 1
