@@ -1,0 +1,570 @@
+"""`ResilientTransport` and `AsyncResilientTransport`: retry, per-endpoint breakers, failover.
+
+Both wrap an inner httpx transport (httpx's own by default) and run every request through
+the core policies, outermost first::
+
+    Failover(endpoints)                     # then the next endpoint
+      └── Retry(attempts=4, ...)            # per endpoint: the first try plus three retries
+            └── KeyedCircuitBreaker()       # one breaker per endpoint
+                  └── one request to the endpoint
+
+The two transports share all their decisions (``_Resilience``); only the sending and the
+releasing of discarded responses differ (one blocks, one awaits).
+"""
+
+from __future__ import annotations
+
+import random
+import uuid
+from collections.abc import Sequence
+from typing import Any, Final
+
+import httpx
+
+from failsafe.backoff import Backoff
+from failsafe.circuit_breaker import ConsecutiveFailures, KeyedCircuitBreaker
+from failsafe.clock import SYSTEM_CLOCK, Clock
+from failsafe.context import _deadline, _target
+from failsafe.events import Listener, _emit
+from failsafe.exceptions import AllTargetsFailed, ConfigurationError, PolicyRejected
+from failsafe.failover import Failover
+from failsafe.http._endpoints import Endpoint, parse_endpoints
+from failsafe.http.classify import (
+    _CONNECT,
+    GATEWAY_STATUSES,
+    RETRYABLE,
+    TRANSPORT_ERRORS,
+    retry_after,
+)
+from failsafe.http.events import HttpAttempt
+from failsafe.http.exceptions import AllEndpointsFailed, DeadlineExceeded, EndpointFailure
+from failsafe.outcome import Outcome
+from failsafe.pipeline import Pipeline
+from failsafe.predicates import Classifier, Predicate, as_predicate
+from failsafe.retry import Retry
+
+__all__ = ["AsyncResilientTransport", "ResilientTransport"]
+
+IDEMPOTENT_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
+_RESEND: Final = "failsafe.resend"  # request extension: why a request may not be resent
+
+
+class _Call:
+    """The state of one logical request across its attempts."""
+
+    __slots__ = ("counts", "deadline", "raw_path", "total")
+
+    def __init__(self, raw_path: bytes, deadline: float | None) -> None:
+        self.raw_path = raw_path
+        self.deadline = deadline
+        self.counts: dict[str, int] = {}
+        self.total = 0
+
+
+def _request_of(exc: BaseException) -> httpx.Request | None:
+    return getattr(exc, "_request", None)
+
+
+def _why_not_resent(request: httpx.Request | None) -> str | None:
+    if request is None:
+        return None
+    reason = request.extensions.get(_RESEND)
+    return reason if isinstance(reason, str) else None
+
+
+class _Resilience:
+    """Everything both transports decide: options, policies, aiming, accounting."""
+
+    def __init__(
+        self,
+        *,
+        endpoints: Sequence[str] | None,
+        attempts: int,
+        backoff: Backoff | None,
+        retry_on: Classifier,
+        max_retry_after: float,
+        breakers: KeyedCircuitBreaker | bool,
+        deadline: float | None,
+        idempotency_key: bool,
+        idempotency_header: str,
+        clock: Clock,
+        rng: random.Random | None,
+        listeners: Sequence[Listener],
+        name: str,
+        discard: Any,
+    ) -> None:
+        if not isinstance(max_retry_after, int | float) or not max_retry_after >= 0:
+            raise ConfigurationError(
+                "max_retry_after", f"must be a number of seconds >= 0, got {max_retry_after!r}"
+            )
+        if deadline is not None and (not isinstance(deadline, int | float) or not deadline > 0):
+            raise ConfigurationError("deadline", f"must be seconds > 0 or None, got {deadline!r}")
+        self.endpoints = parse_endpoints(endpoints) if endpoints is not None else None
+        self.by_key: dict[str, Endpoint] = {e.key: e for e in self.endpoints or ()}
+        self.deadline = deadline
+        self.idempotency_key = idempotency_key
+        self.idempotency_header = idempotency_header
+        self.clock = clock
+        self.max_retry_after = float(max_retry_after)
+        self.listeners = tuple(listeners)
+        self.name = name
+
+        wanted = as_predicate(retry_on)
+        retry_pred = Predicate(
+            lambda e: (
+                not isinstance(e, DeadlineExceeded)
+                and wanted.matches_exception(e)
+                and (_why_not_resent(_request_of(e)) is None or isinstance(e, _CONNECT))
+            ),
+            (
+                (lambda r: wanted.matches_result(r) and _why_not_resent(r.request) is None)
+                if wanted.handles_results
+                else None
+            ),
+            f"{wanted}, when the request may be resent",
+        )
+        failover_pred = retry_pred | PolicyRejected
+        if breakers is True:
+            self.breakers: KeyedCircuitBreaker | None = KeyedCircuitBreaker(
+                name=f"{name}-breaker",
+                trip=ConsecutiveFailures(threshold=5),
+                reset_timeout=30.0,
+                on=TRANSPORT_ERRORS & (lambda e: not isinstance(e, DeadlineExceeded)),
+                on_result=GATEWAY_STATUSES.matches_result,
+                clock=clock,
+                listeners=self.listeners,
+            )
+        elif breakers is False:
+            self.breakers = None
+        elif isinstance(breakers, KeyedCircuitBreaker):
+            self.breakers = breakers
+        else:
+            raise ConfigurationError(
+                "breakers", f"must be True, False or a KeyedCircuitBreaker, got {breakers!r}"
+            )
+        retry = Retry(
+            attempts=attempts,
+            backoff=backoff if backoff is not None else Backoff.exponential(),
+            on=retry_pred,
+            delay_from=self._retry_after,
+            on_discard=discard,
+            clock=clock,
+            rng=rng if rng is not None else random.Random(),
+            listeners=self.listeners,
+            name=f"{name}-retry",
+        )
+        per_endpoint = Pipeline(retry, self.breakers) if self.breakers is not None else retry
+        if self.endpoints is None:
+            self.policy: Pipeline | Retry | Failover = per_endpoint
+        else:
+            self.policy = Failover(
+                [e.key for e in self.endpoints],
+                policy=per_endpoint,
+                on=failover_pred,
+                on_discard=discard,
+                listeners=self.listeners,
+                name=f"{name}-failover",
+            )
+
+    def describe(self) -> str:
+        return self.policy.describe()
+
+    # -- around the whole request -----------------------------------------------------------
+    def start(self, request: httpx.Request) -> tuple[_Call, list[Any]]:
+        """Prepare a request; return its state and the context tokens to reset afterwards."""
+        method = request.method
+        header = self.idempotency_header
+        if self.idempotency_key and method in ("POST", "PATCH") and header not in request.headers:
+            # one key per logical request: the same on every retry and every endpoint
+            request.headers[header] = uuid.uuid4().hex
+        if not isinstance(request.stream, httpx.ByteStream):
+            request.extensions[_RESEND] = "the request body is a stream that cannot be replayed"
+        elif method not in IDEMPOTENT_METHODS and header not in request.headers:
+            request.extensions[_RESEND] = (
+                f"{method} is not idempotent and the request carries no {header} header"
+            )
+        deadline = None
+        tokens: list[Any] = []
+        if self.deadline is not None:
+            deadline = self.clock.monotonic() + self.deadline
+            tokens.append(_deadline.set((deadline, self.clock)))
+        if self.endpoints is None:  # one implicit endpoint: the request's own origin
+            tokens.append(_target.set(f"{request.url.scheme}://{request.url.netloc.decode()}"))
+        return _Call(request.url.raw_path, deadline), tokens
+
+    @staticmethod
+    def finish(tokens: list[Any]) -> None:
+        for token in reversed(tokens):
+            token.var.reset(token)
+
+    def all_failed(self, exc: AllTargetsFailed, request: httpx.Request, call: _Call) -> Any:
+        """Turn the core's AllTargetsFailed into the last response, or AllEndpointsFailed."""
+        last = exc.failures[-1].outcome
+        if last.exception is None:
+            return last.result  # every endpoint answered with a retryable status: the last one
+        failures = []
+        for failure in exc.failures:
+            key = str(failure.target)
+            response = failure.outcome.result
+            failures.append(
+                EndpointFailure(
+                    key,
+                    call.counts.get(key, 0),
+                    failure.outcome.exception,
+                    response.status_code if isinstance(response, httpx.Response) else None,
+                )
+            )
+        error = AllEndpointsFailed(failures, request)
+        error.__cause__ = last.exception
+        self.explain(last.exception, request)
+        return error
+
+    def explain(self, exc: BaseException, request: httpx.Request) -> None:
+        """Note on an error that it was not resent, and why, when the request forbade it."""
+        reason = _why_not_resent(request)
+        # errors raised before sending were retried whatever the request
+        if (
+            reason is not None
+            and isinstance(exc, httpx.TransportError)
+            and not isinstance(exc, _CONNECT)
+        ):
+            exc.add_note(
+                f"failsafe.http: not resent, since it may have reached the server: {reason}"
+            )
+
+    # -- around each attempt ------------------------------------------------------------------
+    def aim(self, request: httpx.Request, call: _Call) -> str:
+        """Point the request at the current endpoint and bound its timeout; return the key."""
+        key = _target.get()
+        assert isinstance(key, str)
+        endpoint = self.by_key.get(key)
+        if endpoint is not None:
+            endpoint.point(request, call.raw_path)
+        if call.deadline is not None:
+            remaining = call.deadline - self.clock.monotonic()
+            if remaining <= 0:
+                assert self.deadline is not None
+                raise DeadlineExceeded(self.deadline, request)
+            timeouts = request.extensions.get("timeout") or {}
+            request.extensions["timeout"] = {
+                k: remaining if v is None else min(v, remaining)
+                for k, v in {
+                    "connect": None,
+                    "read": None,
+                    "write": None,
+                    "pool": None,
+                    **timeouts,
+                }.items()
+            }
+        call.counts[key] = call.counts.get(key, 0) + 1
+        call.total += 1
+        return key
+
+    def attempted(
+        self,
+        call: _Call,
+        key: str,
+        request: httpx.Request,
+        response: httpx.Response | None,
+        error: BaseException | None,
+    ) -> None:
+        """Record an attempt's outcome on the response, the error and the listeners."""
+        if response is not None:
+            response.request = request
+            response.extensions["failsafe.endpoint"] = key
+            response.extensions["failsafe.attempts"] = call.total
+        elif isinstance(error, httpx.RequestError):
+            error.request = request
+        _emit(
+            self.listeners,
+            HttpAttempt,
+            policy=self.name,
+            endpoint=key,
+            attempt=call.counts[key],
+            method=request.method,
+            url=str(request.url),
+            status_code=response.status_code if response is not None else None,
+            error=error,
+        )
+
+    def _retry_after(self, outcome: Outcome[Any]) -> float | None:
+        response = outcome.result
+        if isinstance(response, httpx.Response) and response.status_code in (429, 503):
+            wait = retry_after(response, self.clock.time())
+            if wait is not None:
+                return min(wait, self.max_retry_after)
+        return None
+
+
+_DOC_ARGS = """
+    Args:
+        transport: The inner transport that sends each attempt (default: httpx's own).
+        endpoints: Base URLs tried in order, such as ``["http://127.0.0.1:8001",
+            "http://127.0.0.1:8002"]``. Each attempt replaces the request's scheme, host and
+            port (and prefixes the endpoint's path) and keeps its path and query. ``None``:
+            the request's own URL is the one endpoint.
+        attempts: Attempts per endpoint, the first included (default 4: the seed's first
+            try plus three retries).
+        backoff: Delays between attempts on one endpoint (default: exponential from 50 ms,
+            full jitter, at most 1 s). A server's ``Retry-After`` (on 429 and 503) wins,
+            capped by ``max_retry_after``.
+        retry_on: Which outcomes are retried and fail over (default
+            [`RETRYABLE`][failsafe.http.classify.RETRYABLE]: transport errors, 502, 503,
+            504, 429 with Retry-After). Any other status is returned at once.
+        max_retry_after: The longest ``Retry-After`` honoured, in seconds.
+        breakers: ``True`` (default): a circuit breaker per endpoint (5 consecutive failures,
+            30 s open), so an endpoint whose circuit is open is skipped without a network
+            attempt; ``False``: none; or a `KeyedCircuitBreaker` to share with other clients
+            (and, with a pybreaker ``CircuitRedisStorage`` per key, other processes).
+        deadline: Seconds for the whole request, all attempts and endpoints included; each
+            attempt's timeout shrinks to the time left, and no retry starts that would end
+            after it. Past it: [`DeadlineExceeded`][failsafe.http.DeadlineExceeded].
+        idempotency_key: Give POST and PATCH requests that have none an
+            ``Idempotency-Key`` (one per logical request, the same on every attempt and
+            endpoint), which makes them retryable.
+        idempotency_header: The header's name.
+        buffer: Read each response's body within its attempt (default), so that a
+            connection dropped mid-response is retried like any transport error. ``False``
+            for streamed downloads: the body is then read by the caller, outside the retries.
+        clock: Time for backoff, deadlines and breakers (a fake one in tests).
+        rng: Randomness for jitter.
+        listeners: Receive [`HttpAttempt`][failsafe.http.HttpAttempt] for every attempt and
+            the core policies' events (retries, breaker changes, failovers).
+        name: Prefixes the policies' names in events.
+
+    Safety: GET, HEAD, OPTIONS, PUT, DELETE and TRACE are retried; POST and PATCH only when
+    they carry the idempotency header, and otherwise only after errors raised before the
+    request was sent (connection refused, connect timeout). A request whose body is a stream
+    that cannot be replayed is never resent after it may have been sent; the error's note
+    says why. Every response discarded for a retry or a failover is read and closed.
+
+    When every endpoint has failed: after exceptions,
+    [`AllEndpointsFailed`][failsafe.http.AllEndpointsFailed] (an `httpx.TransportError`);
+    after retryable statuses, the last response is returned (``raise_for_status()`` stays
+    the caller's choice). ``response.extensions["failsafe.endpoint"]`` names the endpoint
+    that answered and ``response.extensions["failsafe.attempts"]`` counts the attempts.
+
+    Raises:
+        ConfigurationError: At construction, on a bad option (an empty endpoint list, a URL
+            that is not absolute, zero attempts...).
+"""
+
+
+class ResilientTransport(httpx.BaseTransport):
+    """An httpx transport that retries, fails over across endpoints and skips open circuits.
+
+    Use it as ``httpx.Client(transport=ResilientTransport(endpoints=[...]))``.
+    """
+
+    __doc__ = (__doc__ or "") + _DOC_ARGS
+
+    def __init__(
+        self,
+        transport: httpx.BaseTransport | None = None,
+        *,
+        endpoints: Sequence[str] | None = None,
+        attempts: int = 4,
+        backoff: Backoff | None = None,
+        retry_on: Classifier = RETRYABLE,
+        max_retry_after: float = 60.0,
+        breakers: KeyedCircuitBreaker | bool = True,
+        deadline: float | None = None,
+        idempotency_key: bool = False,
+        idempotency_header: str = "Idempotency-Key",
+        buffer: bool = True,
+        clock: Clock = SYSTEM_CLOCK,
+        rng: random.Random | None = None,
+        listeners: Sequence[Listener] = (),
+        name: str = "http",
+    ) -> None:
+        self._inner = transport if transport is not None else httpx.HTTPTransport()
+        self._resilience = _Resilience(
+            endpoints=endpoints,
+            attempts=attempts,
+            backoff=backoff,
+            retry_on=retry_on,
+            max_retry_after=max_retry_after,
+            breakers=breakers,
+            deadline=deadline,
+            idempotency_key=idempotency_key,
+            idempotency_header=idempotency_header,
+            clock=clock,
+            rng=rng,
+            listeners=listeners,
+            name=name,
+            discard=_release,
+        )
+        self._buffer = buffer
+        self._run = self._resilience.policy._runner_sync()
+
+    @property
+    def breakers(self) -> KeyedCircuitBreaker | None:
+        """The per-endpoint circuit breakers (``None`` when disabled)."""
+        return self._resilience.breakers
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        """Send ``request`` under the policies; see the class documentation."""
+        resilience = self._resilience
+        call, tokens = resilience.start(request)
+        try:
+            return self._run(self._attempt, (request, call), {})  # type: ignore[no-any-return]
+        except AllTargetsFailed as exc:
+            outcome = resilience.all_failed(exc, request, call)
+            if isinstance(outcome, BaseException):
+                raise outcome from exc.failures[-1].outcome.exception
+            return outcome  # type: ignore[no-any-return]
+        except httpx.TransportError as exc:
+            resilience.explain(exc, request)
+            raise
+        finally:
+            resilience.finish(tokens)
+
+    def _attempt(self, request: httpx.Request, call: _Call) -> httpx.Response:
+        resilience = self._resilience
+        key = resilience.aim(request, call)
+        try:
+            response = self._inner.handle_request(request)
+            if self._buffer:
+                _read_or_close(response)
+        except Exception as exc:
+            resilience.attempted(call, key, request, None, exc)
+            raise
+        resilience.attempted(call, key, request, response, None)
+        return response
+
+    def close(self) -> None:
+        """Close the inner transport."""
+        self._inner.close()
+
+    def __repr__(self) -> str:
+        return f"<ResilientTransport: {self._resilience.describe()}>"
+
+
+class AsyncResilientTransport(httpx.AsyncBaseTransport):
+    """The asyncio twin of [`ResilientTransport`][failsafe.http.ResilientTransport].
+
+    Use it as ``httpx.AsyncClient(transport=AsyncResilientTransport(endpoints=[...]))``.
+    """
+
+    __doc__ = (__doc__ or "") + _DOC_ARGS
+
+    def __init__(
+        self,
+        transport: httpx.AsyncBaseTransport | None = None,
+        *,
+        endpoints: Sequence[str] | None = None,
+        attempts: int = 4,
+        backoff: Backoff | None = None,
+        retry_on: Classifier = RETRYABLE,
+        max_retry_after: float = 60.0,
+        breakers: KeyedCircuitBreaker | bool = True,
+        deadline: float | None = None,
+        idempotency_key: bool = False,
+        idempotency_header: str = "Idempotency-Key",
+        buffer: bool = True,
+        clock: Clock = SYSTEM_CLOCK,
+        rng: random.Random | None = None,
+        listeners: Sequence[Listener] = (),
+        name: str = "http",
+    ) -> None:
+        self._inner = transport if transport is not None else httpx.AsyncHTTPTransport()
+        self._resilience = _Resilience(
+            endpoints=endpoints,
+            attempts=attempts,
+            backoff=backoff,
+            retry_on=retry_on,
+            max_retry_after=max_retry_after,
+            breakers=breakers,
+            deadline=deadline,
+            idempotency_key=idempotency_key,
+            idempotency_header=idempotency_header,
+            clock=clock,
+            rng=rng,
+            listeners=listeners,
+            name=name,
+            discard=_release_async,
+        )
+        self._buffer = buffer
+        self._run = self._resilience.policy._runner_async()
+
+    @property
+    def breakers(self) -> KeyedCircuitBreaker | None:
+        """The per-endpoint circuit breakers (``None`` when disabled)."""
+        return self._resilience.breakers
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        """Send ``request`` under the policies; see the class documentation."""
+        resilience = self._resilience
+        call, tokens = resilience.start(request)
+        try:
+            return await self._run(self._attempt, (request, call), {})  # type: ignore[no-any-return]
+        except AllTargetsFailed as exc:
+            outcome = resilience.all_failed(exc, request, call)
+            if isinstance(outcome, BaseException):
+                raise outcome from exc.failures[-1].outcome.exception
+            return outcome  # type: ignore[no-any-return]
+        except httpx.TransportError as exc:
+            resilience.explain(exc, request)
+            raise
+        finally:
+            resilience.finish(tokens)
+
+    async def _attempt(self, request: httpx.Request, call: _Call) -> httpx.Response:
+        resilience = self._resilience
+        key = resilience.aim(request, call)
+        try:
+            response = await self._inner.handle_async_request(request)
+            if self._buffer:
+                await _aread_or_close(response)
+        except Exception as exc:
+            resilience.attempted(call, key, request, None, exc)
+            raise
+        resilience.attempted(call, key, request, response, None)
+        return response
+
+    async def aclose(self) -> None:
+        """Close the inner transport."""
+        await self._inner.aclose()
+
+    def __repr__(self) -> str:
+        return f"<AsyncResilientTransport: {self._resilience.describe()}>"
+
+
+def _release(response: object) -> None:
+    """Read and close a response dropped for a retry, so its connection goes back to the pool."""
+    if isinstance(response, httpx.Response):
+        try:
+            response.read()
+        except httpx.HTTPError:
+            pass
+        finally:
+            response.close()
+
+
+async def _release_async(response: object) -> None:
+    """The asyncio twin of `_release`."""
+    if isinstance(response, httpx.Response):
+        try:
+            await response.aread()
+        except httpx.HTTPError:
+            pass
+        finally:
+            await response.aclose()
+
+
+def _read_or_close(response: httpx.Response) -> None:
+    """Read the whole body (which releases the connection); on failure close and re-raise."""
+    try:
+        response.read()
+    except BaseException:
+        response.close()
+        raise
+
+
+async def _aread_or_close(response: httpx.Response) -> None:
+    """The asyncio twin of `_read_or_close`."""
+    try:
+        await response.aread()
+    except BaseException:
+        await response.aclose()
+        raise
