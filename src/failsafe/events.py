@@ -189,6 +189,11 @@ def _emit(listeners: Sequence[Listener], kind: type[Event], **fields: Any) -> No
         _deliver(listeners, kind(**fields))
 
 
+def _listening(listeners: Sequence[Listener]) -> bool:
+    """Whether an event would reach anyone (to skip building costly event fields)."""
+    return bool(listeners or _global)
+
+
 def _deliver(listeners: Sequence[Listener], event: Event) -> None:
     """Give a built event to the listeners and the global ones; a failing listener is logged."""
     for listener in (*listeners, *_global) if _global else listeners:

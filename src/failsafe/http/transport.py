@@ -25,7 +25,7 @@ from failsafe.backoff import Backoff
 from failsafe.circuit_breaker import ConsecutiveFailures, KeyedCircuitBreaker
 from failsafe.clock import SYSTEM_CLOCK, Clock
 from failsafe.context import _deadline, _target
-from failsafe.events import Listener, _emit
+from failsafe.events import Listener, _emit, _listening
 from failsafe.exceptions import AllTargetsFailed, ConfigurationError, PolicyRejected
 from failsafe.failover import Failover
 from failsafe.http._endpoints import Endpoint, parse_endpoints
@@ -275,17 +275,18 @@ class _Resilience:
             response.extensions["failsafe.attempts"] = call.total
         elif isinstance(error, httpx.RequestError):
             error.request = request
-        _emit(
-            self.listeners,
-            HttpAttempt,
-            policy=self.name,
-            endpoint=key,
-            attempt=call.counts[key],
-            method=request.method,
-            url=str(request.url),
-            status_code=response.status_code if response is not None else None,
-            error=error,
-        )
+        if _listening(self.listeners):
+            _emit(
+                self.listeners,
+                HttpAttempt,
+                policy=self.name,
+                endpoint=key,
+                attempt=call.counts[key],
+                method=request.method,
+                url=str(request.url),
+                status_code=response.status_code if response is not None else None,
+                error=error,
+            )
 
     def _retry_after(self, outcome: Outcome[Any]) -> float | None:
         response = outcome.result
