@@ -1,3 +1,43 @@
-"""failsafe.errors: the Error-handling service and manual review. Not built yet (issue 4)."""
+"""failsafe.errors: the Error-handling service, its client, its stores and manual review.
 
-__all__: list[str] = []
+Services report failures (``ErrorSink.report``); the service keeps them as records, retries
+those that ask for it by its own logic, and shows the others to a person for review.
+"""
+
+from failsafe.errors.record import (
+    OPEN_STATUSES,
+    Action,
+    Attempt,
+    AuditEntry,
+    ErrorRecord,
+    InvalidReport,
+    Report,
+    Status,
+)
+from failsafe.errors.sqlite import SQLiteStore
+from failsafe.errors.store import (
+    ErrorStore,
+    InvalidMove,
+    Page,
+    Query,
+    RecordNotFound,
+    StoreError,
+)
+
+__all__ = [
+    "OPEN_STATUSES",
+    "Action",
+    "Attempt",
+    "AuditEntry",
+    "ErrorRecord",
+    "ErrorStore",
+    "InvalidMove",
+    "InvalidReport",
+    "Page",
+    "Query",
+    "RecordNotFound",
+    "Report",
+    "SQLiteStore",
+    "Status",
+    "StoreError",
+]

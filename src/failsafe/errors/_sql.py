@@ -1,0 +1,180 @@
+"""SQL shared by the SQLite and PostgreSQL stores (both speak this dialect subset).
+
+Placeholders are written ``?``; the PostgreSQL store turns them into ``%s``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from failsafe.errors.record import Action, Attempt, AuditEntry, ErrorRecord, Status
+from failsafe.errors.store import Query, open_statuses
+
+OPEN_IN = "(" + ", ".join(f"'{s.value}'" for s in open_statuses()) + ")"
+
+RECORD_COLUMNS = (
+    "id, kind, source, action, payload, error_type, error_message, traceback, correlation_id,"
+    " dedupe_key, count, status, created_at, updated_at, next_attempt_at"
+)
+
+SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS failsafe_errors (
+        id TEXT PRIMARY KEY,
+        kind TEXT NOT NULL,
+        source TEXT NOT NULL,
+        action TEXT NOT NULL,
+        payload TEXT NOT NULL,
+        error_type TEXT,
+        error_message TEXT,
+        traceback TEXT,
+        correlation_id TEXT,
+        dedupe_key TEXT NOT NULL,
+        count INTEGER NOT NULL,
+        status TEXT NOT NULL,
+        created_at DOUBLE PRECISION NOT NULL,
+        updated_at DOUBLE PRECISION NOT NULL,
+        next_attempt_at DOUBLE PRECISION
+    )""",
+    # one open record per dedupe key: a repeated report can only join it
+    f"""CREATE UNIQUE INDEX IF NOT EXISTS failsafe_errors_open_dedupe
+        ON failsafe_errors (dedupe_key) WHERE status IN {OPEN_IN}""",
+    """CREATE INDEX IF NOT EXISTS failsafe_errors_due
+        ON failsafe_errors (status, next_attempt_at)""",
+    """CREATE INDEX IF NOT EXISTS failsafe_errors_created
+        ON failsafe_errors (created_at)""",
+    """CREATE TABLE IF NOT EXISTS failsafe_error_attempts (
+        seq {serial} PRIMARY KEY,
+        record_id TEXT NOT NULL REFERENCES failsafe_errors (id),
+        at DOUBLE PRECISION NOT NULL,
+        ok INTEGER NOT NULL,
+        detail TEXT NOT NULL
+    )""",
+    """CREATE INDEX IF NOT EXISTS failsafe_error_attempts_record
+        ON failsafe_error_attempts (record_id)""",
+    """CREATE TABLE IF NOT EXISTS failsafe_error_history (
+        seq {serial} PRIMARY KEY,
+        record_id TEXT NOT NULL REFERENCES failsafe_errors (id),
+        at DOUBLE PRECISION NOT NULL,
+        actor TEXT NOT NULL,
+        action TEXT NOT NULL,
+        note TEXT
+    )""",
+    """CREATE INDEX IF NOT EXISTS failsafe_error_history_record
+        ON failsafe_error_history (record_id)""",
+)
+
+INSERT_RECORD = (
+    f"INSERT INTO failsafe_errors ({RECORD_COLUMNS}) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+# a concurrent duplicate waits on the partial unique index, then does nothing (and bumps)
+INSERT_IF_NEW = (
+    INSERT_RECORD + f" ON CONFLICT (dedupe_key) WHERE status IN {OPEN_IN} DO NOTHING RETURNING id"
+)
+FIND_OPEN = f"SELECT id FROM failsafe_errors WHERE dedupe_key = ? AND status IN {OPEN_IN}"
+BUMP = "UPDATE failsafe_errors SET count = count + 1, updated_at = ? WHERE id = ?"
+INSERT_HISTORY = (
+    "INSERT INTO failsafe_error_history (record_id, at, actor, action, note) VALUES (?, ?, ?, ?, ?)"
+)
+INSERT_ATTEMPT = (
+    "INSERT INTO failsafe_error_attempts (record_id, at, ok, detail) VALUES (?, ?, ?, ?)"
+)
+STATUS_OF = "SELECT status FROM failsafe_errors WHERE id = ?"
+MOVE = "UPDATE failsafe_errors SET status = ?, updated_at = ?, next_attempt_at = ? WHERE id = ?"
+DUE = (
+    "SELECT id FROM failsafe_errors WHERE status IN ('pending_retry', 'retrying')"
+    " AND next_attempt_at <= ? ORDER BY next_attempt_at LIMIT ?"
+)
+COUNTS = "SELECT status, COUNT(*) FROM failsafe_errors GROUP BY status"
+SELECT_RECORD = f"SELECT {RECORD_COLUMNS} FROM failsafe_errors WHERE id = ?"
+SELECT_ATTEMPTS = (
+    "SELECT at, ok, detail FROM failsafe_error_attempts WHERE record_id = ? ORDER BY seq"
+)
+SELECT_HISTORY = (
+    "SELECT at, actor, action, note FROM failsafe_error_history WHERE record_id = ? ORDER BY seq"
+)
+
+
+def where(query: Query) -> tuple[str, list[Any]]:
+    """The WHERE clause and parameters of a listing."""
+    clauses: list[str] = []
+    params: list[Any] = []
+    if query.statuses:
+        clauses.append("status IN (" + ", ".join("?" for _ in query.statuses) + ")")
+        params += [s.value for s in query.statuses]
+    for column in ("kind", "source"):
+        value = getattr(query, column)
+        if value is not None:
+            clauses.append(f"{column} = ?")
+            params.append(value)
+    if query.since is not None:
+        clauses.append("created_at >= ?")
+        params.append(query.since)
+    if query.until is not None:
+        clauses.append("created_at < ?")
+        params.append(query.until)
+    if query.text:
+        pattern = (
+            "%"
+            + query.text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            + "%"
+        )
+        clauses.append(
+            "(LOWER(kind) LIKE ? ESCAPE '\\' OR LOWER(COALESCE(error_type, '')) LIKE ? ESCAPE '\\'"
+            " OR LOWER(COALESCE(error_message, '')) LIKE ? ESCAPE '\\'"
+            " OR LOWER(payload) LIKE ? ESCAPE '\\')"
+        )
+        params += [pattern] * 4
+    return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
+
+
+def record_row(record: ErrorRecord) -> tuple[Any, ...]:
+    """A record's row for INSERT_RECORD."""
+    return (
+        record.id,
+        record.kind,
+        record.source,
+        record.action.value,
+        json.dumps(record.payload, separators=(",", ":"), sort_keys=True),
+        record.error_type,
+        record.error_message,
+        record.traceback,
+        record.correlation_id,
+        record.dedupe_key,
+        record.count,
+        record.status.value,
+        record.created_at,
+        record.updated_at,
+        record.next_attempt_at,
+    )
+
+
+def build(
+    row: Sequence[Any],
+    attempts: Iterable[Sequence[Any]],
+    history: Iterable[Sequence[Any]],
+) -> ErrorRecord:
+    """A record from its row, its attempt rows (at, ok, detail) and history rows."""
+    return ErrorRecord(
+        id=row[0],
+        kind=row[1],
+        source=row[2],
+        action=Action(row[3]),
+        payload=json.loads(row[4]),
+        error_type=row[5],
+        error_message=row[6],
+        traceback=row[7],
+        correlation_id=row[8],
+        dedupe_key=row[9],
+        count=int(row[10]),
+        status=Status(row[11]),
+        created_at=float(row[12]),
+        updated_at=float(row[13]),
+        next_attempt_at=None if row[14] is None else float(row[14]),
+        attempts=tuple(Attempt(at=float(a[0]), ok=bool(a[1]), detail=a[2]) for a in attempts),
+        history=tuple(
+            AuditEntry(at=float(h[0]), actor=h[1], action=h[2], note=h[3]) for h in history
+        ),
+    )

@@ -1,0 +1,254 @@
+"""The error record: what failed, where, with what payload, and what happens next.
+
+A service reports a [`Report`][failsafe.errors.Report]; the Error-handling service keeps it
+as an [`ErrorRecord`][failsafe.errors.ErrorRecord] with a status, every attempt, and an
+audit trail of every change.
+
+Statuses and their moves::
+
+    report(action="retry")  -> pending_retry --claim--> retrying --ok--> resolved
+                                    ^                     |--failed, attempts left--> pending_retry
+                                    |                     '--failed, none left-----> needs_review
+    report(action="review") -> needs_review --resolve--> resolved
+                                    |        --discard--> discarded
+                                    '--------retry------> pending_retry
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import json
+import re
+from collections.abc import Mapping
+from typing import Any, Final
+
+import attrs
+
+from failsafe.exceptions import FailsafeError
+
+__all__ = [
+    "OPEN_STATUSES",
+    "Action",
+    "Attempt",
+    "AuditEntry",
+    "ErrorRecord",
+    "InvalidReport",
+    "Report",
+    "Status",
+]
+
+
+class Status(enum.StrEnum):
+    """Where a record is in its life."""
+
+    PENDING_RETRY = "pending_retry"
+    RETRYING = "retrying"
+    NEEDS_REVIEW = "needs_review"
+    RESOLVED = "resolved"
+    DISCARDED = "discarded"
+
+
+OPEN_STATUSES: Final = frozenset({Status.PENDING_RETRY, Status.RETRYING, Status.NEEDS_REVIEW})
+"""Statuses of records that still need something; a repeated report joins an open record."""
+
+
+class Action(enum.StrEnum):
+    """What the reporting service asks for: an automatic retry, or a person's review."""
+
+    RETRY = "retry"
+    REVIEW = "review"
+
+
+class InvalidReport(FailsafeError, ValueError):
+    """A report (or an API request) is malformed; ``field`` names the problem's place."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        self.field = field
+        self.problem = problem
+        super().__init__(f"{field}: {problem}")
+
+
+_KIND = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
+_MAX_TEXT = 64 * 1024
+
+REPORT_FIELDS: Final = (
+    "kind",
+    "action",
+    "source",
+    "payload",
+    "error_type",
+    "error_message",
+    "traceback",
+    "correlation_id",
+    "dedupe_key",
+)
+
+
+@attrs.frozen(kw_only=True)
+class Report:
+    """One failure, as a service reports it.
+
+    Attributes:
+        kind: What failed, such as ``stock.decrement`` or ``order.not_found``.
+        action: ``retry`` (the service retries it by its own logic) or ``review``.
+        source: The reporting service, such as ``warehouse``.
+        payload: JSON data needed to act on it (what to decrement, which order).
+        error_type: The exception's class name.
+        error_message: The exception's message.
+        traceback: The traceback text.
+        correlation_id: The request or message id that ties logs together.
+        dedupe_key: Reports with the same key, while a record is open, are one record with
+            a count. Default: a hash of kind, source, error type and payload.
+    """
+
+    kind: str
+    action: Action
+    source: str
+    payload: Any = attrs.field(factory=dict)
+    error_type: str | None = None
+    error_message: str | None = None
+    traceback: str | None = None
+    correlation_id: str | None = None
+    dedupe_key: str = ""
+
+    def __attrs_post_init__(self) -> None:
+        if not self.dedupe_key:
+            digest = hashlib.sha256(
+                json.dumps(
+                    [self.kind, self.source, self.error_type, self.payload],
+                    sort_keys=True,
+                    separators=(",", ":"),
+                ).encode()
+            ).hexdigest()[:32]
+            object.__setattr__(self, "dedupe_key", digest)
+
+    @classmethod
+    def from_json(cls, data: object, *, max_payload_bytes: int = 64 * 1024) -> Report:
+        """Validate a decoded JSON object into a report.
+
+        Raises:
+            InvalidReport: Naming the field: a missing or unknown field, a wrong type, a
+                kind that is not a short identifier, a payload over ``max_payload_bytes``.
+        """
+        if not isinstance(data, Mapping):
+            raise InvalidReport("body", "must be a JSON object")
+        unknown = sorted(set(data) - set(REPORT_FIELDS))
+        if unknown:
+            raise InvalidReport(unknown[0], f"unknown field (known: {', '.join(REPORT_FIELDS)})")
+        for name in ("kind", "action", "source"):
+            if name not in data:
+                raise InvalidReport(name, "is required")
+        kind = _text(data, "kind", required=True)
+        if not _KIND.match(kind):
+            raise InvalidReport("kind", "must be 1-128 letters, digits, '.', '_', ':' or '-'")
+        action_text = _text(data, "action", required=True)
+        try:
+            action = Action(action_text)
+        except ValueError:
+            raise InvalidReport("action", "must be 'retry' or 'review'") from None
+        source = _text(data, "source", required=True, limit=200)
+        payload = data.get("payload", {})
+        if not isinstance(payload, dict | list):
+            raise InvalidReport("payload", "must be a JSON object or array")
+        size = len(json.dumps(payload, separators=(",", ":")).encode())
+        if size > max_payload_bytes:
+            raise InvalidReport(
+                "payload", f"is {size} bytes, over the limit of {max_payload_bytes} bytes"
+            )
+        return cls(
+            kind=kind,
+            action=action,
+            source=source,
+            payload=payload,
+            error_type=_text(data, "error_type", limit=200),
+            error_message=_text(data, "error_message"),
+            traceback=_text(data, "traceback"),
+            correlation_id=_text(data, "correlation_id", limit=200),
+            dedupe_key=_text(data, "dedupe_key", limit=200) or "",
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """The report as the JSON object the service's API accepts."""
+        data = attrs.asdict(self)
+        data["action"] = self.action.value
+        return {k: v for k, v in data.items() if v is not None}
+
+
+def _text(
+    data: Mapping[str, Any], name: str, *, required: bool = False, limit: int = _MAX_TEXT
+) -> Any:
+    value = data.get(name)
+    if value is None:
+        if required:
+            raise InvalidReport(name, "is required")
+        return None
+    if not isinstance(value, str):
+        raise InvalidReport(name, f"must be a string, got {type(value).__name__}")
+    if required and not value.strip():
+        raise InvalidReport(name, "must not be empty")
+    if len(value) > limit:
+        raise InvalidReport(name, f"is {len(value)} characters, over the limit of {limit}")
+    return value
+
+
+@attrs.frozen(kw_only=True)
+class Attempt:
+    """One automatic retry of a record: when, whether it worked, and what it said."""
+
+    at: float
+    ok: bool
+    detail: str
+
+
+@attrs.frozen(kw_only=True)
+class AuditEntry:
+    """One change to a record: who, when, what, and their note."""
+
+    at: float
+    actor: str
+    action: str
+    note: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class ErrorRecord:
+    """A reported failure as the Error-handling service keeps it.
+
+    Attributes:
+        id: The record's id (also the idempotency key of its retries).
+        count: How many times the same failure (same dedupe key) was reported while open.
+        status: See [`Status`][failsafe.errors.Status].
+        attempts: Every automatic retry, oldest first.
+        history: Every change, oldest first (the audit trail).
+        created_at: Wall-clock seconds since the epoch, as are the other times.
+        next_attempt_at: When the next automatic retry is due (``pending_retry``), or when
+            a running retry's lease ends (``retrying``); otherwise ``None``.
+    """
+
+    id: str
+    kind: str
+    source: str
+    action: Action
+    payload: Any
+    error_type: str | None
+    error_message: str | None
+    traceback: str | None
+    correlation_id: str | None
+    dedupe_key: str
+    count: int
+    status: Status
+    attempts: tuple[Attempt, ...]
+    history: tuple[AuditEntry, ...]
+    created_at: float
+    updated_at: float
+    next_attempt_at: float | None
+
+    def to_json(self) -> dict[str, Any]:
+        """The record as the service's API returns it."""
+        data = attrs.asdict(self, recurse=True)
+        data["action"] = self.action.value
+        data["status"] = self.status.value
+        data["attempts"] = [attrs.asdict(a) for a in self.attempts]
+        data["history"] = [attrs.asdict(h) for h in self.history]
+        return data

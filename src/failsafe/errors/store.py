@@ -1,0 +1,187 @@
+"""The `ErrorStore` protocol every store implements, with the rules all stores share.
+
+Stores: [`SQLiteStore`][failsafe.errors.SQLiteStore] (the embedded default) and
+[`PostgresStore`][failsafe.errors.postgres.PostgresStore] (the ``postgres`` extra). Every
+store passes one contract test suite. A store is thread-safe; every method is one
+transaction, so a record is never written in part.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Final, Protocol
+
+import attrs
+
+from failsafe.errors.record import OPEN_STATUSES, ErrorRecord, Report, Status
+from failsafe.exceptions import FailsafeError
+
+__all__ = [
+    "MOVES",
+    "ErrorStore",
+    "InvalidMove",
+    "Page",
+    "Query",
+    "RecordNotFound",
+    "StoreError",
+    "check_move",
+]
+
+
+class StoreError(FailsafeError):
+    """The root of the stores' own errors."""
+
+
+class RecordNotFound(StoreError, KeyError):
+    """No record has this id."""
+
+    def __init__(self, record_id: str) -> None:
+        self.record_id = record_id
+        super().__init__(f"no error record with id {record_id!r}")
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class InvalidMove(StoreError):
+    """The record's status does not allow this change (for example resolving a discarded one)."""
+
+    def __init__(self, record_id: str, current: Status, wanted: Status) -> None:
+        self.record_id = record_id
+        self.current = current
+        self.wanted = wanted
+        super().__init__(f"record {record_id} is {current.value}; it cannot become {wanted.value}")
+
+
+MOVES: Final[dict[Status, frozenset[Status]]] = {
+    Status.PENDING_RETRY: frozenset(
+        {Status.RETRYING, Status.NEEDS_REVIEW, Status.RESOLVED, Status.DISCARDED}
+    ),
+    Status.RETRYING: frozenset(
+        {Status.PENDING_RETRY, Status.NEEDS_REVIEW, Status.RESOLVED, Status.DISCARDED}
+    ),
+    Status.NEEDS_REVIEW: frozenset({Status.PENDING_RETRY, Status.RESOLVED, Status.DISCARDED}),
+    Status.RESOLVED: frozenset(),
+    Status.DISCARDED: frozenset(),
+}
+"""Which status may follow which. Resolved and discarded records are closed for good."""
+
+
+def check_move(record_id: str, current: Status, wanted: Status) -> None:
+    """Raise `InvalidMove` unless ``current`` may become ``wanted``."""
+    if wanted not in MOVES[current]:
+        raise InvalidMove(record_id, current, wanted)
+
+
+def _limit(inst: object, attr: object, value: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 500:
+        raise ValueError(f"limit must be an integer from 1 to 500, got {value!r}")
+
+
+def _offset(inst: object, attr: object, value: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ValueError(f"offset must be an integer >= 0, got {value!r}")
+
+
+@attrs.frozen(kw_only=True)
+class Query:
+    """Filters for listing records; every filter given must hold. Newest first.
+
+    Attributes:
+        statuses: Only these statuses (empty: all).
+        kind: Only this kind.
+        source: Only this source service.
+        since: Created at or after (epoch seconds).
+        until: Created before (epoch seconds).
+        text: A substring of the kind, error type, error message or payload (any case).
+        limit: Records per page (1-500).
+        offset: Records to skip.
+    """
+
+    statuses: tuple[Status, ...] = ()
+    kind: str | None = None
+    source: str | None = None
+    since: float | None = None
+    until: float | None = None
+    text: str | None = None
+    limit: int = attrs.field(default=50, validator=_limit)
+    offset: int = attrs.field(default=0, validator=_offset)
+
+
+@attrs.frozen
+class Page:
+    """One page of a listing: the records and how many match in all."""
+
+    records: tuple[ErrorRecord, ...]
+    total: int
+
+
+class ErrorStore(Protocol):
+    """Where error records live. Every method is atomic; the store is thread-safe."""
+
+    def add(
+        self, report: Report, *, now: float, next_attempt_at: float | None, actor: str
+    ) -> tuple[ErrorRecord, bool]:
+        """Store a report; return the record and whether it is new.
+
+        When an open record (see `OPEN_STATUSES`) has the report's dedupe key, that record's
+        count goes up by one instead, with an audit entry, and ``False`` is returned.
+        """
+        ...
+
+    def get(self, record_id: str) -> ErrorRecord:
+        """Return one record. Raises `RecordNotFound`."""
+        ...
+
+    def find(self, query: Query) -> Page:
+        """Return the records matching ``query``, newest first, and their total."""
+        ...
+
+    def move(
+        self,
+        record_id: str,
+        to: Status,
+        *,
+        now: float,
+        actor: str,
+        note: str | None = None,
+        next_attempt_at: float | None = None,
+    ) -> ErrorRecord:
+        """Change a record's status with an audit entry. Raises `RecordNotFound`, `InvalidMove`."""
+        ...
+
+    def claim_due(self, *, now: float, lease: float, limit: int) -> list[ErrorRecord]:
+        """Atomically take records due for an automatic retry and mark them ``retrying``.
+
+        Due: ``pending_retry`` with ``next_attempt_at <= now``, or ``retrying`` whose lease
+        (``next_attempt_at``) ran out because a worker died. Each claimed record's lease
+        ends at ``now + lease``. Two workers never claim the same record at once.
+        """
+        ...
+
+    def record_attempt(
+        self,
+        record_id: str,
+        *,
+        ok: bool,
+        detail: str,
+        now: float,
+        to: Status,
+        next_attempt_at: float | None,
+        actor: str,
+    ) -> ErrorRecord:
+        """Append an attempt and move the record to ``to``, in one transaction."""
+        ...
+
+    def counts(self) -> dict[str, int]:
+        """Records per status (every status present, zero included)."""
+        ...
+
+    def close(self) -> None:
+        """Release the store's connections."""
+        ...
+
+
+def open_statuses() -> Sequence[Status]:
+    """The open statuses in a stable order (for SQL ``IN`` lists)."""
+    return sorted(OPEN_STATUSES, key=lambda s: s.value)

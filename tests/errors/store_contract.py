@@ -1,0 +1,278 @@
+"""The contract every ErrorStore passes; each store's test module subclasses StoreContract."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import pytest
+
+from failsafe.errors import (
+    Action,
+    ErrorStore,
+    InvalidMove,
+    Query,
+    RecordNotFound,
+    Report,
+    Status,
+)
+
+
+def report(**overrides: Any) -> Report:
+    fields: dict[str, Any] = {
+        "kind": "stock.decrement",
+        "action": Action.RETRY,
+        "source": "warehouse",
+        "payload": {"productId": "p-1", "quantity": 2},
+        "error_type": "OperationalError",
+        "error_message": "database is locked",
+    }
+    fields.update(overrides)
+    return Report(**fields)
+
+
+class StoreContract:
+    """Behaviour every ErrorStore must have. Subclasses provide the ``store`` fixture."""
+
+    @pytest.fixture
+    def store(self) -> ErrorStore:
+        raise NotImplementedError
+
+    def test_retry_report_becomes_pending_retry(self, store: ErrorStore) -> None:
+        """A retry report is stored pending, due at the given time, with a 'reported' entry."""
+        record, created = store.add(report(), now=100.0, next_attempt_at=160.0, actor="warehouse")
+        assert created
+        assert record.status is Status.PENDING_RETRY
+        assert record.next_attempt_at == 160.0
+        assert record.count == 1
+        assert record.payload == {"productId": "p-1", "quantity": 2}
+        assert [(h.action, h.actor, h.at) for h in record.history] == [
+            ("reported", "warehouse", 100.0)
+        ]
+        assert store.get(record.id) == record
+
+    def test_review_report_needs_review(self, store: ErrorStore) -> None:
+        """A review report waits for a person and has no due time."""
+        record, _ = store.add(
+            report(action=Action.REVIEW, kind="product.not_found"),
+            now=1.0,
+            next_attempt_at=99.0,
+            actor="warehouse",
+        )
+        assert record.status is Status.NEEDS_REVIEW
+        assert record.next_attempt_at is None
+
+    def test_same_failure_twice_is_one_record_with_a_count(self, store: ErrorStore) -> None:
+        """Reports with one dedupe key, while the record is open, are one record with a count."""
+        first, _ = store.add(report(), now=1.0, next_attempt_at=2.0, actor="a")
+        again, created = store.add(report(), now=5.0, next_attempt_at=9.0, actor="b")
+        assert not created
+        assert again.id == first.id
+        assert again.count == 2
+        assert again.updated_at == 5.0
+        assert [h.action for h in again.history] == ["reported", "reported again"]
+        assert store.find(Query()).total == 1
+
+    def test_a_closed_record_does_not_absorb_new_reports(self, store: ErrorStore) -> None:
+        """Once resolved, the same failure reported again opens a new record."""
+        first, _ = store.add(report(), now=1.0, next_attempt_at=2.0, actor="a")
+        store.move(first.id, Status.RESOLVED, now=3.0, actor="ops", note="fixed by hand")
+        second, created = store.add(report(), now=4.0, next_attempt_at=5.0, actor="a")
+        assert created
+        assert second.id != first.id
+
+    def test_unknown_id(self, store: ErrorStore) -> None:
+        """Reading or moving an unknown id raises RecordNotFound."""
+        with pytest.raises(RecordNotFound):
+            store.get("nope")
+        with pytest.raises(RecordNotFound):
+            store.move("nope", Status.RESOLVED, now=1.0, actor="ops")
+
+    def test_move_records_who_when_and_the_note(self, store: ErrorStore) -> None:
+        """A person's move is kept in the audit trail with their note."""
+        record, _ = store.add(
+            report(action=Action.REVIEW), now=1.0, next_attempt_at=None, actor="w"
+        )
+        moved = store.move(record.id, Status.RESOLVED, now=7.0, actor="anna", note="found it")
+        assert moved.status is Status.RESOLVED
+        assert moved.history[-1].actor == "anna"
+        assert moved.history[-1].note == "found it"
+        assert moved.history[-1].action == "resolved"
+        assert moved.updated_at == 7.0
+
+    def test_invalid_move_changes_nothing(self, store: ErrorStore) -> None:
+        """A closed record cannot be reopened; the refusal leaves it untouched."""
+        record, _ = store.add(report(), now=1.0, next_attempt_at=2.0, actor="w")
+        discarded = store.move(record.id, Status.DISCARDED, now=2.0, actor="ops")
+        with pytest.raises(InvalidMove) as info:
+            store.move(record.id, Status.PENDING_RETRY, now=3.0, actor="ops")
+        assert info.value.current is Status.DISCARDED
+        assert store.get(record.id) == discarded
+
+    def test_claim_takes_only_due_records_once(self, store: ErrorStore) -> None:
+        """Due records are claimed once, leased, and claimable again only when the lease ends."""
+        due, _ = store.add(report(payload={"n": 1}), now=0.0, next_attempt_at=10.0, actor="w")
+        later, _ = store.add(report(payload={"n": 2}), now=0.0, next_attempt_at=50.0, actor="w")
+        store.add(
+            report(action=Action.REVIEW, payload={"n": 3}), now=0.0, next_attempt_at=None, actor="w"
+        )
+        claimed = store.claim_due(now=10.0, lease=30.0, limit=10)
+        assert [r.id for r in claimed] == [due.id]
+        assert claimed[0].status is Status.RETRYING
+        assert claimed[0].next_attempt_at == 40.0
+        assert store.claim_due(now=20.0, lease=30.0, limit=10) == []
+        reclaimed = store.claim_due(now=41.0, lease=30.0, limit=10)  # the worker died
+        assert {r.id for r in reclaimed} == {due.id}
+        assert later.id not in {r.id for r in reclaimed}
+
+    def test_claim_respects_the_limit_oldest_due_first(self, store: ErrorStore) -> None:
+        """At most ``limit`` records are claimed, earliest due first."""
+        ids = [
+            store.add(report(payload={"n": n}), now=0.0, next_attempt_at=float(5 - n), actor="w")[
+                0
+            ].id
+            for n in range(5)
+        ]
+        claimed = store.claim_due(now=100.0, lease=1.0, limit=2)
+        assert [r.id for r in claimed] == [ids[4], ids[3]]
+
+    def test_attempt_outcomes_move_the_record(self, store: ErrorStore) -> None:
+        """A failed attempt goes back to pending (or to review); a good one resolves."""
+        record, _ = store.add(report(), now=0.0, next_attempt_at=0.0, actor="w")
+        store.claim_due(now=0.0, lease=5.0, limit=1)
+        failed = store.record_attempt(
+            record.id,
+            ok=False,
+            detail="locked",
+            now=1.0,
+            to=Status.PENDING_RETRY,
+            next_attempt_at=11.0,
+            actor="worker",
+        )
+        assert failed.status is Status.PENDING_RETRY
+        assert failed.next_attempt_at == 11.0
+        store.claim_due(now=11.0, lease=5.0, limit=1)
+        done = store.record_attempt(
+            record.id,
+            ok=True,
+            detail="HTTP 200",
+            now=12.0,
+            to=Status.RESOLVED,
+            next_attempt_at=None,
+            actor="worker",
+        )
+        assert done.status is Status.RESOLVED
+        assert done.next_attempt_at is None
+        assert [(a.at, a.ok, a.detail) for a in done.attempts] == [
+            (1.0, False, "locked"),
+            (12.0, True, "HTTP 200"),
+        ]
+        assert "attempt failed" in [h.action for h in done.history]
+
+    def test_attempt_after_a_person_closed_it_keeps_their_decision(self, store: ErrorStore) -> None:
+        """An attempt that ends after a person discarded the record is recorded, not applied."""
+        record, _ = store.add(report(), now=0.0, next_attempt_at=0.0, actor="w")
+        store.claim_due(now=0.0, lease=5.0, limit=1)
+        store.move(record.id, Status.DISCARDED, now=1.0, actor="ops")
+        after = store.record_attempt(
+            record.id,
+            ok=True,
+            detail="late",
+            now=2.0,
+            to=Status.RESOLVED,
+            next_attempt_at=None,
+            actor="worker",
+        )
+        assert after.status is Status.DISCARDED
+        assert len(after.attempts) == 1
+
+    def test_list_filters_and_pages(self, store: ErrorStore) -> None:
+        """Listing filters by status, kind, source, time and text, newest first, with a total."""
+        for n in range(6):
+            store.add(
+                report(
+                    kind="stock.decrement" if n % 2 else "order.not_found",
+                    action=Action.RETRY if n % 2 else Action.REVIEW,
+                    source="warehouse" if n < 3 else "orders",
+                    payload={"n": n, "note": "Lost ORDER" if n == 4 else "x"},
+                ),
+                now=float(n),
+                next_attempt_at=100.0,
+                actor="w",
+            )
+        everything = store.find(Query())
+        assert everything.total == 6
+        assert [r.payload["n"] for r in everything.records] == [5, 4, 3, 2, 1, 0]
+        assert store.find(Query(statuses=(Status.NEEDS_REVIEW,))).total == 3
+        assert store.find(Query(kind="stock.decrement", source="orders")).total == 2
+        assert [r.payload["n"] for r in store.find(Query(since=2.0, until=4.0)).records] == [3, 2]
+        assert [r.payload["n"] for r in store.find(Query(text="lost order")).records] == [4]
+        page = store.find(Query(limit=2, offset=2))
+        assert page.total == 6
+        assert [r.payload["n"] for r in page.records] == [3, 2]
+        assert store.find(Query(text="100%_")).total == 0  # LIKE wildcards are literal
+
+    def test_counts_per_status(self, store: ErrorStore) -> None:
+        """Counts cover every status, zeros included."""
+        store.add(report(), now=0.0, next_attempt_at=1.0, actor="w")
+        store.add(
+            report(action=Action.REVIEW, payload={}), now=0.0, next_attempt_at=None, actor="w"
+        )
+        counts = store.counts()
+        assert counts == {
+            "pending_retry": 1,
+            "retrying": 0,
+            "needs_review": 1,
+            "resolved": 0,
+            "discarded": 0,
+        }
+
+    def test_a_failing_write_leaves_nothing(self, store: ErrorStore) -> None:
+        """A report that cannot be stored raises and leaves no partial record."""
+        with pytest.raises(TypeError):
+            store.add(report(payload={"bad": {1, 2}}), now=0.0, next_attempt_at=1.0, actor="w")
+        assert store.find(Query()).total == 0
+        assert store.counts()["pending_retry"] == 0
+
+    def test_concurrent_duplicates_make_one_record(self, store: ErrorStore) -> None:
+        """Eight threads reporting the same failure at once make one record counted eight times."""
+        barrier = threading.Barrier(8)
+        errors: list[BaseException] = []
+
+        def send() -> None:
+            try:
+                barrier.wait(10)
+                store.add(report(), now=1.0, next_attempt_at=2.0, actor="w")
+            except BaseException as exc:  # pragma: no cover - reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=send) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assert errors == []
+        page = store.find(Query())
+        assert page.total == 1
+        assert page.records[0].count == 8
+
+    def test_concurrent_claims_never_share_a_record(self, store: ErrorStore) -> None:
+        """Workers claiming at once get disjoint records, and every due record is claimed."""
+        for n in range(40):
+            store.add(report(payload={"n": n}), now=0.0, next_attempt_at=0.0, actor="w")
+        barrier = threading.Barrier(4)
+        claimed: list[list[str]] = [[] for _ in range(4)]
+
+        def work(i: int) -> None:
+            barrier.wait(10)
+            while batch := store.claim_due(now=1.0, lease=60.0, limit=3):
+                claimed[i] += [r.id for r in batch]
+
+        threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        every = [rid for part in claimed for rid in part]
+        assert len(every) == 40
+        assert len(set(every)) == 40

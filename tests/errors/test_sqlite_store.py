@@ -1,0 +1,60 @@
+"""The store contract on SQLite, plus what only a file store can show."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from failsafe.errors import SQLiteStore, Status
+from tests.errors.store_contract import StoreContract, report
+
+
+class TestSQLiteStore(StoreContract):
+    """The shared contract against a SQLite file."""
+
+    @pytest.fixture
+    def store(self, tmp_path: Path) -> SQLiteStore:  # type: ignore[override]
+        return SQLiteStore(tmp_path / "errors.db")
+
+
+def test_several_processes_share_one_file(tmp_path: Path) -> None:
+    """A record written by another process is visible and movable here."""
+    path = tmp_path / "errors.db"
+    code = (
+        "import sys\n"
+        "from failsafe.errors import SQLiteStore, Report, Action\n"
+        "s = SQLiteStore(sys.argv[1])\n"
+        "r, _ = s.add(Report(kind='order.not_found', action=Action.REVIEW, source='orders',"
+        " payload={'orderId': 'o-9'}), now=1.0, next_attempt_at=None, actor='orders')\n"
+        "print(r.id)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(path)], capture_output=True, text=True, check=True
+    )
+    store = SQLiteStore(path)
+    record = store.get(out.stdout.strip())
+    assert record.payload == {"orderId": "o-9"}
+    assert store.move(record.id, Status.RESOLVED, now=2.0, actor="ops").status is Status.RESOLVED
+
+
+def test_reopening_the_file_keeps_everything(tmp_path: Path) -> None:
+    """Records, attempts and history survive closing and reopening the store."""
+    path = tmp_path / "errors.db"
+    store = SQLiteStore(path)
+    record, _ = store.add(report(), now=1.0, next_attempt_at=1.0, actor="w")
+    store.claim_due(now=1.0, lease=5.0, limit=1)
+    store.record_attempt(
+        record.id,
+        ok=False,
+        detail="x",
+        now=2.0,
+        to=Status.NEEDS_REVIEW,
+        next_attempt_at=None,
+        actor="worker",
+    )
+    before = store.get(record.id)
+    store.close()
+    assert SQLiteStore(path).get(record.id) == before
