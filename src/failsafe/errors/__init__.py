@@ -4,6 +4,7 @@ Services report failures (``ErrorSink.report``); the service keeps them as recor
 those that ask for it by its own logic, and shows the others to a person for review.
 """
 
+from failsafe.errors.desk import BulkResult, ErrorDesk, RetrySchedule
 from failsafe.errors.record import (
     OPEN_STATUSES,
     Action,
@@ -14,6 +15,7 @@ from failsafe.errors.record import (
     Report,
     Status,
 )
+from failsafe.errors.redact import Redactor
 from failsafe.errors.sqlite import SQLiteStore
 from failsafe.errors.store import (
     ErrorStore,
@@ -29,14 +31,18 @@ __all__ = [
     "Action",
     "Attempt",
     "AuditEntry",
+    "BulkResult",
+    "ErrorDesk",
     "ErrorRecord",
     "ErrorStore",
     "InvalidMove",
     "InvalidReport",
     "Page",
     "Query",
+    "Redactor",
     "RecordNotFound",
     "Report",
+    "RetrySchedule",
     "SQLiteStore",
     "Status",
     "StoreError",

@@ -1,0 +1,176 @@
+"""`ErrorDesk`: what the Error-handling service does with records, whoever asks.
+
+The JSON API, the review pages, the CLI and the retry worker all act through one desk, so a
+report is redacted, scheduled and audited the same way whichever door it came in by.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import attrs
+
+from failsafe.backoff import Backoff
+from failsafe.clock import SYSTEM_CLOCK, Clock
+from failsafe.errors.record import ErrorRecord, Report, Status
+from failsafe.errors.redact import Redactor
+from failsafe.errors.store import ErrorStore, Page, Query, StoreError
+from failsafe.exceptions import ConfigurationError
+
+__all__ = ["BulkResult", "ErrorDesk", "RetrySchedule"]
+
+
+def _attempts(inst: object, attr: Any, value: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ConfigurationError(attr.name, f"must be an integer >= 1, got {value!r}")
+
+
+@attrs.frozen(kw_only=True)
+class RetrySchedule:
+    """How the service retries one kind of record by itself.
+
+    Attributes:
+        attempts: Automatic attempts before the record goes to a person (needs_review).
+        backoff: The delay before each attempt, the first included (default: 30 s, then
+            doubling, at most an hour, with full jitter).
+        lease: Seconds a worker may spend on one attempt before another worker may take
+            the record over (it is then assumed dead).
+    """
+
+    attempts: int = attrs.field(default=5, validator=_attempts)
+    backoff: Backoff = attrs.field(
+        factory=lambda: Backoff.exponential(30.0, maximum=3600.0, jitter="full")
+    )
+    lease: float = 60.0
+
+
+@attrs.frozen
+class BulkResult:
+    """The outcome of a bulk action: the records changed, and the ids refused with why."""
+
+    changed: tuple[ErrorRecord, ...]
+    refused: dict[str, str]
+
+
+class ErrorDesk:
+    """The service's operations on records: report, list, resolve, retry, discard, schedule.
+
+    Args:
+        store: Where records live.
+        clock: Wall-clock time for records and schedules (a fake one in tests).
+        redactor: Removes secrets before a report is stored.
+        schedules: A retry schedule per kind; others use ``default_schedule``.
+        default_schedule: The schedule of kinds not listed.
+        rng: Randomness for jitter.
+
+    Thread-safe: the desk holds no state of its own beyond its configuration.
+    """
+
+    def __init__(
+        self,
+        store: ErrorStore,
+        *,
+        clock: Clock = SYSTEM_CLOCK,
+        redactor: Redactor | None = None,
+        schedules: Mapping[str, RetrySchedule] | None = None,
+        default_schedule: RetrySchedule | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.store = store
+        self.clock = clock
+        self.redactor = redactor if redactor is not None else Redactor()
+        self.schedules = dict(schedules or {})
+        self.default_schedule = default_schedule or RetrySchedule()
+        self.rng = rng if rng is not None else random.Random()
+
+    def schedule_for(self, kind: str) -> RetrySchedule:
+        """The retry schedule of a kind."""
+        return self.schedules.get(kind, self.default_schedule)
+
+    def _delay(self, kind: str, attempt: int) -> float:
+        return self.schedule_for(kind).backoff.delay(attempt, 0.0, self.rng)
+
+    # -- reports ------------------------------------------------------------------------------
+    def report(self, report: Report, *, actor: str) -> tuple[ErrorRecord, bool]:
+        """Redact and store a report; return the record and whether it is new."""
+        now = self.clock.time()
+        clean = self.redactor.report(report)
+        due = now + self._delay(report.kind, 1)
+        return self.store.add(clean, now=now, next_attempt_at=due, actor=actor)
+
+    def get(self, record_id: str) -> ErrorRecord:
+        """Return one record (raises `RecordNotFound`)."""
+        return self.store.get(record_id)
+
+    def find(self, query: Query) -> Page:
+        """Return one page of records matching ``query``."""
+        return self.store.find(query)
+
+    # -- a person's actions -----------------------------------------------------------------
+    def resolve(self, record_id: str, *, actor: str, note: str | None = None) -> ErrorRecord:
+        """Close a record as dealt with."""
+        return self.store.move(
+            record_id, Status.RESOLVED, now=self.clock.time(), actor=actor, note=note
+        )
+
+    def discard(self, record_id: str, *, actor: str, note: str | None = None) -> ErrorRecord:
+        """Close a record as not worth acting on."""
+        return self.store.move(
+            record_id, Status.DISCARDED, now=self.clock.time(), actor=actor, note=note
+        )
+
+    def retry(self, record_id: str, *, actor: str, note: str | None = None) -> ErrorRecord:
+        """Queue a record for an automatic attempt now."""
+        now = self.clock.time()
+        return self.store.move(
+            record_id, Status.PENDING_RETRY, now=now, actor=actor, note=note, next_attempt_at=now
+        )
+
+    def bulk(
+        self, action: str, record_ids: Iterable[str], *, actor: str, note: str | None = None
+    ) -> BulkResult:
+        """Apply ``resolve``, ``retry`` or ``discard`` to many records, each on its own.
+
+        A record that cannot take the action is listed in ``refused`` with the reason; the
+        others change.
+
+        Raises:
+            ValueError: If ``action`` is not one of the three.
+        """
+        operations = {"resolve": self.resolve, "retry": self.retry, "discard": self.discard}
+        if action not in operations:
+            raise ValueError(f"action must be resolve, retry or discard, got {action!r}")
+        changed: list[ErrorRecord] = []
+        refused: dict[str, str] = {}
+        for record_id in record_ids:
+            try:
+                changed.append(operations[action](record_id, actor=actor, note=note))
+            except StoreError as exc:
+                refused[record_id] = str(exc)
+        return BulkResult(tuple(changed), refused)
+
+    # -- the worker's side ----------------------------------------------------------------------
+    def claim_due(self, *, limit: int = 10) -> list[ErrorRecord]:
+        """Take records due for an automatic attempt (leased per their kind's schedule)."""
+        lease = max(s.lease for s in (self.default_schedule, *self.schedules.values()))
+        return self.store.claim_due(now=self.clock.time(), lease=lease, limit=limit)
+
+    def attempted(self, record: ErrorRecord, *, ok: bool, detail: str) -> ErrorRecord:
+        """Record an automatic attempt's outcome and schedule what follows.
+
+        A success resolves the record; a failure schedules the next attempt with the kind's
+        backoff, or, once the kind's attempts are used up, sends the record to review.
+        """
+        now = self.clock.time()
+        made = len(record.attempts) + 1
+        if ok:
+            to, due = Status.RESOLVED, None
+        elif made >= self.schedule_for(record.kind).attempts:
+            to, due = Status.NEEDS_REVIEW, None
+        else:
+            to, due = Status.PENDING_RETRY, now + self._delay(record.kind, made + 1)
+        return self.store.record_attempt(
+            record.id, ok=ok, detail=detail, now=now, to=to, next_attempt_at=due, actor="worker"
+        )
