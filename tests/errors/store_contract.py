@@ -73,6 +73,21 @@ class StoreContract:
         assert [h.action for h in again.history] == ["reported", "reported again"]
         assert store.find(Query()).total == 1
 
+    def test_a_report_delivered_twice_counts_once(self, store: ErrorStore) -> None:
+        """The same report id stored twice changes nothing the second time."""
+        first, created = store.add(
+            report(), now=1.0, next_attempt_at=2.0, actor="a", report_id="r-1"
+        )
+        again, created_again = store.add(
+            report(), now=5.0, next_attempt_at=9.0, actor="a", report_id="r-1"
+        )
+        assert created
+        assert not created_again
+        assert again == first
+        other, _ = store.add(report(), now=6.0, next_attempt_at=9.0, actor="a", report_id="r-2")
+        assert other.id == first.id
+        assert other.count == 2
+
     def test_a_closed_record_does_not_absorb_new_reports(self, store: ErrorStore) -> None:
         """Once resolved, the same failure reported again opens a new record."""
         first, _ = store.add(report(), now=1.0, next_attempt_at=2.0, actor="a")

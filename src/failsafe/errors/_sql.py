@@ -63,6 +63,13 @@ SCHEMA = (
     )""",
     """CREATE INDEX IF NOT EXISTS failsafe_error_history_record
         ON failsafe_error_history (record_id)""",
+    # one row per delivered report id: a report sent twice (a client retrying after a lost
+    # answer, a spool redelivering after a crash) is applied once
+    """CREATE TABLE IF NOT EXISTS failsafe_error_receipts (
+        report_id TEXT PRIMARY KEY,
+        record_id TEXT NOT NULL REFERENCES failsafe_errors (id),
+        at DOUBLE PRECISION NOT NULL
+    )""",
 )
 
 INSERT_RECORD = (
@@ -87,6 +94,8 @@ DUE = (
     "SELECT id FROM failsafe_errors WHERE status IN ('pending_retry', 'retrying')"
     " AND next_attempt_at <= ? ORDER BY next_attempt_at LIMIT ?"
 )
+FIND_RECEIPT = "SELECT record_id FROM failsafe_error_receipts WHERE report_id = ?"
+INSERT_RECEIPT = "INSERT INTO failsafe_error_receipts (report_id, record_id, at) VALUES (?, ?, ?)"
 COUNTS = "SELECT status, COUNT(*) FROM failsafe_errors GROUP BY status"
 SELECT_RECORD = f"SELECT {RECORD_COLUMNS} FROM failsafe_errors WHERE id = ?"
 SELECT_ATTEMPTS = (

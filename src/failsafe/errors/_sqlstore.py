@@ -63,9 +63,18 @@ class SQLStore:
 
     # -- writes ---------------------------------------------------------------------------
     def add(
-        self, report: Report, *, now: float, next_attempt_at: float | None, actor: str
+        self,
+        report: Report,
+        *,
+        now: float,
+        next_attempt_at: float | None,
+        actor: str,
+        report_id: str | None = None,
     ) -> tuple[ErrorRecord, bool]:
-        """Store a report, or count it on the open record with its dedupe key."""
+        """Store a report, or count it on the open record with its dedupe key.
+
+        A ``report_id`` seen before returns that report's record unchanged.
+        """
         status = Status.PENDING_RETRY if report.action is Action.RETRY else Status.NEEDS_REVIEW
         record = ErrorRecord(
             id=uuid.uuid4().hex,
@@ -87,14 +96,22 @@ class SQLStore:
             next_attempt_at=next_attempt_at if status is Status.PENDING_RETRY else None,
         )
         with self._transaction() as run:
+            if report_id is not None:
+                seen = run(_sql.FIND_RECEIPT + self._lock_rows, (report_id,)).fetchone()
+                if seen is not None:
+                    return self._load(run, seen[0]), False
             inserted = run(_sql.INSERT_IF_NEW, _sql.record_row(record)).fetchone()
             if inserted is not None:
-                run(_sql.INSERT_HISTORY, (record.id, now, actor, "reported", None))
-                return self._load(run, record.id), True
-            existing = run(_sql.FIND_OPEN + self._lock_rows, (report.dedupe_key,)).fetchone()
-            run(_sql.BUMP, (now, existing[0]))
-            run(_sql.INSERT_HISTORY, (existing[0], now, actor, "reported again", None))
-            return self._load(run, existing[0]), False
+                record_id, created = record.id, True
+                run(_sql.INSERT_HISTORY, (record_id, now, actor, "reported", None))
+            else:
+                existing = run(_sql.FIND_OPEN + self._lock_rows, (report.dedupe_key,)).fetchone()
+                record_id, created = existing[0], False
+                run(_sql.BUMP, (now, record_id))
+                run(_sql.INSERT_HISTORY, (record_id, now, actor, "reported again", None))
+            if report_id is not None:
+                run(_sql.INSERT_RECEIPT, (report_id, record_id, now))
+            return self._load(run, record_id), created
 
     def _status(self, run: Run, record_id: str) -> Status:
         row = run(_sql.STATUS_OF + self._lock_rows, (record_id,)).fetchone()

@@ -93,12 +93,17 @@ class ErrorDesk:
         return self.schedule_for(kind).backoff.delay(attempt, 0.0, self.rng)
 
     # -- reports ------------------------------------------------------------------------------
-    def report(self, report: Report, *, actor: str) -> tuple[ErrorRecord, bool]:
-        """Redact and store a report; return the record and whether it is new."""
+    def report(
+        self, report: Report, *, actor: str, report_id: str | None = None
+    ) -> tuple[ErrorRecord, bool]:
+        """Redact and store a report; return the record and whether it is new.
+
+        ``report_id`` (the client's idempotency key) makes a redelivered report count once.
+        """
         now = self.clock.time()
         clean = self.redactor.report(report)
         due = now + self._delay(report.kind, 1)
-        return self.store.add(clean, now=now, next_attempt_at=due, actor=actor)
+        return self.store.add(clean, now=now, next_attempt_at=due, actor=actor, report_id=report_id)
 
     def get(self, record_id: str) -> ErrorRecord:
         """Return one record (raises `RecordNotFound`)."""

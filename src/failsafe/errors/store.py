@@ -120,12 +120,20 @@ class ErrorStore(Protocol):
     """Where error records live. Every method is atomic; the store is thread-safe."""
 
     def add(
-        self, report: Report, *, now: float, next_attempt_at: float | None, actor: str
+        self,
+        report: Report,
+        *,
+        now: float,
+        next_attempt_at: float | None,
+        actor: str,
+        report_id: str | None = None,
     ) -> tuple[ErrorRecord, bool]:
         """Store a report; return the record and whether it is new.
 
         When an open record (see `OPEN_STATUSES`) has the report's dedupe key, that record's
-        count goes up by one instead, with an audit entry, and ``False`` is returned.
+        count goes up by one instead, with an audit entry, and ``False`` is returned. When
+        ``report_id`` (the client's idempotency key) was stored before, nothing changes and
+        that report's record is returned: a report delivered twice counts once.
         """
         ...
 

@@ -1,0 +1,83 @@
+"""The store contract on the real PostgreSQL server, plus what only a shared server can show.
+
+Each test runs in a fresh schema, dropped afterwards. The server must be there (it always is
+under CI): an unreachable server fails the tests, it never skips them.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import attrs
+import psycopg
+import pytest
+from psycopg import sql
+
+from failsafe.errors import ErrorRecord, Query, Status
+from failsafe.errors import _sql as store_sql
+from failsafe.errors.postgres import PostgresStore
+from tests.errors.store_contract import StoreContract, report
+
+DSN = os.environ.get("FAILSAFE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+
+pytestmark = pytest.mark.postgres
+
+
+@pytest.fixture
+def schema() -> Iterator[str]:
+    name = f"failsafe_test_{uuid.uuid4().hex}"
+    try:
+        psycopg.connect(DSN, connect_timeout=5).close()
+    except psycopg.OperationalError as exc:
+        pytest.fail(
+            f"PostgreSQL is not reachable at {DSN} ({exc}). Start the server or point"
+            " FAILSAFE_TEST_POSTGRES at one; these tests never skip."
+        )
+    yield name
+    with psycopg.connect(DSN, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(name)))
+
+
+class TestPostgresStore(StoreContract):
+    """The shared contract against PostgreSQL."""
+
+    @pytest.fixture
+    def store(self, schema: str) -> Iterator[PostgresStore]:  # type: ignore[override]
+        store = PostgresStore(DSN, schema=schema)
+        yield store
+        store.close()
+
+
+def _crash_midway(store: PostgresStore, record: ErrorRecord) -> None:
+    """Insert a record, move another and add an attempt in one transaction, then fail."""
+    with store._transaction() as run:
+        stray = attrs.evolve(record, id=uuid.uuid4().hex, dedupe_key="stray")
+        run(store_sql.INSERT_RECORD, store_sql.record_row(stray))
+        run(store_sql.MOVE, (Status.RETRYING.value, 8.0, 9.0, record.id))
+        run(store_sql.INSERT_ATTEMPT, (record.id, 8.0, 0, "half done"))
+        raise RuntimeError("the worker crashed midway")
+
+
+def test_two_instances_share_records_and_a_failed_transaction_leaves_nothing(schema: str) -> None:
+    """Two stores (as two services) see each other's writes; a failed transaction leaves none."""
+    first = PostgresStore(DSN, schema=schema, max_size=2)
+    second = PostgresStore(DSN, schema=schema, max_size=2)
+    try:
+        record, _ = first.add(report(), now=1.0, next_attempt_at=2.0, actor="warehouse")
+        again, created = second.add(report(), now=3.0, next_attempt_at=4.0, actor="warehouse")
+        assert not created
+        assert again.id == record.id
+        assert again.count == 2
+        second.move(record.id, Status.RESOLVED, now=5.0, actor="ops", note="done")
+        assert first.get(record.id).status is Status.RESOLVED
+
+        doomed, _ = first.add(report(payload={"n": 2}), now=6.0, next_attempt_at=7.0, actor="w")
+        with pytest.raises(RuntimeError, match="midway"):
+            _crash_midway(first, doomed)
+        assert second.get(doomed.id) == doomed
+        assert second.find(Query()).total == 2
+    finally:
+        first.close()
+        second.close()
