@@ -7,6 +7,7 @@ under CI): an unreachable server fails the tests, it never skips them.
 from __future__ import annotations
 
 import os
+import threading
 import uuid
 from collections.abc import Iterator
 
@@ -44,8 +45,9 @@ class TestPostgresStore(StoreContract):
     """The shared contract against PostgreSQL."""
 
     @pytest.fixture
-    def store(self, schema: str) -> Iterator[PostgresStore]:  # type: ignore[override]
-        store = PostgresStore(DSN, schema=schema)
+    def store(self, schema: str) -> Iterator[PostgresStore]:
+        # connections ready for every thread, so the concurrency tests really overlap
+        store = PostgresStore(DSN, schema=schema, min_size=8)
         yield store
         store.close()
 
@@ -81,3 +83,34 @@ def test_two_instances_share_records_and_a_failed_transaction_leaves_nothing(sch
     finally:
         first.close()
         second.close()
+
+
+def test_concurrent_deliveries_of_one_report_count_once(schema: str) -> None:
+    """Eight deliveries of one report id at once all succeed and make one record counted once."""
+    store = PostgresStore(DSN, schema=schema, min_size=8)
+    barrier = threading.Barrier(8)
+    results: list[tuple[str, bool]] = []
+    errors: list[BaseException] = []
+
+    def deliver() -> None:
+        try:
+            barrier.wait(10)
+            record, created = store.add(
+                report(), now=1.0, next_attempt_at=2.0, actor="w", report_id="r-1"
+            )
+            results.append((record.id, created))
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    try:
+        threads = [threading.Thread(target=deliver) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assert errors == []
+        assert len({rid for rid, _ in results}) == 1
+        assert sorted(created for _, created in results) == [False] * 7 + [True]
+        assert store.find(Query()).records[0].count == 1
+    finally:
+        store.close()

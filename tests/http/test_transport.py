@@ -466,3 +466,39 @@ def test_bad_configuration_names_the_option(options: dict[str, Any], option: str
         with pytest.raises(ConfigurationError) as info:
             cls(**options)
         assert info.value.option == option
+
+
+def test_no_wasted_delay_once_the_circuit_opens(
+    http: Http, servers: tuple[Server, Server], closed_port: str
+) -> None:
+    """When a failure opens the endpoint's circuit, the next endpoint is tried at once."""
+    w1, _ = servers
+    clock, events = FakeClock(), RecordingListener()
+    breakers = KeyedCircuitBreaker(trip=ConsecutiveFailures(threshold=2), clock=clock)
+    [result] = http.run(
+        [GET("/ok")],
+        endpoints=[closed_port, w1.url],
+        breakers=breakers,
+        backoff=Backoff.constant(1.0),
+        clock=clock,
+        listeners=[events],
+    )
+    assert response(result).json()["server"] == "w1"
+    assert tried(events) == [closed_port, closed_port, w1.url]
+    assert clock.sleeps == [1.0]  # after the first refusal only: the second opened the circuit
+
+
+def test_open_circuit_without_endpoints_is_an_httpx_error(
+    http: Http, closed_port: str
+) -> None:
+    """With no endpoint list, an open circuit still raises an httpx.HTTPError subclass."""
+    results = http.run(
+        [GET(f"{closed_port}/ok"), GET(f"{closed_port}/ok")],
+        attempts=5,
+        backoff=Backoff.none(),
+        clock=FakeClock(),
+    )
+    assert isinstance(results[0], httpx.ConnectError)
+    assert isinstance(results[1], AllEndpointsFailed)
+    assert isinstance(results[1], httpx.HTTPError)
+    assert results[1].failures[0].attempts == 0

@@ -100,15 +100,19 @@ class SQLStore:
                 seen = run(_sql.FIND_RECEIPT + self._lock_rows, (report_id,)).fetchone()
                 if seen is not None:
                     return self._load(run, seen[0]), False
-            inserted = run(_sql.INSERT_IF_NEW, _sql.record_row(record)).fetchone()
-            if inserted is not None:
-                record_id, created = record.id, True
-                run(_sql.INSERT_HISTORY, (record_id, now, actor, "reported", None))
-            else:
+            while True:  # at most twice: see the comment below
+                inserted = run(_sql.INSERT_IF_NEW, _sql.record_row(record)).fetchone()
+                if inserted is not None:
+                    record_id, created = record.id, True
+                    run(_sql.INSERT_HISTORY, (record_id, now, actor, "reported", None))
+                    break
                 existing = run(_sql.FIND_OPEN + self._lock_rows, (report.dedupe_key,)).fetchone()
+                if existing is None:  # the open record was closed since the conflict: insert
+                    continue
                 record_id, created = existing[0], False
                 run(_sql.BUMP, (now, record_id))
                 run(_sql.INSERT_HISTORY, (record_id, now, actor, "reported again", None))
+                break
             if report_id is not None:
                 run(_sql.INSERT_RECEIPT, (report_id, record_id, now))
             return self._load(run, record_id), created

@@ -20,12 +20,14 @@ from psycopg_pool import ConnectionPool
 
 from failsafe.errors import _sql
 from failsafe.errors._sqlstore import Run, SQLStore
+from failsafe.errors.record import ErrorRecord, Report
 
 __all__ = ["PostgresStore"]
 
 # taken (per transaction) while creating the tables, so two processes starting at once do not
 # race on CREATE ... IF NOT EXISTS (which is not safe against a concurrent creator)
 _SCHEMA_LOCK = 0x6661696C73616665  # "failsafe"
+_RECEIPT_KEY = "failsafe_error_receipts_pkey"
 
 
 @functools.lru_cache(maxsize=512)
@@ -114,6 +116,38 @@ class PostgresStore(SQLStore):
     def _configure(self, conn: psycopg.Connection[Any]) -> None:
         if self.schema is not None:
             conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(self.schema)))
+
+    def add(
+        self,
+        report: Report,
+        *,
+        now: float,
+        next_attempt_at: float | None,
+        actor: str,
+        report_id: str | None = None,
+    ) -> tuple[ErrorRecord, bool]:
+        """Store a report, or count it on the open record with its dedupe key.
+
+        A ``report_id`` seen before returns that report's record unchanged, also when two
+        deliveries of it arrive at once.
+        """
+        for _ in range(2):
+            try:
+                return super().add(
+                    report,
+                    now=now,
+                    next_attempt_at=next_attempt_at,
+                    actor=actor,
+                    report_id=report_id,
+                )
+            except psycopg.errors.UniqueViolation as exc:
+                # a concurrent delivery of the same report committed its receipt first (the
+                # violation is raised only once it has): the retry finds that receipt
+                if report_id is None or exc.diag.constraint_name != _RECEIPT_KEY:
+                    raise
+        return super().add(
+            report, now=now, next_attempt_at=next_attempt_at, actor=actor, report_id=report_id
+        )
 
     @contextmanager
     def _transaction(self) -> Iterator[Run]:

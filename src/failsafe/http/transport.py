@@ -22,7 +22,7 @@ from typing import Any, Final
 import httpx
 
 from failsafe.backoff import Backoff
-from failsafe.circuit_breaker import ConsecutiveFailures, KeyedCircuitBreaker
+from failsafe.circuit_breaker import CircuitState, ConsecutiveFailures, KeyedCircuitBreaker
 from failsafe.clock import SYSTEM_CLOCK, Clock
 from failsafe.context import _deadline, _target
 from failsafe.events import Listener, _emit, _listening
@@ -110,7 +110,7 @@ class _Resilience:
         self.name = name
 
         wanted = as_predicate(retry_on)
-        retry_pred = Predicate(
+        resendable = Predicate(
             lambda e: (
                 not isinstance(e, DeadlineExceeded)
                 and wanted.matches_exception(e)
@@ -123,7 +123,13 @@ class _Resilience:
             ),
             f"{wanted}, when the request may be resent",
         )
-        failover_pred = retry_pred | PolicyRejected
+        # retry on this endpoint only while its circuit is closed; fail over in any case
+        retry_pred = resendable & Predicate(
+            lambda e: not self._circuit_opened(),
+            (lambda r: not self._circuit_opened()) if wanted.handles_results else None,
+            "while the endpoint's circuit is closed",
+        )
+        failover_pred = resendable | PolicyRejected
         if breakers is True:
             self.breakers: KeyedCircuitBreaker | None = KeyedCircuitBreaker(
                 name=f"{name}-breaker",
@@ -168,6 +174,17 @@ class _Resilience:
 
     def describe(self) -> str:
         return self.policy.describe()
+
+    def _circuit_opened(self) -> bool:
+        """Whether the current endpoint's circuit is open (this failure may have opened it).
+
+        Then waiting a backoff delay to be rejected is pointless: fail over at once.
+        """
+        breakers = getattr(self, "breakers", None)
+        if breakers is None:
+            return False
+        key = _target.get()
+        return key is not None and breakers.get(key).state is CircuitState.OPEN
 
     # -- around the whole request -----------------------------------------------------------
     def start(self, request: httpx.Request) -> tuple[_Call, list[Any]]:
@@ -218,6 +235,15 @@ class _Resilience:
         error.__cause__ = last.exception
         self.explain(last.exception, request)
         return error
+
+    def rejected(
+        self, exc: PolicyRejected, request: httpx.Request, call: _Call
+    ) -> AllEndpointsFailed:
+        """With no endpoint list, an open circuit is the one endpoint failing: an httpx error."""
+        key = str(_target.get())
+        return AllEndpointsFailed(
+            [EndpointFailure(key, call.counts.get(key, 0), exc, None)], request
+        )
 
     def explain(self, exc: BaseException, request: httpx.Request) -> None:
         """Note on an error that it was not resent, and why, when the request forbade it."""
@@ -297,7 +323,11 @@ class _Resilience:
         return None
 
 
-_DOC_ARGS = """
+class ResilientTransport(httpx.BaseTransport):
+    """An httpx transport that retries, fails over across endpoints and skips open circuits.
+
+    Use it as ``httpx.Client(transport=ResilientTransport(endpoints=[...]))``.
+
     Args:
         transport: The inner transport that sends each attempt (default: httpx's own).
         endpoints: Base URLs tried in order, such as ``["http://127.0.0.1:8001",
@@ -348,16 +378,7 @@ _DOC_ARGS = """
     Raises:
         ConfigurationError: At construction, on a bad option (an empty endpoint list, a URL
             that is not absolute, zero attempts...).
-"""
-
-
-class ResilientTransport(httpx.BaseTransport):
-    """An httpx transport that retries, fails over across endpoints and skips open circuits.
-
-    Use it as ``httpx.Client(transport=ResilientTransport(endpoints=[...]))``.
     """
-
-    __doc__ = (__doc__ or "") + _DOC_ARGS
 
     def __init__(
         self,
@@ -417,6 +438,8 @@ class ResilientTransport(httpx.BaseTransport):
         except httpx.TransportError as exc:
             resilience.explain(exc, request)
             raise
+        except PolicyRejected as exc:
+            raise resilience.rejected(exc, request, call) from exc
         finally:
             resilience.finish(tokens)
 
@@ -444,10 +467,11 @@ class ResilientTransport(httpx.BaseTransport):
 class AsyncResilientTransport(httpx.AsyncBaseTransport):
     """The asyncio twin of [`ResilientTransport`][failsafe.http.ResilientTransport].
 
-    Use it as ``httpx.AsyncClient(transport=AsyncResilientTransport(endpoints=[...]))``.
+    Use it as ``httpx.AsyncClient(transport=AsyncResilientTransport(endpoints=[...]))``. It
+    takes the same options, with the same defaults and safety rules, as
+    [`ResilientTransport`][failsafe.http.ResilientTransport]; ``transport`` is an
+    `httpx.AsyncBaseTransport` (default: `httpx.AsyncHTTPTransport`).
     """
-
-    __doc__ = (__doc__ or "") + _DOC_ARGS
 
     def __init__(
         self,
@@ -507,6 +531,8 @@ class AsyncResilientTransport(httpx.AsyncBaseTransport):
         except httpx.TransportError as exc:
             resilience.explain(exc, request)
             raise
+        except PolicyRejected as exc:
+            raise resilience.rejected(exc, request, call) from exc
         finally:
             resilience.finish(tokens)
 
