@@ -45,6 +45,7 @@ services:
 
 test: venv
 	bash scripts/services
+	bash scripts/browser
 	$(MAKE) --no-print-directory lint typecheck docs
 	$(BIN)/python -m pytest
 
