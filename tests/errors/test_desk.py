@@ -123,3 +123,22 @@ def test_person_actions_and_bulk() -> None:
     assert again.next_attempt_at == d.clock.time()
     with pytest.raises(ValueError, match="action"):
         d.bulk("explode", [a.id], actor="anna")
+
+
+def test_a_persons_retry_starts_a_fresh_series() -> None:
+    """After review, a person's retry gets the kind's full number of attempts again."""
+    clock = FakeClock(wall_start=0.0)
+    schedule = RetrySchedule(attempts=2, backoff=Backoff.none())
+    d = ErrorDesk(SQLiteStore(":memory:"), clock=clock, default_schedule=schedule)
+    record, _ = d.report(stock(n=1), actor="w")
+    for _ in range(2):
+        clock.advance(1)
+        [claimed] = d.claim_due()
+        record = d.attempted(claimed, ok=False, detail="down")
+    assert record.status is Status.NEEDS_REVIEW
+    clock.advance(1)
+    d.retry(record.id, actor="anna")
+    [claimed] = d.claim_due()
+    record = d.attempted(claimed, ok=False, detail="password=hunter2 still down")
+    assert record.status is Status.PENDING_RETRY  # one of two fresh attempts used
+    assert "hunter2" not in record.attempts[-1].detail

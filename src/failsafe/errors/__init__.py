@@ -25,6 +25,7 @@ from failsafe.errors.store import (
     RecordNotFound,
     StoreError,
 )
+from failsafe.errors.worker import Handler, Handlers, RetryWorker
 
 __all__ = [
     "OPEN_STATUSES",
@@ -35,6 +36,8 @@ __all__ = [
     "ErrorDesk",
     "ErrorRecord",
     "ErrorStore",
+    "Handler",
+    "Handlers",
     "InvalidMove",
     "InvalidReport",
     "Page",
@@ -43,6 +46,7 @@ __all__ = [
     "RecordNotFound",
     "Report",
     "RetrySchedule",
+    "RetryWorker",
     "SQLiteStore",
     "Status",
     "StoreError",

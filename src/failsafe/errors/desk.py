@@ -158,7 +158,11 @@ class ErrorDesk:
 
     # -- the worker's side ----------------------------------------------------------------------
     def claim_due(self, *, limit: int = 10) -> list[ErrorRecord]:
-        """Take records due for an automatic attempt (leased per their kind's schedule)."""
+        """Take records due for an automatic attempt.
+
+        Each is leased for the longest ``lease`` among the schedules (the store claims in
+        one statement, before it knows the kinds).
+        """
         lease = max(s.lease for s in (self.default_schedule, *self.schedules.values()))
         return self.store.claim_due(now=self.clock.time(), lease=lease, limit=limit)
 
@@ -166,10 +170,17 @@ class ErrorDesk:
         """Record an automatic attempt's outcome and schedule what follows.
 
         A success resolves the record; a failure schedules the next attempt with the kind's
-        backoff, or, once the kind's attempts are used up, sends the record to review.
+        backoff, or, once the kind's attempts are used up, sends the record to review. The
+        attempts count from the last time a person asked for a retry. The detail is redacted.
         """
         now = self.clock.time()
-        made = len(record.attempts) + 1
+        # a person's "retry" starts a fresh series of attempts
+        since = max(
+            (h.at for h in record.history if h.action == "pending_retry" and h.actor != "worker"),
+            default=None,
+        )
+        made = 1 + sum(1 for a in record.attempts if since is None or a.at >= since)
+        detail = self.redactor.text(detail) or ""
         if ok:
             to, due = Status.RESOLVED, None
         elif made >= self.schedule_for(record.kind).attempts:

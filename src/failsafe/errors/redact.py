@@ -79,6 +79,8 @@ class Redactor:
 
     def value(self, value: Any) -> Any:
         """Return ``value`` (any JSON value) with its secrets replaced by ``[REDACTED]``."""
+        if not self.enabled:
+            return value
         if isinstance(value, dict):
             return {
                 k: REDACTED if isinstance(k, str) and self._secret(k) else self.value(v)

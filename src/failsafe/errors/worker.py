@@ -1,0 +1,390 @@
+"""The retry worker: the Error-handling service retries records "by its own logic".
+
+A service that reports a failure with ``action="retry"`` (the Warehouse's failed stock
+decrement, the Order service's failed status write) expects the Error-handling service to
+redo the action later, by itself. The service cannot know how to decrement stock, so the
+reporting service registers, per kind, how to retry it:
+
+- an **in-process callable** ``fn(record) -> str | None`` (when `failsafe.errors` runs
+  inside the reporting service): it returns on success (optionally a detail to record) and
+  raises on failure;
+- an **HTTP callback URL**: the worker POSTs ``{"record": <record JSON>}`` to it. The
+  Warehouse example registers ``http://127.0.0.1:<port>/warehouse/v1/retry/stock-decrement``
+  for the kind ``stock.decrement``. A 2xx answer is a success; any other status, or a
+  transport error, is a failed attempt.
+
+Each round, the [`RetryWorker`][failsafe.errors.worker.RetryWorker]:
+
+1. **claims** the due records (``ErrorDesk.claim_due``): each becomes ``retrying`` under a
+   lease (``RetrySchedule.lease``). A worker that dies mid-attempt does not lose the record:
+   when the lease ends, another worker (or the same one, restarted) claims it again;
+2. **calls** the kind's handler, with the record's id as the idempotency key (the HTTP
+   callback receives it as the ``Idempotency-Key`` header), so that the target applies a
+   retried action once even when an attempt is repeated after a lost answer or a lease
+   that ran out;
+3. **records** the attempt (``ErrorDesk.attempted``), and the kind's
+   [`RetrySchedule`][failsafe.errors.RetrySchedule] decides what follows: success resolves
+   the record; a failure schedules the next attempt after the kind's backoff, or, once the
+   kind's attempts are used up, sends the record to a person (``needs_review``).
+
+A kind with no handler fails each attempt with ``no handler registered for kind '<kind>'``,
+so its records reach review after the kind's attempts rather than waiting forever.
+
+One attempt per claim: the HTTP callback is sent once, with a short timeout (10 s by
+default), not through a retrying transport, because the worker's schedule *is* the retry.
+A handler that raises, or a callback that fails, never stops the worker, and one bad
+record never blocks the others: each record is handled on its own.
+
+Example:
+    ```python
+    from failsafe.errors.desk import ErrorDesk
+    from failsafe.errors.sqlite import SQLiteStore
+    from failsafe.errors.worker import Handlers, RetryWorker
+
+    handlers = Handlers()
+    url = "http://127.0.0.1:8001/warehouse/v1/retry/stock-decrement"
+    handlers.register_url("stock.decrement", url)
+    worker = RetryWorker(ErrorDesk(SQLiteStore("errors.db")), handlers)
+    worker.start_thread()  # or: await worker.run_forever(stop_event)
+    ...
+    worker.stop()
+    ```
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING, TypeAlias
+from urllib.parse import urlsplit
+
+from failsafe.errors.desk import ErrorDesk
+from failsafe.errors.record import ErrorRecord, InvalidReport
+from failsafe.exceptions import ConfigurationError
+
+if TYPE_CHECKING:
+    # httpx (the ``http`` extra) is imported only when a callback URL is used, so that
+    # failsafe.errors and in-process handlers work without it
+    import httpx
+
+__all__ = ["Handler", "Handlers", "RetryWorker"]
+
+_log = logging.getLogger("failsafe.errors.worker")
+
+Handler: TypeAlias = Callable[[ErrorRecord], str | None]
+"""An in-process retry: returns on success (optionally a detail to record), raises on failure."""
+
+# the same rule as a report's kind (record.Report.from_json), so every reportable kind can
+# have a handler and a handler's kind is always one a report could carry
+_KIND = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
+_MAX_URL = 2000
+_MAX_DETAIL = 2000
+_BODY_IN_DETAIL = 200
+
+
+class Handlers:
+    """The registry of how each kind of record is retried: a callable or a callback URL.
+
+    One handler per kind: registering a kind again (either way) replaces its handler.
+    Thread-safe: the service may register a URL (``PUT /v1/handlers/{kind}``) while the
+    worker reads the registry.
+
+    Example:
+        ```python
+        handlers = Handlers()
+        handlers.register("order.status", lambda record: write_status(record.payload))
+        url = "http://127.0.0.1:8001/warehouse/v1/retry/stock-decrement"
+        handlers.register_url("stock.decrement", url)
+        ```
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._handlers: dict[str, Handler | str] = {}
+
+    def register(self, kind: str, fn: Handler) -> None:
+        """Retry records of ``kind`` by calling ``fn(record)`` in this process.
+
+        ``fn`` returns on success (a string it returns becomes the attempt's detail) and
+        raises on failure (the exception becomes the detail). It runs in the worker's
+        thread; it should apply the action once per record id (the idempotency key).
+
+        Raises:
+            InvalidReport: If ``kind`` is not a valid kind (``field`` is ``"kind"``).
+            TypeError: If ``fn`` is not callable.
+        """
+        _check_kind(kind)
+        if not callable(fn):
+            raise TypeError(f"the handler of {kind!r} must be callable, got {fn!r}")
+        with self._lock:
+            self._handlers[kind] = fn
+
+    def register_url(self, kind: str, url: str) -> None:
+        """Retry records of ``kind`` by POSTing them to ``url`` (an HTTP callback).
+
+        The worker sends ``{"record": <record JSON>}`` with the header
+        ``Idempotency-Key: <record id>``; a 2xx answer is a success.
+
+        Raises:
+            InvalidReport: If ``kind`` is not a valid kind (``field`` is ``"kind"``), or
+                ``url`` is not an absolute ``http://`` or ``https://`` URL (``field`` is
+                ``"url"``).
+        """
+        _check_kind(kind)
+        _check_url(url)
+        with self._lock:
+            self._handlers[kind] = url
+
+    def urls(self) -> dict[str, str]:
+        """The registered callback URLs by kind (in-process handlers are not listed)."""
+        with self._lock:
+            return {k: h for k, h in sorted(self._handlers.items()) if isinstance(h, str)}
+
+    def get(self, kind: str) -> Handler | str | None:
+        """The handler of ``kind``: a callable, a callback URL, or ``None`` if there is none."""
+        with self._lock:
+            return self._handlers.get(kind)
+
+    def __repr__(self) -> str:
+        with self._lock:
+            kinds = sorted(self._handlers)
+        return f"Handlers({kinds!r})"
+
+
+def _check_kind(kind: object) -> None:
+    if not isinstance(kind, str) or not _KIND.match(kind):
+        raise InvalidReport("kind", "must be 1-128 letters, digits, '.', '_', ':' or '-'")
+
+
+def _check_url(url: object) -> None:
+    if not isinstance(url, str):
+        raise InvalidReport("url", f"must be a string, got {type(url).__name__}")
+    if len(url) > _MAX_URL:
+        raise InvalidReport("url", f"is {len(url)} characters, over the limit of {_MAX_URL}")
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError on a port that is not a number
+    except ValueError as exc:
+        raise InvalidReport("url", f"is not a valid URL ({exc})") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise InvalidReport("url", f"must be an absolute http:// or https:// URL, got {url!r}")
+    if any(c.isspace() or ord(c) < 0x20 or ord(c) == 0x7F for c in url):
+        raise InvalidReport("url", "must not contain spaces or control characters")
+
+
+class RetryWorker:
+    """Claims due records, runs their kind's handler, and records each attempt.
+
+    Args:
+        desk: The desk whose records are retried; its clock times the rounds and its
+            schedules decide what follows each attempt.
+        handlers: How each kind is retried.
+        batch: Records claimed per round (at most).
+        poll_interval: Seconds between rounds, on the desk's clock.
+        http: The client for HTTP callbacks (default: one of the worker's own, created on
+            first use, with a 10 s timeout; close it with `close`). Callback URLs need
+            httpx (the ``http`` extra); in-process handlers do not.
+
+    Raises:
+        ConfigurationError: If ``batch`` is not an integer from 1 to 500 or
+            ``poll_interval`` is not a positive number.
+
+    Run it one of three ways: `run_once` (one round, in the caller's thread),
+    ``await run_forever(stop)`` (in an asyncio service, for example in its lifespan), or
+    `start_thread` / `stop` (a daemon thread, for a sync service). Several workers, in one
+    process or several, may share a store: a record is claimed by one worker at a time.
+    """
+
+    def __init__(
+        self,
+        desk: ErrorDesk,
+        handlers: Handlers,
+        *,
+        batch: int = 10,
+        poll_interval: float = 1.0,
+        http: httpx.Client | None = None,
+    ) -> None:
+        if not isinstance(batch, int) or isinstance(batch, bool) or not 1 <= batch <= 500:
+            raise ConfigurationError("batch", f"must be an integer from 1 to 500, got {batch!r}")
+        if (
+            not isinstance(poll_interval, int | float)
+            or isinstance(poll_interval, bool)
+            or not poll_interval > 0
+            or poll_interval == float("inf")
+        ):
+            raise ConfigurationError(
+                "poll_interval", f"must be a positive number of seconds, got {poll_interval!r}"
+            )
+        self.desk = desk
+        self.handlers = handlers
+        self.batch = batch
+        self.poll_interval = float(poll_interval)
+        self._http = http
+        self._owns_http = False
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+
+    # -- one round ------------------------------------------------------------------------------
+    def run_once(self) -> int:
+        """Claim the due records (up to ``batch``), attempt each once, and record the outcomes.
+
+        Returns:
+            How many records were claimed and attempted.
+
+        Raises:
+            StoreError: Or the store's own errors, if claiming fails (nothing was claimed).
+                A failure while attempting or recording one record is logged, not raised:
+                the record's lease brings it back later.
+        """
+        records = self.desk.claim_due(limit=self.batch)
+        for record in records:
+            self._attempt(record)
+        return len(records)
+
+    def _attempt(self, record: ErrorRecord) -> None:
+        try:
+            ok, detail = self._call(record)
+        except Exception as exc:  # a handler's own failure: the attempt failed, go on
+            ok, detail = False, _describe(exc)
+        # a detail carries exception messages and response bodies: redact like a report
+        detail = self.desk.redactor.text(detail) or ""
+        if len(detail) > _MAX_DETAIL:
+            detail = detail[: _MAX_DETAIL - 3] + "..."
+        try:
+            self.desk.attempted(record, ok=ok, detail=detail)
+        except Exception:
+            # the store failed (or a person deleted the record): the lease ends and the
+            # record is claimed again; the other records of this round still get their turn
+            _log.exception("could not record the attempt on error record %s", record.id)
+
+    def _call(self, record: ErrorRecord) -> tuple[bool, str]:
+        handler = self.handlers.get(record.kind)
+        if handler is None:
+            return False, f"no handler registered for kind {record.kind!r}"
+        if isinstance(handler, str):
+            return self._post(handler, record)
+        result = handler(record)
+        return True, result if isinstance(result, str) and result else "ok"
+
+    def _post(self, url: str, record: ErrorRecord) -> tuple[bool, str]:
+        import httpx
+
+        try:
+            response = self._client().post(
+                url, json={"record": record.to_json()}, headers={"Idempotency-Key": record.id}
+            )
+        except httpx.HTTPError as exc:
+            return False, _describe(exc)
+        if response.is_success:
+            return True, f"HTTP {response.status_code}"
+        body = response.text[:_BODY_IN_DETAIL]
+        return False, f"HTTP {response.status_code}: {body}"
+
+    def _client(self) -> httpx.Client:
+        with self._lock:
+            if self._http is None:
+                import httpx
+
+                self._http = httpx.Client(timeout=10.0)
+                self._owns_http = True
+            return self._http
+
+    def close(self) -> None:
+        """Stop the worker's thread (if started) and close the HTTP client it created."""
+        self.stop()
+        with self._lock:
+            client, owned = self._http, self._owns_http
+            if owned:
+                self._http, self._owns_http = None, False
+        if owned and client is not None:
+            client.close()
+
+    # -- asyncio ----------------------------------------------------------------------------------
+    async def run_forever(self, stop: asyncio.Event) -> None:
+        """Run rounds until ``stop`` is set, waiting ``poll_interval`` between them.
+
+        Each round runs `run_once` in a thread (the store blocks). The wait is on the
+        desk's clock, so a `FakeClock` drives it in tests; setting ``stop`` ends the wait
+        at once (a round already running finishes first). A round that fails (the store is
+        down) is logged and the next round tries again.
+        """
+        while not stop.is_set():
+            try:
+                await asyncio.to_thread(self.run_once)
+            except Exception:
+                _log.exception("retry worker round failed; trying again next round")
+            if stop.is_set():
+                break
+            await self._pause(stop)
+
+    async def _pause(self, stop: asyncio.Event) -> None:
+        sleeper = asyncio.ensure_future(self.desk.clock.sleep_async(self.poll_interval))
+        stopper = asyncio.ensure_future(stop.wait())
+        try:
+            await asyncio.wait({sleeper, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            sleeper.cancel()
+            stopper.cancel()
+            await asyncio.gather(sleeper, stopper, return_exceptions=True)
+
+    # -- a thread, for sync services -----------------------------------------------------------
+    def start_thread(self) -> threading.Thread:
+        """Run `run_forever` in a daemon thread of its own (with its own event loop).
+
+        Returns:
+            The started thread.
+
+        Raises:
+            RuntimeError: If the worker's thread is already running.
+        """
+        with self._lock:
+            if self._thread is not None and self._thread.is_alive():
+                raise RuntimeError("the retry worker's thread is already running")
+            loop = asyncio.new_event_loop()
+            stop = asyncio.Event()
+            thread = threading.Thread(
+                target=self._serve, args=(loop, stop), name="failsafe-retry-worker", daemon=True
+            )
+            self._thread, self._loop, self._stop = thread, loop, stop
+            thread.start()
+            return thread
+
+    def _serve(self, loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:
+        try:
+            loop.run_until_complete(self.run_forever(stop))
+        finally:
+            loop.run_until_complete(loop.shutdown_default_executor())
+            loop.close()
+
+    def stop(self, timeout: float | None = 30.0) -> None:
+        """Stop the thread started by `start_thread` and wait for it (at most ``timeout`` s).
+
+        The current round finishes first; the wait between rounds ends at once. Does
+        nothing if no thread runs.
+        """
+        with self._lock:
+            thread, loop, stop = self._thread, self._loop, self._stop
+            self._thread = self._loop = self._stop = None
+        if thread is None or loop is None or stop is None:
+            return
+        # RuntimeError: the loop is closed, so the thread has ended already
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(stop.set)
+        thread.join(timeout)
+
+    def __repr__(self) -> str:
+        return (
+            f"RetryWorker({self.handlers!r}, batch={self.batch}, "
+            f"poll_interval={self.poll_interval:g})"
+        )
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
