@@ -4,6 +4,7 @@ Services report failures (``ErrorSink.report``); the service keeps them as recor
 those that ask for it by its own logic, and shows the others to a person for review.
 """
 
+from failsafe.errors.client import AsyncErrorSink, ErrorSink, ReportRejected, SinkClosed
 from failsafe.errors.desk import BulkResult, ErrorDesk, RetrySchedule
 from failsafe.errors.record import (
     OPEN_STATUSES,
@@ -16,6 +17,7 @@ from failsafe.errors.record import (
     Status,
 )
 from failsafe.errors.redact import Redactor
+from failsafe.errors.spool import Spool, SpooledReport
 from failsafe.errors.sqlite import SQLiteStore
 from failsafe.errors.store import (
     ErrorStore,
@@ -28,6 +30,12 @@ from failsafe.errors.store import (
 from failsafe.errors.worker import Handler, Handlers, RetryWorker
 
 __all__ = [
+    "AsyncErrorSink",
+    "ErrorSink",
+    "ReportRejected",
+    "SinkClosed",
+    "Spool",
+    "SpooledReport",
     "OPEN_STATUSES",
     "Action",
     "Attempt",
