@@ -20,6 +20,9 @@ class Server:
         self.name = name
         sock = socket.socket()
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        # uvicorn treats an --fd socket as a Unix one and never sets TCP_NODELAY on what it
+        # accepts; Linux copies the option from the listening socket (else ~40 ms a request)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.bind(("127.0.0.1", 0))
         sock.listen(64)
         self.port = sock.getsockname()[1]
