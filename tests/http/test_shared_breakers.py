@@ -48,6 +48,7 @@ def namespace() -> Iterator[str]:
     client.close()
 
 
+@pytest.mark.real_time
 def test_a_circuit_opened_by_another_process_is_skipped_here(
     namespace: str, servers: tuple[Server, Server], closed_port: str
 ) -> None:
