@@ -117,20 +117,33 @@ class ErrorDesk:
     def resolve(self, record_id: str, *, actor: str, note: str | None = None) -> ErrorRecord:
         """Close a record as dealt with."""
         return self.store.move(
-            record_id, Status.RESOLVED, now=self.clock.time(), actor=actor, note=note
+            record_id,
+            Status.RESOLVED,
+            now=self.clock.time(),
+            actor=actor,
+            note=self.redactor.text(note),
         )
 
     def discard(self, record_id: str, *, actor: str, note: str | None = None) -> ErrorRecord:
         """Close a record as not worth acting on."""
         return self.store.move(
-            record_id, Status.DISCARDED, now=self.clock.time(), actor=actor, note=note
+            record_id,
+            Status.DISCARDED,
+            now=self.clock.time(),
+            actor=actor,
+            note=self.redactor.text(note),
         )
 
     def retry(self, record_id: str, *, actor: str, note: str | None = None) -> ErrorRecord:
         """Queue a record for an automatic attempt now."""
         now = self.clock.time()
         return self.store.move(
-            record_id, Status.PENDING_RETRY, now=now, actor=actor, note=note, next_attempt_at=now
+            record_id,
+            Status.PENDING_RETRY,
+            now=now,
+            actor=actor,
+            note=self.redactor.text(note),
+            next_attempt_at=now,
         )
 
     def bulk(

@@ -79,8 +79,8 @@ def _limit(inst: object, attr: object, value: int) -> None:
 
 
 def _offset(inst: object, attr: object, value: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise ValueError(f"offset must be an integer >= 0, got {value!r}")
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 10**9:
+        raise ValueError(f"offset must be an integer from 0 to 1000000000, got {value!r}")
 
 
 @attrs.frozen(kw_only=True)

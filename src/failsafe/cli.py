@@ -1,0 +1,522 @@
+"""The ``failsafe`` command: run the Error-handling service and review its records.
+
+Usage::
+
+    failsafe errors serve [--db errors.db | --dsn postgresql://...] [--host 127.0.0.1]
+                          [--port 8090] [--callback KIND=URL ...] [--poll-interval 1.0]
+    failsafe errors list [--status open] [--kind K] [--source S] [--text T] [--limit N] [--json]
+    failsafe errors show ID [--json]
+    failsafe errors resolve|retry|discard ID [--note TEXT] [--actor NAME] [--json]
+
+``list``, ``show`` and the actions work on a local store (``--db``, default ``errors.db``,
+or ``--dsn``) or on a running service (``--url http://127.0.0.1:8090``, with the review
+token from ``FAILSAFE_ERRORS_REVIEW_TOKEN``). Exit codes: 0 done, 1 refused or not found
+(the reason on stderr), 2 bad usage or configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Final, TextIO
+
+from failsafe.exceptions import ConfigurationError
+
+__all__ = ["errors_main", "main"]
+
+OK: Final = 0
+REFUSED: Final = 1
+USAGE: Final = 2
+
+_OPEN: Final = ("pending_retry", "retrying", "needs_review")
+_ALL: Final = ("pending_retry", "retrying", "needs_review", "resolved", "discarded")
+
+
+class _Refused(Exception):
+    """The store or service refused (not found, invalid move, unreachable): exit 1."""
+
+
+class _Usage(Exception):
+    """Bad arguments or configuration: exit 2."""
+
+
+# -- where the records are ----------------------------------------------------------------
+class _Target:
+    """Records as JSON objects, from a local store or a running service."""
+
+    def find(self, query: dict[str, Any]) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def get(self, record_id: str) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def act(self, action: str, record_id: str, *, actor: str, note: str | None) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release connections."""
+
+
+class _Local(_Target):
+    """A store opened here, through `ErrorDesk` (so moves are audited as in the service)."""
+
+    def __init__(self, db: str | None, dsn: str | None) -> None:
+        from failsafe.errors.desk import ErrorDesk
+        from failsafe.errors.store import ErrorStore
+
+        store: ErrorStore
+        if dsn is not None:
+            try:
+                from failsafe.errors.postgres import PostgresStore
+            except ImportError as exc:
+                raise _Usage(
+                    f"--dsn needs the postgres extra (pip install 'failsafe-kit[postgres]'): {exc}"
+                ) from None
+            try:
+                store = PostgresStore(dsn)
+            except Exception as exc:  # psycopg's errors: say what failed, exit 1
+                raise _Refused(f"cannot open the PostgreSQL store: {exc}") from None
+        else:
+            from failsafe.errors.sqlite import SQLiteStore
+
+            path = db or "errors.db"
+            if path != ":memory:" and not Path(path).is_file():
+                raise _Refused(
+                    f"no error store at {path} (give --db PATH, --dsn URL or --url SERVICE)"
+                )
+            store = SQLiteStore(path)
+        self.desk = ErrorDesk(store)
+
+    def find(self, query: dict[str, Any]) -> dict[str, Any]:
+        from failsafe.errors.record import Status
+        from failsafe.errors.store import Query
+
+        try:
+            q = Query(
+                statuses=tuple(Status(s) for s in query["statuses"]),
+                kind=query["kind"],
+                source=query["source"],
+                text=query["text"],
+                limit=query["limit"],
+                offset=query["offset"],
+            )
+        except ValueError as exc:
+            raise _Usage(str(exc)) from None
+        page = self.desk.find(q)
+        return {
+            "records": [r.to_json() for r in page.records],
+            "total": page.total,
+            "limit": q.limit,
+            "offset": q.offset,
+        }
+
+    def get(self, record_id: str) -> dict[str, Any]:
+        from failsafe.errors.store import StoreError
+
+        try:
+            return self.desk.get(record_id).to_json()
+        except StoreError as exc:
+            raise _Refused(str(exc)) from None
+
+    def act(self, action: str, record_id: str, *, actor: str, note: str | None) -> dict[str, Any]:
+        from failsafe.errors.store import StoreError
+
+        operation: Callable[..., Any] = getattr(self.desk, action)
+        try:
+            return dict(operation(record_id, actor=actor, note=note).to_json())
+        except StoreError as exc:
+            raise _Refused(str(exc)) from None
+
+    def close(self) -> None:
+        self.desk.store.close()
+
+
+class _Remote(_Target):
+    """A running service, through its JSON API with the review token."""
+
+    def __init__(self, url: str, token: str | None) -> None:
+        try:
+            import httpx
+        except ImportError:  # pragma: no cover - httpx comes with the errors extra
+            raise _Usage("--url needs httpx (pip install 'failsafe-kit[errors]')") from None
+        if not url.startswith(("http://", "https://")):
+            raise _Usage(f"--url must start with http:// or https://, got {url!r}")
+        headers = {"authorization": f"Bearer {token}"} if token else {}
+        self._httpx = httpx
+        self.client = httpx.Client(base_url=url.rstrip("/"), headers=headers, timeout=10.0)
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        try:
+            response = self.client.request(method, path, **kwargs)
+        except self._httpx.HTTPError as exc:
+            raise _Refused(f"cannot reach the service at {self.client.base_url}: {exc}") from None
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if response.is_success and isinstance(body, dict):
+            return body
+        reason = body.get("error") if isinstance(body, dict) else None
+        reason = reason or response.text[:200] or response.reason_phrase
+        if response.status_code == 401:
+            reason = f"{reason} (set FAILSAFE_ERRORS_REVIEW_TOKEN to the review token)"
+        raise _Refused(f"HTTP {response.status_code}: {reason}")
+
+    def find(self, query: dict[str, Any]) -> dict[str, Any]:
+        params = {
+            "status": ",".join(query["statuses"]),
+            "kind": query["kind"],
+            "source": query["source"],
+            "q": query["text"],
+            "limit": query["limit"],
+            "offset": query["offset"],
+        }
+        return self._call("GET", "/v1/records", params={k: v for k, v in params.items() if v})
+
+    def get(self, record_id: str) -> dict[str, Any]:
+        return self._call("GET", f"/v1/records/{_segment(record_id)}")
+
+    def act(self, action: str, record_id: str, *, actor: str, note: str | None) -> dict[str, Any]:
+        body: dict[str, Any] = {"actor": actor}
+        if note is not None:
+            body["note"] = note
+        return self._call("POST", f"/v1/records/{_segment(record_id)}/{action}", json=body)
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def _segment(record_id: str) -> str:
+    from urllib.parse import quote
+
+    return quote(record_id, safe="")
+
+
+def _target(args: argparse.Namespace) -> _Target:
+    if args.url is not None:
+        from failsafe.errors.auth import Tokens
+
+        return _Remote(args.url, Tokens.from_env().review)
+    return _Local(args.db, args.dsn)
+
+
+# -- output ---------------------------------------------------------------------------------
+def _when(epoch: float | None) -> str:
+    if epoch is None:
+        return "-"
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _one_line(text: str | None, limit: int = 60) -> str:
+    line = (text or "").strip().splitlines()[0] if (text or "").strip() else ""
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def _print_list(page: dict[str, Any], out: TextIO) -> None:
+    records = page.get("records", [])
+    if not records:
+        out.write("no records match\n")
+        return
+    columns = ("id", "status", "kind", "source", "count", "created (UTC)", "error")
+    rows = [
+        (
+            r["id"],
+            r["status"],
+            r["kind"],
+            r["source"],
+            str(r["count"]),
+            _when(r["created_at"]),
+            _one_line(": ".join(x for x in (r.get("error_type"), r.get("error_message")) if x)),
+        )
+        for r in records
+    ]
+    widths = [max(len(c), *(len(row[i]) for row in rows)) for i, c in enumerate(columns)]
+    for row in (columns, *rows):
+        out.write("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+        out.write("\n")
+    offset = int(page.get("offset", 0))
+    out.write(
+        f"{len(records)} of {page.get('total', len(records))} records"
+        f" (from {offset + 1}; --offset for more)\n"
+    )
+
+
+def _print_record(r: dict[str, Any], out: TextIO) -> None:
+    facts = [
+        ("id", r["id"]),
+        ("status", r["status"]),
+        ("kind", r["kind"]),
+        ("source", r["source"]),
+        ("asked for", r["action"]),
+        ("reports", str(r["count"])),
+        ("created", _when(r["created_at"]) + " UTC"),
+        ("updated", _when(r["updated_at"]) + " UTC"),
+        ("next attempt", _when(r.get("next_attempt_at"))),
+        ("correlation id", r.get("correlation_id") or "-"),
+        ("error type", r.get("error_type") or "-"),
+        ("error message", r.get("error_message") or "-"),
+    ]
+    for name, value in facts:
+        out.write(f"{name + ':':<16}{value}\n")
+    out.write("payload:\n")
+    for line in json.dumps(r.get("payload"), indent=2, sort_keys=True).splitlines():
+        out.write(f"  {line}\n")
+    if r.get("traceback"):
+        out.write("traceback:\n")
+        for line in str(r["traceback"]).splitlines():
+            out.write(f"  {line}\n")
+    attempts = r.get("attempts") or []
+    out.write(f"attempts: {len(attempts)}\n")
+    for a in attempts:
+        out.write(f"  {_when(a['at'])}  {'ok' if a['ok'] else 'failed'}  {a['detail']}\n")
+    out.write("history:\n")
+    for h in r.get("history") or []:
+        note = f" — {h['note']}" if h.get("note") else ""
+        out.write(f"  {_when(h['at'])}  {h['actor']}: {h['action']}{note}\n")
+
+
+# -- commands --------------------------------------------------------------------------------
+def _statuses(values: Sequence[str] | None) -> tuple[str, ...]:
+    if not values:
+        return _OPEN
+    chosen: list[str] = []
+    for value in values:
+        for item in (v.strip() for v in value.split(",")):
+            if item == "open":
+                chosen.extend(_OPEN)
+            elif item == "all":
+                chosen.extend(_ALL)
+            elif item in _ALL:
+                chosen.append(item)
+            elif item:
+                known = ", ".join(("open", *_ALL, "all"))
+                raise _Usage(f"--status: unknown status {item!r} (known: {known})")
+    return tuple(dict.fromkeys(chosen))
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    if not 1 <= args.limit <= 500:
+        raise _Usage(f"--limit must be from 1 to 500, got {args.limit}")
+    if args.offset < 0:
+        raise _Usage(f"--offset must be >= 0, got {args.offset}")
+    query = {
+        "statuses": _statuses(args.status),
+        "kind": args.kind,
+        "source": args.source,
+        "text": args.text,
+        "limit": args.limit,
+        "offset": args.offset,
+    }
+    target = _target(args)
+    try:
+        page = target.find(query)
+    finally:
+        target.close()
+    if args.json:
+        json.dump(page, sys.stdout, indent=2, sort_keys=True)
+        sys.stdout.write("\n")
+    else:
+        _print_list(page, sys.stdout)
+    return OK
+
+
+def _cmd_show(args: argparse.Namespace) -> int:
+    target = _target(args)
+    try:
+        record = target.get(args.id)
+    finally:
+        target.close()
+    if args.json:
+        json.dump(record, sys.stdout, indent=2, sort_keys=True)
+        sys.stdout.write("\n")
+    else:
+        _print_record(record, sys.stdout)
+    return OK
+
+
+def _cmd_act(args: argparse.Namespace) -> int:
+    actor = args.actor.strip()
+    if not actor:
+        raise _Usage("--actor must not be empty")
+    target = _target(args)
+    try:
+        record = target.act(args.command, args.id, actor=actor, note=args.note or None)
+    finally:
+        target.close()
+    if args.json:
+        json.dump(record, sys.stdout, indent=2, sort_keys=True)
+        sys.stdout.write("\n")
+    else:
+        sys.stdout.write(f"record {record['id']} is now {record['status']}\n")
+    return OK
+
+
+def _callbacks(values: Sequence[str] | None) -> dict[str, str]:
+    callbacks: dict[str, str] = {}
+    for value in values or ():
+        kind, sep, url = value.partition("=")
+        if not sep or not kind.strip() or not url.strip():
+            raise _Usage(f"--callback must be KIND=URL, got {value!r}")
+        if not url.startswith(("http://", "https://")):
+            raise _Usage(f"--callback {kind}: the URL must start with http:// or https://")
+        callbacks[kind.strip()] = url.strip()
+    return callbacks
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from failsafe.errors.auth import Tokens
+    from failsafe.errors.service import serve
+
+    if args.poll_interval <= 0:
+        raise _Usage(f"--poll-interval must be > 0, got {args.poll_interval}")
+    if not 0 < args.port < 65536:
+        raise _Usage(f"--port must be from 1 to 65535, got {args.port}")
+    callbacks = _callbacks(args.callback)
+    db = None if args.dsn is not None else (args.db or "errors.db")
+    serve(
+        db=db,
+        dsn=args.dsn,
+        host=args.host,
+        port=args.port,
+        tokens=Tokens.from_env(),
+        callbacks=callbacks,
+        poll_interval=args.poll_interval,
+    )
+    return OK
+
+
+# -- the parser ----------------------------------------------------------------------------
+def _store_options(parser: argparse.ArgumentParser, *, remote: bool = True) -> None:
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument(
+        "--db", metavar="PATH", help="a SQLite store file (default: errors.db)", default=None
+    )
+    where.add_argument("--dsn", metavar="URL", help="a PostgreSQL store (postgresql://...)")
+    if remote:
+        where.add_argument(
+            "--url",
+            metavar="URL",
+            help="a running service (token from FAILSAFE_ERRORS_REVIEW_TOKEN)",
+        )
+
+
+def _add_errors(commands: Any, prog_help: str = "the Error-handling service") -> None:
+    errors = commands.add_parser("errors", help=prog_help, description=prog_help)
+    _fill_errors(errors)
+
+
+def _fill_errors(errors: argparse.ArgumentParser) -> None:
+    sub = errors.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    serve = sub.add_parser("serve", help="run the service (API, review pages, retry worker)")
+    _store_options(serve, remote=False)
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    serve.add_argument("--port", type=int, default=8090, help="port to listen on")
+    serve.add_argument(
+        "--callback",
+        action="append",
+        metavar="KIND=URL",
+        help="POST records of KIND to URL for automatic retries (repeatable)",
+    )
+    serve.add_argument(
+        "--poll-interval", type=float, default=1.0, help="seconds between worker rounds"
+    )
+    serve.set_defaults(run=_cmd_serve)
+
+    listing = sub.add_parser("list", help="list records (open ones by default)")
+    _store_options(listing)
+    listing.add_argument(
+        "--status",
+        action="append",
+        help="open (default), all, or statuses, comma-separated or repeated",
+    )
+    listing.add_argument("--kind", help="only this kind")
+    listing.add_argument("--source", help="only this source service")
+    listing.add_argument("--text", help="a substring of kind, error or payload")
+    listing.add_argument("--limit", type=int, default=50, help="records to show (1-500)")
+    listing.add_argument("--offset", type=int, default=0, help="records to skip")
+    listing.add_argument("--json", action="store_true", help="print JSON")
+    listing.set_defaults(run=_cmd_list)
+
+    show = sub.add_parser("show", help="show one record")
+    _store_options(show)
+    show.add_argument("id", help="the record's id")
+    show.add_argument("--json", action="store_true", help="print JSON")
+    show.set_defaults(run=_cmd_show)
+
+    helps = {
+        "resolve": "close a record as dealt with",
+        "retry": "queue a record for an automatic attempt now",
+        "discard": "close a record as not worth acting on",
+    }
+    for action, text in helps.items():
+        act = sub.add_parser(action, help=text)
+        _store_options(act)
+        act.add_argument("id", help="the record's id")
+        act.add_argument("--note", help="why (kept in the record's history)")
+        act.add_argument("--actor", default="reviewer", help="your name (default: reviewer)")
+        act.add_argument("--json", action="store_true", help="print the record as JSON")
+        act.set_defaults(run=_cmd_act)
+
+
+def _run(parser: argparse.ArgumentParser, argv: Sequence[str]) -> int:
+    try:
+        args = parser.parse_args(list(argv))
+    except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
+        return exc.code if isinstance(exc.code, int) else USAGE
+    run: Callable[[argparse.Namespace], int] | None = getattr(args, "run", None)
+    if run is None:
+        parser.print_help(sys.stderr)
+        return USAGE
+    try:
+        return run(args)
+    except _Usage as exc:
+        sys.stderr.write(f"{parser.prog}: error: {exc}\n")
+        return USAGE
+    except ConfigurationError as exc:
+        sys.stderr.write(f"{parser.prog}: error: {exc}\n")
+        return USAGE
+    except _Refused as exc:
+        sys.stderr.write(f"{parser.prog}: {exc}\n")
+        return REFUSED
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``failsafe`` command; return its exit code (0 ok, 1 refused, 2 usage).
+
+    Args:
+        argv: The arguments after the program name (default: ``sys.argv[1:]``).
+
+    Example:
+        ```python
+        from failsafe.cli import main
+
+        code = main(["errors", "list", "--db", "errors.db", "--json"])
+        ```
+    """
+    parser = argparse.ArgumentParser(prog="failsafe", description="failsafe tools")
+    commands = parser.add_subparsers(dest="tool", metavar="TOOL")
+    _add_errors(commands)
+    return _run(parser, sys.argv[1:] if argv is None else argv)
+
+
+def errors_main(argv: Sequence[str] | None = None) -> int:
+    """Run ``failsafe errors`` directly (``python -m failsafe.errors``); return the exit code.
+
+    Args:
+        argv: The arguments after ``errors`` (default: ``sys.argv[1:]``).
+    """
+    parser = argparse.ArgumentParser(
+        prog="python -m failsafe.errors", description="the Error-handling service"
+    )
+    _fill_errors(parser)
+    return _run(parser, sys.argv[1:] if argv is None else argv)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

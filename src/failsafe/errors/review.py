@@ -1,0 +1,610 @@
+"""The review pages: where a person lists open error records, reads one, and acts on it.
+
+Server-rendered HTML (no script at all; a little CSS), mounted by the service at ``/review``:
+
+- ``GET /review/``: open records grouped by kind and error type, with filters (status, kind,
+  source, text) and pagination;
+- ``GET /review/records/{id}``: one record with its payload, error, attempts and history,
+  and forms to resolve (with a note), retry or discard it;
+- ``POST /review/records/{id}/resolve|retry|discard``: the action, then a 303 redirect back
+  to the record; a refused move shows its reason on the record page (409);
+- ``GET|POST /review/login`` and ``POST /review/logout``.
+
+When the review token is set, every page needs it: an ``Authorization: Bearer`` header, or
+the cookie the login form sets (HttpOnly, SameSite=Strict). Every action form carries a CSRF
+token derived from the review token with HMAC (from a per-process secret when no token is
+set), so another site cannot make a reviewer's browser act. Every value shown is escaped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import html
+import json
+import secrets
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Final
+from urllib.parse import parse_qs, quote, urlencode
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from failsafe.errors.auth import Tokens
+from failsafe.errors.desk import ErrorDesk
+from failsafe.errors.record import OPEN_STATUSES, ErrorRecord, Status
+from failsafe.errors.store import MOVES, InvalidMove, Query, RecordNotFound, StoreError
+
+__all__ = ["AUTH_COOKIE", "CSRF_FIELD", "NAME_COOKIE", "csrf_token", "review_routes"]
+
+AUTH_COOKIE: Final = "failsafe_review"
+"""The cookie the login form sets; it holds the review token (HttpOnly, SameSite=Strict)."""
+
+NAME_COOKIE: Final = "failsafe_reviewer"
+"""The cookie that remembers the name a reviewer last acted under (prefills "your name")."""
+
+CSRF_FIELD: Final = "csrf"
+"""The hidden form field that carries the CSRF token."""
+
+_ACTIONS: Final = {
+    "resolve": Status.RESOLVED,
+    "retry": Status.PENDING_RETRY,
+    "discard": Status.DISCARDED,
+}
+_DONE: Final = {"resolve": "Resolved.", "retry": "Queued for a retry now.", "discard": "Discarded."}
+_MAX_FORM_BYTES: Final = 64 * 1024
+_MAX_ACTOR: Final = 200
+_MAX_NOTE: Final = 10_000
+_PAGE_SIZE: Final = 50
+
+_STYLE: Final = """
+body{font:15px/1.45 system-ui,sans-serif;margin:0;color:#1d2330;background:#f6f7f9}
+header{background:#1d2330;color:#fff;padding:.6em 1.2em;display:flex;gap:1em;align-items:center}
+header a{color:#fff;text-decoration:none;font-weight:600}header form{margin-left:auto}
+main{max-width:1100px;margin:1em auto;padding:0 1em}
+table{border-collapse:collapse;width:100%;background:#fff;margin-bottom:1em}
+th,td{text-align:left;padding:.35em .6em;border-bottom:1px solid #e3e6ea;vertical-align:top}
+h2.group{font-size:1.05em;margin:1.4em 0 .3em}h2.group .n{color:#5a6270;font-weight:400}
+pre{background:#fff;border:1px solid #e3e6ea;padding:.7em;overflow:auto;white-space:pre-wrap}
+.msg{padding:.6em 1em;border-radius:4px;margin:1em 0}
+.error{background:#fde8e8;border:1px solid #e5a3a3}.ok{background:#e6f6ea;border:1px solid #9fd3ac}
+.status{font-family:monospace;padding:.1em .4em;border-radius:3px;background:#e8ebf0}
+.actions{display:flex;gap:1em;flex-wrap:wrap}
+.actions form{background:#fff;border:1px solid #e3e6ea;padding:.8em;flex:1;min-width:240px}
+label{display:block;margin:.3em 0}input[type=text],input[type=password],textarea,select{
+width:100%;box-sizing:border-box;padding:.3em}
+form.filters{display:flex;gap:.6em;flex-wrap:wrap;align-items:end}form.filters label{width:auto}
+nav.pages{display:flex;gap:1em;margin:1em 0}
+"""
+
+_CSP: Final = (
+    "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
+    "frame-ancestors 'none'; base-uri 'none'"
+)
+
+_View = Callable[[Request], Awaitable[Response]]
+
+
+def _e(value: object) -> str:
+    """Escape any value for HTML text or a quoted attribute."""
+    return html.escape("" if value is None else str(value), quote=True)
+
+
+def _when(epoch: float | None) -> str:
+    if epoch is None:
+        return "-"
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def csrf_token(tokens: Tokens, secret: bytes) -> str:
+    """The CSRF token the review forms carry.
+
+    Derived with HMAC-SHA256 from the review token, or from ``secret`` (per process) when no
+    review token is set, so it is stable across requests but unknown to other sites.
+    """
+    key = tokens.review.encode() if tokens.review is not None else secret
+    return hmac.new(key, b"failsafe-review-csrf", hashlib.sha256).hexdigest()
+
+
+class _BadForm(Exception):
+    """A form the review pages cannot take: the status to answer with and why."""
+
+    def __init__(self, status: int, message: str) -> None:
+        self.status = status
+        self.message = message
+        super().__init__(message)
+
+
+async def _read_form(request: Request) -> dict[str, str]:
+    """Parse a urlencoded form body (at most 64 KiB), last value of each field winning."""
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype != "application/x-www-form-urlencoded":
+        raise _BadForm(415, "the form must be sent as application/x-www-form-urlencoded")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > _MAX_FORM_BYTES:
+            raise _BadForm(413, f"the form is over the limit of {_MAX_FORM_BYTES} bytes")
+    try:
+        parsed = parse_qs(body.decode("utf-8"), keep_blank_values=True, strict_parsing=False)
+    except UnicodeDecodeError:
+        raise _BadForm(400, "the form is not valid UTF-8") from None
+    return {k: v[-1] for k, v in parsed.items()}
+
+
+class _Pages:
+    """The review pages over one desk; see the module docstring."""
+
+    def __init__(self, desk: ErrorDesk, tokens: Tokens) -> None:
+        self.desk = desk
+        self.tokens = tokens
+        self.csrf = csrf_token(tokens, secrets.token_bytes(32))
+
+    # -- plumbing ---------------------------------------------------------------------------
+    @staticmethod
+    def base(request: Request) -> str:
+        """The mount point's path, such as ``/review``."""
+        return str(request.scope.get("root_path", "")).rstrip("/")
+
+    def authorized(self, request: Request) -> bool:
+        """Whether the request carries the review token (header or login cookie)."""
+        if self.tokens.review is None:
+            return True
+        header = request.headers.get("authorization")
+        if header is not None:
+            return self.tokens.allows("review", header)
+        cookie = request.cookies.get(AUTH_COOKIE)
+        return bool(cookie) and self.tokens.allows("review", f"Bearer {cookie}")
+
+    def page(
+        self,
+        request: Request,
+        title: str,
+        body: str,
+        *,
+        status: int = 200,
+        nav: bool = True,
+    ) -> HTMLResponse:
+        """A whole HTML page around ``body`` (already escaped)."""
+        base = self.base(request)
+        logout = ""
+        if nav and self.tokens.review is not None:
+            logout = (
+                f'<form method="post" action="{_e(base)}/logout">'
+                f'<input type="hidden" name="{CSRF_FIELD}" value="{_e(self.csrf)}">'
+                '<button type="submit">Log out</button></form>'
+            )
+        header = f'<header><a href="{_e(base)}/">Error review</a>{logout}</header>' if nav else ""
+        text = (
+            '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+            '<meta name="viewport" content="width=device-width, initial-scale=1">'
+            f"<title>{_e(title)} · failsafe errors</title><style>{_STYLE}</style></head>"
+            f"<body>{header}<main>{body}</main></body></html>"
+        )
+        return HTMLResponse(text, status_code=status, headers=self.security_headers())
+
+    @staticmethod
+    def security_headers() -> dict[str, str]:
+        """Headers every review response carries: no scripts, no framing, no caching."""
+        return {
+            "content-security-policy": _CSP,
+            "x-content-type-options": "nosniff",
+            "x-frame-options": "DENY",
+            "referrer-policy": "same-origin",
+            "cache-control": "no-store",
+        }
+
+    def problem(self, request: Request, status: int, message: str) -> HTMLResponse:
+        """An error page naming the problem."""
+        body = f'<h1>Error {status}</h1><p class="msg error">{_e(message)}</p>'
+        return self.page(request, f"Error {status}", body, status=status)
+
+    def guarded(self, view: _View, *, post: bool = False) -> _View:
+        """Wrap a view with the auth check (and, for a POST, the form and CSRF checks)."""
+
+        async def endpoint(request: Request) -> Response:
+            if not self.authorized(request):
+                if request.method in ("GET", "HEAD"):
+                    here = request.url.path
+                    if request.url.query:
+                        here += f"?{request.url.query}"
+                    target = f"{self.base(request)}/login?" + urlencode({"next": here})
+                    return RedirectResponse(target, status_code=303)
+                refused = self.problem(request, 401, "log in with the review token first")
+                refused.headers["www-authenticate"] = 'Bearer realm="failsafe review"'
+                return refused
+            if post:
+                try:
+                    form = await _read_form(request)
+                except _BadForm as exc:
+                    return self.problem(request, exc.status, exc.message)
+                given = form.get(CSRF_FIELD, "")
+                if not hmac.compare_digest(given.encode(), self.csrf.encode()):
+                    return self.problem(
+                        request, 403, "the form's CSRF token is missing or wrong; reload the page"
+                    )
+                request.state.form = form
+            return await view(request)
+
+        return endpoint
+
+    # -- login ------------------------------------------------------------------------------
+    def login_form(self, request: Request, next_path: str, error: str = "") -> str:
+        """The login form's HTML."""
+        message = f'<p class="msg error">{_e(error)}</p>' if error else ""
+        return (
+            f"<h1>Log in to error review</h1>{message}"
+            f'<form method="post" action="{_e(self.base(request))}/login">'
+            f'<input type="hidden" name="next" value="{_e(next_path)}">'
+            '<label>Review token <input type="password" name="token" autocomplete="off"'
+            ' required autofocus></label><button type="submit">Log in</button></form>'
+        )
+
+    def safe_next(self, request: Request, value: str | None) -> str:
+        """Where to go after login: a path under the mount point, never another site."""
+        base = self.base(request)
+        if (
+            value
+            and value.startswith(f"{base}/")
+            and not value.startswith("//")
+            and not any(c in value for c in "\\\r\n")
+        ):
+            return value
+        return f"{base}/"
+
+    async def login_get(self, request: Request) -> Response:
+        """Show the login form (or go straight on when already authorized)."""
+        target = self.safe_next(request, request.query_params.get("next"))
+        if self.tokens.review is None or self.authorized(request):
+            return RedirectResponse(target, status_code=303)
+        return self.page(request, "Log in", self.login_form(request, target), nav=False)
+
+    async def login_post(self, request: Request) -> Response:
+        """Check the token; on success set the HttpOnly, SameSite=Strict cookie."""
+        try:
+            form = await _read_form(request)
+        except _BadForm as exc:
+            return self.problem(request, exc.status, exc.message)
+        target = self.safe_next(request, form.get("next"))
+        token = form.get("token", "")
+        if self.tokens.review is None:
+            return RedirectResponse(target, status_code=303)
+        if not token or not self.tokens.allows("review", f"Bearer {token}"):
+            body = self.login_form(request, target, "That is not the review token.")
+            return self.page(request, "Log in", body, status=401, nav=False)
+        response = RedirectResponse(target, status_code=303)
+        response.set_cookie(
+            AUTH_COOKIE,
+            token,
+            path=f"{self.base(request)}/",
+            httponly=True,
+            samesite="strict",
+            secure=request.url.scheme == "https",
+        )
+        return response
+
+    async def logout(self, request: Request) -> Response:
+        """Forget the login cookie."""
+        response = RedirectResponse(f"{self.base(request)}/login", status_code=303)
+        response.delete_cookie(
+            AUTH_COOKIE, path=f"{self.base(request)}/", httponly=True, samesite="strict"
+        )
+        return response
+
+    # -- the list -----------------------------------------------------------------------------
+    async def index(self, request: Request) -> Response:
+        """Records matching the filters (open ones by default), grouped by kind and error."""
+        params = request.query_params
+        status_value = params.get("status", "open") or "open"
+        try:
+            statuses = _statuses(status_value)
+            limit = _int(params.get("limit"), "limit", _PAGE_SIZE, 1, 500)
+            offset = _int(params.get("offset"), "offset", 0, 0, None)
+        except ValueError as exc:
+            return self.problem(request, 400, str(exc))
+        kind = params.get("kind", "").strip()
+        source = params.get("source", "").strip()
+        text = params.get("text", "").strip()
+        query = Query(
+            statuses=statuses,
+            kind=kind or None,
+            source=source or None,
+            text=text or None,
+            limit=limit,
+            offset=offset,
+        )
+        page = await run_in_threadpool(self.desk.find, query)
+        filters = {"status": status_value, "kind": kind, "source": source, "text": text}
+        shown = f"; showing {offset + 1}-{offset + len(page.records)}" if page.records else ""
+        matching = "1 record matches" if page.total == 1 else f"{page.total} records match"
+        body = [
+            "<h1>Error records</h1>",
+            self.filter_form(request, filters),
+            f'<p class="total">{matching}{shown}.</p>',
+        ]
+        if not page.records:
+            body.append('<p class="msg ok">Nothing to review here.</p>')
+        for (group_kind, error_type), records in _groups(page.records):
+            reports = sum(r.count for r in records)
+            body.append(
+                f'<h2 class="group">{_e(group_kind)} · {_e(error_type or "no error type")} '
+                f'<span class="n">({len(records)} record{"s" * (len(records) != 1)}, '
+                f"{reports} report{'s' * (reports != 1)})</span></h2>"
+            )
+            body.append(self.record_table(request, records))
+        body.append(self.pager(request, filters, limit, offset, page.total))
+        return self.page(request, "Error records", "".join(body))
+
+    def filter_form(self, request: Request, filters: Mapping[str, str]) -> str:
+        """The GET form of the filters, showing the current ones."""
+        choices = [("open", "open"), *((s.value, s.value) for s in Status), ("all", "all")]
+        options = "".join(
+            f'<option value="{_e(v)}"{" selected" * (v == filters["status"])}>{_e(label)}</option>'
+            for v, label in choices
+        )
+        fields = "".join(
+            f'<label>{_e(name)} <input type="text" name="{name}" value="{_e(filters[name])}">'
+            "</label>"
+            for name in ("kind", "source", "text")
+        )
+        return (
+            f'<form class="filters" method="get" action="{_e(self.base(request))}/">'
+            f'<label>status <select name="status">{options}</select></label>{fields}'
+            '<button type="submit">Filter</button></form>'
+        )
+
+    def record_table(self, request: Request, records: Sequence[ErrorRecord]) -> str:
+        """One group's records as a table with links to each record."""
+        base = self.base(request)
+        rows = "".join(
+            "<tr>"
+            f'<td><a href="{_e(base)}/records/{_e(quote(r.id, safe=""))}">{_e(r.id[:12])}</a></td>'
+            f'<td><span class="status">{_e(r.status.value)}</span></td>'
+            f"<td>{_e(r.source)}</td><td>{r.count}</td><td>{_e(_when(r.created_at))}</td>"
+            f"<td>{_e(_short(r.error_message))}</td></tr>"
+            for r in records
+        )
+        return (
+            "<table><thead><tr><th>record</th><th>status</th><th>source</th><th>reports</th>"
+            f"<th>first reported</th><th>message</th></tr></thead><tbody>{rows}</tbody></table>"
+        )
+
+    def pager(
+        self, request: Request, filters: Mapping[str, str], limit: int, offset: int, total: int
+    ) -> str:
+        """Previous/next links that keep the filters."""
+        base = self.base(request)
+        links = []
+
+        def href(at: int) -> str:
+            return f"{base}/?" + urlencode({**filters, "limit": limit, "offset": at})
+
+        if offset > 0:
+            links.append(f'<a rel="prev" href="{_e(href(max(0, offset - limit)))}">previous</a>')
+        if offset + limit < total:
+            links.append(f'<a rel="next" href="{_e(href(offset + limit))}">next</a>')
+        return f'<nav class="pages">{"".join(links)}</nav>' if links else ""
+
+    # -- one record ---------------------------------------------------------------------------
+    async def record(self, request: Request) -> Response:
+        """One record with its payload, error, attempts, history and action forms."""
+        record_id = request.path_params["record_id"]
+        try:
+            record = await run_in_threadpool(self.desk.get, record_id)
+        except RecordNotFound as exc:
+            return self.problem(request, 404, str(exc))
+        done = _DONE.get(request.query_params.get("done", ""), "")
+        return self.record_page(request, record, ok=done)
+
+    def record_page(
+        self,
+        request: Request,
+        record: ErrorRecord,
+        *,
+        ok: str = "",
+        error: str = "",
+        status: int = 200,
+    ) -> HTMLResponse:
+        """The HTML page of one record, with an optional success or error message."""
+        base = self.base(request)
+        messages = ""
+        if ok:
+            messages += f'<p class="msg ok" role="status">{_e(ok)}</p>'
+        if error:
+            messages += f'<p class="msg error" role="alert">{_e(error)}</p>'
+        facts = [
+            ("status", f'<span class="status">{_e(record.status.value)}</span>'),
+            ("kind", _e(record.kind)),
+            ("source", _e(record.source)),
+            ("asked for", _e(record.action.value)),
+            ("reports", str(record.count)),
+            ("first reported", _e(_when(record.created_at))),
+            ("last changed", _e(_when(record.updated_at))),
+            ("next attempt", _e(_when(record.next_attempt_at))),
+            ("correlation id", _e(record.correlation_id or "-")),
+            ("dedupe key", _e(record.dedupe_key)),
+        ]
+        facts_html = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in facts)
+        payload = json.dumps(record.payload, indent=2, sort_keys=True, ensure_ascii=False)
+        attempts = "".join(
+            f"<tr><td>{_e(_when(a.at))}</td><td>{'ok' if a.ok else 'failed'}</td>"
+            f"<td>{_e(a.detail)}</td></tr>"
+            for a in record.attempts
+        )
+        history = "".join(
+            f"<tr><td>{_e(_when(h.at))}</td><td>{_e(h.actor)}</td><td>{_e(h.action)}</td>"
+            f"<td>{_e(h.note or '')}</td></tr>"
+            for h in record.history
+        )
+        body = (
+            f'<p><a href="{_e(base)}/">&larr; all records</a></p>'
+            f"<h1>{_e(record.kind)} <small>{_e(record.id)}</small></h1>{messages}"
+            f"<table>{facts_html}</table>"
+            f"<h2>Error</h2><table><tr><th>type</th><td>{_e(record.error_type or '-')}</td></tr>"
+            f"<tr><th>message</th><td>{_e(record.error_message or '-')}</td></tr></table>"
+            + (f"<pre>{_e(record.traceback)}</pre>" if record.traceback else "")
+            + f'<h2>Payload</h2><pre class="payload">{_e(payload)}</pre>'
+            + self.action_forms(request, record)
+            + "<h2>Attempts</h2>"
+            + (
+                "<table><thead><tr><th>when</th><th>outcome</th><th>detail</th></tr></thead>"
+                f"<tbody>{attempts}</tbody></table>"
+                if attempts
+                else "<p>No automatic attempts yet.</p>"
+            )
+            + '<h2>History</h2><table class="history"><thead><tr><th>when</th><th>who</th>'
+            f"<th>action</th><th>note</th></tr></thead><tbody>{history}</tbody></table>"
+        )
+        return self.page(request, f"{record.kind} {record.id[:12]}", body, status=status)
+
+    def action_forms(self, request: Request, record: ErrorRecord) -> str:
+        """The resolve/retry/discard forms the record's status allows."""
+        allowed = [a for a, to in _ACTIONS.items() if to in MOVES[record.status]]
+        if not allowed:
+            return f"<h2>Act</h2><p>This record is {_e(record.status.value)}: it is closed.</p>"
+        base = self.base(request)
+        name = request.cookies.get(NAME_COOKIE, "") or "reviewer"
+        labels = {
+            "resolve": "Resolve (dealt with)",
+            "retry": "Retry now",
+            "discard": "Discard (not worth acting on)",
+        }
+        here = f"{base}/records/{quote(record.id, safe='')}"
+        forms = "".join(
+            f'<form method="post" action="{_e(here)}/{action}"'
+            f' class="action-{action}">'
+            f'<input type="hidden" name="{CSRF_FIELD}" value="{_e(self.csrf)}">'
+            f'<label>your name <input type="text" name="actor" value="{_e(name)}"'
+            f' maxlength="{_MAX_ACTOR}" required></label>'
+            f'<label>note <textarea name="note" rows="3" maxlength="{_MAX_NOTE}"></textarea>'
+            f'</label><button type="submit" name="do" value="{action}">{labels[action]}</button>'
+            "</form>"
+            for action in allowed
+        )
+        return f'<h2>Act</h2><div class="actions">{forms}</div>'
+
+    def acting(self, action: str) -> _View:
+        """The POST view of one action: act, then 303 back to the record (or say why not)."""
+
+        async def view(request: Request) -> Response:
+            record_id = request.path_params["record_id"]
+            form: dict[str, str] = request.state.form
+            actor = form.get("actor", "").strip() or "reviewer"
+            note = form.get("note", "").strip() or None
+            problem = ""
+            if len(actor) > _MAX_ACTOR:
+                problem = f"your name is over {_MAX_ACTOR} characters"
+            elif note is not None and len(note) > _MAX_NOTE:
+                problem = f"the note is over {_MAX_NOTE} characters"
+            operation = getattr(self.desk, action)
+            try:
+                if problem:
+                    record = await run_in_threadpool(self.desk.get, record_id)
+                    return self.record_page(request, record, error=problem, status=422)
+                await run_in_threadpool(lambda: operation(record_id, actor=actor, note=note))
+            except RecordNotFound as exc:
+                return self.problem(request, 404, str(exc))
+            except InvalidMove as exc:
+                record = await run_in_threadpool(self.desk.get, record_id)
+                return self.record_page(request, record, error=str(exc), status=409)
+            except StoreError as exc:  # any other refusal by the store: say it, never a 500
+                record = await run_in_threadpool(self.desk.get, record_id)
+                return self.record_page(request, record, error=str(exc), status=409)
+            target = f"{self.base(request)}/records/{quote(record_id, safe='')}?done={action}"
+            response = RedirectResponse(target, status_code=303)
+            response.set_cookie(
+                NAME_COOKIE,
+                actor,
+                path=f"{self.base(request)}/",
+                httponly=True,
+                samesite="strict",
+                secure=request.url.scheme == "https",
+            )
+            return response
+
+        return view
+
+    def routes(self) -> list[BaseRoute]:
+        """The routes, relative to the mount point."""
+        routes: list[BaseRoute] = [
+            Route("/", self.guarded(self.index), methods=["GET"]),
+            Route("/login", self.login_get, methods=["GET"]),
+            Route("/login", self.login_post, methods=["POST"]),
+            Route("/logout", self.guarded(self.logout, post=True), methods=["POST"]),
+            Route("/records/{record_id}", self.guarded(self.record), methods=["GET"]),
+        ]
+        routes.extend(
+            Route(
+                f"/records/{{record_id}}/{action}",
+                self.guarded(self.acting(action), post=True),
+                methods=["POST"],
+            )
+            for action in _ACTIONS
+        )
+        return routes
+
+
+def _statuses(value: str) -> tuple[Status, ...]:
+    if value == "open":
+        return tuple(sorted(OPEN_STATUSES, key=lambda s: s.value))
+    if value == "all":
+        return ()
+    try:
+        return (Status(value),)
+    except ValueError:
+        known = ", ".join(["open", *(s.value for s in Status), "all"])
+        raise ValueError(f"status must be one of {known}; got {value!r}") from None
+
+
+def _int(value: str | None, name: str, default: int, low: int, high: int | None) -> int:
+    if value is None or value == "":
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        raise ValueError(f"{name} must be a whole number, got {value!r}") from None
+    if number < low or (high is not None and number > high):
+        bound = f"from {low} to {high}" if high is not None else f">= {low}"
+        raise ValueError(f"{name} must be {bound}, got {number}")
+    return number
+
+
+def _short(text: str | None, limit: int = 120) -> str:
+    if not text:
+        return ""
+    line = text.strip().splitlines()[0] if text.strip() else ""
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def _groups(
+    records: Iterable[ErrorRecord],
+) -> list[tuple[tuple[str, str | None], list[ErrorRecord]]]:
+    """Records grouped by (kind, error type), groups sorted, records newest first within."""
+    groups: dict[tuple[str, str | None], list[ErrorRecord]] = {}
+    for record in records:
+        groups.setdefault((record.kind, record.error_type), []).append(record)
+    return sorted(groups.items(), key=lambda item: (item[0][0], item[0][1] or ""))
+
+
+def review_routes(desk: ErrorDesk, *, tokens: Tokens) -> list[BaseRoute]:
+    """The routes of the review pages, to mount at ``/review`` (or anywhere else).
+
+    Args:
+        desk: The desk the pages read records from and act through.
+        tokens: The service's tokens; when ``tokens.review`` is set every page needs it.
+
+    Returns:
+        Starlette routes relative to the mount point.
+
+    Example:
+        ```python
+        from starlette.applications import Starlette
+        from starlette.routing import Mount
+
+        app = Starlette(routes=[Mount("/review", routes=review_routes(desk, tokens=tokens))])
+        ```
+    """
+    return _Pages(desk, tokens).routes()

@@ -1,0 +1,304 @@
+"""The Error-handling service as an ASGI app: the JSON API, the review pages, the retry worker.
+
+[`create_app`][failsafe.errors.service.create_app] builds the Starlette app around a desk
+(for tests and for embedding); [`serve`][failsafe.errors.service.serve] is the whole service
+on a store file or a PostgreSQL database, run by uvicorn::
+
+    from failsafe.errors.auth import Tokens
+    from failsafe.errors.service import serve
+
+    serve(db="errors.db", dsn=None, host="127.0.0.1", port=8700,
+          tokens=Tokens.from_env(), callbacks={})
+
+Without both tokens the service refuses to listen anywhere but loopback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import Protocol
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Mount
+
+from failsafe.errors.api import (
+    DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_MAX_PAYLOAD_BYTES,
+    HandlerRegistry,
+    api_routes,
+)
+from failsafe.errors.auth import Tokens
+from failsafe.errors.desk import ErrorDesk
+from failsafe.errors.review import review_routes
+from failsafe.errors.store import ErrorStore
+from failsafe.exceptions import ConfigurationError
+
+__all__ = ["BackgroundWorker", "create_app", "serve"]
+
+logger = logging.getLogger("failsafe.errors.service")
+
+_SHUTDOWN_WAIT = 30.0
+
+
+class BackgroundWorker(Protocol):
+    """What the app runs in its lifespan: [`RetryWorker`][failsafe.errors.worker.RetryWorker]."""
+
+    async def run_forever(self, stop: asyncio.Event) -> None:
+        """Work until ``stop`` is set."""
+        ...
+
+
+class _WorkerTask:
+    """The worker's task in the app's lifespan, and why it stopped if it did."""
+
+    def __init__(self, worker: BackgroundWorker) -> None:
+        self.worker = worker
+        self.task: asyncio.Task[None] | None = None
+        self.stopping = False
+
+    def problem(self) -> str | None:
+        """Why the worker is not running (``None`` while it runs, or is being stopped)."""
+        task = self.task
+        if self.stopping:
+            return None
+        if task is None:
+            return "not started (the app's lifespan did not run)"
+        if not task.done():
+            return None
+        if task.cancelled():
+            return "cancelled"
+        exc = task.exception()
+        return f"stopped: {type(exc).__name__}: {exc}" if exc else "stopped"
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        stop = asyncio.Event()
+        self.stopping = False
+        self.task = asyncio.create_task(self.worker.run_forever(stop), name="failsafe-retry-worker")
+        self.task.add_done_callback(self._ended)
+        try:
+            yield
+        finally:
+            self.stopping = True
+            stop.set()
+            # the round in progress finishes first (a handler's HTTP call has its own timeout)
+            done, _ = await asyncio.wait({self.task}, timeout=_SHUTDOWN_WAIT)
+            if not done:
+                logger.warning(
+                    "the retry worker did not stop in %g s; cancelling it", _SHUTDOWN_WAIT
+                )
+                self.task.cancel()
+                await asyncio.gather(self.task, return_exceptions=True)
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        if not self.stopping and not task.cancelled() and task.exception() is not None:
+            logger.error("the retry worker stopped", exc_info=task.exception())
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if request.url.path.startswith("/review"):
+        return PlainTextResponse(exc.detail, status_code=exc.status_code, headers=exc.headers)
+    if exc.status_code == 404:
+        message = f"no route {request.method} {request.url.path[:200]}"
+    elif exc.status_code == 405:
+        message = f"{request.method} is not allowed on {request.url.path[:200]}"
+    else:
+        message = str(exc.detail)
+    return JSONResponse(
+        {"error": message, "field": "path"}, status_code=exc.status_code, headers=exc.headers
+    )
+
+
+async def _server_error(request: Request, exc: Exception) -> Response:
+    # the store failed (a locked or unreachable database): the client should retry later
+    logger.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+    return JSONResponse(
+        {"error": f"internal error: {type(exc).__name__}", "field": "server"}, status_code=500
+    )
+
+
+def create_app(
+    desk: ErrorDesk,
+    *,
+    tokens: Tokens,
+    handlers: HandlerRegistry,
+    worker: BackgroundWorker | None = None,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+) -> Starlette:
+    """The Error-handling service's ASGI app.
+
+    Args:
+        desk: Every route acts through it.
+        tokens: The bearer tokens of the report and review doors (``None``: open).
+        handlers: Where ``PUT /v1/handlers/{kind}`` registers HTTP callbacks (the worker's
+            [`Handlers`][failsafe.errors.worker.Handlers]).
+        worker: Run with ``run_forever(stop)`` for the app's lifetime (its lifespan), if
+            given; ``/healthz`` answers 503 if it stops on its own.
+        max_body_bytes: The largest request body read (larger: 413).
+        max_payload_bytes: The largest report payload (larger: 422).
+
+    Returns:
+        The app: the JSON API (``/v1``, ``/healthz``, ``/openapi.json``) and the review
+        pages (``/review``). It does not close the desk's store.
+
+    Raises:
+        ConfigurationError: If a size limit is not a positive integer.
+    """
+    return _build_app(
+        desk,
+        tokens=tokens,
+        handlers=handlers,
+        worker=worker,
+        max_body_bytes=max_body_bytes,
+        max_payload_bytes=max_payload_bytes,
+    )
+
+
+def _build_app(
+    desk: ErrorDesk,
+    *,
+    tokens: Tokens,
+    handlers: HandlerRegistry,
+    worker: BackgroundWorker | None,
+    max_body_bytes: int,
+    max_payload_bytes: int,
+    closing: Callable[[], None] | None = None,
+) -> Starlette:
+    for name, value in (
+        ("max_body_bytes", max_body_bytes),
+        ("max_payload_bytes", max_payload_bytes),
+    ):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ConfigurationError(name, f"must be a positive integer, got {value!r}")
+    running = _WorkerTask(worker) if worker is not None else None
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        try:
+            if running is None:
+                yield
+            else:
+                async with running.running():
+                    yield
+        finally:
+            # here, not after uvicorn.run returns: on SIGTERM uvicorn re-raises the signal
+            # once the app has shut down, and the process ends without unwinding
+            if closing is not None:
+                closing()
+
+    routes = api_routes(
+        desk,
+        tokens=tokens,
+        handlers=handlers,
+        max_body_bytes=max_body_bytes,
+        max_payload_bytes=max_payload_bytes,
+        worker_problem=running.problem if running is not None else None,
+    )
+    return Starlette(
+        routes=[*routes, Mount("/review", routes=review_routes(desk, tokens=tokens))],
+        exception_handlers={HTTPException: _http_error, Exception: _server_error},
+        lifespan=lifespan,
+    )
+
+
+def _open_store(db: str | None, dsn: str | None) -> ErrorStore:
+    if db is None and dsn is None:
+        raise ConfigurationError("db", "give either a SQLite file (db) or a PostgreSQL dsn")
+    if db is not None and dsn is not None:
+        raise ConfigurationError("db", "give a SQLite file (db) or a PostgreSQL dsn, not both")
+    if dsn is not None:
+        from failsafe.errors.postgres import PostgresStore  # the postgres extra
+
+        return PostgresStore(dsn)
+    from failsafe.errors.sqlite import SQLiteStore
+
+    assert db is not None
+    return SQLiteStore(db)
+
+
+def serve(
+    *,
+    db: str | None,
+    dsn: str | None,
+    host: str,
+    port: int,
+    tokens: Tokens,
+    callbacks: Mapping[str, str],
+    poll_interval: float = 1.0,
+) -> None:
+    """Run the Error-handling service until it is stopped (SIGINT or SIGTERM).
+
+    Builds the store (a SQLite file, or PostgreSQL), the desk, the retry handlers with
+    ``callbacks`` and the retry worker, then serves the app with uvicorn. On shutdown the
+    worker finishes its round and the store is closed.
+
+    Args:
+        db: The SQLite file (created if missing); exactly one of ``db`` and ``dsn``.
+        dsn: A PostgreSQL connection string (needs the ``postgres`` extra).
+        host: The address to listen on; one that is not loopback needs both tokens.
+        port: The TCP port.
+        tokens: The report and review tokens (`Tokens.from_env`).
+        callbacks: HTTP callback URLs by kind, for automatic retries.
+        poll_interval: Seconds between the worker's rounds.
+
+    Raises:
+        ConfigurationError: Before anything listens or opens: if ``host`` is not loopback
+            and a token is missing (naming it), if both or neither of ``db`` and ``dsn``
+            are given, or a callback's kind or URL is invalid.
+    """
+    import uvicorn
+
+    from failsafe.errors.record import InvalidReport
+    from failsafe.errors.worker import Handlers, RetryWorker
+
+    tokens.check_listen(host)
+    handlers = Handlers()
+    for kind, url in callbacks.items():
+        try:
+            handlers.register_url(kind, url)
+        except InvalidReport as exc:
+            raise ConfigurationError(f"callbacks[{kind!r}]", str(exc)) from None
+    store = _open_store(db, dsn)
+    workers: list[RetryWorker] = []
+    closed = threading.Event()
+
+    def close() -> None:
+        if not closed.is_set():
+            closed.set()
+            for worker in workers:
+                worker.close()
+            store.close()
+
+    try:
+        desk = ErrorDesk(store)
+        workers.append(RetryWorker(desk, handlers, poll_interval=poll_interval))
+        app = _build_app(
+            desk,
+            tokens=tokens,
+            handlers=handlers,
+            worker=workers[0],
+            max_body_bytes=DEFAULT_MAX_BODY_BYTES,
+            max_payload_bytes=DEFAULT_MAX_PAYLOAD_BYTES,
+            closing=close,
+        )
+        shown = f"[{host}]" if ":" in host else host
+        logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(name)s: %(message)s")
+        logger.info(
+            "Error-handling service listening on http://%s:%d (store %r; tokens %r)",
+            shown,
+            port,
+            store,
+            tokens,
+        )
+        uvicorn.run(app, host=host, port=port, log_level="info", server_header=False)
+    finally:
+        close()

@@ -1,0 +1,417 @@
+"""The ``failsafe errors`` command on a local store, end to end through ``main``."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import failsafe.errors.service
+from failsafe.cli import errors_main, main
+from failsafe.errors.auth import Tokens
+from failsafe.errors.desk import ErrorDesk
+from failsafe.errors.record import Action, Report, Status
+from failsafe.errors.sqlite import SQLiteStore
+
+
+class Seeded:
+    """A store file with two open records and a resolved one."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        store = SQLiteStore(path)
+        desk = ErrorDesk(store)
+
+        def add(kind: str, action: Action, payload: dict[str, Any], error: str) -> str:
+            record, _ = desk.report(
+                Report(
+                    kind=kind,
+                    action=action,
+                    source="warehouse" if kind.startswith("stock") else "orders",
+                    payload=payload,
+                    error_type=error,
+                    error_message=f"{error}: {payload}",
+                    traceback="Traceback (most recent call last):\n  boom",
+                ),
+                actor="test",
+            )
+            return record.id
+
+        self.stock = add("stock.decrement", Action.RETRY, {"sku": "A-1"}, "OperationalError")
+        self.lost = add("order.not_found", Action.REVIEW, {"orderId": "o-42"}, "OrderNotFound")
+        self.closed = add("order.not_found", Action.REVIEW, {"orderId": "o-1"}, "OrderNotFound")
+        desk.resolve(self.closed, actor="ann", note="found")
+        store.close()
+
+    def record(self, record_id: str) -> Any:
+        store = SQLiteStore(self.path)
+        try:
+            return store.get(record_id)
+        finally:
+            store.close()
+
+    def run(self, *args: str) -> int:
+        command, rest = args[0], args[1:]
+        return main(["errors", command, "--db", str(self.path), *rest])
+
+
+@pytest.fixture
+def seeded(tmp_path: Path) -> Seeded:
+    return Seeded(tmp_path / "errors.db")
+
+
+def test_list_shows_open_records_as_a_table(
+    seeded: Seeded, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``list`` prints the open records (not the resolved one) with a header and a total."""
+    assert seeded.run("list") == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0].split() == [
+        "id",
+        "status",
+        "kind",
+        "source",
+        "count",
+        "created",
+        "(UTC)",
+        "error",
+    ]
+    assert seeded.stock in out
+    assert seeded.lost in out
+    assert seeded.closed not in out
+    assert "2 of 2 records" in out
+
+
+def test_list_json_parses_and_filters(seeded: Seeded, capsys: pytest.CaptureFixture[str]) -> None:
+    """``list --json`` prints the API's page shape, and each filter narrows it."""
+
+    def listed(*args: str) -> list[str]:
+        assert seeded.run("list", "--json", *args) == 0
+        page = json.loads(capsys.readouterr().out)
+        assert set(page) == {"records", "total", "limit", "offset"}
+        return sorted(r["id"] for r in page["records"])
+
+    assert listed() == sorted([seeded.stock, seeded.lost])
+    assert listed("--status", "resolved") == [seeded.closed]
+    assert listed("--status", "all") == sorted([seeded.stock, seeded.lost, seeded.closed])
+    assert listed("--status", "needs_review,resolved") == sorted([seeded.lost, seeded.closed])
+    assert listed("--kind", "stock.decrement") == [seeded.stock]
+    assert listed("--source", "orders") == [seeded.lost]
+    assert listed("--text", "o-42") == [seeded.lost]
+    assert len(listed("--status", "all", "--limit", "1")) == 1
+
+
+def test_show_prints_the_record(seeded: Seeded, capsys: pytest.CaptureFixture[str]) -> None:
+    """``show`` prints the payload and history; ``show --json`` is the record's JSON."""
+    assert seeded.run("show", seeded.closed) == 0
+    out = capsys.readouterr().out
+    assert '"orderId": "o-1"' in out
+    assert "ann: resolved — found" in out
+    assert "Traceback (most recent call last)" in out
+    assert seeded.run("show", seeded.lost, "--json") == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["id"] == seeded.lost
+    assert data["payload"] == {"orderId": "o-42"}
+    assert data["status"] == "needs_review"
+
+
+@pytest.mark.parametrize(
+    ("action", "status"),
+    [("resolve", Status.RESOLVED), ("retry", Status.PENDING_RETRY), ("discard", Status.DISCARDED)],
+)
+def test_actions_change_the_store_with_actor_and_note(
+    seeded: Seeded, capsys: pytest.CaptureFixture[str], action: str, status: Status
+) -> None:
+    """Each action moves the record in the store, audited with the actor and note."""
+    code = seeded.run(action, seeded.lost, "--note", "called the shop", "--actor", "maria")
+    assert code == 0
+    assert capsys.readouterr().out == f"record {seeded.lost} is now {status.value}\n"
+    record = seeded.record(seeded.lost)
+    assert record.status is status
+    assert (record.history[-1].actor, record.history[-1].note) == ("maria", "called the shop")
+
+
+def test_an_action_with_json_prints_the_record(
+    seeded: Seeded, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--json`` on an action prints the changed record, default actor ``reviewer``."""
+    assert seeded.run("discard", seeded.stock, "--json") == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["status"] == "discarded"
+    assert data["history"][-1]["actor"] == "reviewer"
+    assert data["history"][-1]["note"] is None
+
+
+def test_a_refused_move_exits_1_with_the_reason(
+    seeded: Seeded, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Resolving a resolved record exits 1, says why on stderr, and changes nothing."""
+    before = seeded.record(seeded.closed)
+    assert seeded.run("resolve", seeded.closed, "--note", "again") == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert f"record {seeded.closed} is resolved; it cannot become resolved" in captured.err
+    assert seeded.record(seeded.closed) == before
+
+
+def test_an_unknown_id_exits_1(seeded: Seeded, capsys: pytest.CaptureFixture[str]) -> None:
+    """``show`` and actions on an id that does not exist exit 1 naming the id."""
+    assert seeded.run("show", "nope") == 1
+    assert "no error record with id 'nope'" in capsys.readouterr().err
+    assert seeded.run("retry", "nope") == 1
+    assert "no error record with id 'nope'" in capsys.readouterr().err
+
+
+def test_a_missing_store_file_is_not_created(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Listing a store file that does not exist exits 1 and does not create it."""
+    path = tmp_path / "typo.db"
+    assert main(["errors", "list", "--db", str(path)]) == 1
+    assert "no error store at" in capsys.readouterr().err
+    assert not path.exists()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        [],
+        ["errors"],
+        ["errors", "explode"],
+        ["errors", "list", "--status", "lost"],
+        ["errors", "list", "--limit", "0"],
+        ["errors", "list", "--limit", "ten"],
+        ["errors", "show"],
+        ["errors", "resolve", "x", "--actor", " "],
+        ["errors", "list", "--db", "a.db", "--url", "http://127.0.0.1:1"],
+        ["errors", "serve", "--callback", "no-equals-sign"],
+        ["errors", "serve", "--callback", "stock.decrement=ftp://x"],
+        ["errors", "serve", "--poll-interval", "0"],
+    ],
+)
+def test_bad_usage_exits_2(
+    seeded: Seeded, capsys: pytest.CaptureFixture[str], args: list[str]
+) -> None:
+    """Bad arguments exit 2 with a message on stderr and nothing on stdout."""
+    if args[:2] == ["errors", "list"] and "--db" not in args:
+        args = [*args, "--db", str(seeded.path)]
+    assert main(args) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.strip()
+
+
+def test_help_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
+    """``--help`` prints the commands and exits 0."""
+    assert main(["errors", "--help"]) == 0
+    out = capsys.readouterr().out
+    for command in ("serve", "list", "show", "resolve", "retry", "discard"):
+        assert command in out
+
+
+def test_serve_passes_its_options_to_the_service(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """``serve`` calls the service's ``serve`` with the store, address, callbacks and tokens."""
+    calls: list[dict[str, Any]] = []
+    monkeypatch.setattr(failsafe.errors.service, "serve", lambda **kw: calls.append(kw))
+    monkeypatch.setenv("FAILSAFE_ERRORS_REVIEW_TOKEN", "rv")
+    monkeypatch.delenv("FAILSAFE_ERRORS_REPORT_TOKEN", raising=False)
+    db = str(tmp_path / "e.db")
+    code = main(
+        [
+            "errors",
+            "serve",
+            "--db",
+            db,
+            "--port",
+            "9001",
+            "--callback",
+            "stock.decrement=http://127.0.0.1:9/retry",
+            "--callback",
+            "order.paid=http://127.0.0.1:9/paid",
+            "--poll-interval",
+            "0.5",
+        ]
+    )
+    assert code == 0
+    assert calls == [
+        {
+            "db": db,
+            "dsn": None,
+            "host": "127.0.0.1",
+            "port": 9001,
+            "tokens": Tokens(review="rv"),
+            "callbacks": {
+                "stock.decrement": "http://127.0.0.1:9/retry",
+                "order.paid": "http://127.0.0.1:9/paid",
+            },
+            "poll_interval": 0.5,
+        }
+    ]
+    calls.clear()
+    assert main(["errors", "serve", "--dsn", "postgresql://x/y"]) == 0
+    assert (calls[0]["db"], calls[0]["dsn"]) == (None, "postgresql://x/y")
+
+
+def test_serve_refusal_of_a_public_host_is_a_usage_error(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """The service's refusal to listen publicly without tokens exits 2 with its message."""
+    import uvicorn
+
+    def never(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the service started listening")
+
+    monkeypatch.setattr(uvicorn, "run", never)
+    monkeypatch.delenv("FAILSAFE_ERRORS_REVIEW_TOKEN", raising=False)
+    monkeypatch.delenv("FAILSAFE_ERRORS_REPORT_TOKEN", raising=False)
+    code = main(["errors", "serve", "--db", str(tmp_path / "e.db"), "--host", "0.0.0.0"])
+    assert code == 2
+    assert "is not a loopback address" in capsys.readouterr().err
+
+
+def test_errors_main_is_failsafe_errors(seeded: Seeded, capsys: pytest.CaptureFixture[str]) -> None:
+    """``errors_main`` (behind ``python -m failsafe.errors``) runs the same commands."""
+    assert errors_main(["show", seeded.lost, "--db", str(seeded.path), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["id"] == seeded.lost
+
+
+@pytest.mark.real_time
+def test_python_dash_m_failsafe_errors(seeded: Seeded) -> None:
+    """``python -m failsafe.errors resolve`` works as a process, exit codes included."""
+    base = [sys.executable, "-m", "failsafe.errors"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FAILSAFE_ERRORS_")}
+    done = subprocess.run(
+        [*base, "resolve", seeded.lost, "--db", str(seeded.path), "--note", "ok"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+    assert (done.returncode, done.stdout) == (0, f"record {seeded.lost} is now resolved\n")
+    again = subprocess.run(
+        [*base, "resolve", seeded.lost, "--db", str(seeded.path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+    assert again.returncode == 1
+    assert "cannot become resolved" in again.stderr
+
+
+def service_app() -> Any:
+    """The whole service over the file in ``CLI_TEST_DB`` (uvicorn ``--factory``)."""
+    from failsafe.errors.service import create_app
+    from failsafe.errors.worker import Handlers
+
+    desk = ErrorDesk(SQLiteStore(os.environ["CLI_TEST_DB"]))
+    return create_app(desk, tokens=Tokens.from_env(), handlers=Handlers())
+
+
+@pytest.fixture
+def service(seeded: Seeded) -> Iterator[str]:
+    """A real uvicorn serving the service over the seeded file, with a review token."""
+    import httpx
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(64)
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FAILSAFE_ERRORS_")}
+    env |= {"CLI_TEST_DB": str(seeded.path), "FAILSAFE_ERRORS_REVIEW_TOKEN": "rv-token"}
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "tests.errors.test_cli:service_app",
+            "--factory",
+            "--fd",
+            str(sock.fileno()),
+            "--log-level",
+            "warning",
+            "--no-access-log",
+        ],
+        pass_fds=[sock.fileno()],
+        env=env,
+        stdout=subprocess.DEVNULL,
+    )
+    sock.close()
+    pause = threading.Event()
+    try:
+        for _ in range(500):
+            try:
+                httpx.get(f"{url}/healthz", timeout=1.0)
+                break
+            except httpx.TransportError:
+                assert process.poll() is None, "the service exited"
+                pause.wait(0.02)
+        yield url
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(10)
+
+
+@pytest.mark.real_time
+def test_the_commands_act_on_a_running_service(
+    seeded: Seeded,
+    service: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """With ``--url`` the commands go through the JSON API with the review token."""
+    monkeypatch.setenv("FAILSAFE_ERRORS_REVIEW_TOKEN", "rv-token")
+    remote = ["--url", service]
+    assert main(["errors", "list", *remote, "--json", "--kind", "order.not_found"]) == 0
+    page = json.loads(capsys.readouterr().out)
+    assert [r["id"] for r in page["records"]] == [seeded.lost]
+    assert main(["errors", "show", seeded.lost, *remote]) == 0
+    assert '"orderId": "o-42"' in capsys.readouterr().out
+    code = main(["errors", "resolve", seeded.lost, *remote, "--note", "found", "--actor", "m"])
+    assert code == 0
+    assert capsys.readouterr().out == f"record {seeded.lost} is now resolved\n"
+    record = seeded.record(seeded.lost)
+    assert record.status is Status.RESOLVED
+    assert (record.history[-1].actor, record.history[-1].note) == ("m", "found")
+
+    assert main(["errors", "discard", seeded.lost, *remote]) == 1
+    assert "HTTP 409" in (err := capsys.readouterr().err)
+    assert "cannot become discarded" in err
+    assert main(["errors", "show", "nope", *remote]) == 1
+    assert "no error record with id" in capsys.readouterr().err
+
+    monkeypatch.setenv("FAILSAFE_ERRORS_REVIEW_TOKEN", "wrong")
+    assert main(["errors", "list", *remote]) == 1
+    assert "HTTP 401" in (err := capsys.readouterr().err)
+    assert "FAILSAFE_ERRORS_REVIEW_TOKEN" in err
+
+
+def test_an_unreachable_service_exits_1(
+    closed_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A ``--url`` where nothing listens exits 1 saying the service cannot be reached."""
+    assert main(["errors", "list", "--url", closed_url]) == 1
+    assert "cannot reach the service" in capsys.readouterr().err
+
+
+@pytest.fixture
+def closed_url() -> str:
+    """A loopback URL where nothing listens."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    return f"http://127.0.0.1:{port}"

@@ -1,0 +1,194 @@
+"""The review pages in a real headless Chromium, against a real uvicorn on loopback.
+
+The server is this module's ``review_app`` factory: the review routes mounted at /review over
+the SQLite file named by ``REVIEW_TEST_DB``, with the review token from the environment.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import httpx
+import pytest
+from starlette.applications import Starlette
+from starlette.routing import Mount
+
+from failsafe.errors.auth import Tokens
+from failsafe.errors.desk import ErrorDesk
+from failsafe.errors.record import Action, Report, Status
+from failsafe.errors.review import review_routes
+from failsafe.errors.sqlite import SQLiteStore
+
+TOKEN = "browser-review-token"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+def review_app() -> Starlette:
+    """The app uvicorn serves (``--factory``): review pages over the test's SQLite file."""
+    desk = ErrorDesk(SQLiteStore(os.environ["REVIEW_TEST_DB"]))
+    return Starlette(
+        routes=[Mount("/review", routes=review_routes(desk, tokens=Tokens.from_env()))]
+    )
+
+
+class ReviewServer:
+    """A uvicorn process serving `review_app` on a loopback socket bound here (``--fd``)."""
+
+    def __init__(self, db: Path) -> None:
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(64)
+        self.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        env = {**os.environ, "REVIEW_TEST_DB": str(db), "FAILSAFE_ERRORS_REVIEW_TOKEN": TOKEN}
+        env.pop("FAILSAFE_ERRORS_REVIEW_TOKEN_FILE", None)
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "tests.errors.test_review_browser:review_app",
+                "--factory",
+                "--fd",
+                str(sock.fileno()),
+                "--log-level",
+                "warning",
+                "--no-access-log",
+            ],
+            pass_fds=[sock.fileno()],
+            env=env,
+            stdout=subprocess.DEVNULL,
+        )
+        sock.close()  # the child holds the listening socket now
+        pause = threading.Event()
+        for _ in range(500):
+            try:
+                httpx.get(f"{self.url}/review/login", timeout=1.0)
+                return
+            except httpx.TransportError:
+                if self.process.poll() is not None:
+                    raise RuntimeError(f"uvicorn exited with {self.process.returncode}") from None
+                pause.wait(0.02)
+        raise RuntimeError("the review server did not start")
+
+    def stop(self) -> None:
+        """Stop the server and wait for it."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            self.process.wait(10)
+
+
+@pytest.fixture
+def seeded_db(tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    """A store file with a stock decrement to retry and two lost orders to review."""
+    path = tmp_path / "errors.db"
+    store = SQLiteStore(path)
+    desk = ErrorDesk(store)
+    ids: dict[str, str] = {}
+    for name, kind, action, payload, error in [
+        ("stock", "stock.decrement", Action.RETRY, {"sku": "A-1", "by": 2}, "OperationalError"),
+        ("lost", "order.not_found", Action.REVIEW, {"orderId": "o-42"}, "OrderNotFound"),
+        ("lost2", "order.not_found", Action.REVIEW, {"orderId": "o-43"}, "OrderNotFound"),
+    ]:
+        record, _ = desk.report(
+            Report(
+                kind=kind,
+                action=action,
+                source="warehouse",
+                payload=payload,
+                error_type=error,
+                error_message=f"{error} while handling {payload}",
+            ),
+            actor="warehouse",
+        )
+        ids[name] = record.id
+    store.close()
+    return path, ids
+
+
+@pytest.mark.browser
+@pytest.mark.real_time
+def test_a_reviewer_logs_in_and_resolves_a_record_with_a_note(
+    seeded_db: tuple[Path, dict[str, str]],
+) -> None:
+    """In Chromium: log in, see the groups, open a lost order, resolve it; the store agrees."""
+    from playwright.sync_api import sync_playwright
+
+    db, ids = seeded_db
+    server = ReviewServer(db)
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            try:
+                context = browser.new_context()
+                page = context.new_page()
+                page.goto(f"{server.url}/review/")
+                assert page.url.startswith(f"{server.url}/review/login")
+
+                page.fill("input[name=token]", "wrong")
+                page.click("button[type=submit]")
+                assert "not the review token" in page.inner_text("main")
+
+                page.fill("input[name=token]", TOKEN)
+                page.click("button[type=submit]")
+                assert page.url == f"{server.url}/review/"
+                cookie = next(c for c in context.cookies() if c["name"] == "failsafe_review")
+                assert cookie["httpOnly"] is True
+                assert cookie["sameSite"] == "Strict"
+
+                headers = page.locator("h2.group").all_inner_texts()
+                assert headers == [
+                    "order.not_found · OrderNotFound (2 records, 2 reports)",
+                    "stock.decrement · OperationalError (1 record, 1 report)",
+                ]
+
+                page.click(f"a[href='/review/records/{ids['lost']}']")
+                assert page.url == f"{server.url}/review/records/{ids['lost']}"
+                assert '"orderId": "o-42"' in page.inner_text("pre.payload")
+
+                form = page.locator("form.action-resolve")
+                form.locator("input[name=actor]").fill("Maria (warehouse)")
+                form.locator("textarea[name=note]").fill("Order o-42 found in the old system")
+                form.locator("button[type=submit]").click()
+                page.wait_for_url(f"{server.url}/review/records/{ids['lost']}?done=resolve")
+
+                assert "Resolved." in page.inner_text("[role=status]")
+                last = page.locator("table.history tbody tr").last.inner_text()
+                assert "Maria (warehouse)" in last
+                assert "resolved" in last
+                assert "Order o-42 found in the old system" in last
+                assert "it is closed" in page.inner_text("main")
+
+                page.goto(f"{server.url}/review/")
+                assert (
+                    page.locator("h2.group")
+                    .all_inner_texts()[0]
+                    .startswith("order.not_found · OrderNotFound (1 record,")
+                )
+            finally:
+                browser.close()
+    finally:
+        server.stop()
+
+    store = SQLiteStore(db)
+    try:
+        record = store.get(ids["lost"])
+        assert record.status is Status.RESOLVED
+        assert record.history[-1].actor == "Maria (warehouse)"
+        assert record.history[-1].note == "Order o-42 found in the old system"
+        assert store.get(ids["lost2"]).status is Status.NEEDS_REVIEW
+    finally:
+        store.close()
