@@ -9,8 +9,8 @@ anything is written, and every refusal is a 4xx whose JSON body names the proble
 
 Statuses: 400 malformed JSON, 401 missing or wrong token, 404 no such record, 409 the
 record's status forbids the action, 413 body over the limit, 415 not JSON, 422 invalid.
-The routes, their bodies and answers are described by [`openapi_document`][] (served at
-``/openapi.json``).
+The routes, their bodies and answers are described by
+[`openapi_document`][failsafe.errors.api.openapi_document] (served at ``/openapi.json``).
 """
 
 from __future__ import annotations

@@ -187,12 +187,7 @@ class ErrorDesk:
         attempts count from the last time a person asked for a retry. The detail is redacted.
         """
         now = self.clock.time()
-        # a person's "retry" starts a fresh series of attempts
-        since = max(
-            (h.at for h in record.history if h.action == "pending_retry" and h.actor != "worker"),
-            default=None,
-        )
-        made = 1 + sum(1 for a in record.attempts if since is None or a.at >= since)
+        made = 1 + _attempts_in_series(record)
         detail = self.redactor.text(detail) or ""
         if ok:
             to, due = Status.RESOLVED, None
@@ -203,3 +198,18 @@ class ErrorDesk:
         return self.store.record_attempt(
             record.id, ok=ok, detail=detail, now=now, to=to, next_attempt_at=due, actor="worker"
         )
+
+
+def _attempts_in_series(record: ErrorRecord) -> int:
+    """Attempts made since a person last asked for a retry (all of them if nobody did).
+
+    Counted from the history, which interleaves attempts and moves in order, so that an
+    attempt and a person's retry at the same instant are still told apart.
+    """
+    count = 0
+    for entry in reversed(record.history):
+        if entry.action == "pending_retry" and entry.actor != "worker":
+            break
+        if entry.action.startswith("attempt "):
+            count += 1
+    return count

@@ -103,7 +103,7 @@ class Report:
     """
 
     kind: str
-    action: Action
+    action: Action = attrs.field(converter=Action)
     source: str
     payload: Any = attrs.field(factory=dict)
     error_type: str | None = None
