@@ -88,6 +88,37 @@ class StoreContract:
         assert other.id == first.id
         assert other.count == 2
 
+    def test_add_many_stores_all_in_one_go(self, store: ErrorStore) -> None:
+        """A batch is stored as single adds would be: new records, joins and redeliveries."""
+        store.add(report(payload={"n": 0}), now=0.0, next_attempt_at=1.0, actor="w", report_id="r0")
+        results = store.add_many(
+            [
+                (report(payload={"n": 1}), "r1"),
+                (report(payload={"n": 1}), "r2"),  # same dedupe key: joins r1's record
+                (report(payload={"n": 0}), "r0"),  # a redelivery: counts once
+                (report(action=Action.REVIEW, payload={"n": 2}), None),
+            ],
+            now=5.0,
+            next_attempt_at=[6.0, 6.0, 6.0, None],
+            actor=["w", "w", "w", "w"],
+        )
+        assert [created for _, created in results] == [True, False, False, True]
+        assert results[0][0] == results[1][0]
+        assert store.get(results[0][0]).count == 2
+        assert store.get(results[2][0]).count == 1
+        assert store.find(Query()).total == 3
+
+    def test_a_failing_batch_stores_nothing(self, store: ErrorStore) -> None:
+        """One bad report in a batch rolls the whole batch back."""
+        with pytest.raises(TypeError):
+            store.add_many(
+                [(report(payload={"n": 1}), "a"), (report(payload={"bad": {1}}), "b")],
+                now=1.0,
+                next_attempt_at=[2.0, 2.0],
+                actor=["w", "w"],
+            )
+        assert store.find(Query()).total == 0
+
     def test_a_closed_record_does_not_absorb_new_reports(self, store: ErrorStore) -> None:
         """Once resolved, the same failure reported again opens a new record."""
         first, _ = store.add(report(), now=1.0, next_attempt_at=2.0, actor="a")

@@ -116,6 +116,46 @@ async def test_a_new_report_answers_201_and_is_stored(service: Service) -> None:
     assert service.store.get(record["id"]).to_json() == record
 
 
+async def test_a_batch_is_stored_in_one_go_and_redeliveries_count_once(service: Service) -> None:
+    """POST /v1/reports/batch stores every report; the same ids again change nothing."""
+    batch = {
+        "reports": [
+            {
+                "id": f"r-{n}",
+                "report": {
+                    "kind": "stock.decrement",
+                    "action": "retry",
+                    "source": "warehouse",
+                    "payload": {"n": n},
+                },
+            }
+            for n in range(20)
+        ]
+    }
+    first = await service.client.post("/v1/reports/batch", json=batch)
+    assert first.status_code == 200, first.text
+    results = first.json()["results"]
+    assert [r["created"] for r in results] == [True] * 20
+    again = await service.client.post("/v1/reports/batch", json=batch)
+    assert [r["record_id"] for r in again.json()["results"]] == [r["record_id"] for r in results]
+    assert [r["created"] for r in again.json()["results"]] == [False] * 20
+    assert service.total() == 20
+    assert all(r.count == 1 for r in service.store.find(Query(limit=50)).records)
+
+
+async def test_a_batch_with_one_bad_report_is_refused_whole(service: Service) -> None:
+    """One invalid report in a batch: 422 naming it, and nothing of the batch is stored."""
+    good = {"kind": "stock.decrement", "action": "retry", "source": "warehouse"}
+    response = await service.client.post(
+        "/v1/reports/batch",
+        json={"reports": [{"report": good}, {"report": {**good, "action": "explode"}}]},
+    )
+    assert_error(response, 422, "reports[1].action", "reports[1]", "retry")
+    assert service.total() == 0
+    empty = await service.client.post("/v1/reports/batch", json={"reports": []})
+    assert_error(empty, 422, "reports", "1 to 500")
+
+
 async def test_a_repeated_report_joins_the_open_record_with_200(service: Service) -> None:
     """The same failure reported again is 200, not created, and counts 2 on one record."""
     first = await service.record(payload={"sku": "A-1"})

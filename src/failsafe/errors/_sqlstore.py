@@ -75,6 +75,44 @@ class SQLStore:
 
         A ``report_id`` seen before returns that report's record unchanged.
         """
+        with self._transaction() as run:
+            record_id, created = self._add(run, report, now, next_attempt_at, actor, report_id)
+            return self._load(run, record_id), created
+
+    def add_many(
+        self,
+        reports: Sequence[tuple[Report, str | None]],
+        *,
+        now: float,
+        next_attempt_at: Sequence[float | None],
+        actor: Sequence[str],
+    ) -> list[tuple[str, bool]]:
+        """Store many ``(report, report_id)`` pairs in one transaction: all or none.
+
+        Returns each report's record id and whether the record is new, in order.
+        """
+        with self._transaction() as run:
+            return [
+                self._add(run, report, now, due, who, report_id)
+                for (report, report_id), due, who in zip(
+                    reports, next_attempt_at, actor, strict=True
+                )
+            ]
+
+    def _add(
+        self,
+        run: Run,
+        report: Report,
+        now: float,
+        next_attempt_at: float | None,
+        actor: str,
+        report_id: str | None,
+    ) -> tuple[str, bool]:
+        """Add one report inside an open transaction; return its record id and if it is new."""
+        if report_id is not None:
+            seen = run(_sql.FIND_RECEIPT + self._lock_rows, (report_id,)).fetchone()
+            if seen is not None:
+                return seen[0], False
         status = Status.PENDING_RETRY if report.action is Action.RETRY else Status.NEEDS_REVIEW
         record = ErrorRecord(
             id=uuid.uuid4().hex,
@@ -95,27 +133,22 @@ class SQLStore:
             updated_at=now,
             next_attempt_at=next_attempt_at if status is Status.PENDING_RETRY else None,
         )
-        with self._transaction() as run:
-            if report_id is not None:
-                seen = run(_sql.FIND_RECEIPT + self._lock_rows, (report_id,)).fetchone()
-                if seen is not None:
-                    return self._load(run, seen[0]), False
-            while True:  # at most twice: see the comment below
-                inserted = run(_sql.INSERT_IF_NEW, _sql.record_row(record)).fetchone()
-                if inserted is not None:
-                    record_id, created = record.id, True
-                    run(_sql.INSERT_HISTORY, (record_id, now, actor, "reported", None))
-                    break
-                existing = run(_sql.FIND_OPEN + self._lock_rows, (report.dedupe_key,)).fetchone()
-                if existing is None:  # the open record was closed since the conflict: insert
-                    continue
-                record_id, created = existing[0], False
-                run(_sql.BUMP, (now, record_id))
-                run(_sql.INSERT_HISTORY, (record_id, now, actor, "reported again", None))
+        while True:  # at most twice: see the comment below
+            inserted = run(_sql.INSERT_IF_NEW, _sql.record_row(record)).fetchone()
+            if inserted is not None:
+                record_id, created = record.id, True
+                run(_sql.INSERT_HISTORY, (record_id, now, actor, "reported", None))
                 break
-            if report_id is not None:
-                run(_sql.INSERT_RECEIPT, (report_id, record_id, now))
-            return self._load(run, record_id), created
+            existing = run(_sql.FIND_OPEN + self._lock_rows, (report.dedupe_key,)).fetchone()
+            if existing is None:  # the open record was closed since the conflict: insert
+                continue
+            record_id, created = existing[0], False
+            run(_sql.BUMP, (now, record_id))
+            run(_sql.INSERT_HISTORY, (record_id, now, actor, "reported again", None))
+            break
+        if report_id is not None:
+            run(_sql.INSERT_RECEIPT, (report_id, record_id, now))
+        return record_id, created
 
     def _status(self, run: Run, record_id: str) -> Status:
         row = run(_sql.STATUS_OF + self._lock_rows, (record_id,)).fetchone()

@@ -51,6 +51,7 @@ DEFAULT_MAX_PAYLOAD_BYTES: Final = 64 * 1024
 
 _MAX_DEPTH: Final = 64
 _MAX_ID: Final = 200
+_MAX_BATCH: Final = 500
 _MAX_ACTOR: Final = 200
 _MAX_NOTE: Final = 64 * 1024
 _MAX_BULK: Final = 500
@@ -423,6 +424,35 @@ def api_routes(
             {"record": record.to_json(), "created": created}, status_code=201 if created else 200
         )
 
+    async def report_batch(request: Request) -> Response:
+        """POST /v1/reports/batch: store up to 500 reports in one transaction, all or none."""
+        data = _object(await _read_json(request, max_body_bytes * 8), ("reports",))
+        items = data.get("reports")
+        if not isinstance(items, list) or not 1 <= len(items) <= _MAX_BATCH:
+            _refuse(422, f"reports: must be a list of 1 to {_MAX_BATCH} items", "reports")
+        parsed: list[tuple[Report, str | None]] = []
+        for index, item in enumerate(items):
+            where = f"reports[{index}]"
+            if not isinstance(item, dict) or set(item) - {"id", "report"} or "report" not in item:
+                _refuse(422, f'{where}: must be an object {{"id"?, "report"}}', where)
+            key = item.get("id")
+            if key is not None and (
+                not isinstance(key, str) or not key.strip() or len(key) > _MAX_ID or "\x00" in key
+            ):
+                _refuse(422, f"{where}.id: must be a string of 1 to {_MAX_ID} characters", where)
+            body = item["report"]
+            if isinstance(body, dict):
+                body = _report_text(body)
+            try:
+                report = Report.from_json(body, max_payload_bytes=max_payload_bytes)
+            except InvalidReport as exc:
+                _refuse(422, f"{where}.{exc}", f"{where}.{exc.field}")
+            parsed.append((report, key))
+        results = await run_in_threadpool(desk.report_many, parsed)
+        return JSONResponse(
+            {"results": [{"record_id": rid, "created": created} for rid, created in results]}
+        )
+
     async def list_records(request: Request) -> Response:
         """GET /v1/records: one page of records matching the filters, newest first."""
         query = _query(request)
@@ -526,6 +556,7 @@ def api_routes(
 
     return [
         route("/v1/reports", report, "POST", "report"),
+        route("/v1/reports/batch", report_batch, "POST", "report"),
         route("/v1/records", list_records, "GET", "review"),
         route("/v1/records/bulk", bulk, "POST", "review"),
         route("/v1/records/{id}", get_record, "GET", "review"),
@@ -806,6 +837,70 @@ def openapi_document() -> dict[str, Any]:
                 "responses": {
                     "201": _json(_ref("ReportAccepted"), "A new record."),
                     "200": _json(_ref("ReportAccepted"), "Joined an open record, or a redelivery."),
+                    **_errors(400, 401, 413, 415, 422),
+                },
+            }
+        },
+        "/v1/reports/batch": {
+            "post": {
+                "operationId": "reportBatch",
+                "summary": "Report up to 500 failures in one transaction: all are stored, or none.",
+                "security": [{"report": []}, {"review": []}],
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "additionalProperties": False,
+                                "required": ["reports"],
+                                "properties": {
+                                    "reports": {
+                                        "type": "array",
+                                        "minItems": 1,
+                                        "maxItems": _MAX_BATCH,
+                                        "items": {
+                                            "type": "object",
+                                            "additionalProperties": False,
+                                            "required": ["report"],
+                                            "properties": {
+                                                "id": {
+                                                    "type": "string",
+                                                    "minLength": 1,
+                                                    "maxLength": _MAX_ID,
+                                                    "description": "The report id: a "
+                                                    "redelivery with the same id counts once.",
+                                                },
+                                                "report": _ref("Report"),
+                                            },
+                                        },
+                                    }
+                                },
+                            }
+                        }
+                    },
+                },
+                "responses": {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "required": ["results"],
+                            "properties": {
+                                "results": {
+                                    "type": "array",
+                                    "items": {
+                                        "type": "object",
+                                        "required": ["record_id", "created"],
+                                        "properties": {
+                                            "record_id": {"type": "string"},
+                                            "created": {"type": "boolean"},
+                                        },
+                                    },
+                                }
+                            },
+                        },
+                        "Each report's record id and whether the record is new, in order.",
+                    ),
                     **_errors(400, 401, 413, 415, 422),
                 },
             }

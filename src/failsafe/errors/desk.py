@@ -7,7 +7,7 @@ report is redacted, scheduled and audited the same way whichever door it came in
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -104,6 +104,21 @@ class ErrorDesk:
         clean = self.redactor.report(report)
         due = now + self._delay(report.kind, 1)
         return self.store.add(clean, now=now, next_attempt_at=due, actor=actor, report_id=report_id)
+
+    def report_many(self, reports: Sequence[tuple[Report, str | None]]) -> list[tuple[str, bool]]:
+        """Redact and store many ``(report, report_id)`` pairs in one transaction.
+
+        All are stored or none (a failure stores nothing). Returns each one's record id and
+        whether the record is new. The actor of each is its source.
+        """
+        now = self.clock.time()
+        clean = [(self.redactor.report(r), rid) for r, rid in reports]
+        return self.store.add_many(
+            clean,
+            now=now,
+            next_attempt_at=[now + self._delay(r.kind, 1) for r, _ in reports],
+            actor=[r.source for r, _ in reports],
+        )
 
     def get(self, record_id: str) -> ErrorRecord:
         """Return one record (raises `RecordNotFound`)."""

@@ -149,6 +149,25 @@ class PostgresStore(SQLStore):
             report, now=now, next_attempt_at=next_attempt_at, actor=actor, report_id=report_id
         )
 
+    def add_many(
+        self,
+        reports: Sequence[tuple[Report, str | None]],
+        *,
+        now: float,
+        next_attempt_at: Sequence[float | None],
+        actor: Sequence[str],
+    ) -> list[tuple[str, bool]]:
+        """Store many reports in one transaction (retried once on a concurrent receipt)."""
+        for _ in range(2):
+            try:
+                return super().add_many(
+                    reports, now=now, next_attempt_at=next_attempt_at, actor=actor
+                )
+            except psycopg.errors.UniqueViolation as exc:
+                if exc.diag.constraint_name != _RECEIPT_KEY:
+                    raise
+        return super().add_many(reports, now=now, next_attempt_at=next_attempt_at, actor=actor)
+
     @contextmanager
     def _transaction(self) -> Iterator[Run]:
         with self._pool.connection() as conn, conn.transaction():

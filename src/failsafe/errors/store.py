@@ -137,6 +137,20 @@ class ErrorStore(Protocol):
         """
         ...
 
+    def add_many(
+        self,
+        reports: Sequence[tuple[Report, str | None]],
+        *,
+        now: float,
+        next_attempt_at: Sequence[float | None],
+        actor: Sequence[str],
+    ) -> list[tuple[str, bool]]:
+        """Store many ``(report, report_id)`` pairs in one transaction: all or none.
+
+        Each is stored as `add` would; returns each one's record id and whether it is new.
+        """
+        ...
+
     def get(self, record_id: str) -> ErrorRecord:
         """Return one record. Raises `RecordNotFound`."""
         ...
