@@ -144,15 +144,15 @@ def targets(results: Results) -> list[Target]:
     return out
 
 
-def format_targets(items: list[Target], markdown: bool) -> str:
+def format_targets(items: list[Target], markdown: bool, title: str = "Targets") -> str:
     def verdict(t: Target) -> str:
         return "INFO" if t.passed is None else "PASS" if t.passed else "FAIL"
 
     if markdown:
-        lines = ["#### Targets", ""]
+        lines = [f"#### {title}", ""]
         lines.extend(f"- **{verdict(t)}** {t.name}: {t.detail}" for t in items)
         return "\n".join(lines)
-    lines = ["Targets", "-------"]
+    lines = [title, "-" * len(title)]
     for t in items:
         lines.append(f"{verdict(t)}  {t.name}")
         lines.append(f"      {t.detail}")

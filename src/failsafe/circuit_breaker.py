@@ -28,7 +28,7 @@ from failsafe import _validators as _v
 from failsafe._policy import AsyncRunner, Policy, SyncRunner
 from failsafe._validators import integer, number
 from failsafe.clock import SYSTEM_CLOCK, Clock
-from failsafe.context import current_context
+from failsafe.context import _target
 from failsafe.events import (
     CircuitClosed,
     CircuitHalfOpened,
@@ -585,7 +585,7 @@ class KeyedCircuitBreaker(Policy):
     def _current_key(self) -> Hashable:
         if self._key is not None:
             return self._key()
-        target = current_context().target
+        target = _target.get()
         if target is None:
             raise ConfigurationError(
                 "key", "no failover target to key the breaker on; give key= or use Failover"
