@@ -1,4 +1,4 @@
-"""``python -m bench [--quick] [--only core|http] [--markdown]``: time failsafe and its peers."""
+"""``python -m bench [--quick] [--only core|http|errors] [--markdown]``: time failsafe and its peers."""
 
 from __future__ import annotations
 
@@ -38,8 +38,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--only",
-        choices=("core", "http"),
-        help="run one part: the core policies, or the HTTP transports against a local server",
+        choices=("core", "http", "errors"),
+        help="run one part: the core policies, the HTTP transports against a local server,"
+        " or the Error-handling service",
     )
     parser.add_argument("--markdown", action="store_true", help="print Markdown tables")
     parser.add_argument(
@@ -57,6 +58,8 @@ def main(argv: list[str] | None = None) -> int:
         sections.append(_core(args.quick))
     if args.only in (None, "http"):
         sections.append(_http(args.quick))
+    if args.only in (None, "errors"):
+        sections.append(_errors(args.quick))
 
     for header, text, markdown in sections:
         print(header)
@@ -93,6 +96,14 @@ def _core(quick: bool) -> tuple[str, str, str]:
         format_all(results, markdown=False, sleep_zero_ns=sleep_zero),
         format_all(results, markdown=True, sleep_zero_ns=sleep_zero),
     )
+
+
+def _errors(quick: bool) -> tuple[str, str, str]:
+    from bench.errors_bench import run
+
+    lines = run(quick, markdown=True)
+    header, body = lines[0], "\n".join(lines[1:])
+    return header, body, body
 
 
 def _http(quick: bool) -> tuple[str, str, str]:
