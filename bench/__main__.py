@@ -1,4 +1,4 @@
-"""``python -m bench [--quick] [--only core|http|errors] [--markdown]``: time failsafe and its peers."""
+"""``python -m bench [--quick] [--only core|http|errors] [--markdown]``: failsafe vs peers."""
 
 from __future__ import annotations
 
