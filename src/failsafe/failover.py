@@ -120,16 +120,18 @@ class Failover(Policy):
                 except Exception as exc:
                     if not matches_exception(exc):
                         raise
-                    outcome: Outcome[Any] = Outcome(exception=exc)
-                else:
-                    if matches_result is None or not matches_result(value):
-                        return value
-                    outcome = Outcome(value)
-                    if discard is not None and index < last:
-                        discard(value)
+                    moved(failures, index, Outcome(exception=exc))
+                    continue
                 finally:
                     _target.reset(token)
-                moved(failures, index, outcome)
+                if matches_result is None or not matches_result(value):
+                    # a failed outcome's traceback holds this frame, which holds the list:
+                    # empty it so the failures are freed now, not by the cycle collector
+                    failures.clear()
+                    return value
+                if discard is not None and index < last:
+                    discard(value)
+                moved(failures, index, Outcome(value))
             raise self._all_failed(failures)
 
         return failover_sync
@@ -150,18 +152,18 @@ class Failover(Policy):
                 except Exception as exc:
                     if not matches_exception(exc):
                         raise
-                    outcome: Outcome[Any] = Outcome(exception=exc)
-                else:
-                    if matches_result is None or not matches_result(value):
-                        return value
-                    outcome = Outcome(value)
-                    if discard is not None and index < last:
-                        released = discard(value)
-                        if isawaitable(released):
-                            await released
+                    moved(failures, index, Outcome(exception=exc))
+                    continue
                 finally:
                     _target.reset(token)
-                moved(failures, index, outcome)
+                if matches_result is None or not matches_result(value):
+                    failures.clear()  # see failover_sync: no cycle left for the collector
+                    return value
+                if discard is not None and index < last:
+                    released = discard(value)
+                    if isawaitable(released):
+                        await released
+                moved(failures, index, Outcome(value))
             raise self._all_failed(failures)
 
         return failover_async
