@@ -232,6 +232,38 @@ class StoreContract:
         assert after.status is Status.DISCARDED
         assert len(after.attempts) == 1
 
+    def test_a_late_worker_does_not_move_a_record_another_one_took_over(
+        self, store: ErrorStore
+    ) -> None:
+        """A result that arrives after the lease ran out is recorded, not applied."""
+        record, _ = store.add(report(), now=0.0, next_attempt_at=0.0, actor="w")
+        [first] = store.claim_due(now=0.0, lease=5.0, limit=1)
+        [second] = store.claim_due(now=6.0, lease=5.0, limit=1)  # the first worker looked dead
+        late = store.record_attempt(
+            record.id,
+            ok=True,
+            detail="late",
+            now=7.0,
+            to=Status.RESOLVED,
+            next_attempt_at=None,
+            actor="worker-1",
+            lease=first.next_attempt_at,
+        )
+        assert late.status is Status.RETRYING
+        assert late.next_attempt_at == second.next_attempt_at
+        done = store.record_attempt(
+            record.id,
+            ok=True,
+            detail="on time",
+            now=8.0,
+            to=Status.RESOLVED,
+            next_attempt_at=None,
+            actor="worker-2",
+            lease=second.next_attempt_at,
+        )
+        assert done.status is Status.RESOLVED
+        assert [a.detail for a in done.attempts] == ["late", "on time"]
+
     def test_list_filters_and_pages(self, store: ErrorStore) -> None:
         """Listing filters by status, kind, source, time and text, newest first, with a total."""
         for n in range(6):

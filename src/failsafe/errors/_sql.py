@@ -89,6 +89,7 @@ INSERT_ATTEMPT = (
     "INSERT INTO failsafe_error_attempts (record_id, at, ok, detail) VALUES (?, ?, ?, ?)"
 )
 STATUS_OF = "SELECT status FROM failsafe_errors WHERE id = ?"
+STATE_OF = "SELECT status, next_attempt_at FROM failsafe_errors WHERE id = ?"
 MOVE = "UPDATE failsafe_errors SET status = ?, updated_at = ?, next_attempt_at = ? WHERE id = ?"
 DUE = (
     "SELECT id FROM failsafe_errors WHERE status IN ('pending_retry', 'retrying')"

@@ -193,19 +193,26 @@ class SQLStore:
         to: Status,
         next_attempt_at: float | None,
         actor: str,
+        lease: float | None = None,
     ) -> ErrorRecord:
-        """Append an attempt and move the record, unless a person closed it meanwhile."""
+        """Append an attempt and move the record, unless it moved on meanwhile.
+
+        It moved on when a person closed it, or when the worker's ``lease`` (the lease end
+        it got from `claim_due`) ran out and another worker claimed it: then the attempt is
+        recorded but the record is left to its new owner.
+        """
         with self._transaction() as run:
-            current = self._status(run, record_id)
+            row = run(_sql.STATE_OF + self._lock_rows, (record_id,)).fetchone()
+            if row is None:
+                raise RecordNotFound(record_id)
+            current, held = Status(row[0]), row[1]
             run(_sql.INSERT_ATTEMPT, (record_id, now, int(ok), detail))
             note = detail if not ok else None
             event = "attempt succeeded" if ok else "attempt failed"
             run(_sql.INSERT_HISTORY, (record_id, now, actor, event, note))
-            if current is Status.RETRYING and to is not current:
+            ours = lease is None or held == lease
+            if current is Status.RETRYING and to is not current and ours:
                 due = next_attempt_at if to is Status.PENDING_RETRY else None
                 run(_sql.MOVE, (to.value, now, due, record_id))
-                if to is not Status.RESOLVED:
-                    run(_sql.INSERT_HISTORY, (record_id, now, actor, to.value, None))
-                else:
-                    run(_sql.INSERT_HISTORY, (record_id, now, actor, "resolved", None))
+                run(_sql.INSERT_HISTORY, (record_id, now, actor, to.value, None))
             return self._load(run, record_id)

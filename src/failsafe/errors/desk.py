@@ -211,7 +211,14 @@ class ErrorDesk:
         else:
             to, due = Status.PENDING_RETRY, now + self._delay(record.kind, made + 1)
         return self.store.record_attempt(
-            record.id, ok=ok, detail=detail, now=now, to=to, next_attempt_at=due, actor="worker"
+            record.id,
+            ok=ok,
+            detail=detail,
+            now=now,
+            to=to,
+            next_attempt_at=due,
+            actor="worker",
+            lease=record.next_attempt_at,  # as claimed: the lease this worker holds
         )
 
 

@@ -191,8 +191,14 @@ class ErrorStore(Protocol):
         to: Status,
         next_attempt_at: float | None,
         actor: str,
+        lease: float | None = None,
     ) -> ErrorRecord:
-        """Append an attempt and move the record to ``to``, in one transaction."""
+        """Append an attempt and move the record to ``to``, in one transaction.
+
+        The record is not moved if it is no longer ``retrying`` (a person closed it) or, when
+        ``lease`` is given, if its lease is no longer that one (another worker took it over
+        after this worker's lease ran out). The attempt is recorded in any case.
+        """
         ...
 
     def counts(self) -> dict[str, int]:
