@@ -19,6 +19,7 @@ from __future__ import annotations
 import enum
 import hashlib
 import json
+import math
 import re
 from collections.abc import Mapping
 from typing import Any, Final
@@ -151,6 +152,7 @@ class Report:
         payload = data.get("payload", {})
         if not isinstance(payload, dict | list):
             raise InvalidReport("payload", "must be a JSON object or array")
+        _check_json(payload, "payload", 1)
         size = len(json.dumps(payload, separators=(",", ":")).encode())
         if size > max_payload_bytes:
             raise InvalidReport(
@@ -175,6 +177,41 @@ class Report:
         return {k: v for k, v in data.items() if v is not None}
 
 
+_MAX_DEPTH = 64
+
+
+def _check_json(value: Any, where: str, depth: int) -> None:
+    """Refuse what JSON or the stores cannot keep.
+
+    That is NaN and infinities, NUL characters and unpaired surrogates in strings, and
+    nesting deeper than 64 levels.
+    """
+    if depth > _MAX_DEPTH:
+        raise InvalidReport(where, f"nests deeper than {_MAX_DEPTH} levels")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise InvalidReport(where, f"{value!r} is not a JSON number")
+    if isinstance(value, str):
+        _check_string(value, where)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise InvalidReport(where, f"has a non-string key {key!r}")
+            _check_string(key, where)
+            _check_json(item, f"{where}.{key}", depth + 1)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _check_json(item, f"{where}[{index}]", depth + 1)
+
+
+def _check_string(value: str, where: str) -> None:
+    if "\x00" in value:
+        raise InvalidReport(where, "contains a NUL character")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidReport(where, "contains an unpaired surrogate (not UTF-8)") from None
+
+
 def _text(
     data: Mapping[str, Any], name: str, *, required: bool = False, limit: int = _MAX_TEXT
 ) -> Any:
@@ -189,6 +226,7 @@ def _text(
         raise InvalidReport(name, "must not be empty")
     if len(value) > limit:
         raise InvalidReport(name, f"is {len(value)} characters, over the limit of {limit}")
+    _check_string(value, name)
     return value
 
 
