@@ -69,3 +69,17 @@ def listeners(value: Iterable[Listener]) -> tuple[Listener, ...]:
 def objects(value: Iterable[Any]) -> tuple[Any, ...]:
     """Converter for a sequence of anything, kept as a tuple."""
     return tuple(value)
+
+
+class _Option:
+    """Stands in for an attrs attribute when an option is checked outside attrs."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+
+def check(name: str, value: object, validator: Validator) -> None:
+    """Run one of these validators on a plain keyword argument named ``name``."""
+    validator(None, _Option(name), value)

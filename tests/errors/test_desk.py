@@ -147,3 +147,15 @@ def test_report_accepts_the_action_as_text() -> None:
     """``Report(action="review")`` is converted, so the desk stores it as the enum."""
     record, _ = desk().report(Report(kind="k", action="review", source="s"), actor="s")  # type: ignore[arg-type]
     assert record.status is Status.NEEDS_REVIEW
+
+
+@pytest.mark.parametrize(
+    ("options", "option"), [({"attempts": 0}, "attempts"), ({"lease": 0}, "lease")]
+)
+def test_bad_schedule_names_the_option(options: dict[str, float], option: str) -> None:
+    """A schedule with no attempts or no lease fails at construction, naming the option."""
+    from failsafe import ConfigurationError
+
+    with pytest.raises(ConfigurationError) as info:
+        RetrySchedule(**options)  # type: ignore[arg-type]
+    assert info.value.option == option

@@ -8,23 +8,17 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
 
 import attrs
 
+from failsafe._validators import integer, number
 from failsafe.backoff import Backoff
 from failsafe.clock import SYSTEM_CLOCK, Clock
 from failsafe.errors.record import ErrorRecord, Report, Status
 from failsafe.errors.redact import Redactor
 from failsafe.errors.store import ErrorStore, Page, Query, StoreError
-from failsafe.exceptions import ConfigurationError
 
 __all__ = ["BulkResult", "ErrorDesk", "RetrySchedule"]
-
-
-def _attempts(inst: object, attr: Any, value: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ConfigurationError(attr.name, f"must be an integer >= 1, got {value!r}")
 
 
 @attrs.frozen(kw_only=True)
@@ -39,11 +33,11 @@ class RetrySchedule:
             the record over (it is then assumed dead).
     """
 
-    attempts: int = attrs.field(default=5, validator=_attempts)
+    attempts: int = attrs.field(default=5, validator=integer(1))
     backoff: Backoff = attrs.field(
         factory=lambda: Backoff.exponential(30.0, maximum=3600.0, jitter="full")
     )
-    lease: float = 60.0
+    lease: float = attrs.field(default=60.0, validator=number(above=0))
 
 
 @attrs.frozen

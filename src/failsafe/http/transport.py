@@ -21,6 +21,7 @@ from typing import Any, Final
 
 import httpx
 
+from failsafe._validators import check, number
 from failsafe.backoff import Backoff
 from failsafe.circuit_breaker import CircuitState, ConsecutiveFailures, KeyedCircuitBreaker
 from failsafe.clock import SYSTEM_CLOCK, Clock
@@ -93,12 +94,8 @@ class _Resilience:
         name: str,
         discard: Any,
     ) -> None:
-        if not isinstance(max_retry_after, int | float) or not max_retry_after >= 0:
-            raise ConfigurationError(
-                "max_retry_after", f"must be a number of seconds >= 0, got {max_retry_after!r}"
-            )
-        if deadline is not None and (not isinstance(deadline, int | float) or not deadline > 0):
-            raise ConfigurationError("deadline", f"must be seconds > 0 or None, got {deadline!r}")
+        check("max_retry_after", max_retry_after, number(at_least=0))
+        check("deadline", deadline, number(above=0, optional=True))
         self.endpoints = parse_endpoints(endpoints) if endpoints is not None else None
         self.by_key: dict[str, Endpoint] = {e.key: e for e in self.endpoints or ()}
         self.deadline = deadline
