@@ -1,3 +1,51 @@
-"""failsafe.queue: consumer-side redelivery with a DLQ over brokers. Not built yet (issue 5)."""
+"""failsafe.queue: consumer-side recoverability over real brokers.
 
-__all__: list[str] = []
+A `Consumer` (or `AsyncConsumer`) runs a handler under a `Redelivery` policy: a few
+immediate retries in process, then delayed redelivery through the DLQ, and after the last
+round the error sink (for a person's review) and the parking queue. Nothing is dropped. The
+brokers: `InMemoryBroker` (tests), `SQLiteBroker` (the embedded default) and
+`RabbitMQBroker` (``failsafe-kit[rabbitmq]``), all behind the `Broker` protocols.
+"""
+
+from failsafe.queue.bridge import AsyncView, BlockingView, as_async, as_blocking
+from failsafe.queue.broker import (
+    AsyncBroker,
+    Broker,
+    BrokerError,
+    BrokerUnavailable,
+    DeadLetter,
+    Delivery,
+    Place,
+    SettleConflict,
+)
+from failsafe.queue.envelope import (
+    Envelope,
+    ErrorInfo,
+    MalformedMessage,
+    decode,
+    encode,
+    new_id,
+)
+from failsafe.queue.memory import InMemoryBroker
+
+__all__ = [
+    "AsyncBroker",
+    "AsyncView",
+    "BlockingView",
+    "Broker",
+    "BrokerError",
+    "BrokerUnavailable",
+    "DeadLetter",
+    "Delivery",
+    "Envelope",
+    "ErrorInfo",
+    "InMemoryBroker",
+    "MalformedMessage",
+    "Place",
+    "SettleConflict",
+    "as_async",
+    "as_blocking",
+    "decode",
+    "encode",
+    "new_id",
+]

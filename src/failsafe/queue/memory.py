@@ -1,0 +1,287 @@
+"""`InMemoryBroker`: a broker in a dict, on an injected clock, for tests and examples.
+
+It keeps the same promises as the real adapters (it passes the same contract suite) except
+durability: everything is gone with the process. `crash()` plays a consumer dying with
+messages in hand, so tests can check what happens to them.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from collections.abc import Sequence
+
+import attrs
+
+from failsafe import _validators as _v
+from failsafe.clock import SYSTEM_CLOCK, Clock
+from failsafe.exceptions import ConfigurationError
+from failsafe.queue.broker import DeadLetter, Delivery, Place, SettleConflict
+from failsafe.queue.envelope import Envelope
+
+__all__ = ["InMemoryBroker"]
+
+_READY = "ready"
+
+
+@attrs.define(eq=False)
+class _Entry:
+    queue: str
+    message: Envelope
+    place: str  # "ready" (in the work queue: visible or reserved), or a Place value
+    visible_at: float  # ready: when it may be received; delayed: when it is due
+    since: float
+    seq: int
+    deliveries: int = 0
+    token: int | None = None  # the current reservation
+
+
+def check_queue_name(queue: object) -> str:
+    """Refuse a queue name that is not a non-empty string of printable characters (internal)."""
+    if not isinstance(queue, str) or not queue or not queue.isprintable() or len(queue) > 200:
+        raise ConfigurationError(
+            "queue", f"must be a non-empty printable string of at most 200 characters: {queue!r}"
+        )
+    return queue
+
+
+class InMemoryBroker:
+    """A broker kept in memory: the `Broker` protocol with no I/O at all.
+
+    Args:
+        clock: Time for delays and reservations (a ``FakeClock`` in tests).
+        lease: Seconds a received message stays reserved before it is handed out again
+            (as if its consumer died); ``None``: until settled or `crash()`.
+        delivery_limit: A cap on deliveries to report from `delivery_limit()` (a stand-in
+            for a broker that has one; this broker itself never drops a message).
+
+    Thread-safe. `as_async(InMemoryBroker())` gives the asyncio view of the same broker.
+    """
+
+    _nonblocking = True  # as_async() calls it directly, without a thread
+
+    def __init__(
+        self,
+        *,
+        clock: Clock = SYSTEM_CLOCK,
+        lease: float | None = None,
+        delivery_limit: int | None = None,
+    ) -> None:
+        _v.check("lease", lease, _v.number(above=0, optional=True))
+        if delivery_limit is not None:
+            _v.check("delivery_limit", delivery_limit, _v.integer(1))
+        self.clock = clock
+        self.lease = lease
+        self._limit = delivery_limit
+        self._entries: dict[int, _Entry] = {}
+        self._queues: set[str] = set()
+        self._seq = itertools.count(1)
+        self._tokens = itertools.count(1)
+        self._lock = threading.Lock()
+        self._arrived = threading.Condition(self._lock)
+        self.closed = False
+
+    # -- the protocol --------------------------------------------------------------------
+    def declare(self, queue: str) -> None:
+        """Create ``queue`` (a no-op when it exists)."""
+        with self._lock:
+            self._queues.add(check_queue_name(queue))
+
+    def publish(self, queue: str, message: Envelope, *, delay: float = 0.0) -> None:
+        """Enqueue ``message`` (in the DLQ, due after ``delay``, when ``delay`` > 0)."""
+        check_queue_name(queue)
+        _v.check("delay", delay, _v.number(at_least=0))
+        now = self.clock.time()
+        with self._lock:
+            self._queues.add(queue)
+            place = Place.DELAYED.value if delay > 0 else _READY
+            seq = next(self._seq)
+            self._entries[seq] = _Entry(queue, message, place, now + delay, now, seq)
+            self._arrived.notify_all()
+
+    def receive(self, queue: str, *, limit: int = 1, wait: float = 0.0) -> list[Delivery]:
+        """Reserve up to ``limit`` ready messages (waiting up to ``wait`` real seconds)."""
+        _v.check("limit", limit, _v.integer(1))
+        _v.check("wait", wait, _v.number(at_least=0))
+        with self._lock:
+            taken = self._take(queue, limit)
+            if not taken and wait > 0:
+                self._arrived.wait(wait)
+                taken = self._take(queue, limit)
+            return taken
+
+    def _take(self, queue: str, limit: int) -> list[Delivery]:
+        now = self.clock.time()
+        ready = sorted(
+            (
+                e
+                for e in self._entries.values()
+                if e.queue == queue
+                and e.place in (_READY, Place.DELAYED.value)
+                and e.visible_at <= now
+            ),
+            key=lambda e: (e.visible_at, e.seq),
+        )[:limit]
+        out = []
+        for entry in ready:
+            entry.place = _READY
+            entry.deliveries += 1
+            entry.token = next(self._tokens)
+            entry.visible_at = now + self.lease if self.lease is not None else float("inf")
+            out.append(
+                Delivery(
+                    queue=queue,
+                    message=entry.message,
+                    deliveries=entry.deliveries,
+                    token=(entry.seq, entry.token),
+                )
+            )
+        return out
+
+    def _held(self, delivery: Delivery) -> _Entry:
+        seq, token = delivery.token
+        entry = self._entries.get(seq)
+        if entry is None or entry.token != token or entry.place != _READY:
+            raise SettleConflict(
+                f"message {delivery.message.id} on {delivery.queue!r} is no longer reserved "
+                "for this delivery (its reservation ended)"
+            )
+        return entry
+
+    def ack(self, delivery: Delivery) -> None:
+        """Remove the delivered message."""
+        with self._lock:
+            entry = self._held(delivery)
+            del self._entries[entry.seq]
+
+    def release(self, delivery: Delivery) -> None:
+        """Make the delivered message ready again at once (its delivery not counted)."""
+        with self._lock:
+            entry = self._held(delivery)
+            entry.token = None
+            entry.deliveries -= 1
+            entry.visible_at = self.clock.time()
+            self._arrived.notify_all()
+
+    def defer(self, delivery: Delivery, message: Envelope, delay: float) -> None:
+        """Move the delivered message, as ``message``, to the DLQ for ``delay`` seconds."""
+        _v.check("delay", delay, _v.number(at_least=0))
+        with self._lock:
+            entry = self._held(delivery)
+            now = self.clock.time()
+            self._move(entry, message, Place.DELAYED.value, now)
+            entry.visible_at = now + delay
+
+    def park(self, delivery: Delivery, message: Envelope) -> None:
+        """Move the delivered message, as ``message``, to the parking queue."""
+        with self._lock:
+            entry = self._held(delivery)
+            self._move(entry, message, Place.PARKED.value, self.clock.time())
+
+    def _move(self, entry: _Entry, message: Envelope, place: str, now: float) -> None:
+        if message.id != entry.message.id:
+            raise ConfigurationError(
+                "message", f"must keep the delivered message's id {entry.message.id!r}"
+            )
+        entry.message = message
+        entry.place = place
+        entry.token = None
+        entry.deliveries = 0
+        entry.since = now
+        entry.visible_at = float("inf")
+
+    def dead_letters(
+        self, queue: str, *, place: Place | None = None, limit: int = 1000
+    ) -> list[DeadLetter]:
+        """List delayed and parked messages of ``queue``, oldest first."""
+        _v.check("limit", limit, _v.integer(1))
+        with self._lock:
+            found = sorted(
+                (
+                    e
+                    for e in self._entries.values()
+                    if e.queue == queue
+                    and e.place != _READY
+                    and (place is None or e.place == place.value)
+                ),
+                key=lambda e: (e.since, e.seq),
+            )[:limit]
+            return [
+                DeadLetter(
+                    queue=queue,
+                    message=e.message,
+                    place=Place(e.place),
+                    since=e.since,
+                    due_at=e.visible_at if e.place == Place.DELAYED.value else None,
+                )
+                for e in found
+            ]
+
+    def replay(self, queue: str, ids: Sequence[str]) -> int:
+        """Move the listed dead letters back to the work queue now, with fresh counts."""
+        wanted = set(ids)
+        moved = 0
+        with self._lock:
+            now = self.clock.time()
+            for entry in self._dead(queue, wanted):
+                entry.message = attrs.evolve(entry.message, immediate_attempts=0, delayed_attempts=0)
+                entry.place = _READY
+                entry.visible_at = now
+                entry.since = now
+                moved += 1
+            if moved:
+                self._arrived.notify_all()
+        return moved
+
+    def purge(self, queue: str, ids: Sequence[str]) -> int:
+        """Delete the listed dead letters for good."""
+        with self._lock:
+            doomed = self._dead(queue, set(ids))
+            for entry in doomed:
+                del self._entries[entry.seq]
+            return len(doomed)
+
+    def _dead(self, queue: str, ids: set[str]) -> list[_Entry]:
+        return [
+            e
+            for e in self._entries.values()
+            if e.queue == queue and e.place != _READY and e.message.id in ids
+        ]
+
+    def delivery_limit(self, queue: str) -> int | None:
+        """The cap given at construction (``None``: no cap)."""
+        return self._limit
+
+    def close(self) -> None:
+        """Give every reserved message back (as a broker does when a connection closes)."""
+        self.crash()
+        self.closed = True
+
+    # -- for tests -------------------------------------------------------------------------
+    def crash(self) -> int:
+        """Play the consumers dying: every reserved message is ready again; return how many.
+
+        Their deliveries stay counted, as a real broker's delivery counter does.
+        """
+        with self._lock:
+            now = self.clock.time()
+            n = 0
+            for entry in self._entries.values():
+                if entry.place == _READY and entry.token is not None:
+                    entry.token = None
+                    entry.visible_at = now
+                    n += 1
+            self._arrived.notify_all()
+            return n
+
+    def messages(self, queue: str) -> list[Envelope]:
+        """Every message of ``queue`` in its work queue (ready or reserved), in order."""
+        with self._lock:
+            return [
+                e.message
+                for e in sorted(self._entries.values(), key=lambda e: e.seq)
+                if e.queue == queue and e.place == _READY
+            ]
+
+    def __repr__(self) -> str:
+        return f"InMemoryBroker(messages={len(self._entries)}, clock={self.clock!r})"
