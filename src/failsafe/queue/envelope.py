@@ -77,7 +77,7 @@ def _count(name: str) -> Any:
     return check
 
 
-def _time(inst: object, attr: Any, value: object) -> None:
+def _time(inst: object, attr: Any, value: Any) -> None:
     if value is None:
         return
     if (
@@ -201,22 +201,24 @@ class Envelope:
                 raise MalformedMessage("must be base64 text", field="body_base64") from exc
         else:
             raise MalformedMessage("is missing (or body_base64)", field="body")
-        error = data.get("last_error")
+        get: Any = data.get  # values are checked by the fields' validators
+        error = get("last_error")
         last_error = None
         if error is not None:
             if not isinstance(error, dict):
                 raise MalformedMessage("must be an object", field="last_error")
+            get_error: Any = error.get
             last_error = ErrorInfo(
-                type=error.get("type"), message=error.get("message", ""), at=error.get("at")
+                type=get_error("type"), message=get_error("message", ""), at=get_error("at")
             )
         return cls(
             body=body,
-            id=data.get("id"),
-            content_type=data.get("content_type", "application/json"),
-            headers=data.get("headers"),
-            immediate_attempts=data.get("immediate_attempts", 0),
-            delayed_attempts=data.get("delayed_attempts", 0),
-            first_seen=data.get("first_seen"),
+            id=get("id"),
+            content_type=get("content_type", "application/json"),
+            headers=get("headers"),
+            immediate_attempts=get("immediate_attempts", 0),
+            delayed_attempts=get("delayed_attempts", 0),
+            first_seen=get("first_seen"),
             last_error=last_error,
         )
 

@@ -224,7 +224,9 @@ class InMemoryBroker:
         with self._lock:
             now = self.clock.time()
             for entry in self._dead(queue, wanted):
-                entry.message = attrs.evolve(entry.message, immediate_attempts=0, delayed_attempts=0)
+                entry.message = attrs.evolve(
+                    entry.message, immediate_attempts=0, delayed_attempts=0
+                )
                 entry.place = _READY
                 entry.visible_at = now
                 entry.since = now
