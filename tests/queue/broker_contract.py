@@ -223,9 +223,7 @@ class BrokerContract:
         assert letter.due_at is None
         assert self.take_due(broker, queue, DELAY) == []
         # listing does not consume: it is still there
-        assert [d.message.id for d in broker.dead_letters(queue, place=Place.PARKED)] == [
-            parked.id
-        ]
+        assert [d.message.id for d in broker.dead_letters(queue, place=Place.PARKED)] == [parked.id]
 
     def test_replay_moves_parked_back_with_fresh_counts(self, broker: Broker, queue: str) -> None:
         """Replay puts a parked message back in the work queue, counts reset, error kept."""

@@ -18,6 +18,7 @@ from failsafe.queue.broker import (
     Place,
     SettleConflict,
 )
+from failsafe.queue.consumer import AsyncConsumer, AsyncReviewSink, Consumer, ReviewSink
 from failsafe.queue.envelope import (
     Envelope,
     ErrorInfo,
@@ -27,8 +28,24 @@ from failsafe.queue.envelope import (
     new_id,
 )
 from failsafe.queue.memory import InMemoryBroker
+from failsafe.queue.redelivery import (
+    ConsumerDied,
+    Decision,
+    DeliveryLimitWarning,
+    Redelivery,
+    Unrecoverable,
+)
 
 __all__ = [
+    "AsyncConsumer",
+    "AsyncReviewSink",
+    "Consumer",
+    "ConsumerDied",
+    "Decision",
+    "DeliveryLimitWarning",
+    "Redelivery",
+    "ReviewSink",
+    "Unrecoverable",
     "AsyncBroker",
     "AsyncView",
     "BlockingView",

@@ -13,12 +13,15 @@ import threading
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, TypeVar
 
+from failsafe.clock import SYSTEM_CLOCK, Clock
 from failsafe.queue.broker import AsyncBroker, Broker, DeadLetter, Delivery, Place
 from failsafe.queue.envelope import Envelope
 
 __all__ = ["AsyncView", "BlockingView", "as_async", "as_blocking"]
 
 T = TypeVar("T")
+
+_POLL = 0.005  # seconds between looks at a non-blocking broker while waiting
 
 
 class AsyncView:
@@ -46,8 +49,21 @@ class AsyncView:
         await self._run(self.broker.publish, queue, message, delay=delay)
 
     async def receive(self, queue: str, *, limit: int = 1, wait: float = 0.0) -> list[Delivery]:
-        """See `Broker.receive`."""
-        return await self._run(self.broker.receive, queue, limit=limit, wait=wait)
+        """See `Broker.receive`.
+
+        A broker that never blocks is polled on its own clock instead of waited on, so the
+        event loop is never blocked.
+        """
+        if not self._direct:
+            return await asyncio.to_thread(self.broker.receive, queue, limit=limit, wait=wait)
+        clock: Clock = getattr(self.broker, "clock", SYSTEM_CLOCK)
+        end = clock.monotonic() + wait
+        while True:
+            got = self.broker.receive(queue, limit=limit, wait=0.0)
+            left = end - clock.monotonic()
+            if got or left <= 0:
+                return got
+            await clock.sleep_async(min(left, _POLL))
 
     async def ack(self, delivery: Delivery) -> None:
         """See `Broker.ack`."""

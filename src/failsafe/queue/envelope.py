@@ -145,6 +145,18 @@ class Envelope:
         except UnicodeDecodeError:
             return None
 
+    def json(self) -> Any:
+        """The body parsed as JSON.
+
+        Raises:
+            MalformedMessage: If the body is not JSON (an unrecoverable failure: the
+                message goes straight to review).
+        """
+        try:
+            return json.loads(self.body, parse_constant=_refuse_constant)
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+            raise MalformedMessage(f"not JSON: {exc}", field="body") from exc
+
     def to_json(self) -> dict[str, Any]:
         """The envelope as JSON-ready data (the body as UTF-8 text when it is, else base64)."""
         text = self.text()

@@ -1,0 +1,710 @@
+"""`Consumer` and `AsyncConsumer`: run a handler on a queue's messages under a `Redelivery`.
+
+Both drivers share one set of decisions (`_Core`): how many attempts a delivery may make,
+what a failed round leads to, what is reported for review. Only the I/O differs: threads and
+a blocking `Broker`, or tasks and an `AsyncBroker`.
+
+At-least-once: a delivery is settled (acked, deferred to the DLQ, or parked after its report
+to the error sink returned) only once its outcome is decided; a consumer that dies before
+leaves it reserved, and the broker hands it out again. Handlers should therefore be
+idempotent; [`ProcessedMessages`][failsafe.queue.ProcessedMessages] helps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import warnings
+from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Protocol
+
+import attrs
+
+from failsafe import _validators as _v
+from failsafe.backoff import Backoff
+from failsafe.clock import SYSTEM_CLOCK, Clock
+from failsafe.events import Listener, _emit
+from failsafe.exceptions import ConfigurationError
+from failsafe.queue.broker import AsyncBroker, Broker, Delivery, SettleConflict
+from failsafe.queue.envelope import Envelope
+from failsafe.queue.events import (
+    MessageDeadLettered,
+    MessageHandled,
+    MessageReceived,
+    MessageRetried,
+    MessageSentForReview,
+    RedeliveryScheduled,
+)
+from failsafe.queue.memory import check_queue_name
+from failsafe.queue.redelivery import (
+    ConsumerDied,
+    Decision,
+    DeliveryLimitWarning,
+    Redelivery,
+)
+from failsafe.retry import Retry
+
+__all__ = ["AsyncConsumer", "AsyncReviewSink", "Consumer", "ReviewSink"]
+
+_log = logging.getLogger("failsafe.queue")
+
+_MAX_REPORTED_BODY = 16 * 1024  # body characters copied into a review report
+
+
+class ReviewSink(Protocol):
+    """Where failures go for a person's review: an [`ErrorSink`][failsafe.errors.ErrorSink]."""
+
+    def report(
+        self,
+        kind: str,
+        action: Any,
+        *,
+        payload: Any = None,
+        error: BaseException | None = None,
+        dedupe_key: str | None = None,
+        correlation_id: str | None = None,
+    ) -> str:
+        """Record one failure durably; return its id."""
+        ...
+
+
+class AsyncReviewSink(Protocol):
+    """The asyncio twin of `ReviewSink`: an [`AsyncErrorSink`][failsafe.errors.AsyncErrorSink]."""
+
+    async def report(
+        self,
+        kind: str,
+        action: Any,
+        *,
+        payload: Any = None,
+        error: BaseException | None = None,
+        dedupe_key: str | None = None,
+        correlation_id: str | None = None,
+    ) -> str:
+        """Record one failure durably; return its id."""
+        ...
+
+
+@attrs.define(eq=False)
+class _Round:
+    """One delivery's round of attempts (the counting wrapper around the handler)."""
+
+    core: _Core
+    delivery: Delivery
+    message: Envelope
+    first: int  # the number of this delivery's first attempt within the round
+    attempts: int = 0
+    last_error: str = ""
+
+    def starting(self) -> None:
+        self.attempts += 1
+        if self.attempts > 1:
+            _emit(
+                self.core.listeners,
+                MessageRetried,
+                policy=self.core.name,
+                queue=self.core.queue,
+                message_id=self.message.id,
+                attempt=self.first + self.attempts - 1,
+                error=self.last_error,
+            )
+
+    def failed(self, error: BaseException) -> None:
+        self.last_error = type(error).__name__
+
+
+class _Core:
+    """Decisions shared by both consumers (internal)."""
+
+    def __init__(
+        self,
+        queue: str,
+        redelivery: Redelivery,
+        clock: Clock,
+        listeners: Sequence[Listener],
+        name: str,
+        review_kind: str | None,
+    ) -> None:
+        self.queue = check_queue_name(queue)
+        if not isinstance(redelivery, Redelivery):
+            raise ConfigurationError("redelivery", f"must be a Redelivery, got {redelivery!r}")
+        self.redelivery = redelivery
+        self.clock = clock
+        self.listeners = _v.listeners(listeners)
+        self.name = name
+        self.review_kind = review_kind or f"queue.{queue}"
+        self._retries: dict[int, Retry] = {}
+        self._limit_checked = False
+
+    def retry(self, attempts: int) -> Retry:
+        """The core Retry for a delivery allowed ``attempts`` attempts (built once per count)."""
+        found = self._retries.get(attempts)
+        if found is None:
+            policy = self.redelivery
+            found = Retry(
+                attempts=attempts,
+                backoff=policy.immediate_backoff,
+                on=lambda exc: not policy.is_unrecoverable(exc),
+                clock=self.clock,
+                rng=policy.rng,
+                name=f"{self.name}.immediate",
+            )
+            self._retries[attempts] = found
+        return found
+
+    def begin(self, delivery: Delivery) -> tuple[_Round, int]:
+        """Start handling a delivery: emit ``MessageReceived``; return its round and budget."""
+        message = delivery.message
+        _emit(
+            self.listeners,
+            MessageReceived,
+            policy=self.name,
+            queue=self.queue,
+            message_id=message.id,
+            deliveries=delivery.deliveries,
+            delayed_attempts=message.delayed_attempts,
+        )
+        allowed = self.redelivery.attempts_left(message, delivery.deliveries)
+        spent = self.redelivery.attempts_per_round - allowed
+        return _Round(self, delivery, message, first=spent + 1), allowed
+
+    def died(self, delivery: Delivery) -> ConsumerDied:
+        return ConsumerDied(
+            f"message {delivery.message.id} was delivered {delivery.deliveries} times and its "
+            "consumer died each time before settling it"
+        )
+
+    def handled(self, round_: _Round) -> None:
+        _emit(
+            self.listeners,
+            MessageHandled,
+            policy=self.name,
+            queue=self.queue,
+            message_id=round_.message.id,
+            attempt=round_.first + round_.attempts - 1,
+        )
+
+    def decide(self, round_: _Round, error: BaseException) -> Decision:
+        attempts = round_.first - 1 + round_.attempts
+        return self.redelivery.after_failure(
+            round_.message, error, attempts=attempts, now=self.clock.time()
+        )
+
+    def deferred(self, decision: Decision) -> None:
+        message = decision.message
+        delay = decision.delay or 0.0
+        error = message.last_error
+        _emit(
+            self.listeners,
+            RedeliveryScheduled,
+            policy=self.name,
+            queue=self.queue,
+            message_id=message.id,
+            round=message.delayed_attempts,
+            delay=delay,
+            due_at=self.clock.time() + delay,
+            error=error.type if error is not None else "",
+        )
+
+    def review_report(self, decision: Decision) -> dict[str, Any]:
+        """The arguments of the error-sink report for a message sent to review."""
+        message = decision.message
+        data = message.to_json()
+        data.pop("v", None)
+        body = data.get("body")
+        if isinstance(body, str) and len(body) > _MAX_REPORTED_BODY:
+            data["body"] = body[:_MAX_REPORTED_BODY]
+            data["body_truncated"] = True
+        return {
+            "kind": self.review_kind,
+            "action": "review",
+            "payload": {"queue": self.queue, "reason": decision.reason, "message": data},
+            "dedupe_key": f"queue:{self.queue}:{message.id}",
+            "correlation_id": message.id,
+        }
+
+    def reviewed(self, decision: Decision, report_id: str | None) -> None:
+        message = decision.message
+        _emit(
+            self.listeners,
+            MessageSentForReview,
+            policy=self.name,
+            queue=self.queue,
+            message_id=message.id,
+            report_id=report_id,
+            reason=decision.reason,
+        )
+
+    def parked(self, decision: Decision) -> None:
+        _emit(
+            self.listeners,
+            MessageDeadLettered,
+            policy=self.name,
+            queue=self.queue,
+            message_id=decision.message.id,
+            reason=decision.reason,
+        )
+
+    def check_limit(self, limit: int | None) -> None:
+        """Warn once if the broker's delivery limit is below the policy's attempts per round."""
+        self._limit_checked = True
+        needed = self.redelivery.attempts_per_round
+        if limit is not None and limit < needed:
+            text = (
+                f"queue {self.queue!r}: the broker's delivery limit ({limit}) is lower than the "
+                f"redelivery policy's attempts per round ({needed}); a message whose consumer "
+                "keeps dying would be dropped or dead-lettered by the broker before failsafe "
+                "moves it on. Raise the limit or lower Redelivery.immediate."
+            )
+            _log.warning(text)
+            warnings.warn(text, DeliveryLimitWarning, stacklevel=3)
+
+    @staticmethod
+    def settle_failed(action: str, delivery: Delivery, exc: BaseException) -> None:
+        if isinstance(exc, SettleConflict):
+            _log.warning("%s of message %s skipped: %s", action, delivery.message.id, exc)
+        else:
+            _log.error(
+                "%s of message %s failed; the broker will deliver it again: %s",
+                action,
+                delivery.message.id,
+                exc,
+            )
+
+
+def _check_common(concurrency: int, poll: float) -> None:
+    _v.check("concurrency", concurrency, _v.integer(1))
+    _v.check("poll", poll, _v.number(above=0))
+
+
+_RECONNECT = Backoff.exponential(0.1, maximum=30.0)
+
+
+class Consumer:
+    """Run ``handler`` on every message of ``queue``, in threads, under a `Redelivery`.
+
+    Args:
+        broker: A blocking [`Broker`][failsafe.queue.Broker].
+        queue: The work queue's name.
+        handler: Called with each [`Envelope`][failsafe.queue.Envelope]; returning means
+            handled (the message is acked), raising means failed.
+        redelivery: The policy (default: `Redelivery()`, the seed's 60 s rounds).
+        errors: Where messages sent to review are reported (an
+            [`ErrorSink`][failsafe.errors.ErrorSink]); ``None``: parked and logged only.
+        concurrency: Messages handled at once (threads); also how many are reserved.
+        poll: Seconds one receive waits for a message before looking at ``stop()`` again.
+        clock: Time for retries' pauses and stamps (a ``FakeClock`` in tests).
+        listeners: Receive the [queue events][failsafe.queue.events].
+        name: Names this consumer in events and logs.
+        review_kind: The error records' ``kind`` (default ``queue.<queue>``).
+
+    Raises:
+        ConfigurationError: At construction, naming a bad option.
+    """
+
+    def __init__(
+        self,
+        broker: Broker,
+        queue: str,
+        handler: Callable[[Envelope], object],
+        *,
+        redelivery: Redelivery | None = None,
+        errors: ReviewSink | None = None,
+        concurrency: int = 1,
+        poll: float = 1.0,
+        clock: Clock = SYSTEM_CLOCK,
+        listeners: Sequence[Listener] = (),
+        name: str = "consumer",
+        review_kind: str | None = None,
+    ) -> None:
+        if not callable(handler):
+            raise ConfigurationError("handler", f"must be callable, got {handler!r}")
+        _check_common(concurrency, poll)
+        self._core = _Core(queue, redelivery or Redelivery(), clock, listeners, name, review_kind)
+        self.broker = broker
+        self.handler = handler
+        self.errors = errors
+        self.concurrency = concurrency
+        self.poll = poll
+        self._stop = threading.Event()
+        self._slots = threading.Condition()
+        self._inflight = 0
+        self._declared = False
+
+    @property
+    def queue(self) -> str:
+        """The work queue's name."""
+        return self._core.queue
+
+    @property
+    def redelivery(self) -> Redelivery:
+        """The redelivery policy."""
+        return self._core.redelivery
+
+    def _prepare(self) -> None:
+        if not self._declared:
+            self.broker.declare(self.queue)
+            self._core.check_limit(self.broker.delivery_limit(self.queue))
+            self._declared = True
+
+    # -- one delivery ----------------------------------------------------------------------
+    def handle(self, delivery: Delivery) -> None:
+        """Handle one delivery and settle it (what `run` does for each message)."""
+        core = self._core
+        round_, allowed = core.begin(delivery)
+        if allowed <= 0:
+            error: BaseException = core.died(delivery)
+        else:
+            handler = self.handler
+
+            def attempt(message: Envelope) -> object:
+                round_.starting()
+                try:
+                    return handler(message)
+                except Exception as exc:
+                    round_.failed(exc)
+                    raise
+
+            try:
+                core.retry(allowed).call(attempt, delivery.message)
+            except Exception as exc:
+                error = exc
+            else:
+                try:
+                    self.broker.ack(delivery)
+                except Exception as exc:
+                    core.settle_failed("ack", delivery, exc)
+                    return
+                core.handled(round_)
+                return
+        self._settle(delivery, core.decide(round_, error), error)
+
+    def _settle(self, delivery: Delivery, decision: Decision, error: BaseException) -> None:
+        core = self._core
+        if decision.action == "defer":
+            try:
+                self.broker.defer(delivery, decision.message, decision.delay or 0.0)
+            except Exception as exc:
+                core.settle_failed("defer", delivery, exc)
+                return
+            core.deferred(decision)
+            return
+        report_id = None
+        if self.errors is not None:
+            try:
+                report_id = self.errors.report(error=error, **core.review_report(decision))
+            except Exception:
+                # Parking keeps the message whatever happened to its report.
+                _log.exception("report of message %s to the error sink failed", delivery.message.id)
+            else:
+                core.reviewed(decision, report_id)
+        try:
+            self.broker.park(delivery, decision.message)
+        except Exception as exc:
+            core.settle_failed("park", delivery, exc)
+            return
+        core.parked(decision)
+
+    # -- driving -----------------------------------------------------------------------------
+    def process_available(self, limit: int | None = None) -> int:
+        """Handle, in this thread, the messages that are ready now; return how many.
+
+        Returns when the queue has nothing ready (or after ``limit`` messages). For tests on
+        a fake clock, and for consumers run from a scheduler.
+        """
+        self._prepare()
+        done = 0
+        while limit is None or done < limit:
+            want = self.concurrency if limit is None else min(self.concurrency, limit - done)
+            deliveries = self.broker.receive(self.queue, limit=want, wait=0.0)
+            if not deliveries:
+                break
+            for delivery in deliveries:
+                self.handle(delivery)
+                done += 1
+        return done
+
+    def run(self) -> None:
+        """Consume until `stop()` is called; then let in-flight messages finish.
+
+        A broker that cannot be reached is retried with backoff (0.1 s doubling to 30 s).
+        """
+        self._stop.clear()
+        failures = 0
+        with ThreadPoolExecutor(self.concurrency, thread_name_prefix="failsafe-consumer") as pool:
+            while not self._stop.is_set():
+                with self._slots:
+                    while self._inflight >= self.concurrency and not self._stop.is_set():
+                        self._slots.wait(self.poll)
+                    free = self.concurrency - self._inflight
+                if self._stop.is_set():
+                    break
+                try:
+                    self._prepare()
+                    deliveries = self.broker.receive(self.queue, limit=free, wait=self.poll)
+                except Exception as exc:
+                    failures += 1
+                    pause = _RECONNECT.delay(failures, 0.0, self.redelivery.rng)
+                    _log.warning(
+                        "queue %s: broker unavailable (%s); trying again in %.2f s",
+                        self.queue,
+                        exc,
+                        pause,
+                    )
+                    self._pause(pause)
+                    continue
+                failures = 0
+                if self._stop.is_set():
+                    for delivery in deliveries:
+                        self._give_back(delivery)
+                    break
+                for delivery in deliveries:
+                    with self._slots:
+                        self._inflight += 1
+                    pool.submit(self._run_one, delivery)
+
+    def _pause(self, seconds: float) -> None:
+        clock = self._core.clock
+        end = clock.monotonic() + seconds
+        while not self._stop.is_set() and (left := end - clock.monotonic()) > 0:
+            clock.sleep(min(left, self.poll))
+
+    def _run_one(self, delivery: Delivery) -> None:
+        try:
+            self.handle(delivery)
+        except BaseException:
+            _log.exception("queue %s: handling message %s crashed", self.queue, delivery.message.id)
+        finally:
+            with self._slots:
+                self._inflight -= 1
+                self._slots.notify_all()
+
+    def _give_back(self, delivery: Delivery) -> None:
+        try:
+            self.broker.release(delivery)
+        except Exception as exc:
+            self._core.settle_failed("release", delivery, exc)
+
+    def stop(self) -> None:
+        """Ask `run` to return once the messages in hand are settled (any thread)."""
+        self._stop.set()
+        with self._slots:
+            self._slots.notify_all()
+
+    def __repr__(self) -> str:
+        return f"Consumer(queue={self.queue!r}, broker={self.broker!r})"
+
+
+class AsyncConsumer:
+    """The asyncio `Consumer`: handler coroutines as tasks, over an `AsyncBroker`.
+
+    Takes the same options as `Consumer`, with an ``async`` handler, an
+    [`AsyncErrorSink`][failsafe.errors.AsyncErrorSink] as ``errors``, and ``grace``: seconds
+    `stop()` waits for in-flight messages before cancelling them (a cancelled message is
+    released back to its queue).
+    """
+
+    def __init__(
+        self,
+        broker: AsyncBroker,
+        queue: str,
+        handler: Callable[[Envelope], Awaitable[object]],
+        *,
+        redelivery: Redelivery | None = None,
+        errors: AsyncReviewSink | None = None,
+        concurrency: int = 1,
+        poll: float = 1.0,
+        grace: float = 30.0,
+        clock: Clock = SYSTEM_CLOCK,
+        listeners: Sequence[Listener] = (),
+        name: str = "consumer",
+        review_kind: str | None = None,
+    ) -> None:
+        if not callable(handler):
+            raise ConfigurationError("handler", f"must be callable, got {handler!r}")
+        _check_common(concurrency, poll)
+        _v.check("grace", grace, _v.number(at_least=0))
+        self._core = _Core(queue, redelivery or Redelivery(), clock, listeners, name, review_kind)
+        self.broker = broker
+        self.handler = handler
+        self.errors = errors
+        self.concurrency = concurrency
+        self.poll = poll
+        self.grace = grace
+        self._stopping: asyncio.Event | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._declared = False
+
+    @property
+    def queue(self) -> str:
+        """The work queue's name."""
+        return self._core.queue
+
+    @property
+    def redelivery(self) -> Redelivery:
+        """The redelivery policy."""
+        return self._core.redelivery
+
+    async def _prepare(self) -> None:
+        if not self._declared:
+            await self.broker.declare(self.queue)
+            self._core.check_limit(await self.broker.delivery_limit(self.queue))
+            self._declared = True
+
+    async def handle(self, delivery: Delivery) -> None:
+        """Handle one delivery and settle it (what `run` does for each message)."""
+        core = self._core
+        round_, allowed = core.begin(delivery)
+        if allowed <= 0:
+            error: BaseException = core.died(delivery)
+        else:
+            handler = self.handler
+
+            async def attempt(message: Envelope) -> object:
+                round_.starting()
+                try:
+                    return await handler(message)
+                except Exception as exc:
+                    round_.failed(exc)
+                    raise
+
+            try:
+                await core.retry(allowed).call_async(attempt, delivery.message)
+            except asyncio.CancelledError:
+                await asyncio.shield(self._give_back(delivery))
+                raise
+            except Exception as exc:
+                error = exc
+            else:
+                try:
+                    await self.broker.ack(delivery)
+                except Exception as exc:
+                    core.settle_failed("ack", delivery, exc)
+                    return
+                core.handled(round_)
+                return
+        await self._settle(delivery, core.decide(round_, error), error)
+
+    async def _settle(self, delivery: Delivery, decision: Decision, error: BaseException) -> None:
+        core = self._core
+        if decision.action == "defer":
+            try:
+                await self.broker.defer(delivery, decision.message, decision.delay or 0.0)
+            except Exception as exc:
+                core.settle_failed("defer", delivery, exc)
+                return
+            core.deferred(decision)
+            return
+        report_id = None
+        if self.errors is not None:
+            try:
+                report_id = await self.errors.report(error=error, **core.review_report(decision))
+            except Exception:
+                _log.exception("report of message %s to the error sink failed", delivery.message.id)
+            else:
+                core.reviewed(decision, report_id)
+        try:
+            await self.broker.park(delivery, decision.message)
+        except Exception as exc:
+            core.settle_failed("park", delivery, exc)
+            return
+        core.parked(decision)
+
+    async def _give_back(self, delivery: Delivery) -> None:
+        try:
+            await self.broker.release(delivery)
+        except Exception as exc:
+            self._core.settle_failed("release", delivery, exc)
+
+    async def process_available(self, limit: int | None = None) -> int:
+        """Handle the messages that are ready now, one at a time; return how many."""
+        await self._prepare()
+        done = 0
+        while limit is None or done < limit:
+            want = self.concurrency if limit is None else min(self.concurrency, limit - done)
+            deliveries = await self.broker.receive(self.queue, limit=want, wait=0.0)
+            if not deliveries:
+                break
+            for delivery in deliveries:
+                await self.handle(delivery)
+                done += 1
+        return done
+
+    async def run(self) -> None:
+        """Consume until `stop()`; in-flight messages get ``grace`` seconds to finish.
+
+        Cancelling the task that runs this cancels in-flight handlers too; their messages
+        are released back to the queue.
+        """
+        self._stopping = stopping = asyncio.Event()
+        slots = asyncio.Semaphore(self.concurrency)
+        failures = 0
+        try:
+            while not stopping.is_set():
+                await slots.acquire()
+                free = 1
+                while free < self.concurrency and not slots.locked():
+                    await slots.acquire()
+                    free += 1
+                try:
+                    await self._prepare()
+                    deliveries = await self.broker.receive(self.queue, limit=free, wait=self.poll)
+                except Exception as exc:
+                    for _ in range(free):
+                        slots.release()
+                    failures += 1
+                    pause = _RECONNECT.delay(failures, 0.0, self.redelivery.rng)
+                    _log.warning(
+                        "queue %s: broker unavailable (%s); trying again in %.2f s",
+                        self.queue,
+                        exc,
+                        pause,
+                    )
+                    clock = self._core.clock
+                    end = clock.monotonic() + pause
+                    while not stopping.is_set() and (left := end - clock.monotonic()) > 0:
+                        await clock.sleep_async(min(left, self.poll))
+                    continue
+                failures = 0
+                for _ in range(free - len(deliveries)):
+                    slots.release()
+                for delivery in deliveries:
+                    if stopping.is_set():
+                        await self._give_back(delivery)
+                        slots.release()
+                        continue
+                    task = asyncio.create_task(self._run_one(delivery, slots))
+                    self._tasks.add(task)
+                    task.add_done_callback(self._tasks.discard)
+        finally:
+            await self._drain()
+
+    async def _run_one(self, delivery: Delivery, slots: asyncio.Semaphore) -> None:
+        try:
+            await self.handle(delivery)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            _log.exception("queue %s: handling message %s crashed", self.queue, delivery.message.id)
+        finally:
+            slots.release()
+
+    async def _drain(self) -> None:
+        if not self._tasks:
+            return
+        pending = set(self._tasks)
+        _, late = await asyncio.wait(pending, timeout=self.grace)
+        for task in late:
+            task.cancel()
+        if late:
+            await asyncio.wait(late)
+
+    def stop(self) -> None:
+        """Ask `run` to stop taking messages and return once in-flight ones are settled."""
+        if self._stopping is not None:
+            self._stopping.set()
+
+    def __repr__(self) -> str:
+        return f"AsyncConsumer(queue={self.queue!r}, broker={self.broker!r})"
