@@ -460,3 +460,91 @@ def test_run_handles_with_concurrency_and_stops_gracefully() -> None:
     assert not runner.is_alive()
     assert sorted(handled) == sorted(m.id for m in sent)
     assert broker.messages(QUEUE) == []
+
+
+@pytest.mark.real_time
+def test_async_run_with_concurrency_and_graceful_stop() -> None:
+    """AsyncConsumer.run() handles several messages at once and stop() lets them finish."""
+    broker = InMemoryBroker()
+    sent = [Envelope(body=b"{}") for _ in range(3)]
+    for m in sent:
+        broker.publish(QUEUE, m)
+    handled: list[str] = []
+
+    async def main() -> None:
+        in_flight = 0
+        all_in = asyncio.Event()
+        finish = asyncio.Event()
+
+        async def handler(message: Envelope) -> None:
+            nonlocal in_flight
+            in_flight += 1
+            if in_flight == 3:
+                all_in.set()
+            await finish.wait()
+            handled.append(message.id)
+
+        consumer = AsyncConsumer(as_async(broker), QUEUE, handler, concurrency=3, poll=0.05)
+        runner = asyncio.create_task(consumer.run())
+        await asyncio.wait_for(all_in.wait(), 5)  # three handlers in flight at once
+        consumer.stop()
+        finish.set()
+        await asyncio.wait_for(runner, 5)
+
+    asyncio.run(main())
+    assert sorted(handled) == sorted(m.id for m in sent)
+    assert broker.messages(QUEUE) == []
+
+
+@pytest.mark.real_time
+def test_async_stop_past_grace_releases_the_message() -> None:
+    """A handler still running after ``grace`` is cancelled and its message given back."""
+    broker = InMemoryBroker()
+    sent = Envelope(body=b"{}")
+    broker.publish(QUEUE, sent)
+
+    async def main() -> None:
+        started = asyncio.Event()
+
+        async def handler(message: Envelope) -> None:
+            started.set()
+            await asyncio.Event().wait()  # never finishes
+
+        consumer = AsyncConsumer(as_async(broker), QUEUE, handler, poll=0.05, grace=0.05)
+        runner = asyncio.create_task(consumer.run())
+        await asyncio.wait_for(started.wait(), 5)
+        consumer.stop()
+        await asyncio.wait_for(runner, 5)
+
+    asyncio.run(main())
+    [back] = broker.receive(QUEUE)
+    assert back.message == sent
+    assert back.deliveries == 1  # released, not counted as a death
+
+
+@pytest.mark.real_time
+def test_run_keeps_going_when_the_broker_fails() -> None:
+    """A receive that raises is retried with backoff; messages flow once it answers again."""
+
+    class Flappy(InMemoryBroker):
+        failures = 2
+
+        def receive(self, queue: str, *, limit: int = 1, wait: float = 0.0) -> list[Any]:
+            if self.failures:
+                self.failures -= 1
+                raise ConnectionError("broker restarting")
+            return super().receive(queue, limit=limit, wait=wait)
+
+    clock = FakeClock()  # the reconnect pauses run on it: no real sleeping
+    broker = Flappy(clock=clock)
+    broker.publish(QUEUE, Envelope(body=b"{}"))
+    done = threading.Event()
+    consumer = Consumer(broker, QUEUE, lambda m: done.set(), clock=clock, poll=0.05)
+    runner = threading.Thread(target=consumer.run)
+    runner.start()
+    assert done.wait(5)
+    consumer.stop()
+    runner.join(5)
+    assert broker.failures == 0
+    assert 0 < sum(clock.sleeps) <= 0.1 + 0.2  # two backoff pauses: at most 0.1 s and 0.2 s
+    assert broker.messages(QUEUE) == []

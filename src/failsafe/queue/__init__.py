@@ -27,6 +27,7 @@ from failsafe.queue.envelope import (
     encode,
     new_id,
 )
+from failsafe.queue.idempotency import ProcessedMessages
 from failsafe.queue.memory import InMemoryBroker
 from failsafe.queue.redelivery import (
     ConsumerDied,
@@ -43,6 +44,7 @@ __all__ = [
     "ConsumerDied",
     "Decision",
     "DeliveryLimitWarning",
+    "ProcessedMessages",
     "Redelivery",
     "ReviewSink",
     "Unrecoverable",

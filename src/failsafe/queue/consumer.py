@@ -282,6 +282,27 @@ def _check_common(concurrency: int, poll: float) -> None:
 _RECONNECT = Backoff.exponential(0.1, maximum=30.0)
 
 
+async def _acquire(slots: asyncio.Semaphore, stopping: asyncio.Event) -> bool:
+    """Take a slot, or give up when ``stopping`` is set first; return whether one was taken."""
+    if not slots.locked():
+        await slots.acquire()
+        return True
+    take = asyncio.ensure_future(slots.acquire())
+    stop = asyncio.ensure_future(stopping.wait())
+    try:
+        await asyncio.wait({take, stop}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stop.cancel()
+        if not take.done():
+            take.cancel()
+    if take.done() and not take.cancelled():
+        if stopping.is_set():
+            slots.release()
+            return False
+        return True
+    return False
+
+
 class Consumer:
     """Run ``handler`` on every message of ``queue``, in threads, under a `Redelivery`.
 
@@ -643,7 +664,8 @@ class AsyncConsumer:
         failures = 0
         try:
             while not stopping.is_set():
-                await slots.acquire()
+                if not await _acquire(slots, stopping):
+                    break
                 free = 1
                 while free < self.concurrency and not slots.locked():
                     await slots.acquire()
