@@ -1,4 +1,4 @@
-"""``python -m bench [--quick] [--only core|http|errors] [--markdown]``: failsafe vs peers."""
+"""``python -m bench [--quick] [--only core|http|errors|queue] [--markdown]``: failsafe vs peers."""
 
 from __future__ import annotations
 
@@ -38,9 +38,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--only",
-        choices=("core", "http", "errors"),
+        choices=("core", "http", "errors", "queue"),
         help="run one part: the core policies, the HTTP transports against a local server,"
-        " or the Error-handling service",
+        " the Error-handling service, or failsafe.queue on SQLite and RabbitMQ",
     )
     parser.add_argument("--markdown", action="store_true", help="print Markdown tables")
     parser.add_argument(
@@ -60,6 +60,8 @@ def main(argv: list[str] | None = None) -> int:
         sections.append(_http(args.quick))
     if args.only in (None, "errors"):
         sections.append(_errors(args.quick))
+    if args.only in (None, "queue"):
+        sections.append(_queue(args.quick))
 
     for header, text, markdown in sections:
         print(header)
@@ -100,6 +102,14 @@ def _core(quick: bool) -> tuple[str, str, str]:
 
 def _errors(quick: bool) -> tuple[str, str, str]:
     from bench.errors_bench import run
+
+    lines = run(quick, markdown=True)
+    header, body = lines[0], "\n".join(lines[1:])
+    return header, body, body
+
+
+def _queue(quick: bool) -> tuple[str, str, str]:
+    from bench.queue_bench import run
 
     lines = run(quick, markdown=True)
     header, body = lines[0], "\n".join(lines[1:])

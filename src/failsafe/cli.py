@@ -1,4 +1,4 @@
-"""The ``failsafe`` command: run the Error-handling service and review its records.
+"""The ``failsafe`` command: the Error-handling service and its records, and a queue's DLQ.
 
 Usage::
 
@@ -12,6 +12,17 @@ Usage::
 or ``--dsn``) or on a running service (``--url http://127.0.0.1:8090``, with the review
 token from ``FAILSAFE_ERRORS_REVIEW_TOKEN``). Exit codes: 0 done, 1 refused or not found
 (the reason on stderr), 2 bad usage or configuration.
+
+For the person on call, a queue's dead letters (see ``failsafe.queue.cli``)::
+
+    failsafe queue dlq list --queue NAME [--broker URL] [--place delayed|parked|all]
+                            [--older-than AGE] [--error-type TYPE] [--id ID] [--limit N] [--json]
+    failsafe queue dlq show ID --queue NAME [--broker URL] [--json]
+    failsafe queue dlq replay --queue NAME [FILTERS] [--batch 100] [--rate N] [--dry-run]
+    failsafe queue dlq purge --queue NAME [FILTERS | --all] [--batch 100] [--dry-run] [--yes]
+
+``--broker`` is ``sqlite:///path.db``, a file path or ``amqp://...`` (default:
+``$FAILSAFE_QUEUE_BROKER``, else ``queue.db``).
 """
 
 from __future__ import annotations
@@ -464,6 +475,13 @@ def _fill_errors(errors: argparse.ArgumentParser) -> None:
         act.set_defaults(run=_cmd_act)
 
 
+def _add_queue(commands: Any) -> None:
+    from failsafe.queue.cli import fill_queue_parser  # only when main() builds its parser
+
+    text = "a queue's dead letters: list, show, replay, purge"
+    fill_queue_parser(commands.add_parser("queue", help=text, description=text))
+
+
 def _run(parser: argparse.ArgumentParser, argv: Sequence[str]) -> int:
     try:
         args = parser.parse_args(list(argv))
@@ -502,6 +520,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="failsafe", description="failsafe tools")
     commands = parser.add_subparsers(dest="tool", metavar="TOOL")
     _add_errors(commands)
+    _add_queue(commands)
     return _run(parser, sys.argv[1:] if argv is None else argv)
 
 

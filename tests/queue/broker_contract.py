@@ -23,7 +23,7 @@ import attrs
 import pytest
 
 from failsafe.exceptions import ConfigurationError
-from failsafe.queue import Broker, Envelope, ErrorInfo, Place, SettleConflict
+from failsafe.queue import Broker, Delivery, Envelope, ErrorInfo, Place, SettleConflict
 
 DELAY = 0.5  # seconds: the delays the contract uses (short, for brokers on real time)
 
@@ -51,10 +51,10 @@ class BrokerContract:
         broker.declare(name)
         return name
 
-    def take(self, broker: Broker, queue: str, limit: int = 1, wait: float = 0.0) -> list[Any]:
+    def take(self, broker: Broker, queue: str, limit: int = 1, wait: float = 0.0) -> list[Delivery]:
         return broker.receive(queue, limit=limit, wait=wait)
 
-    def take_due(self, broker: Broker, queue: str, seconds: float) -> list[Any]:
+    def take_due(self, broker: Broker, queue: str, seconds: float) -> list[Delivery]:
         """Let ``seconds`` pass, then take what is due (a real-time broker may need a moment)."""
         self.elapse(broker, seconds)
         return broker.receive(queue, limit=10, wait=2.0 if self.real_time else 0.0)
@@ -87,7 +87,7 @@ class BrokerContract:
         sent = [msg(body=f"m{i}".encode()) for i in range(5)]
         for m in sent:
             broker.publish(queue, m)
-        got = []
+        got: list[Delivery] = []
         while len(got) < 5:
             batch = self.take(broker, queue, limit=5, wait=2.0)
             assert batch, f"only {len(got)} of 5 messages arrived"
@@ -243,7 +243,7 @@ class BrokerContract:
         """Purge removes the named dead letters and keeps the others."""
         for i in range(3):
             broker.publish(queue, msg(body=str(i).encode()))
-        deliveries = []
+        deliveries: list[Delivery] = []
         while len(deliveries) < 3:
             batch = self.take(broker, queue, limit=3, wait=2.0)
             assert batch
@@ -259,7 +259,7 @@ class BrokerContract:
         """``place`` narrows the listing to parked (or delayed) messages."""
         broker.publish(queue, msg(body=b"a"))
         broker.publish(queue, msg(body=b"b"))
-        got = []
+        got: list[Delivery] = []
         while len(got) < 2:
             batch = self.take(broker, queue, limit=2, wait=2.0)
             assert batch

@@ -18,6 +18,7 @@ from failsafe.queue.broker import (
     Place,
     SettleConflict,
 )
+from failsafe.queue.connect import open_broker
 from failsafe.queue.consumer import AsyncConsumer, AsyncReviewSink, Consumer, ReviewSink
 from failsafe.queue.envelope import (
     Envelope,
@@ -36,8 +37,12 @@ from failsafe.queue.redelivery import (
     Redelivery,
     Unrecoverable,
 )
+from failsafe.queue.sqlite import AsyncSQLiteBroker, SQLiteBroker
 
 __all__ = [
+    "AsyncSQLiteBroker",
+    "SQLiteBroker",
+    "open_broker",
     "AsyncConsumer",
     "AsyncReviewSink",
     "Consumer",

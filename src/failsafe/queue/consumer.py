@@ -555,7 +555,6 @@ class AsyncConsumer:
         self.poll = poll
         self.grace = grace
         self._stopping: asyncio.Event | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
         self._declared = False
 
     @property
@@ -656,11 +655,14 @@ class AsyncConsumer:
     async def run(self) -> None:
         """Consume until `stop()`; in-flight messages get ``grace`` seconds to finish.
 
-        Cancelling the task that runs this cancels in-flight handlers too; their messages
-        are released back to the queue.
+        ``concurrency`` worker tasks handle the messages one fetcher receives (no task is
+        created per message). Cancelling the task that runs this cancels in-flight handlers
+        too; their messages are released back to the queue.
         """
         self._stopping = stopping = asyncio.Event()
         slots = asyncio.Semaphore(self.concurrency)
+        inbox: asyncio.Queue[Delivery | None] = asyncio.Queue()
+        workers = [asyncio.create_task(self._worker(inbox, slots)) for _ in range(self.concurrency)]
         failures = 0
         try:
             while not stopping.is_set():
@@ -693,35 +695,39 @@ class AsyncConsumer:
                 for _ in range(free - len(deliveries)):
                     slots.release()
                 for delivery in deliveries:
-                    if stopping.is_set():
-                        await self._give_back(delivery)
-                        slots.release()
-                        continue
-                    task = asyncio.create_task(self._run_one(delivery, slots))
-                    self._tasks.add(task)
-                    task.add_done_callback(self._tasks.discard)
+                    inbox.put_nowait(delivery)
         finally:
-            await self._drain()
+            for _ in workers:
+                inbox.put_nowait(None)
+            await self._drain(workers, inbox)
 
-    async def _run_one(self, delivery: Delivery, slots: asyncio.Semaphore) -> None:
-        try:
-            await self.handle(delivery)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            _log.exception("queue %s: handling message %s crashed", self.queue, delivery.message.id)
-        finally:
-            slots.release()
+    async def _worker(
+        self, inbox: asyncio.Queue[Delivery | None], slots: asyncio.Semaphore
+    ) -> None:
+        while (delivery := await inbox.get()) is not None:
+            try:
+                await self.handle(delivery)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                _log.exception(
+                    "queue %s: handling message %s crashed", self.queue, delivery.message.id
+                )
+            finally:
+                slots.release()
 
-    async def _drain(self) -> None:
-        if not self._tasks:
-            return
-        pending = set(self._tasks)
-        _, late = await asyncio.wait(pending, timeout=self.grace)
+    async def _drain(
+        self, workers: list[asyncio.Task[None]], inbox: asyncio.Queue[Delivery | None]
+    ) -> None:
+        _, late = await asyncio.wait(workers, timeout=self.grace)
         for task in late:
             task.cancel()
         if late:
             await asyncio.wait(late)
+        while not inbox.empty():  # received, never started: back to the queue
+            left = inbox.get_nowait()
+            if left is not None:
+                await self._give_back(left)
 
     def stop(self) -> None:
         """Ask `run` to stop taking messages and return once in-flight ones are settled."""

@@ -1,0 +1,939 @@
+"""`RabbitMQBroker`: the `AsyncBroker` protocol on RabbitMQ, through aio-pika.
+
+Install with ``pip install "failsafe-kit[rabbitmq]"``. Only this module imports ``aio_pika``;
+``failsafe.queue`` does not.
+
+Topology (every queue durable and of type **quorum**, so a message survives a node restart
+and RabbitMQ counts its deliveries):
+
+- ``{queue}``, the **work queue**. Arguments: ``x-queue-type: quorum``, ``x-delivery-limit``
+  (only when ``delivery_limit`` is given), and a dead-letter route to the parking queue
+  (``x-dead-letter-exchange: ""``, ``x-dead-letter-routing-key: {queue}.parked``,
+  ``x-dead-letter-strategy: at-least-once``, ``x-overflow: reject-publish``), so a message
+  RabbitMQ gives up on at its delivery limit is parked, not dropped.
+- ``{queue}.parked``, the **parking queue** (``x-queue-type: quorum``).
+- ``{queue}.delay.{ms}``, one **delay queue** per distinct delay, created on first use:
+  ``x-message-ttl: {ms}`` and a dead-letter route back to the work queue
+  (``x-dead-letter-exchange: ""``, ``x-dead-letter-routing-key: {queue}``) with
+  ``x-dead-letter-strategy: at-least-once`` (which requires ``x-overflow: reject-publish``):
+  an expired message is moved to the work queue and removed from the delay queue only once
+  the work queue has confirmed it, so no message is lost on the way back. Delays are rounded
+  up to whole milliseconds; since every message in one delay queue has the same TTL, the
+  queue's head always expires first and each message comes back on time. Each distinct delay
+  is a queue of its own: prefer a few fixed delays to finely jittered ones.
+
+Message mapping (an `Envelope` onto an AMQP message, published persistent, with publisher
+confirms, ``mandatory``):
+
+- ``body`` is the body, raw; ``id`` the ``message_id``; ``content_type`` the
+  ``content_type``; application ``headers`` the AMQP headers (as strings);
+- failsafe's counts travel in headers named ``x-failsafe-*``: ``immediate-attempts`` and
+  ``delayed-attempts`` (integers), ``first-seen`` (a float, written as text so that it
+  round-trips exactly: AMQP tables carry floats in single precision), ``error-type``,
+  ``error-message`` and ``error-at`` (the last error), and ``parked-at`` on a parked message.
+
+A message published by anything else (a plain aio-pika or pika publisher) is still a valid
+envelope: no ``x-failsafe-*`` headers means zero counts; an invalid ``x-failsafe-*`` value is
+ignored (as if absent); a missing ``content_type`` reads as ``application/octet-stream``;
+header values that are not strings become text (bytes as UTF-8, numbers with ``str``, tables
+and arrays as JSON); RabbitMQ's own headers (``x-death``, ``x-delivery-count``,
+``x-first-death-*``, ``x-last-death-*``) are left out. A message with no ``message_id`` gets
+an id derived from its content (the SHA-256 of its body, timestamp, correlation id, app id
+and headers, as 32 hex digits): every redelivery of that message gets the same id, so an
+idempotent consumer can recognise it, but two identical messages without ids share one.
+Once failsafe defers or parks such a message it writes that id as its ``message_id``.
+
+Deliveries: each work queue has a consumer (``basic.consume`` on a channel of its own, with
+``prefetch`` unacknowledged messages at most) started on the first `receive`; deliveries wait
+in a local buffer until `receive` takes them. `Delivery.deliveries` is RabbitMQ's
+``x-delivery-count`` header plus one. RabbitMQ 3.10 increments that count whenever a message
+goes back to its queue: after its connection or channel closed with it unacknowledged
+(including messages prefetched but not yet received), and on `release` (a ``basic.nack``
+with requeue), so a released message comes back with ``deliveries`` one higher (a floor that
+errs on the side of caution).
+
+Settling: `ack` is ``basic.ack``, `release` ``basic.nack(requeue=True)``; `defer` publishes
+the updated message to the delay queue and `park` to the parking queue (each confirmed by
+RabbitMQ) and only then acknowledges the delivery, so a crash in between leaves a duplicate
+(the original comes back to the work queue too), never a loss. ``basic.ack`` has no reply in
+AMQP 0-9-1: if the connection drops before RabbitMQ reads it, the message is delivered
+again (at-least-once). A delivery already settled, or whose channel has closed since (the
+connection dropped and was restored: RabbitMQ has put the message back), raises
+`SettleConflict` without sending anything, so the channel stays open.
+
+The DLQ tools (`dead_letters`, `replay`, `purge`) read the parking queue with ``basic.get``
+on a channel of their own, holding what they read unacknowledged and putting back what they
+leave by closing that channel (a listing is a snapshot; a listing running at the same time
+in another process may see only part of the queue). Messages waiting in delay queues are
+**not** listed: RabbitMQ cannot read a queue without taking its head, which would disturb
+the TTL timers. `DeadLetter.since` is when the message was parked.
+
+The connection is ``aio_pika.connect_robust``: when RabbitMQ restarts it reconnects (every
+``reconnect_interval`` seconds) and restores the consumers; deliveries handed out before then raise
+`SettleConflict` when settled. An operation that cannot reach RabbitMQ within ``timeout``
+raises `BrokerUnavailable`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as _dt
+import decimal
+import hashlib
+import json
+import math
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import aio_pika
+import aio_pika.abc
+import aio_pika.exceptions
+import aiormq.exceptions
+import attrs
+
+from failsafe import _validators as _v
+from failsafe.clock import SYSTEM_CLOCK, Clock
+from failsafe.exceptions import ConfigurationError
+from failsafe.queue.broker import (
+    BrokerError,
+    BrokerUnavailable,
+    DeadLetter,
+    Delivery,
+    Place,
+    SettleConflict,
+)
+from failsafe.queue.envelope import Envelope, ErrorInfo
+from failsafe.queue.memory import check_queue_name
+
+__all__ = ["DEFAULT_URL", "RabbitMQBroker"]
+
+DEFAULT_URL = "amqp://guest:guest@127.0.0.1:5672/"
+"""The URL `RabbitMQBroker` connects to by default (a local server, guest account)."""
+
+_PREFIX = "x-failsafe-"
+_IMMEDIATE = "x-failsafe-immediate-attempts"
+_DELAYED = "x-failsafe-delayed-attempts"
+_FIRST_SEEN = "x-failsafe-first-seen"
+_ERROR_TYPE = "x-failsafe-error-type"
+_ERROR_MESSAGE = "x-failsafe-error-message"
+_ERROR_AT = "x-failsafe-error-at"
+_PARKED_AT = "x-failsafe-parked-at"
+_BROKER_HEADERS = frozenset({"x-death", "x-delivery-count"})
+_BROKER_PREFIXES = ("x-first-death-", "x-last-death-")
+_DEFAULT_CONTENT_TYPE = "application/octet-stream"
+_MAX_NAME_BYTES = 255  # RabbitMQ's limit on a queue name
+_MAX_SUFFIX = len(".delay.") + 10  # the longest name derived from a work queue's
+_MAX_TTL_MS = 2**32 - 1  # the largest x-message-ttl RabbitMQ accepts
+
+
+def _reserved_header(name: str) -> bool:
+    return name.startswith(_PREFIX) or name in _BROKER_HEADERS or name.startswith(_BROKER_PREFIXES)
+
+
+def _check_name(queue: object) -> str:
+    name = check_queue_name(queue)
+    if name.startswith("amq."):
+        raise ConfigurationError("queue", f"names starting with 'amq.' are RabbitMQ's: {name!r}")
+    if len(name.encode()) > _MAX_NAME_BYTES - _MAX_SUFFIX:
+        raise ConfigurationError(
+            "queue",
+            f"must be at most {_MAX_NAME_BYTES - _MAX_SUFFIX} bytes in UTF-8 (RabbitMQ's limit "
+            f"is {_MAX_NAME_BYTES}, less room for the delay queues' suffix): {name!r}",
+        )
+    return name
+
+
+def _delay_ms(delay: float) -> int:
+    _v.check("delay", delay, _v.number(at_least=0))
+    ms = max(1, math.ceil(delay * 1000 - 1e-6))
+    if ms > _MAX_TTL_MS:
+        raise ConfigurationError(
+            "delay", f"must be at most {_MAX_TTL_MS / 1000:g} s on RabbitMQ, got {delay!r}"
+        )
+    return ms
+
+
+def _redact(url: str) -> str:
+    """The URL with its password masked, for messages."""
+    try:
+        parts = urlsplit(url)
+        if parts.password is None:
+            return url
+        netloc = parts.netloc.rsplit("@", 1)
+        user = netloc[0].split(":", 1)[0]
+        return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[1]}"))
+    except ValueError:
+        return "<the given URL>"
+
+
+# -- the envelope on the wire ----------------------------------------------------------------
+def _as_text(value: object) -> str | None:
+    """A header value as text (``None``: leave the header out)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value).decode("utf-8", "replace")
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float | decimal.Decimal):
+        return str(value)
+    if isinstance(value, _dt.datetime):
+        return value.isoformat()
+    return json.dumps(value, default=str, sort_keys=True, ensure_ascii=False)
+
+
+def _count(value: object) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, str | bytes):
+        try:
+            value = int(value)
+        except ValueError:
+            return None
+    if isinstance(value, int) and value >= 0:
+        return value
+    return None
+
+
+def _time(value: object) -> float | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, _dt.datetime):
+        return value.timestamp()
+    try:
+        if isinstance(value, str | bytes | int | float | decimal.Decimal):
+            number = float(value)
+            if math.isfinite(number) and number >= 0:
+                return number
+    except ValueError:
+        pass
+    return None
+
+
+def _derived_id(
+    body: bytes,
+    timestamp: object,
+    correlation_id: object,
+    app_id: object,
+    headers: Mapping[str, Any],
+) -> str:
+    digest = hashlib.sha256()
+    stamp = _time(timestamp)
+    fields = [
+        "" if stamp is None else repr(stamp),
+        str(correlation_id or ""),
+        str(app_id or ""),
+        json.dumps(
+            {k: _as_text(v) for k, v in headers.items() if not _reserved_header(k)},
+            sort_keys=True,
+        ),
+    ]
+    for field in fields:
+        data = field.encode("utf-8", "surrogatepass")
+        digest.update(len(data).to_bytes(8, "big") + data)
+    digest.update(body)
+    return digest.hexdigest()[:32]
+
+
+def _envelope(message: aio_pika.abc.AbstractMessage) -> Envelope:
+    """Read any AMQP message as an envelope (never raises for a message's content)."""
+    raw: Mapping[str, Any] = message.headers or {}
+    headers = {}
+    for key, value in raw.items():
+        if not isinstance(key, str) or _reserved_header(key):
+            continue
+        text = _as_text(value)
+        if text is not None:
+            headers[key] = text
+    body = bytes(message.body)
+    message_id = message.message_id or _derived_id(
+        body, message.timestamp, message.correlation_id, message.app_id, raw
+    )
+    last_error = None
+    error_type = _as_text(raw.get(_ERROR_TYPE))
+    error_at = _time(raw.get(_ERROR_AT))
+    if error_type and error_at is not None:
+        last_error = ErrorInfo(
+            type=error_type, message=_as_text(raw.get(_ERROR_MESSAGE)) or "", at=error_at
+        )
+    return Envelope(
+        body=body,
+        id=message_id,
+        content_type=message.content_type or _DEFAULT_CONTENT_TYPE,
+        headers=headers,
+        immediate_attempts=_count(raw.get(_IMMEDIATE)) or 0,
+        delayed_attempts=_count(raw.get(_DELAYED)) or 0,
+        first_seen=_time(raw.get(_FIRST_SEEN)),
+        last_error=last_error,
+    )
+
+
+def _amqp_message(envelope: Envelope, now: float, **extra: Any) -> aio_pika.Message:
+    """The envelope as a persistent AMQP message (``extra``: more ``x-failsafe-`` headers)."""
+    headers: dict[str, Any] = {}
+    for key, value in envelope.headers.items():
+        if _reserved_header(key):
+            raise ConfigurationError(
+                "headers",
+                f"{key!r} is reserved on RabbitMQ (x-failsafe-*, x-death, x-delivery-count, "
+                "x-first-death-*, x-last-death-*)",
+            )
+        headers[key] = value
+    headers[_IMMEDIATE] = envelope.immediate_attempts
+    headers[_DELAYED] = envelope.delayed_attempts
+    if envelope.first_seen is not None:
+        headers[_FIRST_SEEN] = repr(float(envelope.first_seen))
+    if envelope.last_error is not None:
+        headers[_ERROR_TYPE] = envelope.last_error.type
+        headers[_ERROR_MESSAGE] = envelope.last_error.message
+        headers[_ERROR_AT] = repr(float(envelope.last_error.at))
+    headers.update(extra)
+    return aio_pika.Message(
+        body=envelope.body,
+        message_id=envelope.id,
+        content_type=envelope.content_type,
+        headers=headers,
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        timestamp=_dt.datetime.fromtimestamp(int(now), _dt.UTC),
+    )
+
+
+def _channel_open(message: aio_pika.abc.AbstractIncomingMessage) -> bool:
+    """Whether the channel the message came on is still open (its delivery tag still valid)."""
+    try:
+        return not message.channel.is_closed
+    except aio_pika.exceptions.ChannelInvalidStateError:
+        return False
+
+
+def _deliveries(message: aio_pika.abc.AbstractIncomingMessage) -> int:
+    count = _count((message.headers or {}).get("x-delivery-count"))
+    if count is not None:
+        return count + 1
+    return 2 if message.redelivered else 1
+
+
+# -- state ---------------------------------------------------------------------------------
+@attrs.define(eq=False)
+class _Token:
+    """What a `Delivery` holds: the AMQP message, and whether it has been settled."""
+
+    message: aio_pika.abc.AbstractIncomingMessage
+    settled: bool = False
+
+
+@attrs.define(eq=False)
+class _Consumer:
+    channel: aio_pika.abc.AbstractRobustChannel
+    buffer: asyncio.Queue[aio_pika.abc.AbstractIncomingMessage]
+
+
+class RabbitMQBroker:
+    """The `AsyncBroker` protocol on RabbitMQ (quorum queues, TTL delay queues).
+
+    See the module documentation for the queues, their arguments and the message headers.
+
+    Args:
+        url: The AMQP URL of the server (``amqp://user:password@host:port/vhost``).
+        prefetch: Unacknowledged messages each work queue's consumer may hold at most
+            (RabbitMQ's per-consumer ``basic.qos``): received ones plus those waiting in
+            the local buffer.
+        delivery_limit: RabbitMQ's ``x-delivery-limit`` on the work queues: once a message
+            has gone back to its queue more times than this (released, or its consumer
+            lost), RabbitMQ moves it to the parking queue itself. ``None``: no limit.
+            Every process declaring a queue must use the same value (else `declare` raises
+            `BrokerError`: the queue's arguments differ).
+        connect_timeout: Seconds to wait for the first connection.
+        timeout: Seconds one operation may wait for RabbitMQ (for instance while the
+            connection is being restored) before raising `BrokerUnavailable`.
+        reconnect_interval: Seconds between attempts to restore a lost connection.
+        clock: Wall-clock time for the stamps it writes (when a message was parked, the AMQP
+            ``timestamp``); delays run on RabbitMQ's own TTL timers.
+
+    Raises:
+        ConfigurationError: At construction, naming a bad option.
+
+    It connects on first use, or with `connect()` / ``async with``. One instance belongs to
+    one event loop; for blocking code wrap it with
+    [`as_blocking`][failsafe.queue.as_blocking]
+    (``as_blocking(lambda: RabbitMQBroker(url))``).
+
+    Example:
+        ```python
+        from failsafe.queue import Envelope
+        from failsafe.queue.rabbitmq import RabbitMQBroker
+
+        async with RabbitMQBroker("amqp://guest:guest@localhost/") as broker:
+            await broker.declare("orders")
+            await broker.publish("orders", Envelope(body=b'{"orderId": "o-1"}'))
+        ```
+    """
+
+    def __init__(
+        self,
+        url: str = DEFAULT_URL,
+        *,
+        prefetch: int = 32,
+        delivery_limit: int | None = None,
+        connect_timeout: float = 10.0,
+        timeout: float = 30.0,
+        reconnect_interval: float = 5.0,
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
+        if not isinstance(url, str) or not url.startswith(("amqp://", "amqps://")):
+            raise ConfigurationError("url", f"must be an amqp:// or amqps:// URL, got {url!r}")
+        _v.check("prefetch", prefetch, _v.integer(1))
+        if prefetch > 65535:
+            raise ConfigurationError("prefetch", f"must be at most 65535, got {prefetch!r}")
+        if delivery_limit is not None:
+            _v.check("delivery_limit", delivery_limit, _v.integer(1))
+        _v.check("connect_timeout", connect_timeout, _v.number(above=0))
+        _v.check("timeout", timeout, _v.number(above=0))
+        _v.check("reconnect_interval", reconnect_interval, _v.number(above=0))
+        self.url = url
+        self.prefetch = prefetch
+        self.connect_timeout = float(connect_timeout)
+        self.timeout = float(timeout)
+        self.reconnect_interval = float(reconnect_interval)
+        self.clock = clock
+        self._limit = delivery_limit
+        self._connection: aio_pika.abc.AbstractRobustConnection | None = None
+        self._publisher: aio_pika.abc.AbstractRobustChannel | None = None
+        self._consumers: dict[str, _Consumer] = {}
+        self._declared: set[str] = set()
+        self._connect_lock = asyncio.Lock()
+        self._declare_lock = asyncio.Lock()
+        self._consume_lock = asyncio.Lock()
+        self._dlq_locks: dict[str, asyncio.Lock] = {}
+        self._closed = False
+
+    # -- connection ----------------------------------------------------------------------
+    async def connect(self) -> None:
+        """Connect now (otherwise the first operation does).
+
+        Raises:
+            BrokerUnavailable: If the server cannot be reached within ``connect_timeout``.
+        """
+        await self._connected()
+
+    async def __aenter__(self) -> RabbitMQBroker:
+        await self.connect()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def _connected(self) -> aio_pika.abc.AbstractRobustConnection:
+        if self._closed:
+            raise BrokerError("this RabbitMQBroker is closed")
+        if self._connection is not None:
+            return self._connection
+        async with self._connect_lock:
+            if self._connection is not None:
+                return self._connection
+            try:
+                async with asyncio.timeout(self.connect_timeout):
+                    connection = await aio_pika.connect_robust(
+                        self.url,
+                        timeout=self.connect_timeout,
+                        reconnect_interval=self.reconnect_interval,
+                    )
+            except TimeoutError as exc:
+                raise BrokerUnavailable(
+                    f"cannot reach RabbitMQ at {_redact(self.url)}: no connection within "
+                    f"{self.connect_timeout:g} s"
+                ) from exc
+            except aio_pika.exceptions.ProbableAuthenticationError as exc:
+                raise BrokerUnavailable(
+                    f"RabbitMQ at {_redact(self.url)} refused the login (check the user and "
+                    f"password in the URL): {exc}"
+                ) from exc
+            except (OSError, aio_pika.exceptions.AMQPError) as exc:
+                raise BrokerUnavailable(
+                    f"cannot reach RabbitMQ at {_redact(self.url)}: {exc}"
+                ) from exc
+            try:
+                publisher = connection.channel(publisher_confirms=True, on_return_raises=True)
+                async with asyncio.timeout(self.timeout):
+                    await publisher.initialize()
+            except BaseException:
+                await connection.close()
+                raise
+            self._publisher = publisher
+            self._connection = connection
+            return connection
+
+    @contextlib.asynccontextmanager
+    async def _guard(self, what: str) -> AsyncIterator[None]:
+        """Run an operation under ``timeout``, turning client errors into broker errors."""
+        try:
+            async with asyncio.timeout(self.timeout):
+                yield
+        except (BrokerError, ConfigurationError):
+            raise
+        except TimeoutError as exc:
+            raise BrokerUnavailable(
+                f"{what}: RabbitMQ at {_redact(self.url)} did not answer within {self.timeout:g} s"
+            ) from exc
+        except (
+            aio_pika.exceptions.AMQPConnectionError,
+            aio_pika.exceptions.ChannelInvalidStateError,
+            ConnectionError,
+            OSError,
+        ) as exc:
+            raise BrokerUnavailable(
+                f"{what}: lost the connection to RabbitMQ at {_redact(self.url)}: {exc!r}"
+            ) from exc
+        except aio_pika.exceptions.AMQPError as exc:
+            raise BrokerError(f"{what}: RabbitMQ refused: {exc!r}") from exc
+
+    async def _channel(self) -> aio_pika.Channel:
+        """A plain (not restored on reconnect) channel, for one declaration or one DLQ pass."""
+        connection = await self._connected()
+        await connection.ready()  # while the connection is being restored, wait for it
+        channel = aio_pika.Channel(connection, publisher_confirms=False)
+        await channel.initialize()
+        return channel
+
+    @staticmethod
+    async def _close_channel(channel: aio_pika.abc.AbstractChannel) -> None:
+        if channel.is_closed:
+            return
+        with contextlib.suppress(Exception):
+            await channel.close()
+
+    # -- topology --------------------------------------------------------------------------
+    def _work_arguments(self, queue: str) -> dict[str, Any]:
+        arguments: dict[str, Any] = {
+            "x-queue-type": "quorum",
+            "x-dead-letter-exchange": "",
+            "x-dead-letter-routing-key": f"{queue}.parked",
+            "x-dead-letter-strategy": "at-least-once",
+            "x-overflow": "reject-publish",
+        }
+        if self._limit is not None:
+            arguments["x-delivery-limit"] = self._limit
+        return arguments
+
+    @staticmethod
+    def _delay_arguments(queue: str, ms: int) -> dict[str, Any]:
+        return {
+            "x-queue-type": "quorum",
+            "x-message-ttl": ms,
+            "x-dead-letter-exchange": "",
+            "x-dead-letter-routing-key": queue,
+            "x-dead-letter-strategy": "at-least-once",
+            "x-overflow": "reject-publish",
+        }
+
+    async def _declare_one(self, name: str, arguments: dict[str, Any]) -> None:
+        if name in self._declared:
+            return
+        channel = await self._channel()
+        try:
+            await channel.declare_queue(name, durable=True, arguments=arguments)
+        except aio_pika.exceptions.ChannelPreconditionFailed as exc:
+            raise BrokerError(
+                f"queue {name!r} already exists on RabbitMQ with different arguments than "
+                f"failsafe declares ({arguments!r}); RabbitMQ said: {exc}. Delete it or use "
+                "another queue name (a different delivery_limit also counts as different)"
+            ) from exc
+        except aiormq.exceptions.ChannelAccessRefused as exc:
+            raise BrokerError(f"RabbitMQ refused to declare queue {name!r}: {exc}") from exc
+        finally:
+            await self._close_channel(channel)
+        self._declared.add(name)
+
+    async def _ensure(self, queue: str) -> None:
+        if queue in self._declared and f"{queue}.parked" in self._declared:
+            return
+        async with self._declare_lock:
+            await self._declare_one(f"{queue}.parked", {"x-queue-type": "quorum"})
+            await self._declare_one(queue, self._work_arguments(queue))
+
+    async def _delay_queue(self, queue: str, ms: int) -> str:
+        name = f"{queue}.delay.{ms}"
+        if name not in self._declared:
+            async with self._declare_lock:
+                await self._declare_one(name, self._delay_arguments(queue, ms))
+        return name
+
+    @property
+    def declared(self) -> frozenset[str]:
+        """Every RabbitMQ queue this broker has declared so far (work, parking, delay)."""
+        return frozenset(self._declared)
+
+    async def declare(self, queue: str) -> None:
+        """Declare the work queue ``queue`` and its parking queue (idempotent).
+
+        Delay queues are declared when first needed.
+
+        Raises:
+            ConfigurationError: For a name RabbitMQ cannot hold (naming ``queue``).
+            BrokerError: If a queue exists with other arguments (naming it).
+            BrokerUnavailable: If RabbitMQ cannot be reached.
+        """
+        _check_name(queue)
+        async with self._guard(f"declaring {queue!r}"):
+            self._declared -= {queue, f"{queue}.parked"}  # declare() asks the server again
+            await self._ensure(queue)
+
+    # -- publishing --------------------------------------------------------------------------
+    async def _publish(self, routing_key: str, message: aio_pika.Message) -> None:
+        await self._connected()
+        publisher = self._publisher
+        assert publisher is not None
+        await publisher.ready()  # while the connection is being restored, wait for it
+        try:
+            await publisher.default_exchange.publish(
+                message, routing_key=routing_key, mandatory=True
+            )
+        except aio_pika.exceptions.PublishError as exc:
+            raise BrokerError(
+                f"RabbitMQ could not route the message to queue {routing_key!r} (does it "
+                f"exist?): {exc}"
+            ) from exc
+        except aio_pika.exceptions.DeliveryError as exc:
+            raise BrokerError(
+                f"RabbitMQ refused the message for queue {routing_key!r}: {exc}"
+            ) from exc
+
+    async def _publish_envelope(
+        self, queue: str, envelope: Envelope, delay: float, **extra: Any
+    ) -> None:
+        await self._ensure(queue)
+        target = queue
+        if delay > 0:
+            target = await self._delay_queue(queue, _delay_ms(delay))
+        await self._publish(target, _amqp_message(envelope, self.clock.time(), **extra))
+
+    async def publish(self, queue: str, message: Envelope, *, delay: float = 0.0) -> None:
+        """Publish ``message``; return once RabbitMQ has confirmed it (persistent).
+
+        ``delay`` > 0 publishes it to the delay queue of that many milliseconds (rounded
+        up), declared on first use, from where RabbitMQ moves it to the work queue when due.
+        The work queue is declared if this broker has not declared it yet.
+        """
+        _check_name(queue)
+        _v.check("delay", delay, _v.number(at_least=0))
+        if not isinstance(message, Envelope):
+            raise ConfigurationError("message", f"must be an Envelope, got {message!r}")
+        async with self._guard(f"publishing to {queue!r}"):
+            await self._publish_envelope(queue, message, delay)
+
+    # -- receiving -------------------------------------------------------------------------
+    async def _consumer(self, queue: str) -> _Consumer:
+        consumer = self._consumers.get(queue)
+        if consumer is not None:
+            return consumer
+        async with self._consume_lock:
+            consumer = self._consumers.get(queue)
+            if consumer is not None:
+                return consumer
+            await self._ensure(queue)
+            connection = await self._connected()
+            channel = connection.channel(publisher_confirms=False)
+            await channel.initialize()
+            try:
+                await channel.set_qos(prefetch_count=self.prefetch)
+                work = await channel.declare_queue(
+                    queue, durable=True, arguments=self._work_arguments(queue)
+                )
+                buffer: asyncio.Queue[aio_pika.abc.AbstractIncomingMessage] = asyncio.Queue()
+
+                async def arrived(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+                    buffer.put_nowait(message)
+
+                await work.consume(arrived, no_ack=False)
+            except BaseException:
+                await self._close_channel(channel)
+                raise
+            consumer = _Consumer(channel, buffer)
+            self._consumers[queue] = consumer
+            return consumer
+
+    async def receive(self, queue: str, *, limit: int = 1, wait: float = 0.0) -> list[Delivery]:
+        """Take up to ``limit`` messages the queue's consumer has received.
+
+        Starts the consumer on first use; waits up to ``wait`` seconds for the first message.
+        Messages whose channel closed while they waited in the buffer (RabbitMQ has put them
+        back) are skipped.
+        """
+        consumer = self._consumers.get(queue)
+        if consumer is None or limit < 1 or wait < 0:  # the checks, once per queue
+            _check_name(queue)
+            _v.check("limit", limit, _v.integer(1))
+            _v.check("wait", wait, _v.number(at_least=0))
+            async with self._guard(f"receiving from {queue!r}"):
+                consumer = await self._consumer(queue)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        out: list[Delivery] = []
+        while len(out) < limit:
+            try:
+                message = consumer.buffer.get_nowait()
+            except asyncio.QueueEmpty:
+                remaining = deadline - loop.time()
+                if out or remaining <= 0:
+                    break
+                try:
+                    async with asyncio.timeout(remaining):
+                        message = await consumer.buffer.get()
+                except TimeoutError:
+                    break
+            if message.processed or not _channel_open(message):
+                continue  # its channel closed: RabbitMQ has put it back
+            out.append(
+                Delivery(
+                    queue=queue,
+                    message=_envelope(message),
+                    deliveries=_deliveries(message),
+                    token=_Token(message),
+                )
+            )
+        return out
+
+    # -- settling --------------------------------------------------------------------------
+    def _claim(self, delivery: Delivery) -> _Token:
+        """Mark the delivery settled (synchronously, so two settles cannot both proceed)."""
+        token = delivery.token
+        if not isinstance(token, _Token):
+            raise ConfigurationError("delivery", "must come from this RabbitMQBroker's receive()")
+        if token.settled or token.message.processed:
+            raise SettleConflict(
+                f"message {delivery.message.id} on {delivery.queue!r} was already settled"
+            )
+        if not _channel_open(token.message):
+            raise SettleConflict(
+                f"message {delivery.message.id} on {delivery.queue!r} is no longer reserved for "
+                "this delivery: the channel it came on closed, and RabbitMQ puts it back"
+            )
+        token.settled = True
+        return token
+
+    async def _settle(
+        self, delivery: Delivery, token: _Token, how: Callable[[], Awaitable[None]]
+    ) -> None:
+        try:
+            await how()  # basic.ack / basic.nack: a frame written, no answer awaited
+        except (
+            aio_pika.exceptions.ChannelInvalidStateError,
+            aio_pika.exceptions.MessageProcessError,
+            aio_pika.exceptions.AMQPError,
+            ConnectionError,
+            OSError,
+            TimeoutError,
+        ) as exc:
+            raise SettleConflict(
+                f"message {delivery.message.id} on {delivery.queue!r} could not be settled: "
+                f"its channel closed ({exc!r}), and RabbitMQ puts it back"
+            ) from exc
+
+    async def ack(self, delivery: Delivery) -> None:
+        """Acknowledge the delivery (``basic.ack``): RabbitMQ removes the message."""
+        token = self._claim(delivery)
+        await self._settle(delivery, token, token.message.ack)
+
+    async def release(self, delivery: Delivery) -> None:
+        """Give the message back at once (``basic.nack`` with requeue).
+
+        RabbitMQ counts this in ``x-delivery-count``: the next delivery of the message has
+        ``deliveries`` one higher.
+        """
+        token = self._claim(delivery)
+        await self._settle(delivery, token, lambda: token.message.nack(requeue=True))
+
+    async def _move(
+        self, delivery: Delivery, message: Envelope, delay: float | None, what: str
+    ) -> None:
+        """Publish ``message`` (to the delay queue, or parked when ``delay`` is None), then ack."""
+        if not isinstance(message, Envelope):
+            raise ConfigurationError("message", f"must be an Envelope, got {message!r}")
+        if message.id != delivery.message.id:
+            raise ConfigurationError(
+                "message", f"must keep the delivered message's id {delivery.message.id!r}"
+            )
+        queue = delivery.queue
+        token = self._claim(delivery)
+        try:
+            async with self._guard(f"{what} message {message.id} of {queue!r}"):
+                if delay is not None:
+                    await self._publish_envelope(queue, message, delay)
+                else:
+                    await self._ensure(queue)
+                    now = self.clock.time()
+                    parked = _amqp_message(message, now, **{_PARKED_AT: repr(float(now))})
+                    await self._publish(f"{queue}.parked", parked)
+        except BaseException:
+            token.settled = False  # nothing was moved: the delivery is still ours to settle
+            raise
+        # The copy is safe in RabbitMQ; if this ack is lost the original comes back too
+        # (a duplicate, never a loss).
+        await self._settle(delivery, token, token.message.ack)
+
+    async def defer(self, delivery: Delivery, message: Envelope, delay: float) -> None:
+        """Publish ``message`` to the delay queue for ``delay`` s (confirmed), then ack.
+
+        A crash between the two leaves the original in the work queue as well: a duplicate,
+        never a loss. ``delay`` is rounded up to whole milliseconds (0 goes straight back to
+        the work queue).
+        """
+        _v.check("delay", delay, _v.number(at_least=0))
+        await self._move(delivery, message, delay, "deferring")
+
+    async def park(self, delivery: Delivery, message: Envelope) -> None:
+        """Publish ``message`` to the parking queue (confirmed, stamped), then ack.
+
+        A crash between the two leaves the original in the work queue as well: a duplicate,
+        never a loss.
+        """
+        await self._move(delivery, message, None, "parking")
+
+    # -- the DLQ tools -----------------------------------------------------------------------
+    def _dlq_lock(self, queue: str) -> asyncio.Lock:
+        return self._dlq_locks.setdefault(queue, asyncio.Lock())
+
+    async def _scan(
+        self,
+        queue: str,
+        visit: Callable[[aio_pika.abc.AbstractIncomingMessage, Envelope], Awaitable[bool]],
+        limit: int | None = None,
+    ) -> None:
+        """Read the parking queue with ``basic.get`` and hand each message to ``visit``.
+
+        Whatever is not acknowledged goes back when the scan's channel closes. ``visit``
+        returns False to stop.
+        """
+        await self._ensure(queue)
+        channel = await self._channel()
+        try:
+            parked = await channel.get_queue(f"{queue}.parked", ensure=False)
+            seen = 0
+            while limit is None or seen < limit:
+                message = await parked.get(no_ack=False, fail=False, timeout=self.timeout)
+                if message is None:
+                    break
+                seen += 1
+                if not await visit(message, _envelope(message)):
+                    break
+        finally:
+            await self._close_channel(channel)
+
+    async def dead_letters(
+        self, queue: str, *, place: Place | None = None, limit: int = 1000
+    ) -> list[DeadLetter]:
+        """List the parked messages of ``queue``, oldest first, without removing them.
+
+        Delayed messages (in the delay queues) are not listed: RabbitMQ cannot read them
+        without disturbing them. ``place=Place.DELAYED`` therefore lists nothing.
+        """
+        _check_name(queue)
+        _v.check("limit", limit, _v.integer(1))
+        if place is not None and Place(place) is Place.DELAYED:
+            return []
+        found: list[DeadLetter] = []
+
+        async def visit(message: aio_pika.abc.AbstractIncomingMessage, envelope: Envelope) -> bool:
+            found.append(
+                DeadLetter(
+                    queue=queue,
+                    message=envelope,
+                    place=Place.PARKED,
+                    since=self._parked_at(message),
+                )
+            )
+            return True
+
+        async with self._dlq_lock(queue), self._guard(f"listing the parking queue of {queue!r}"):
+            await self._scan(queue, visit, limit)
+        return sorted(found, key=lambda letter: letter.since)
+
+    def _parked_at(self, message: aio_pika.abc.AbstractIncomingMessage) -> float:
+        headers = message.headers or {}
+        stamp = _time(headers.get(_PARKED_AT))
+        if stamp is not None:
+            return stamp
+        deaths = headers.get("x-death")
+        if isinstance(deaths, list) and deaths and isinstance(deaths[0], Mapping):
+            stamp = _time(deaths[0].get("time"))  # parked by RabbitMQ at its delivery limit
+            if stamp is not None:
+                return stamp
+        stamp = _time(message.timestamp)
+        return stamp if stamp is not None else self.clock.time()
+
+    async def replay(self, queue: str, ids: Sequence[str]) -> int:
+        """Move the listed parked messages back to the work queue with fresh counts.
+
+        Each is published to the work queue (confirmed) and then removed from the parking
+        queue; returns how many moved. The last error and ``first_seen`` are kept. A crash
+        in between leaves a duplicate (the message in both queues), never a loss.
+        """
+        _check_name(queue)
+        wanted = set(_ids(ids))
+        moved = 0
+
+        async def visit(message: aio_pika.abc.AbstractIncomingMessage, envelope: Envelope) -> bool:
+            nonlocal moved
+            if envelope.id in wanted:
+                fresh = attrs.evolve(envelope, immediate_attempts=0, delayed_attempts=0)
+                await self._publish(queue, _amqp_message(fresh, self.clock.time()))
+                await message.ack()
+                moved += 1
+            return True
+
+        if not wanted:
+            return 0
+        async with self._dlq_lock(queue), self._guard(f"replaying parked messages of {queue!r}"):
+            await self._scan(queue, visit)
+        return moved
+
+    async def purge(self, queue: str, ids: Sequence[str]) -> int:
+        """Remove the listed parked messages for good; return how many were removed."""
+        _check_name(queue)
+        wanted = set(_ids(ids))
+        removed = 0
+
+        async def visit(message: aio_pika.abc.AbstractIncomingMessage, envelope: Envelope) -> bool:
+            nonlocal removed
+            if envelope.id in wanted:
+                await message.ack()
+                removed += 1
+            return True
+
+        if not wanted:
+            return 0
+        async with self._dlq_lock(queue), self._guard(f"purging parked messages of {queue!r}"):
+            await self._scan(queue, visit)
+        return removed
+
+    async def delivery_limit(self, queue: str) -> int | None:
+        """The ``x-delivery-limit`` this broker declares its work queues with (or ``None``)."""
+        return self._limit
+
+    # -- closing ---------------------------------------------------------------------------
+    async def aclose(self) -> None:
+        """Close the connection: RabbitMQ puts every unacknowledged delivery back.
+
+        Idempotent. The broker cannot be used afterwards.
+        """
+        self._closed = True
+        connection, self._connection = self._connection, None
+        self._consumers.clear()
+        self._publisher = None
+        if connection is not None and not connection.is_closed:
+            with contextlib.suppress(Exception):
+                await connection.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open" if self._connection else "not connected"
+        return f"RabbitMQBroker({_redact(self.url)!r}, {state})"
+
+
+def _ids(ids: Sequence[str]) -> list[str]:
+    if isinstance(ids, str) or not all(isinstance(i, str) for i in ids):
+        raise ConfigurationError("ids", f"must be a sequence of message ids, got {ids!r}")
+    return list(ids)

@@ -1,0 +1,703 @@
+"""The ``failsafe queue dlq`` commands, end to end through ``main``, on a real SQLite file."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import os
+import socket
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import aio_pika
+import attrs
+import pytest
+
+import failsafe.queue.cli
+from failsafe.cli import main
+from failsafe.exceptions import ConfigurationError
+from failsafe.queue import BlockingView, Envelope, ErrorInfo, InMemoryBroker, Place
+from failsafe.queue.connect import open_broker
+from failsafe.queue.sqlite import SQLiteBroker
+from failsafe.testing import FakeClock
+
+HOUR = 3600.0
+NOT_FOUND = "app.errors.OrderNotFound"
+
+
+class Seeded:
+    """A queue file for ``orders``: three parked, one delayed and one ready message.
+
+    Ages at the end of seeding (the CLI reads the same fake clock):
+    ``old`` parked 3h ago (OrderNotFound), ``mid`` parked 2h ago (ValueError),
+    ``late`` delayed 1h ago (OrderNotFound, due in a day), ``new`` parked 10m ago
+    (app.db.OperationalError, a binary body), ``fresh`` in the work queue.
+    """
+
+    def __init__(self, path: Path, clock: FakeClock) -> None:
+        self.path = path
+        self.clock = clock
+        broker = SQLiteBroker(path, clock=clock)
+        try:
+            self.old = self._dead(broker, b'{"orderId": "o-1"}', NOT_FOUND, "park", HOUR)
+            self.mid = self._dead(broker, b"plain text", "ValueError", "park", HOUR)
+            self.late = self._dead(broker, b'{"orderId": "o-3"}', NOT_FOUND, "defer", 50 * 60)
+            self.new = self._dead(
+                broker, b"\xff\x00binary", "app.db.OperationalError", "park", 10 * 60
+            )
+            self.fresh = "fresh"
+            broker.publish("orders", Envelope(body=b"{}", id=self.fresh))
+        finally:
+            broker.close()
+
+    def _dead(self, broker: SQLiteBroker, body: bytes, error: str, how: str, then: float) -> str:
+        message_id = uuid.uuid4().hex
+        broker.publish("orders", Envelope(body=body, id=message_id, headers={"tenant": "acme"}))
+        [delivery] = broker.receive("orders")
+        failed = attrs.evolve(
+            delivery.message,
+            immediate_attempts=3,
+            delayed_attempts=2,
+            first_seen=self.clock.time() - 60,
+            last_error=ErrorInfo(type=error, message=f"{error} for {message_id}", at=0.0),
+        )
+        if how == "park":
+            broker.park(delivery, failed)
+        else:
+            broker.defer(delivery, failed, 24 * HOUR)
+        self.clock.advance(then)
+        return message_id
+
+    def broker(self) -> SQLiteBroker:
+        return SQLiteBroker(self.path, clock=self.clock)
+
+    def places(self) -> dict[str, str]:
+        """Every dead letter's id and place."""
+        broker = self.broker()
+        try:
+            return {d.message.id: d.place.value for d in broker.dead_letters("orders")}
+        finally:
+            broker.close()
+
+    def run(self, command: str, *args: str) -> int:
+        return main(
+            ["queue", "dlq", command, "--broker", str(self.path), "--queue", "orders", *args]
+        )
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
+    """The fake clock the commands read (and sleep on)."""
+    fake = FakeClock()
+    monkeypatch.setattr(failsafe.queue.cli, "clock", fake)
+    return fake
+
+
+@pytest.fixture
+def seeded(tmp_path: Path, clock: FakeClock) -> Seeded:
+    return Seeded(tmp_path / "queue.db", clock)
+
+
+def many_parked(path: Path, clock: FakeClock, count: int) -> list[str]:
+    """Park ``count`` messages of ``orders`` in a new file; return their ids in order."""
+    broker = SQLiteBroker(path, clock=clock)
+    try:
+        ids = [f"m{i:04d}" for i in range(count)]
+        broker.publish_many("orders", [Envelope(body=b"{}", id=i) for i in ids])
+        for delivery in broker.receive("orders", limit=count):
+            error = ErrorInfo(type=NOT_FOUND, message="gone", at=clock.time())
+            failed = attrs.evolve(delivery.message, delayed_attempts=4, last_error=error)
+            broker.park(delivery, failed)
+            clock.advance(1)
+    finally:
+        broker.close()
+    return ids
+
+
+class TtyIO(io.StringIO):
+    """A text stream that says it is a terminal."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+# -- list ---------------------------------------------------------------------------------------
+def test_list_prints_a_table_oldest_first(
+    seeded: Seeded, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``list`` shows both places with ISO time, age, rounds and the clipped last error."""
+    assert seeded.run("list") == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["id", "place", "since", "(UTC)", "age", "rounds", "last", "error"]
+    rows = [line.split() for line in lines[1:-1]]
+    assert [r[0] for r in rows] == [seeded.old, seeded.mid, seeded.late, seeded.new]
+    assert [r[1] for r in rows] == ["parked", "parked", "delayed", "parked"]
+    assert rows[0][2] == "2023-11-14T22:13:20Z"  # FakeClock's wall start
+    assert [r[3] for r in rows] == ["3h", "2h", "1h", "10m"]
+    assert {r[4] for r in rows} == {"2"}
+    assert rows[0][5:] == [f"{NOT_FOUND}:", "app.errors.OrderNotFound", "for", f"{seeded.old[:4]}…"]
+    assert lines[-1] == "4 dead letters of 'orders' (delayed: 1, parked: 3)"
+
+
+def test_list_filters(seeded: Seeded, capsys: pytest.CaptureFixture[str]) -> None:
+    """Each filter narrows the listing: place, age, error type (short or full), id, limit."""
+
+    def listed(*args: str) -> list[str]:
+        assert seeded.run("list", "--json", *args) == 0
+        return [d["message"]["id"] for d in json.loads(capsys.readouterr().out)]
+
+    assert listed() == [seeded.old, seeded.mid, seeded.late, seeded.new]
+    assert listed("--place", "delayed") == [seeded.late]
+    assert listed("--place", "parked") == [seeded.old, seeded.mid, seeded.new]
+    assert listed("--place", "all") == listed()
+    assert listed("--older-than", "90m") == [seeded.old, seeded.mid]
+    assert listed("--older-than", "1h") == [seeded.old, seeded.mid, seeded.late]
+    assert listed("--older-than", "2h30m") == [seeded.old]
+    assert listed("--older-than", "1d") == []
+    assert listed("--error-type", "OrderNotFound") == [seeded.old, seeded.late]
+    assert listed("--error-type", NOT_FOUND) == [seeded.old, seeded.late]
+    assert listed("--error-type", "errors.OrderNotFound") == []  # full name or last part only
+    assert listed("--error-type", "ValueError") == [seeded.mid]
+    assert listed("--error-type", "ValueError", "--error-type", "OperationalError") == [
+        seeded.mid,
+        seeded.new,
+    ]
+    assert listed("--id", seeded.new, "--id", seeded.old) == [seeded.old, seeded.new]
+    assert listed("--id", seeded.fresh) == []  # in the work queue: not a dead letter
+    assert listed("--limit", "2") == [seeded.old, seeded.mid]
+    assert listed("--place", "parked", "--error-type", "OrderNotFound") == [seeded.old]
+
+
+def test_list_json_shape(seeded: Seeded, capsys: pytest.CaptureFixture[str]) -> None:
+    """``list --json`` is a list of {queue, place, since, due_at, message=envelope JSON}."""
+    assert seeded.run("list", "--json", "--id", seeded.late, "--id", seeded.new) == 0
+    late, new = json.loads(capsys.readouterr().out)
+    assert set(late) == {"queue", "place", "since", "due_at", "message"}
+    assert (late["queue"], late["place"]) == ("orders", "delayed")
+    assert late["due_at"] == pytest.approx(late["since"] + 24 * HOUR)
+    assert seeded.clock.time() - late["since"] == pytest.approx(HOUR)
+    assert late["message"]["body"] == '{"orderId": "o-3"}'
+    assert late["message"]["headers"] == {"tenant": "acme"}
+    assert late["message"]["last_error"]["type"] == NOT_FOUND
+    assert (new["place"], new["due_at"]) == ("parked", None)
+    assert Envelope.from_json(new["message"]).body == b"\xff\x00binary"
+
+
+def test_list_with_a_limit_says_there_are_more(
+    seeded: Seeded, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """When ``--limit`` leaves some out, the footer says how many match in all."""
+    assert seeded.run("list", "--limit", "1") == 0
+    out = capsys.readouterr().out
+    assert seeded.old in out
+    assert seeded.mid not in out
+    assert "the oldest 1 of 4 dead letters" in out
+    assert "raise --limit" in out
+
+
+def test_list_with_nothing_matching(seeded: Seeded, capsys: pytest.CaptureFixture[str]) -> None:
+    """An empty selection is not an error."""
+    assert seeded.run("list", "--error-type", "KeyError") == 0
+    assert capsys.readouterr().out == "no dead letters of 'orders' match\n"
+
+
+# -- show ---------------------------------------------------------------------------------------
+def test_show_prints_one_dead_letter_in_full(
+    seeded: Seeded, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``show`` prints counts, times, the error, headers and the body pretty-printed."""
+    assert seeded.run("show", seeded.late) == 0
+    out = capsys.readouterr().out
+    assert f"id:                 {seeded.late}\n" in out
+    assert "place:              delayed\n" in out
+    assert "(1h ago)" in out
+    assert "due at:" in out
+    assert "(in 23h)" in out
+    assert "immediate attempts: 3\n" in out
+    assert "delayed rounds:     2\n" in out
+    assert f"last error:         {NOT_FOUND}\n" in out
+    assert f"  {NOT_FOUND} for {seeded.late}\n" in out
+    assert "headers:\n  tenant: acme\n" in out
+    assert 'body (JSON):\n  {\n    "orderId": "o-3"\n  }\n' in out
+
+
+def test_show_text_and_binary_bodies(seeded: Seeded, capsys: pytest.CaptureFixture[str]) -> None:
+    """A body that is not JSON is shown as text, one that is not UTF-8 as base64."""
+    assert seeded.run("show", seeded.mid) == 0
+    assert "body (text):\n  plain text\n" in capsys.readouterr().out
+    assert seeded.run("show", seeded.new) == 0
+    assert "body (base64):\n  /wBiaW5hcnk=\n" in capsys.readouterr().out
+
+
+def test_show_json(seeded: Seeded, capsys: pytest.CaptureFixture[str]) -> None:
+    """``show --json`` is the same object as one item of ``list --json``."""
+    assert seeded.run("show", seeded.old, "--json") == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["place"] == "parked"
+    assert data["message"]["id"] == seeded.old
+    assert data["message"]["immediate_attempts"] == 3
+
+
+def test_show_unknown_id_exits_1(seeded: Seeded, capsys: pytest.CaptureFixture[str]) -> None:
+    """An id that is not a dead letter (here: one in the work queue) exits 1, saying so."""
+    for missing in ("nope", seeded.fresh):
+        assert seeded.run("show", missing) == 1
+        captured = capsys.readouterr()
+        assert captured.out == ""
+        assert f"no dead letter with id {missing!r} in 'orders'" in captured.err
+
+
+# -- replay -------------------------------------------------------------------------------------
+def test_replay_dry_run_changes_nothing(seeded: Seeded, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--dry-run`` lists what would be replayed (parked ones by default) and moves none."""
+    before = seeded.places()
+    assert seeded.run("replay", "--dry-run") == 0
+    out = capsys.readouterr().out
+    for message_id in (seeded.old, seeded.mid, seeded.new):
+        assert message_id in out
+    assert seeded.late not in out
+    assert "dry run: would replay 3 of 'orders'" in out
+    assert seeded.places() == before
+
+
+def test_replay_moves_them_back_with_fresh_counts(
+    seeded: Seeded, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Replayed messages are in the work queue again, counts reset, last error kept."""
+    code = seeded.run("replay", "--error-type", "OrderNotFound", "--place", "all")
+    assert code == 0
+    captured = capsys.readouterr()
+    assert captured.out == "replayed 2, not found 0\n"
+    assert captured.err == "replayed 2/2\n"
+    assert seeded.places() == {seeded.mid: "parked", seeded.new: "parked"}
+    broker = seeded.broker()
+    try:
+        got = {d.message.id: d.message for d in broker.receive("orders", limit=10)}
+    finally:
+        broker.close()
+    assert set(got) == {seeded.fresh, seeded.old, seeded.late}
+    old = got[seeded.old]
+    assert (old.immediate_attempts, old.delayed_attempts) == (0, 0)
+    assert old.last_error is not None
+    assert old.last_error.type == NOT_FOUND
+
+
+def test_replay_by_id_counts_the_ones_not_found(
+    seeded: Seeded, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Ids that are not dead letters are reported as not found."""
+    assert seeded.run("replay", "--id", seeded.mid, "--id", "nope", "--id", seeded.fresh) == 0
+    assert capsys.readouterr().out == "replayed 1, not found 2\n"
+    assert seeded.mid not in seeded.places()
+
+
+def test_replay_in_batches_with_progress_lines(
+    tmp_path: Path, clock: FakeClock, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Not on a terminal, progress is one line per batch on stderr; the summary on stdout."""
+    path = tmp_path / "q.db"
+    ids = many_parked(path, clock, 250)
+    base = ["queue", "dlq", "replay", "--broker", f"sqlite:{path}", "--queue", "orders"]
+    assert main([*base, "--batch", "100"]) == 0
+    captured = capsys.readouterr()
+    assert captured.err == "replayed 100/250\nreplayed 200/250\nreplayed 250/250\n"
+    assert captured.out == "replayed 250, not found 0\n"
+    assert clock.sleeps == []
+    broker = SQLiteBroker(path, clock=clock)
+    try:
+        assert broker.dead_letters("orders") == []
+        received = broker.receive("orders", limit=300)
+    finally:
+        broker.close()
+    assert sorted(d.message.id for d in received) == ids
+
+
+def test_replay_progress_on_a_terminal_rewrites_one_line(
+    tmp_path: Path,
+    clock: FakeClock,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """On a terminal the progress line is rewritten in place (a carriage return first)."""
+    path = tmp_path / "q.db"
+    many_parked(path, clock, 5)
+    err = TtyIO()
+    monkeypatch.setattr(sys, "stderr", err)
+    code = main(
+        ["queue", "dlq", "replay", "--broker", str(path), "--queue", "orders", "--batch", "2"]
+    )
+    assert code == 0
+    assert err.getvalue() == "\rreplayed 2/5\rreplayed 4/5\rreplayed 5/5\n"
+    assert capsys.readouterr().out == "replayed 5, not found 0\n"
+
+
+def test_replay_rate_limit_pauses_between_batches(
+    tmp_path: Path, clock: FakeClock, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--rate 50`` with batches of 100 waits 2 s before each later batch (on the clock)."""
+    path = tmp_path / "q.db"
+    many_parked(path, clock, 250)
+    start = clock.monotonic()
+    base = ["queue", "dlq", "replay", "--broker", str(path), "--queue", "orders"]
+    assert main([*base, "--batch", "100", "--rate", "50"]) == 0
+    assert clock.sleeps == pytest.approx([2.0, 2.0])
+    assert clock.monotonic() - start == pytest.approx(4.0)
+    assert capsys.readouterr().out == "replayed 250, not found 0\n"
+
+
+def test_replay_rate_limit_with_a_limit_and_small_batches(
+    tmp_path: Path, clock: FakeClock, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--limit`` caps the count; a rate of 4/s in batches of 2 pauses 0.5 s each time."""
+    path = tmp_path / "q.db"
+    ids = many_parked(path, clock, 10)
+    base = ["queue", "dlq", "replay", "--broker", str(path), "--queue", "orders"]
+    assert main([*base, "--limit", "6", "--batch", "2", "--rate", "4"]) == 0
+    assert clock.sleeps == pytest.approx([0.5, 0.5])
+    assert capsys.readouterr().out == "replayed 6, not found 0\n"
+    broker = SQLiteBroker(path, clock=clock)
+    try:
+        assert [d.message.id for d in broker.dead_letters("orders")] == ids[6:]
+    finally:
+        broker.close()
+
+
+# -- purge --------------------------------------------------------------------------------------
+def test_purge_without_a_filter_is_refused(
+    seeded: Seeded, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``purge`` with no filter exits 2 pointing at the filters and ``--all``; nothing goes."""
+    before = seeded.places()
+    assert seeded.run("purge", "--yes") == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert "--all" in captured.err
+    assert "--older-than" in captured.err
+    assert seeded.places() == before
+
+
+def test_purge_all_deletes_every_parked_one(
+    seeded: Seeded, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--all`` purges the whole place (parked by default), not the delayed ones."""
+    assert seeded.run("purge", "--all") == 0
+    captured = capsys.readouterr()
+    assert captured.out == "purged 3, not found 0\n"
+    assert captured.err == "purged 3/3\n"
+    assert seeded.places() == {seeded.late: "delayed"}
+
+
+def test_purge_dry_run_and_filters(seeded: Seeded, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--dry-run`` changes nothing; then the same filters purge exactly those."""
+    before = seeded.places()
+    assert seeded.run("purge", "--older-than", "90m", "--dry-run") == 0
+    out = capsys.readouterr().out
+    assert "dry run: would purge 2 of 'orders'" in out
+    assert seeded.old in out
+    assert seeded.mid in out
+    assert seeded.places() == before
+
+    assert seeded.run("purge", "--older-than", "90m") == 0
+    assert capsys.readouterr().out == "purged 2, not found 0\n"
+    assert set(seeded.places()) == {seeded.late, seeded.new}
+
+    assert seeded.run("purge", "--place", "delayed", "--error-type", NOT_FOUND) == 0
+    assert capsys.readouterr().out == "purged 1, not found 0\n"
+    assert seeded.run("purge", "--id", seeded.new, "--id", "nope") == 0
+    assert capsys.readouterr().out == "purged 1, not found 1\n"
+    assert seeded.places() == {}
+
+
+def test_purge_asks_on_a_terminal(
+    seeded: Seeded, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a terminal ``purge`` asks first: no keeps them (exit 1), yes purges."""
+    monkeypatch.setattr(sys, "stdin", TtyIO("n\n"))
+    assert seeded.run("purge", "--error-type", "ValueError") == 1
+    captured = capsys.readouterr()
+    assert "purge 1 dead letter of 'orders' for good? [y/N]" in captured.err
+    assert "nothing purged" in captured.err
+    assert seeded.mid in seeded.places()
+
+    monkeypatch.setattr(sys, "stdin", TtyIO("y\n"))
+    assert seeded.run("purge", "--error-type", "ValueError") == 0
+    assert capsys.readouterr().out == "purged 1, not found 0\n"
+    assert seeded.mid not in seeded.places()
+
+    def never() -> str:
+        raise AssertionError("asked despite --yes")
+
+    stdin = TtyIO()
+    monkeypatch.setattr(stdin, "readline", never)
+    monkeypatch.setattr(sys, "stdin", stdin)
+    assert seeded.run("purge", "--id", seeded.new, "--yes") == 0
+    assert capsys.readouterr().out == "purged 1, not found 0\n"
+
+
+# -- usage and refusals ---------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["list", "--place", "lost"], "--place"),
+        (["list", "--older-than", "5x"], "--older-than"),
+        (["list", "--older-than", "5"], "--older-than"),
+        (["list", "--limit", "0"], "--limit"),
+        (["replay", "--batch", "0"], "--batch"),
+        (["replay", "--rate", "-1"], "--rate"),
+        (["replay", "--rate", "0"], "--rate"),
+        (["replay", "--rate", "nan"], "--rate"),
+        (["purge", "--batch", "x", "--all"], "--batch"),
+        (["purge"], "--all"),
+        (["show"], "ID"),
+        (["explode"], "explode"),
+    ],
+)
+def test_bad_usage_exits_2_naming_the_option(
+    seeded: Seeded, capsys: pytest.CaptureFixture[str], args: list[str], named: str
+) -> None:
+    """Bad options exit 2 with the option named on stderr and nothing on stdout."""
+    before = seeded.places()
+    assert seeded.run(*args) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert named in captured.err
+    assert seeded.places() == before
+
+
+def test_queue_option_is_required(capsys: pytest.CaptureFixture[str]) -> None:
+    """``--queue`` is required."""
+    assert main(["queue", "dlq", "list", "--broker", "x.db"]) == 2
+    assert "--queue" in capsys.readouterr().err
+
+
+def test_a_bad_broker_url_exits_2_listing_the_forms(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A URL of an unknown scheme exits 2, naming ``broker`` and the accepted forms."""
+    assert main(["queue", "dlq", "list", "--broker", "redis://x", "--queue", "q"]) == 2
+    err = capsys.readouterr().err
+    assert "broker: unknown broker URL scheme 'redis://'" in err
+    assert "sqlite:///" in err
+    assert "amqp://" in err
+
+
+def test_a_missing_queue_file_exits_1_and_is_not_created(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The default ``queue.db`` (or a typo) that does not exist exits 1; no file appears."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("FAILSAFE_QUEUE_BROKER", raising=False)
+    assert main(["queue", "dlq", "list", "--queue", "orders"]) == 1
+    err = capsys.readouterr().err
+    assert "no queue file at queue.db" in err
+    assert "FAILSAFE_QUEUE_BROKER" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_broker_comes_from_the_environment(
+    seeded: Seeded, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without ``--broker``, ``FAILSAFE_QUEUE_BROKER`` names it."""
+    monkeypatch.setenv("FAILSAFE_QUEUE_BROKER", f"sqlite://{seeded.path}")
+    assert main(["queue", "dlq", "list", "--queue", "orders", "--json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)) == 4
+
+
+def test_an_unknown_queue_exits_1_listing_the_known_ones(
+    seeded: Seeded, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A queue name the file does not know (a typo) exits 1 and lists the file's queues."""
+    assert main(["queue", "dlq", "list", "--broker", str(seeded.path), "--queue", "ordrs"]) == 1
+    assert "no queue 'ordrs'" in (err := capsys.readouterr().err)
+    assert "(its queues: orders)" in err
+
+
+def test_an_unreachable_rabbitmq_exits_1(
+    closed_port: int, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An ``amqp://`` broker where nothing listens exits 1 with the reason."""
+    url = f"amqp://guest:guest@127.0.0.1:{closed_port}/"
+    assert main(["queue", "dlq", "list", "--broker", url, "--queue", "orders"]) == 1
+    err = capsys.readouterr().err
+    assert "cannot reach RabbitMQ" in err
+    assert "guest:guest" not in err  # the password is not printed
+
+
+@pytest.fixture
+def closed_port() -> int:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port: int = sock.getsockname()[1]
+    sock.close()
+    return port
+
+
+def test_a_failing_broker_mid_replay_exits_1_with_what_was_done(
+    clock: FakeClock, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The in-memory broker, injected: a failure in the second batch reports the first."""
+    from failsafe.queue.broker import BrokerUnavailable
+
+    broker = InMemoryBroker(clock=clock)
+    for i in range(4):
+        broker.publish("orders", Envelope(body=b"{}", id=f"m{i}"))
+    for delivery in broker.receive("orders", limit=4):
+        broker.park(delivery, delivery.message)
+    calls = []
+    real_replay = broker.replay
+
+    def flaky(queue: str, ids: Any) -> int:
+        calls.append(list(ids))
+        if len(calls) == 2:
+            raise BrokerUnavailable("the disk went away")
+        return real_replay(queue, ids)
+
+    monkeypatch.setattr(broker, "replay", flaky)
+    monkeypatch.setattr(failsafe.queue.connect, "open_broker", lambda url, **kw: broker)
+    assert (
+        main(["queue", "dlq", "replay", "--broker", "mem", "--queue", "orders", "--batch", "2"])
+        == 1
+    )
+    err = capsys.readouterr().err
+    assert "replayed 2 of 4, then the broker failed: the disk went away" in err
+    assert [d.message.id for d in broker.dead_letters("orders")] == ["m2", "m3"]
+
+
+# -- open_broker --------------------------------------------------------------------------------
+def test_open_broker_forms(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SQLite by absolute URL, relative URL and plain path; other schemes are refused."""
+    monkeypatch.chdir(tmp_path)
+    for url, made in [
+        (f"sqlite://{tmp_path / 'a.db'}", tmp_path / "a.db"),
+        ("sqlite:b.db", tmp_path / "b.db"),
+        ("c.db", tmp_path / "c.db"),
+    ]:
+        broker = open_broker(url)
+        try:
+            assert isinstance(broker, SQLiteBroker)
+            assert Path(broker.path).resolve() == made
+        finally:
+            broker.close()
+        assert made.is_file()
+    for bad in ("redis://x", "http://x", "", "sqlite:", "sqlite://host/x.db"):
+        with pytest.raises(ConfigurationError, match="broker"):
+            open_broker(bad)
+
+
+# -- the console command and the real RabbitMQ -------------------------------------------------
+@pytest.mark.real_time
+def test_the_failsafe_command_as_a_process(seeded: Seeded) -> None:
+    """``python -m failsafe.cli queue dlq ...`` works as a process, exit codes included."""
+    env = {k: v for k, v in os.environ.items() if k != "FAILSAFE_QUEUE_BROKER"}
+    base = [sys.executable, "-m", "failsafe.cli", "queue", "dlq"]
+    where = ["--broker", str(seeded.path), "--queue", "orders"]
+    done = subprocess.run(
+        [*base, "list", *where, "--json", "--place", "parked"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert [d["message"]["id"] for d in json.loads(done.stdout)] == [
+        seeded.old,
+        seeded.mid,
+        seeded.new,
+    ]
+    missing = subprocess.run(
+        [*base, "show", "nope", *where], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert missing.returncode == 1
+    assert "no dead letter with id 'nope'" in missing.stderr
+    script = Path(sys.executable).parent / "failsafe"
+    refused = subprocess.run(
+        [str(script), "queue", "dlq", "purge", *where],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert refused.returncode == 2
+    assert "--all" in refused.stderr
+
+
+RABBITMQ = "amqp://guest:guest@127.0.0.1:5672/"
+
+
+@pytest.fixture
+def rabbit_queue() -> Iterator[str]:
+    """A fresh queue name on the real RabbitMQ; its queues are deleted afterwards."""
+    try:
+        socket.create_connection(("127.0.0.1", 5672), timeout=3).close()
+    except OSError as exc:
+        pytest.fail(f"RabbitMQ is not reachable at 127.0.0.1:5672 ({exc})", pytrace=False)
+    name = f"cli.{uuid.uuid4().hex[:12]}"
+    yield name
+
+    async def delete() -> None:
+        connection = await aio_pika.connect(RABBITMQ)
+        try:
+            channel = await connection.channel()
+            for queue in (name, f"{name}.parked"):
+                await channel.queue_delete(queue)
+        finally:
+            await connection.close()
+
+    asyncio.run(delete())
+
+
+@pytest.mark.rabbitmq
+@pytest.mark.real_time
+def test_the_commands_on_the_real_rabbitmq(
+    rabbit_queue: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """list, show, replay and purge through ``amqp://`` against the real server."""
+    broker = open_broker(RABBITMQ)
+    assert isinstance(broker, BlockingView)
+    try:
+        for message_id, error in (("r1", NOT_FOUND), ("r2", "ValueError"), ("r3", NOT_FOUND)):
+            broker.publish(rabbit_queue, Envelope(body=b'{"n": 1}', id=message_id))
+            [delivery] = broker.receive(rabbit_queue, wait=10.0)
+            failed = attrs.evolve(
+                delivery.message,
+                delayed_attempts=3,
+                last_error=ErrorInfo(type=error, message="boom", at=1.0),
+            )
+            broker.park(delivery, failed)
+    finally:
+        broker.close()
+    where = ["--broker", RABBITMQ, "--queue", rabbit_queue]
+
+    assert main(["queue", "dlq", "list", *where, "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert sorted(d["message"]["id"] for d in listed) == ["r1", "r2", "r3"]
+    assert {d["place"] for d in listed} == {Place.PARKED.value}
+    assert main(["queue", "dlq", "show", "r2", *where]) == 0
+    assert "last error:         ValueError" in capsys.readouterr().out
+
+    assert main(["queue", "dlq", "replay", *where, "--error-type", "OrderNotFound"]) == 0
+    assert capsys.readouterr().out == "replayed 2, not found 0\n"
+    assert main(["queue", "dlq", "purge", *where, "--id", "r2", "--yes"]) == 0
+    assert capsys.readouterr().out == "purged 1, not found 0\n"
+    assert main(["queue", "dlq", "list", *where, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == []
+
+    broker = open_broker(RABBITMQ)
+    try:
+        got: list[Envelope] = []
+        while len(got) < 2:
+            batch = broker.receive(rabbit_queue, limit=10, wait=10.0)
+            assert batch, "the replayed messages did not come back"
+            got += [d.message for d in batch]
+            for delivery in batch:
+                broker.ack(delivery)
+    finally:
+        broker.close()
+    assert sorted(m.id for m in got) == ["r1", "r3"]
+    assert all(m.delayed_attempts == 0 for m in got)

@@ -1,0 +1,457 @@
+"""The broker contract, and the RabbitMQ adapter's own promises, on the real server.
+
+These tests need the RabbitMQ server at 127.0.0.1:5672 (guest/guest). They never skip: if
+the server cannot be reached they fail, saying so. Every queue a test declares is deleted
+at teardown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Coroutine, Iterable, Iterator
+from typing import Any, cast
+
+import aio_pika
+import attrs
+import pytest
+
+from failsafe.exceptions import ConfigurationError
+from failsafe.queue import (
+    AsyncBroker,
+    BlockingView,
+    Broker,
+    BrokerError,
+    BrokerUnavailable,
+    Envelope,
+    ErrorInfo,
+    Place,
+    SettleConflict,
+    as_blocking,
+)
+from failsafe.queue.rabbitmq import RabbitMQBroker, _channel_open
+from failsafe.testing import FakeClock
+from tests.queue.broker_contract import BrokerContract
+
+HOST, PORT = "127.0.0.1", 5672
+URL = f"amqp://guest:guest@{HOST}:{PORT}/"
+
+pytestmark = [pytest.mark.rabbitmq, pytest.mark.real_time]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _rabbitmq_is_up() -> None:
+    """Fail (never skip) every test here when the server is not there."""
+    try:
+        socket.create_connection((HOST, PORT), timeout=3).close()
+    except OSError as exc:
+        pytest.fail(
+            f"RabbitMQ is not reachable at {HOST}:{PORT} ({exc}): these tests need the real "
+            "server running (guest/guest)",
+            pytrace=False,
+        )
+
+
+async def _delete_queues(names: Iterable[str]) -> None:
+    names = sorted(set(names))
+    if not names:
+        return
+    connection = await aio_pika.connect(URL)
+    try:
+        channel = await connection.channel()
+        for name in names:
+            await channel.queue_delete(name)
+    finally:
+        await connection.close()
+
+
+def _name(prefix: str = "rmq") -> str:
+    return f"{prefix}.{uuid.uuid4().hex[:12]}"
+
+
+# -- the contract --------------------------------------------------------------------------
+@pytest.mark.rabbitmq
+@pytest.mark.real_time
+class TestRabbitMQBroker(BrokerContract):
+    """The shared contract, on the real server (delays on RabbitMQ's TTL timers)."""
+
+    real_time = True
+    lists_delayed = False
+
+    @pytest.fixture
+    def broker(self) -> Iterator[Broker]:
+        self._views: list[BlockingView] = []
+        broker = self._open()
+        yield broker
+        names: set[str] = set()
+        for view in self._views:
+            view.close()
+            names |= cast(RabbitMQBroker, view.broker).declared
+        asyncio.run(_delete_queues(names))
+
+    def _open(self) -> BlockingView:
+        view = as_blocking(lambda: RabbitMQBroker(URL))
+        self._views.append(view)
+        return view
+
+    def elapse(self, broker: Broker, seconds: float) -> None:
+        time.sleep(seconds)
+
+    def lose_consumer(self, broker: Broker) -> Broker:
+        broker.close()  # the connection closes with the deliveries unacknowledged
+        return self._open()
+
+
+# -- the adapter's own promises ------------------------------------------------------------
+class Session:
+    """Brokers and raw aio-pika connections opened by one test, and its queues, cleaned up."""
+
+    def __init__(self) -> None:
+        self.brokers: list[RabbitMQBroker] = []
+        self.connections: list[aio_pika.abc.AbstractConnection] = []
+        self.queues: set[str] = set()
+
+    def broker(self, url: str = URL, **options: Any) -> RabbitMQBroker:
+        broker = RabbitMQBroker(url, **options)
+        self.brokers.append(broker)
+        return broker
+
+    async def raw(self) -> aio_pika.abc.AbstractChannel:
+        connection = await aio_pika.connect(URL)
+        self.connections.append(connection)
+        return await connection.channel()
+
+    def queue(self) -> str:
+        name = _name()
+        self.queues |= {name, f"{name}.parked"}
+        return name
+
+    async def close_brokers(self) -> None:
+        for broker in self.brokers:
+            await broker.aclose()
+            self.queues |= broker.declared
+
+    async def close(self) -> None:
+        await self.close_brokers()
+        for connection in self.connections:
+            await connection.close()
+        await _delete_queues(self.queues)
+
+
+def run(test: Callable[[Session], Coroutine[Any, Any, None]]) -> None:
+    """Run an async test body with a session, cleaning up after it (pass or fail)."""
+
+    async def main() -> None:
+        session = Session()
+        try:
+            await asyncio.wait_for(test(session), 15.0)
+        finally:
+            await session.close()
+
+    asyncio.run(main())
+
+
+def test_plain_aio_pika_message_is_an_envelope() -> None:
+    """A message with no failsafe headers (and maybe no message_id) reads as an envelope."""
+
+    async def body(s: Session) -> None:
+        queue = s.queue()
+        broker = s.broker()
+        assert isinstance(broker, AsyncBroker)
+        await broker.declare(queue)
+        channel = await s.raw()
+        await channel.default_exchange.publish(
+            aio_pika.Message(b"plain", headers={"tenant": "shop", "n": 5, "ok": True}),
+            routing_key=queue,
+        )
+        await channel.default_exchange.publish(
+            aio_pika.Message(b"{}", message_id="m-7", content_type="application/json"),
+            routing_key=queue,
+        )
+        first, second = await _take(broker, queue, 2)
+        plain = first.message
+        assert plain.body == b"plain"
+        assert len(plain.id) == 32
+        assert plain.content_type == "application/octet-stream"
+        assert dict(plain.headers) == {"tenant": "shop", "n": "5", "ok": "true"}
+        assert (plain.immediate_attempts, plain.delayed_attempts) == (0, 0)
+        assert plain.first_seen is None
+        assert plain.last_error is None
+        assert first.deliveries == 1
+        assert (second.message.id, second.message.content_type) == ("m-7", "application/json")
+        # the derived id is stable: the redelivered copy has the same one
+        await broker.release(first)
+        [again] = await _take(broker, queue, 1)
+        assert again.message.id == plain.id
+        assert again.deliveries == 2  # RabbitMQ 3.10 counts the requeue
+        # deferring writes the derived id as its message_id; counts travel in headers
+        later = attrs.evolve(again.message, delayed_attempts=1, first_seen=1_700_000_000.25)
+        await broker.defer(again, later, 0.05)
+        [back] = await _take(broker, queue, 1)
+        assert back.message == later
+        assert back.deliveries == 1
+
+    run(body)
+
+
+class Proxy:
+    """A TCP proxy in front of RabbitMQ whose connections can be cut (a network drop)."""
+
+    def __init__(self) -> None:
+        self.port = 0
+        self._server: asyncio.Server | None = None
+        self._writers: list[asyncio.StreamWriter] = []
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._serve, HOST, 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection(HOST, PORT)
+        self._writers += [writer, up_writer]
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(OSError):
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            dst.close()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+    def drop(self) -> None:
+        """Cut every connection going through (new ones still get through)."""
+        writers, self._writers = self._writers, []
+        for writer in writers:
+            writer.transport.abort()
+
+    async def close(self) -> None:
+        self.drop()
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+
+def test_redelivery_after_a_reconnect_is_counted() -> None:
+    """The network drops: the old delivery is stale, the message comes back counted."""
+
+    async def body(s: Session) -> None:
+        proxy = Proxy()
+        await proxy.start()
+        try:
+            queue = s.queue()
+            url = f"amqp://guest:guest@{HOST}:{proxy.port}/"
+            broker = s.broker(url, reconnect_interval=0.2)
+            await broker.declare(queue)
+            sent, waiting = Envelope(body=b"x"), Envelope(body=b"y")
+            await broker.publish(queue, sent)
+            await broker.publish(queue, waiting)
+            [held] = await _take(broker, queue, 1)
+            assert held.deliveries == 1
+            buffer = broker._consumers[queue].buffer
+            for _ in range(100):  # let the second one arrive in the local buffer
+                if buffer.qsize():
+                    break
+                await asyncio.sleep(0.01)
+            assert buffer.qsize() == 1
+            proxy.drop()
+            for _ in range(500):  # until the client has noticed (the channels are closed)
+                if not _channel_open(held.token.message):
+                    break
+                await asyncio.sleep(0.01)
+            # the buffered copy is stale (its channel died): skipped; both come back, counted
+            again = await _take(broker, queue, 2, wait=10.0)
+            assert sorted(d.message.id for d in again) == sorted([sent.id, waiting.id])
+            assert all(d.deliveries >= 2 for d in again)
+            with pytest.raises(SettleConflict):
+                await broker.ack(held)
+            for delivery in again:
+                await broker.ack(delivery)  # the conflict left the channel open
+            await broker.publish(queue, Envelope(body=b"after"))
+            [after] = await _take(broker, queue, 1)
+            assert after.message.body == b"after"
+            await broker.ack(after)
+        finally:
+            await s.close_brokers()
+            await proxy.close()
+
+    run(body)
+
+
+def test_queue_with_other_arguments_is_refused_by_name() -> None:
+    """An existing queue with other arguments is a BrokerError naming it; the broker carries on."""
+
+    async def body(s: Session) -> None:
+        queue = s.queue()
+        channel = await s.raw()
+        await channel.declare_queue(queue, durable=True)  # a classic queue
+        broker = s.broker()
+        with pytest.raises(BrokerError, match=f"{queue}'.*different arguments"):
+            await broker.declare(queue)
+        other = s.queue()
+        await broker.declare(other)
+        limited = s.broker(delivery_limit=5)
+        with pytest.raises(BrokerError, match=f"{other}'.*different arguments"):
+            await limited.declare(other)
+        await broker.publish(other, Envelope(body=b"still fine"))
+        assert [d.message.body for d in await _take(broker, other, 1)] == [b"still fine"]
+
+    run(body)
+
+
+def test_unreachable_server_is_broker_unavailable_at_once() -> None:
+    """Nothing listening: BrokerUnavailable (a ConnectionError) naming the server, quickly."""
+
+    async def body(s: Session) -> None:
+        broker = s.broker("amqp://guest:secret@127.0.0.1:1/", connect_timeout=5.0)
+        started = time.monotonic()
+        with pytest.raises(BrokerUnavailable, match=r"127\.0\.0\.1:1\b") as caught:
+            await broker.declare("orders")
+        assert time.monotonic() - started < 4.0  # refused at once, not the connect timeout
+        assert isinstance(caught.value, ConnectionError)
+        assert "secret" not in str(caught.value)
+
+    run(body)
+
+
+def test_deferred_message_returns_from_its_delay_queue() -> None:
+    """defer() goes through ``{queue}.delay.{ms}`` and comes back with the updated counts."""
+
+    async def body(s: Session) -> None:
+        queue = s.queue()
+        broker = s.broker()
+        await broker.publish(queue, Envelope(body=b"x", headers={"traceparent": "00-a-01"}))
+        [delivery] = await _take(broker, queue, 1)
+        error = ErrorInfo(type="builtins.OSError", message="disk full", at=1_700_000_000.125)
+        later = attrs.evolve(
+            delivery.message, immediate_attempts=4, delayed_attempts=2, last_error=error
+        )
+        await broker.defer(delivery, later, 0.3)
+        assert f"{queue}.delay.300" in broker.declared
+        assert await broker.receive(queue) == []
+        [back] = await _take(broker, queue, 1, wait=5.0)
+        assert back.message == later
+        assert back.deliveries == 1
+        await broker.ack(back)
+
+    run(body)
+
+
+def test_two_delays_use_two_delay_queues_and_come_back_in_due_order() -> None:
+    """Each distinct delay has its queue; the shorter delay comes back first."""
+
+    async def body(s: Session) -> None:
+        queue = s.queue()
+        broker = s.broker()
+        slow, quick = Envelope(body=b"slow"), Envelope(body=b"quick")
+        await broker.publish(queue, slow, delay=0.8)
+        await broker.publish(queue, quick, delay=0.2)
+        assert {f"{queue}.delay.800", f"{queue}.delay.200"} <= broker.declared
+        got = await _take(broker, queue, 2, wait=5.0)
+        assert [d.message.id for d in got] == [quick.id, slow.id]
+
+    run(body)
+
+
+def test_delivery_limit_parks_instead_of_dropping() -> None:
+    """Past RabbitMQ's x-delivery-limit the message lands in the parking queue, listed."""
+
+    async def body(s: Session) -> None:
+        queue = s.queue()
+        broker = s.broker(delivery_limit=1)
+        assert await broker.delivery_limit(queue) == 1
+        sent = Envelope(body=b"poison")
+        await broker.publish(queue, sent)
+        [first] = await _take(broker, queue, 1)
+        await broker.release(first)
+        [second] = await _take(broker, queue, 1)
+        assert second.deliveries == 2
+        await broker.release(second)  # past the limit: RabbitMQ dead-letters it to .parked
+        letters: list[Any] = []
+        for _ in range(50):
+            letters = await broker.dead_letters(queue)
+            if letters:
+                break
+            await asyncio.sleep(0.05)
+        [letter] = letters
+        assert letter.message.id == sent.id
+        assert letter.place is Place.PARKED
+        assert await broker.receive(queue) == []
+        assert await broker.replay(queue, [sent.id]) == 1
+        [replayed] = await _take(broker, queue, 1)
+        assert replayed.message.id == sent.id
+
+    run(body)
+
+
+def test_parked_at_is_the_clock_time_of_parking() -> None:
+    """``since`` of a parked message is the broker clock's time when it was parked."""
+
+    async def body(s: Session) -> None:
+        queue = s.queue()
+        broker = s.broker(clock=FakeClock(wall_start=1_750_000_000.5))
+        await broker.publish(queue, Envelope(body=b"x"))
+        [delivery] = await _take(broker, queue, 1)
+        await broker.park(delivery, delivery.message)
+        [letter] = await broker.dead_letters(queue)
+        assert letter.since == 1_750_000_000.5
+        assert await broker.dead_letters(queue, place=Place.DELAYED) == []
+
+    run(body)
+
+
+def test_reserved_headers_are_refused_on_publish() -> None:
+    """An application header in failsafe's or RabbitMQ's own namespace is refused, named."""
+
+    async def body(s: Session) -> None:
+        broker = s.broker()
+        queue = s.queue()
+        for header in ("x-failsafe-immediate-attempts", "x-death", "x-delivery-count"):
+            with pytest.raises(ConfigurationError, match="headers"):
+                await broker.publish(queue, Envelope(body=b"x", headers={header: "1"}))
+
+    run(body)
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("prefetch", 0),
+        ("prefetch", 70_000),
+        ("delivery_limit", 0),
+        ("connect_timeout", 0),
+        ("timeout", -1.0),
+        ("reconnect_interval", float("nan")),
+    ],
+)
+def test_bad_options_are_refused_at_construction(option: str, value: Any) -> None:
+    """A bad option is a ConfigurationError naming it, before any connection."""
+    with pytest.raises(ConfigurationError, match=option):
+        RabbitMQBroker(URL, **{option: value})
+
+
+def test_bad_url_is_refused_at_construction() -> None:
+    """Only amqp:// and amqps:// URLs."""
+    with pytest.raises(ConfigurationError, match="url"):
+        RabbitMQBroker("http://127.0.0.1:5672/")
+
+
+def test_importing_failsafe_queue_does_not_import_aio_pika() -> None:
+    """aio-pika is an optional extra: only failsafe.queue.rabbitmq imports it."""
+    code = "import sys, failsafe.queue; assert 'aio_pika' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+async def _take(broker: RabbitMQBroker, queue: str, n: int, wait: float = 3.0) -> list[Any]:
+    got: list[Any] = []
+    deadline = time.monotonic() + wait
+    while len(got) < n:
+        remaining = deadline - time.monotonic()
+        assert remaining > 0, f"only {len(got)} of {n} messages arrived within {wait} s"
+        got.extend(await broker.receive(queue, limit=n - len(got), wait=remaining))
+    return got
