@@ -17,7 +17,16 @@ import attrs
 import pytest
 
 from failsafe import Backoff
-from failsafe.errors import AsyncErrorSink, ErrorDesk, ErrorSink, Query, SQLiteStore, Status
+from failsafe.errors import (
+    AsyncErrorSink,
+    ErrorDesk,
+    ErrorSink,
+    Handlers,
+    Query,
+    RetryWorker,
+    SQLiteStore,
+    Status,
+)
 from failsafe.exceptions import ConfigurationError
 from failsafe.queue import (
     AsyncConsumer,
@@ -30,6 +39,7 @@ from failsafe.queue import (
     Redelivery,
     Unrecoverable,
     as_async,
+    replay_handler,
 )
 from failsafe.queue.events import (
     MessageDeadLettered,
@@ -548,3 +558,49 @@ def test_run_keeps_going_when_the_broker_fails() -> None:
     assert broker.failures == 0
     assert 0 < sum(clock.sleeps) <= 0.1 + 0.2  # two backoff pauses: at most 0.1 s and 0.2 s
     assert broker.messages(QUEUE) == []
+
+
+def test_a_persons_retry_replays_the_parked_message(tmp_path: Path) -> None:
+    """Review -> a person's retry -> the worker replays the message -> the consumer handles it."""
+    clock = FakeClock()
+    broker = InMemoryBroker(clock=clock)
+    desk = ErrorDesk(SQLiteStore(tmp_path / "errors.db"), clock=clock)
+    orders: dict[str, str] = {}
+
+    def mark_paid(message: Envelope) -> None:
+        order = message.json()["orderId"]
+        if order not in orders:
+            raise Unrecoverable(f"order {order} not found")
+        orders[order] = "paid"
+
+    consumer = Consumer(
+        broker, QUEUE, mark_paid, errors=ErrorSink.local(desk, source="orders"), clock=clock
+    )
+    sent = Envelope(body=b'{"orderId": "o-9"}')
+    broker.publish(QUEUE, sent)
+    consumer.process_available()
+    [record] = desk.find(Query()).records
+    assert record.status is Status.NEEDS_REVIEW
+    orders["o-9"] = "reserved"  # the warehouse employee found the lost order
+    handlers = Handlers()
+    handlers.register(record.kind, replay_handler(broker))
+    desk.retry(record.id, actor="employee", note="order restored")
+    assert RetryWorker(desk, handlers).run_once() == 1
+    assert desk.get(record.id).status is Status.RESOLVED
+    assert "replayed message" in desk.get(record.id).attempts[-1].detail
+    assert consumer.process_available() == 1
+    assert orders == {"o-9": "paid"}
+    assert broker.dead_letters(QUEUE) == []
+    # a second retry finds nothing parked, and says so without failing
+    assert "no longer parked" in str(replay_handler(broker)(desk.get(record.id)))
+    desk.store.close()
+
+
+def test_replay_handler_refuses_foreign_records(tmp_path: Path) -> None:
+    """A record without a queue and a message id is refused with a clear error."""
+    desk = ErrorDesk(SQLiteStore(tmp_path / "errors.db"))
+    ErrorSink.local(desk, source="x").report("stock.decrement", "review", payload={"a": 1})
+    [record] = desk.find(Query()).records
+    with pytest.raises(ValueError, match=r"needs 'queue' and 'message\.id'"):
+        replay_handler(InMemoryBroker())(record)
+    desk.store.close()

@@ -50,12 +50,12 @@ class Run:
             db.execute("CREATE TABLE applied (id TEXT NOT NULL)")
             ProcessedMessages().create_table(db)
         self.children: list[subprocess.Popen[bytes]] = []
+        self.args = [str(self.db), str(folder)]
 
     def start(self) -> subprocess.Popen[bytes]:
         with (self.folder / f"consumer-{len(self.children)}.log").open("wb") as log:
             child = subprocess.Popen(
-                [sys.executable, "-m", "tests.queue.kill_consumer", self.url, str(self.db)]
-                + [str(self.folder)],
+                [sys.executable, "-m", "tests.queue.kill_consumer", self.url, *self.args],
                 cwd=ROOT,
                 stdout=subprocess.DEVNULL,
                 stderr=log,  # kept for a failing test's reader

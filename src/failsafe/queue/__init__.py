@@ -37,12 +37,14 @@ from failsafe.queue.redelivery import (
     Redelivery,
     Unrecoverable,
 )
+from failsafe.queue.review import replay_handler
 from failsafe.queue.sqlite import AsyncSQLiteBroker, SQLiteBroker
 
 __all__ = [
     "AsyncSQLiteBroker",
     "SQLiteBroker",
     "open_broker",
+    "replay_handler",
     "AsyncConsumer",
     "AsyncReviewSink",
     "Consumer",
