@@ -5,7 +5,7 @@
 #   make lint       ruff check
 #   make typecheck  mypy --strict (config in pyproject.toml)
 #   make docs       mkdocs build --strict into site/
-#   make demo       run the demo (python -m failsafe.demo)
+#   make demo       play the seed's scenarios on real processes (examples/*: demo)
 #   make bench      run the benchmarks (python -m bench)
 #   make services   start the local servers the tests use (Redis, PostgreSQL, RabbitMQ)
 #   make clean      remove build outputs and caches (keeps .venv)
@@ -38,7 +38,7 @@ $(STAMP): pyproject.toml
 	touch $@
 
 demo: venv
-	$(BIN)/python -m failsafe.demo
+	$(BIN)/python -m examples.warehouse_flow demo
 
 services:
 	bash scripts/services

@@ -1,8 +1,9 @@
-"""``python -m bench [--quick] [--only core|http|errors|queue] [--markdown]``: failsafe vs peers."""
+"""``python -m bench [--quick] [--only PART] [--markdown]``: failsafe vs its peers, part by part."""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import platform
 import sys
@@ -38,9 +39,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--only",
-        choices=("core", "http", "errors", "queue"),
+        choices=("core", "http", "errors", "queue", "examples"),
         help="run one part: the core policies, the HTTP transports against a local server,"
-        " the Error-handling service, or failsafe.queue on SQLite and RabbitMQ",
+        " the Error-handling service, failsafe.queue on SQLite and RabbitMQ, or the examples",
     )
     parser.add_argument("--markdown", action="store_true", help="print Markdown tables")
     parser.add_argument(
@@ -62,6 +63,8 @@ def main(argv: list[str] | None = None) -> int:
         sections.append(_errors(args.quick))
     if args.only in (None, "queue"):
         sections.append(_queue(args.quick))
+    if args.only in (None, "examples"):
+        sections.append(_lines("bench.warehouse_bench", args.quick))
 
     for header, text, markdown in sections:
         print(header)
@@ -109,9 +112,13 @@ def _errors(quick: bool) -> tuple[str, str, str]:
 
 
 def _queue(quick: bool) -> tuple[str, str, str]:
-    from bench.queue_bench import run
+    return _lines("bench.queue_bench", quick)
 
-    lines = run(quick, markdown=True)
+
+def _lines(module: str, quick: bool) -> tuple[str, str, str]:
+    """A part whose module's ``run(quick)`` returns a header line, then Markdown lines."""
+    run = importlib.import_module(module).run
+    lines = run(quick)
     header, body = lines[0], "\n".join(lines[1:])
     return header, body, body
 

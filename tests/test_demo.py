@@ -1,4 +1,4 @@
-"""`make demo` (python -m failsafe.demo) plays every step and exits 0."""
+"""`python -m failsafe.demo`: a tour of the core policies that plays every step and exits 0."""
 
 from __future__ import annotations
 

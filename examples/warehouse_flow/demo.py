@@ -1,0 +1,363 @@
+"""``python -m examples.warehouse_flow demo``: scenario A, played on the real processes.
+
+Each step sends what the site would send, prints what really happened (the status, the
+message, which Warehouse instance answered after how many attempts, the stock before and
+after, the Error-handling service's records), and checks it against the seed. The demo
+exits 0 only if every step behaved.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from examples.warehouse_flow.domain import (
+    ADDED,
+    CATALOGUE,
+    INFO_LATER,
+    NOT_ENOUGH_STOCK,
+    TRY_LATER,
+    needed,
+)
+from examples.warehouse_flow.runner import Supervisor
+from examples.warehouse_flow.settings import Settings
+from examples.warehouse_flow.wiring import RETRY_KIND, REVIEW_KIND
+from failsafe.cli import main as failsafe_cli
+
+__all__ = ["Demo", "Reply", "run_demo"]
+
+
+@dataclass
+class Reply:
+    """The Order service's answer to one add."""
+
+    status: int
+    body: dict[str, Any]
+    endpoint: str
+    attempts: str
+
+    @property
+    def text(self) -> str:
+        """The message shown to the client."""
+        return str(self.body.get("message") or self.body.get("error") or "")
+
+
+@dataclass
+class Demo:
+    """The running services, and the helpers each step uses."""
+
+    supervisor: Supervisor
+    out: Callable[[str], None] = print
+    failures: list[str] = field(default_factory=list)
+
+    @property
+    def settings(self) -> Settings:
+        """The run's settings (with the chosen ports)."""
+        return self.supervisor.settings
+
+    def instance(self, endpoint: str) -> str:
+        """The name of the Warehouse instance at ``endpoint``."""
+        for name in ("warehouse-1", "warehouse-2"):
+            if self.settings.url(name) == endpoint.rstrip("/"):
+                return name
+        return endpoint or "none"
+
+    def add(self, order: str, product: str, quantity: int = 1, *, key: str | None = None) -> Reply:
+        """``POST /orders/{order}/products`` on the Order service, as the site does."""
+        body = {"clientId": "c-42", "productId": product, "quantity": quantity}
+        headers = {"Idempotency-Key": key} if key else {}
+        self.out(f"  site -> POST /orders/{order}/products {json.dumps(body)}")
+        response = httpx.post(
+            f"{self.settings.url('order')}/orders/{order}/products",
+            json=body,
+            headers=headers,
+            timeout=60.0,
+        )
+        reply = Reply(
+            response.status_code,
+            response.json(),
+            response.headers.get("X-Warehouse-Endpoint", ""),
+            response.headers.get("X-Warehouse-Attempts", ""),
+        )
+        served = (
+            f" (answered by {self.instance(reply.endpoint)} after {reply.attempts} attempt(s))"
+            if reply.endpoint
+            else ""
+        )
+        self.out(f"  site <- {reply.status} {reply.text!r}{served}")
+        return reply
+
+    def stock(self) -> dict[str, int]:
+        """The stock, read from whichever Warehouse instance is up."""
+        for name in ("warehouse-2", "warehouse-1"):
+            with contextlib.suppress(httpx.TransportError):
+                levels: dict[str, int] = httpx.get(
+                    f"{self.settings.url(name)}/warehouse/v1/stock", timeout=5.0
+                ).json()["stock"]
+                return levels
+        raise RuntimeError("no Warehouse instance is up to read the stock")
+
+    def records(
+        self, kind: str, status: str = "pending_retry,retrying,needs_review,resolved"
+    ) -> list[dict[str, Any]]:
+        """The Error-handling service's records of ``kind``."""
+        response = httpx.get(
+            f"{self.settings.url('errors')}/v1/records",
+            params={"kind": kind, "status": status, "limit": 500},
+            timeout=5.0,
+        )
+        records: list[dict[str, Any]] = response.json()["records"]
+        return records
+
+    def faults(self, service: str, **switches: Any) -> None:
+        """Flip fault switches on ``service``."""
+        httpx.post(
+            f"{self.settings.url(service)}/_faults", json=switches, timeout=5.0
+        ).raise_for_status()
+
+    def check(self, ok: bool, what: str) -> bool:
+        """Print and remember whether the step's expectation held."""
+        self.out(f"  {'ok' if ok else 'FAILED'}: {what}")
+        if not ok:
+            self.failures.append(what)
+        return ok
+
+    def wait_for(self, what: Callable[[], bool], timeout: float = 30.0) -> bool:
+        """Poll ``what`` until it is true or ``timeout`` seconds have passed."""
+        pause = threading.Event()
+        deadline = time.monotonic() + timeout
+        while not what():
+            if time.monotonic() > deadline:
+                return False
+            pause.wait(0.1)
+        return True
+
+    def changes(self, before: dict[str, int], after: dict[str, int]) -> str:
+        """The components whose quantity changed, as text."""
+        moved = [
+            f"{c} {before[c]} -> {after[c]}" for c in sorted(after) if before.get(c) != after[c]
+        ]
+        return ", ".join(moved) or "nothing changed"
+
+
+def _step(demo: Demo, title: str) -> None:
+    demo.out("")
+    demo.out(title)
+
+
+def _normal_add(demo: Demo) -> None:
+    _step(demo, "1. A normal add (seed steps 1-2, 6, 9, 11)")
+    before = demo.stock()
+    reply = demo.add("o-1001", "p-desk")
+    after = demo.stock()
+    demo.out(f"  stock: {demo.changes(before, after)}")
+    take = needed(CATALOGUE["p-desk"], 1)
+    demo.check(reply.status == 200 and reply.text == ADDED, "200, the product was added")
+    demo.check(demo.instance(reply.endpoint) == "warehouse-1", "Warehouse 1 answered")
+    demo.check(
+        all(after[c] == before[c] - n for c, n in take.items()),
+        "every component decremented, in one transaction",
+    )
+    _step(demo, "1b. The same request again, same Idempotency-Key (a repeated try)")
+    again = demo.add("o-1001", "p-desk", key=str(reply.body["requestId"]))
+    demo.check(again.status == 200 and demo.stock() == after, "200 again; the stock is unchanged")
+
+
+def _failover(demo: Demo) -> None:
+    _step(demo, "2. Warehouse 1 is killed (kill -9): served by Warehouse 2 (seed steps 3-4)")
+    demo.supervisor.kill("warehouse-1")
+    demo.out("  warehouse-1 killed")
+    before = demo.stock()
+    reply = demo.add("o-1002", "p-chair")
+    after = demo.stock()
+    demo.out(f"  stock: {demo.changes(before, after)}")
+    demo.check(reply.status == 200, "200, the product was added")
+    demo.check(
+        demo.instance(reply.endpoint) == "warehouse-2"
+        and reply.attempts == str(demo.settings.warehouse_attempts + 1),
+        f"{demo.settings.warehouse_attempts} attempts on Warehouse 1, then Warehouse 2",
+    )
+    take = needed(CATALOGUE["p-chair"], 1)
+    demo.check(all(after[c] == before[c] - n for c, n in take.items()), "decremented once")
+
+
+def _both_down(demo: Demo) -> None:
+    _step(demo, "3. Both Warehouse instances are killed: 500, try again later (seed step 5)")
+    demo.supervisor.kill("warehouse-2")
+    demo.out("  warehouse-2 killed too")
+    reply = demo.add("o-1003", "p-lamp")
+    demo.check(reply.status == 500 and reply.text == TRY_LATER, "500, try again later")
+    demo.out("  restarting both instances...")
+    demo.supervisor.start(["warehouse-1", "warehouse-2"])
+    demo.out(
+        "  both up again (Warehouse 1's circuit stays open for"
+        f" {demo.settings.breaker_reset:g} s: the Order service uses Warehouse 2 meanwhile)"
+    )
+
+
+def _unknown_product(demo: Demo) -> str | None:
+    _step(demo, "4. An unknown product: 404, and a record for review (seed steps 7-8)")
+    reply = demo.add("o-1004", "p-404")
+    demo.check(reply.status == 404 and reply.text == INFO_LATER, "404, information available later")
+    found: list[dict[str, Any]] = []
+
+    def reviewed() -> bool:
+        found[:] = demo.records(REVIEW_KIND, "needs_review")
+        return bool(found)
+
+    if not demo.check(demo.wait_for(reviewed, 10.0), "a product.not_found record awaits review"):
+        return None
+    record = found[0]
+    demo.out(
+        f"  Error-handling service: record {record['id']} ({record['status']}),"
+        f" payload {record['payload']}"
+    )
+    return str(record["id"])
+
+
+def _not_enough(demo: Demo) -> None:
+    _step(demo, "5. Not enough stock: the custom 202, nothing decremented (seed step 9)")
+    before = demo.stock()
+    reply = demo.add("o-1005", "p-shelf", 2)
+    after = demo.stock()
+    demo.out(f"  short: {reply.body.get('short')}; stock: {demo.changes(before, after)}")
+    demo.check(reply.status == 202 and reply.text == NOT_ENOUGH_STOCK, "202, not enough stock")
+    demo.check(after == before, "nothing decremented")
+
+
+def _write_fails(demo: Demo) -> None:
+    _step(demo, "6. The stock write fails: the client is told success, the Error-handling")
+    demo.out("   service retries the write until the stock is right (seed steps 10-11)")
+    for name in ("warehouse-1", "warehouse-2"):
+        demo.faults(name, fail_writes=2)
+    demo.out("  fault switch: the next 2 stock writes fail, on each Warehouse instance")
+    before = demo.stock()
+    reply = demo.add("o-1006", "p-lamp", 3)
+    demo.check(reply.status == 200 and reply.text == ADDED, "200, the product was added")
+    demo.out(f"  stock right after: {demo.changes(before, demo.stock())}")
+    key = reply.body.get("requestId")
+    found: list[dict[str, Any]] = []
+
+    def resolved() -> bool:
+        found[:] = [r for r in demo.records(RETRY_KIND) if r["payload"].get("key") == key]
+        return bool(found) and found[0]["status"] == "resolved"
+
+    done = demo.wait_for(resolved, 30.0)
+    if found:
+        record = found[0]
+        demo.out(
+            f"  Error-handling service: record {record['id']} is {record['status']}; attempts:"
+        )
+        for attempt in record["attempts"]:
+            demo.out(f"    {'ok    ' if attempt['ok'] else 'failed'} {attempt['detail']}")
+    demo.check(done, "the record was retried until it worked (resolved)")
+    after = demo.stock()
+    demo.out(f"  stock now: {demo.changes(before, after)}")
+    take = needed(CATALOGUE["p-lamp"], 3)
+    demo.check(
+        all(after[c] == before[c] - n for c, n in take.items()),
+        "the stock is right: decremented exactly once",
+    )
+    for name in ("warehouse-1", "warehouse-2"):
+        demo.faults(name, fail_writes=0)
+
+
+def _review(demo: Demo, record_id: str | None) -> None:
+    _step(demo, "7. What a Warehouse employee sees, and resolving it (seed step 8)")
+    if record_id is None:
+        demo.check(False, "a record to review")
+        return
+    url = demo.settings.url("errors")
+    demo.out(f"  (in a browser: {url}/review/records/{record_id})")
+    demo.out(f"  $ failsafe errors show {record_id} --url {url}")
+    shown = io.StringIO()
+    with contextlib.redirect_stdout(shown):
+        code = failsafe_cli(["errors", "show", record_id, "--url", url])
+    for line in shown.getvalue().splitlines():
+        demo.out(f"    {line}")
+    demo.check(code == 0 and "p-404" in shown.getvalue(), "the record shows the unknown product")
+    note = "p-404 is a new model: added to the catalogue"
+    demo.out(
+        f"  $ failsafe errors resolve {record_id} --url {url} --actor warehouse-employee --note ..."
+    )
+    resolved = io.StringIO()
+    with contextlib.redirect_stdout(resolved):
+        code = failsafe_cli(
+            [
+                "errors",
+                "resolve",
+                record_id,
+                "--url",
+                url,
+                "--actor",
+                "warehouse-employee",
+                "--note",
+                note,
+            ]
+        )
+    demo.out(f"    {resolved.getvalue().strip()}")
+    record = httpx.get(f"{url}/v1/records/{record_id}", timeout=5.0).json()
+    demo.check(
+        code == 0 and record["status"] == "resolved" and record["history"][-1]["note"] == note,
+        "resolved, with the employee's note in its history",
+    )
+
+
+STEPS = ("normal", "failover", "both_down", "unknown", "not_enough", "write_fails", "review")
+
+
+def play(demo: Demo) -> bool:
+    """Play every step on running services; return whether all behaved."""
+    _normal_add(demo)
+    _failover(demo)
+    _both_down(demo)
+    record_id = _unknown_product(demo)
+    _not_enough(demo)
+    _write_fails(demo)
+    _review(demo, record_id)
+    return not demo.failures
+
+
+@contextlib.contextmanager
+def _postgres_schema(settings: Settings) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        if settings.dsn is not None:
+            import psycopg
+
+            with psycopg.connect(settings.dsn, autocommit=True) as conn:
+                for name in ("stock", "products", "errors"):
+                    conn.execute(f'DROP SCHEMA IF EXISTS "{settings.schema}_{name}" CASCADE')
+
+
+def run_demo(run_dir: str, *, dsn: str | None = None, schema: str = "warehouse_flow") -> int:
+    """Start the services in ``run_dir``, play the seed, stop them; return the exit code."""
+    settings = Settings.fast(run_dir)
+    if dsn is not None:
+        settings = settings.replace(dsn=dsn, schema=f"{schema}_demo_{uuid.uuid4().hex[:8]}")
+    print("Scenario A: adding a product to an order (examples/warehouse_flow)")
+    print(f"run folder: {settings.path.resolve()}")
+    started = time.monotonic()
+    with _postgres_schema(settings), Supervisor(settings) as supervisor:
+        supervisor.start()
+        for name in ("order", "warehouse-1", "warehouse-2", "products", "errors"):
+            print(f"  {name:<12} {supervisor.settings.url(name)}")
+        demo = Demo(supervisor)
+        ok = play(demo)
+    took = time.monotonic() - started
+    print("")
+    if ok:
+        print(f"Every step behaved as the seed says ({took:.1f} s).")
+        return 0
+    print(f"{len(demo.failures)} step(s) did not behave: " + "; ".join(demo.failures))
+    return 1

@@ -1,0 +1,191 @@
+"""The wiring: failsafe's policies and clients, built from the `Settings`.
+
+Every resilience decision of the example is made here, once, by configuring failsafe:
+
+- `warehouse_client`: the Order service's client for the two Warehouse instances (steps
+  3-5): `ResilientTransport` with the instances as its ``endpoints`` (failover), four
+  attempts on each with exponential backoff and full jitter (retry), a circuit breaker per
+  instance (`KeyedCircuitBreaker`), a total ``deadline``, and an ``Idempotency-Key`` on the
+  POST so that it may be resent;
+- `products_client`: the Warehouse's client for the Products service (step 6): the same
+  transport on one endpoint (a GET is always safe to resend; a 404 is an answer, not retried);
+- `error_sink`: the Warehouse's `ErrorSink` (steps 8 and 10): a report is delivered at once
+  or spooled on disk in the run folder, and never lost;
+- `errors_desk`, `retry_handlers`, `callback_client`: the Error-handling service's desk,
+  with the retry schedule of failed stock writes, and the HTTP callback that redoes them on
+  the Warehouse, sent through a failover transport over both instances.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import httpx
+
+from examples.warehouse_flow.settings import Settings
+from failsafe import Backoff, ConsecutiveFailures, KeyedCircuitBreaker
+from failsafe.errors import ErrorDesk, ErrorSink, ErrorStore, Handlers, RetrySchedule, SQLiteStore
+from failsafe.http import (
+    GATEWAY_STATUSES,
+    TRANSPORT_ERRORS,
+    DeadlineExceeded,
+    HttpAttempt,
+    ResilientTransport,
+)
+from failsafe.logging import LoggingListener
+
+__all__ = [
+    "RETRY_KIND",
+    "RETRY_PATH",
+    "REVIEW_KIND",
+    "callback_client",
+    "error_sink",
+    "errors_desk",
+    "errors_store",
+    "products_client",
+    "retry_handlers",
+    "warehouse_breakers",
+    "warehouse_client",
+]
+
+RETRY_KIND = "stock.decrement"
+"""The kind of a failed stock write (step 10): retried by the Error-handling service."""
+REVIEW_KIND = "product.not_found"
+"""The kind of an unknown product (steps 7-8): for a Warehouse employee to review."""
+RETRY_PATH = "/warehouse/v1/retry/stock-decrement"
+"""The Warehouse's retry endpoint, which the Error-handling service calls back."""
+
+
+class _Noteworthy(logging.Filter):
+    """Keep the failures, retries, failovers and circuit changes; drop plain successes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        event = getattr(record, "failsafe_event", None)
+        if isinstance(event, HttpAttempt):
+            return event.error is not None or (event.status_code or 0) >= 500
+        return True
+
+
+def _listener(name: str) -> LoggingListener:
+    logger = logging.getLogger(name)
+    logger.addFilter(_Noteworthy())
+    return LoggingListener(logger)
+
+
+def warehouse_breakers(settings: Settings, name: str) -> KeyedCircuitBreaker:
+    """A circuit breaker per Warehouse instance.
+
+    It counts what the transport's own breakers count (transport errors and 502/503/504
+    answers, not a passed deadline), with the threshold and open time of the settings.
+    """
+    return KeyedCircuitBreaker(
+        name=f"{name}-breaker",
+        trip=ConsecutiveFailures(threshold=settings.breaker_failures),
+        reset_timeout=settings.breaker_reset,
+        on=TRANSPORT_ERRORS & (lambda exc: not isinstance(exc, DeadlineExceeded)),
+        on_result=GATEWAY_STATUSES.matches_result,
+        listeners=[_listener(f"{name}.breaker")],
+    )
+
+
+def warehouse_client(settings: Settings) -> httpx.Client:
+    """The Order service's client for the Warehouse (seed steps 2-5).
+
+    One client for the whole service: it holds the connection pools and, in its transport,
+    the instances' circuit breakers, which protect only if they outlive a request.
+    """
+    transport = ResilientTransport(
+        httpx.HTTPTransport(
+            limits=httpx.Limits(max_connections=200, max_keepalive_connections=100)
+        ),
+        endpoints=settings.warehouse_urls,  # instance 1, then instance 2
+        attempts=settings.warehouse_attempts,  # the first try plus three retries, each
+        backoff=Backoff.exponential(
+            settings.warehouse_backoff, maximum=settings.warehouse_backoff_max
+        ),
+        breakers=warehouse_breakers(settings, "warehouse"),
+        idempotency_key=True,  # the Order service sets its own; any other POST gets one too
+        deadline=settings.warehouse_deadline,
+        listeners=[_listener("order.warehouse")],
+        name="warehouse",
+    )
+    return httpx.Client(
+        transport=transport, base_url="http://warehouse", timeout=settings.warehouse_timeout
+    )
+
+
+def products_client(settings: Settings) -> httpx.Client:
+    """The Warehouse's client for the Products service (step 6)."""
+    transport = ResilientTransport(
+        endpoints=[settings.url("products")],
+        attempts=settings.products_attempts,
+        backoff=Backoff.exponential(
+            settings.warehouse_backoff, maximum=settings.warehouse_backoff_max
+        ),
+        listeners=[_listener("warehouse.products")],
+        name="products",
+    )
+    return httpx.Client(
+        transport=transport, base_url="http://products", timeout=settings.products_timeout
+    )
+
+
+def error_sink(settings: Settings, source: str) -> ErrorSink:
+    """The Warehouse instance ``source``'s client of the Error-handling service.
+
+    Its spool is a file of the instance's own in the run folder: a report the service could
+    not take at once is delivered later, by this process or the next one started on the
+    same file, and never lost.
+    """
+    settings.path.mkdir(parents=True, exist_ok=True)
+    return ErrorSink(
+        settings.url("errors"),
+        source=source,
+        spool=settings.path / f"{source}.spool.db",
+        poll_interval=settings.sink_poll,
+    )
+
+
+def errors_store(settings: Settings) -> ErrorStore:
+    """The Error-handling service's store: a SQLite file in the run folder, or PostgreSQL."""
+    if settings.dsn is not None:
+        from failsafe.errors.postgres import PostgresStore
+
+        return PostgresStore(settings.dsn, schema=f"{settings.schema}_errors")
+    settings.path.mkdir(parents=True, exist_ok=True)
+    return SQLiteStore(str(settings.path / "errors.db"))
+
+
+def errors_desk(settings: Settings, store: ErrorStore) -> ErrorDesk:
+    """The Error-handling service's desk, with the retry schedule of failed stock writes."""
+    schedule = RetrySchedule(
+        attempts=settings.retry_attempts,
+        backoff=Backoff.exponential(settings.retry_backoff, maximum=settings.retry_backoff_max),
+        lease=30.0,
+    )
+    return ErrorDesk(store, schedules={RETRY_KIND: schedule})
+
+
+def retry_handlers() -> Handlers:
+    """How the Error-handling service retries each kind: a failed stock write is POSTed to
+    the Warehouse's retry endpoint (the host is chosen by `callback_client`)."""
+    handlers = Handlers()
+    handlers.register_url(RETRY_KIND, f"http://warehouse{RETRY_PATH}")
+    return handlers
+
+
+def callback_client(settings: Settings) -> httpx.Client:
+    """The Error-handling service's client for its callbacks to the Warehouse.
+
+    One attempt per instance and per round (the service's schedule is the retry), failing
+    over from instance 1 to instance 2 when instance 1 is down. The callback carries the
+    record's id as its ``Idempotency-Key``, so the transport may resend it.
+    """
+    transport = ResilientTransport(
+        endpoints=settings.warehouse_urls,
+        attempts=1,
+        breakers=warehouse_breakers(settings, "callback"),
+        listeners=[_listener("errors.callback")],
+        name="callback",
+    )
+    return httpx.Client(transport=transport, timeout=10.0)

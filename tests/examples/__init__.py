@@ -1,0 +1,1 @@
+"""Tests of the examples as products: real processes on loopback."""
