@@ -4,6 +4,7 @@ Usage::
 
     failsafe errors serve [--db errors.db | --dsn postgresql://...] [--host 127.0.0.1]
                           [--port 8090] [--callback KIND=URL ...] [--poll-interval 1.0]
+                          [--schedule KIND=ATTEMPTS:FIRST[:MAX] ...]
     failsafe errors list [--status open] [--kind K] [--source S] [--text T] [--limit N] [--json]
     failsafe errors show ID [--json]
     failsafe errors resolve|retry|discard ID [--note TEXT] [--actor NAME] [--json]
@@ -378,6 +379,33 @@ def _callbacks(values: Sequence[str] | None) -> dict[str, str]:
     return callbacks
 
 
+def _schedules(values: Sequence[str] | None) -> dict[str, Any]:
+    """``KIND=ATTEMPTS:FIRST[:MAX]`` (``*`` as KIND: every other kind) -> RetrySchedule."""
+    from failsafe.backoff import Backoff
+    from failsafe.errors.desk import RetrySchedule
+
+    schedules: dict[str, Any] = {}
+    for value in values or ():
+        kind, sep, spec = value.partition("=")
+        parts = spec.split(":")
+        if not sep or not kind.strip() or len(parts) not in (2, 3):
+            raise _Usage(
+                f"--schedule must be KIND=ATTEMPTS:FIRST[:MAX] (seconds), got {value!r}"
+            )
+        try:
+            attempts = int(parts[0])
+            first = float(parts[1])
+            maximum = float(parts[2]) if len(parts) == 3 else max(first, 3600.0)
+            schedule = RetrySchedule(
+                attempts=attempts,
+                backoff=Backoff.exponential(first, maximum=maximum, jitter="full"),
+            )
+        except (ValueError, ConfigurationError) as exc:
+            raise _Usage(f"--schedule {value!r}: {exc}") from None
+        schedules[kind.strip()] = schedule
+    return schedules
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     from failsafe.errors.auth import Tokens
     from failsafe.errors.service import serve
@@ -387,6 +415,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     if not 0 < args.port < 65536:
         raise _Usage(f"--port must be from 1 to 65535, got {args.port}")
     callbacks = _callbacks(args.callback)
+    schedules = _schedules(args.schedule)
     db = None if args.dsn is not None else (args.db or "errors.db")
     serve(
         db=db,
@@ -396,6 +425,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         tokens=Tokens.from_env(),
         callbacks=callbacks,
         poll_interval=args.poll_interval,
+        schedules=schedules,
     )
     return OK
 
@@ -433,6 +463,13 @@ def _fill_errors(errors: argparse.ArgumentParser) -> None:
         action="append",
         metavar="KIND=URL",
         help="POST records of KIND to URL for automatic retries (repeatable)",
+    )
+    serve.add_argument(
+        "--schedule",
+        action="append",
+        metavar="KIND=ATTEMPTS:FIRST[:MAX]",
+        help="how KIND is retried: attempts before review, the first delay and the cap in"
+        " seconds (exponential, full jitter); KIND * sets the default (repeatable)",
     )
     serve.add_argument(
         "--poll-interval", type=float, default=1.0, help="seconds between worker rounds"

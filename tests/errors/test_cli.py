@@ -256,11 +256,56 @@ def test_serve_passes_its_options_to_the_service(
                 "order.paid": "http://127.0.0.1:9/paid",
             },
             "poll_interval": 0.5,
+            "schedules": {},
         }
     ]
     calls.clear()
     assert main(["errors", "serve", "--dsn", "postgresql://x/y"]) == 0
     assert (calls[0]["db"], calls[0]["dsn"]) == (None, "postgresql://x/y")
+
+
+def test_serve_schedules_reach_the_desk(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """``--schedule KIND=ATTEMPTS:FIRST:MAX`` sets that kind's retries; ``*`` the default."""
+    import uvicorn
+
+    desks: list[Any] = []
+    real_desk = failsafe.errors.service.ErrorDesk
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        desks.append(real_desk(*args, **kwargs))
+        return desks[-1]
+
+    monkeypatch.setattr(failsafe.errors.service, "ErrorDesk", spy)
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **k: None)
+    code = main(
+        [
+            "errors",
+            "serve",
+            "--db",
+            str(tmp_path / "e.db"),
+            "--schedule",
+            "order.status=10:0.5:2",
+            "--schedule",
+            "*=3:1",
+        ]
+    )
+    assert code == 0
+    [desk] = desks
+    status = desk.schedule_for("order.status")
+    assert status.attempts == 10
+    assert (status.backoff.initial, status.backoff.maximum) == (0.5, 2.0)
+    other = desk.schedule_for("stock.decrement")
+    assert (other.attempts, other.backoff.initial, other.backoff.maximum) == (3, 1.0, 3600.0)
+
+
+@pytest.mark.parametrize("spec", ["order.status", "x=1", "x=a:1", "x=0:1", "x=2:-1", "=2:1"])
+def test_bad_schedules_are_usage_errors(
+    spec: str, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """A malformed ``--schedule`` exits 2 naming the option, before anything starts."""
+    code = main(["errors", "serve", "--db", str(tmp_path / "e.db"), "--schedule", spec])
+    assert code == 2
+    assert "--schedule" in capsys.readouterr().err
 
 
 def test_serve_refusal_of_a_public_host_is_a_usage_error(

@@ -35,7 +35,7 @@ from failsafe.errors.api import (
     api_routes,
 )
 from failsafe.errors.auth import Tokens
-from failsafe.errors.desk import ErrorDesk
+from failsafe.errors.desk import ErrorDesk, RetrySchedule
 from failsafe.errors.review import review_routes
 from failsafe.errors.store import ErrorStore
 from failsafe.exceptions import ConfigurationError
@@ -234,6 +234,7 @@ def serve(
     tokens: Tokens,
     callbacks: Mapping[str, str],
     poll_interval: float = 1.0,
+    schedules: Mapping[str, RetrySchedule] | None = None,
 ) -> None:
     """Run the Error-handling service until it is stopped (SIGINT or SIGTERM).
 
@@ -249,6 +250,7 @@ def serve(
         tokens: The report and review tokens (`Tokens.from_env`).
         callbacks: HTTP callback URLs by kind, for automatic retries.
         poll_interval: Seconds between the worker's rounds.
+        schedules: A retry schedule per kind; the key ``"*"`` replaces the default one.
 
     Raises:
         ConfigurationError: Before anything listens or opens: if ``host`` is not loopback
@@ -279,7 +281,9 @@ def serve(
             store.close()
 
     try:
-        desk = ErrorDesk(store)
+        chosen = dict(schedules or {})
+        default = chosen.pop("*", None)
+        desk = ErrorDesk(store, schedules=chosen, default_schedule=default)
         workers.append(RetryWorker(desk, handlers, poll_interval=poll_interval))
         app = _build_app(
             desk,
