@@ -39,6 +39,7 @@ $(STAMP): pyproject.toml
 
 demo: venv
 	$(BIN)/python -m examples.warehouse_flow demo
+	$(BIN)/python -m examples.payment_flow demo
 
 services:
 	bash scripts/services

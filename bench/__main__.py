@@ -65,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         sections.append(_queue(args.quick))
     if args.only in (None, "examples"):
         sections.append(_lines("bench.warehouse_bench", args.quick))
+        sections.append(_lines("bench.payment_bench", args.quick))
 
     for header, text, markdown in sections:
         print(header)

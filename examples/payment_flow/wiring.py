@@ -1,0 +1,178 @@
+"""The wiring: failsafe's policies, brokers and clients, built from the `Settings`.
+
+Every resilience decision of the example is made here, once, by configuring failsafe:
+
+- `redelivery`: the Status consumer's `Redelivery` (seed step 3): a couple of immediate
+  retries in process, then the DLQ every ``redelivery_delay`` seconds (60 by default),
+  ``redelivery_rounds`` times, then review (the Error-handling service and the parking
+  queue); nothing is dropped;
+- `blocking_broker`, `async_broker`: the embedded `SQLiteBroker` (a file in the run folder)
+  or RabbitMQ (`failsafe.queue.rabbitmq.RabbitMQBroker`: quorum queues, confirmed
+  publishes, TTL delay queues), from one setting;
+- `order_client`: the consumer's HTTP client for the Order service: a `ResilientTransport`
+  with one attempt per call (the consumer's `Redelivery` is the retry) and a circuit
+  breaker, so that while the Order service is down messages go to the DLQ without a
+  connection attempt each;
+- `error_sink`: a service's `ErrorSink` (steps 5 and 6): a report is delivered at once or
+  spooled on disk in the run folder, and never lost;
+- `errors_desk`, `retry_handlers`: the Error-handling service's desk, with the retry schedule
+  of failed status writes, and the HTTP callback through which it redoes them.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import httpx
+
+from examples.payment_flow.settings import Settings
+from failsafe import Backoff, ConsecutiveFailures, KeyedCircuitBreaker
+from failsafe.errors import ErrorDesk, ErrorSink, ErrorStore, Handlers, RetrySchedule, SQLiteStore
+from failsafe.http import GATEWAY_STATUSES, TRANSPORT_ERRORS, ResilientTransport
+from failsafe.queue import AsyncBroker, AsyncSQLiteBroker, Broker, Redelivery, SQLiteBroker
+from failsafe.queue.bridge import as_blocking
+
+__all__ = [
+    "RETRY_KIND",
+    "RETRY_PATH",
+    "REVIEW_KIND",
+    "async_broker",
+    "blocking_broker",
+    "error_sink",
+    "errors_desk",
+    "errors_store",
+    "order_client",
+    "queue_review_kind",
+    "redelivery",
+    "retry_handlers",
+]
+
+RETRY_KIND = "order.status"
+"""The kind of a failed status write (step 5): retried by the Error-handling service."""
+REVIEW_KIND = "order.not_found"
+"""The kind of a status for an unknown order (step 6): for a person to review."""
+RETRY_PATH = "/orders/v1/retry/status"
+"""The Order service's retry endpoint, which the Error-handling service calls back."""
+
+log = logging.getLogger("payment_flow")
+
+
+def queue_review_kind(settings: Settings) -> str:
+    """The kind of a message the consumer gave up on (``queue.<queue>``)."""
+    return f"queue.{settings.queue}"
+
+
+def redelivery(settings: Settings) -> Redelivery:
+    """The Status consumer's recoverability policy (seed step 3)."""
+    return Redelivery(
+        immediate=settings.immediate,
+        immediate_backoff=Backoff.exponential(settings.immediate_backoff, maximum=1.0),
+        delayed=settings.redelivery_rounds,
+        delay=settings.redelivery_delay,
+    )
+
+
+def blocking_broker(settings: Settings) -> Broker:
+    """The broker for blocking code (the Status consumer's threads, the demo, the tests).
+
+    SQLite is built here rather than with `failsafe.queue.open_broker` because the lease
+    (how long a killed consumer delays its messages) is a setting and ``open_broker`` takes
+    no broker options.
+    """
+    if settings.rabbitmq:
+        from failsafe.queue.rabbitmq import RabbitMQBroker
+
+        url = settings.broker_url
+        return as_blocking(lambda: RabbitMQBroker(url, prefetch=settings.prefetch))
+    return SQLiteBroker(settings.broker_url, lease=settings.lease)
+
+
+def async_broker(settings: Settings) -> AsyncBroker:
+    """The broker for the Payment service's event loop.
+
+    On RabbitMQ every publish is persistent, ``mandatory`` and waits for the publisher
+    confirm; on SQLite it returns once the message is committed to the file.
+    """
+    if settings.rabbitmq:
+        from failsafe.queue.rabbitmq import RabbitMQBroker
+
+        return RabbitMQBroker(settings.broker_url, prefetch=settings.prefetch)
+    return AsyncSQLiteBroker(settings.broker_url, lease=settings.lease)
+
+
+def order_client(settings: Settings) -> httpx.Client:
+    """The Status consumer's client for the Order service (seed steps 2-4).
+
+    One attempt per call: the consumer's `Redelivery` decides what a failure leads to. The
+    circuit breaker opens after ``breaker_failures`` transport errors or 502/503/504 answers
+    in a row, and probes again after ``breaker_reset`` seconds.
+    """
+    breaker = KeyedCircuitBreaker(
+        name="order-breaker",
+        trip=ConsecutiveFailures(threshold=settings.breaker_failures),
+        reset_timeout=settings.breaker_reset,
+        on=TRANSPORT_ERRORS,
+        on_result=GATEWAY_STATUSES.matches_result,
+    )
+    transport = ResilientTransport(
+        httpx.HTTPTransport(
+            limits=httpx.Limits(
+                max_connections=settings.concurrency * 2,
+                max_keepalive_connections=settings.concurrency * 2,
+            )
+        ),
+        endpoints=[settings.url("order")],
+        attempts=1,
+        breakers=breaker,
+        name="order",
+    )
+    return httpx.Client(transport=transport, base_url="http://order", timeout=settings.http_timeout)
+
+
+def error_sink(settings: Settings, source: str) -> ErrorSink:
+    """Service ``source``'s client of the Error-handling service.
+
+    Its spool is a file of its own in the run folder: a report the service could not take
+    at once is delivered later, by this process or the next one started on the same file.
+    """
+    settings.path.mkdir(parents=True, exist_ok=True)
+    return ErrorSink(
+        settings.url("errors"),
+        source=source,
+        spool=settings.path / f"{source}.spool.db",
+        poll_interval=settings.sink_poll,
+    )
+
+
+def errors_store(settings: Settings) -> ErrorStore:
+    """The Error-handling service's store: a SQLite file in the run folder, or PostgreSQL."""
+    if settings.dsn is not None:
+        from failsafe.errors.postgres import PostgresStore
+
+        return PostgresStore(settings.dsn, schema=f"{settings.schema}_errors")
+    settings.path.mkdir(parents=True, exist_ok=True)
+    return SQLiteStore(str(settings.path / "errors.db"))
+
+
+def errors_desk(settings: Settings, store: ErrorStore) -> ErrorDesk:
+    """The Error-handling service's desk, with the retry schedule of failed status writes.
+
+    A review record of an unknown order that a person sends back for a retry (once the
+    order is found) gets a few quick attempts, then comes back to the person.
+    """
+    retry = RetrySchedule(
+        attempts=settings.retry_attempts,
+        backoff=Backoff.exponential(settings.retry_backoff, maximum=settings.retry_backoff_max),
+        lease=30.0,
+    )
+    found = RetrySchedule(attempts=3, backoff=Backoff.exponential(1.0, maximum=10.0), lease=30.0)
+    return ErrorDesk(store, schedules={RETRY_KIND: retry, REVIEW_KIND: found})
+
+
+def retry_handlers(settings: Settings) -> Handlers:
+    """How the Error-handling service retries: both kinds are POSTed to the Order service's
+    retry endpoint, with the record id as ``Idempotency-Key``."""
+    handlers = Handlers()
+    for kind in (RETRY_KIND, REVIEW_KIND):
+        handlers.register_url(kind, f"{settings.url('order')}{RETRY_PATH}")
+    return handlers
