@@ -589,6 +589,22 @@ def test_open_broker_forms(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
             open_broker(bad)
 
 
+def test_open_broker_passes_options(tmp_path: Path) -> None:
+    """Broker options reach the constructor; an unknown one is refused, named."""
+    broker = open_broker(str(tmp_path / "q.db"), lease=5.0, poll_interval=0.5)
+    try:
+        assert isinstance(broker, SQLiteBroker)
+        assert (broker.lease, broker.poll_interval) == (5.0, 0.5)
+    finally:
+        broker.close()
+    with pytest.raises(ConfigurationError, match="prefetch"):
+        open_broker(str(tmp_path / "q.db"), prefetch=4)
+    with pytest.raises(ConfigurationError, match="lease"):
+        open_broker("amqp://guest:guest@127.0.0.1:5672/", lease=5.0)
+    with pytest.raises(ConfigurationError, match="prefetch"):
+        open_broker("amqp://guest:guest@127.0.0.1:5672/", prefetch=0)
+
+
 # -- the console command and the real RabbitMQ -------------------------------------------------
 @pytest.mark.real_time
 def test_the_failsafe_command_as_a_process(seeded: Seeded) -> None:

@@ -13,7 +13,9 @@ RabbitMQ needs the ``failsafe-kit[rabbitmq]`` extra; aio-pika is imported only f
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
+from typing import Any
 
 from failsafe.clock import SYSTEM_CLOCK, Clock
 from failsafe.exceptions import ConfigurationError
@@ -25,6 +27,15 @@ _FORMS = (
     "sqlite:///absolute/path.db, sqlite:relative/path.db, a plain file path, "
     "or amqp://user:password@host:5672/vhost (amqps:// for TLS)"
 )
+
+
+def _check_options(kind: type, options: dict[str, Any]) -> None:
+    accepted = set(inspect.signature(kind).parameters) - {"path", "url", "clock"}
+    for name in options:
+        if name not in accepted:
+            raise ConfigurationError(
+                name, f"is not an option of {kind.__name__} (its options: {sorted(accepted)})"
+            )
 
 
 def _sqlite_path(url: str) -> str | None:
@@ -47,7 +58,9 @@ def _sqlite_path(url: str) -> str | None:
     return url
 
 
-def open_broker(url: str, *, create: bool = True, clock: Clock = SYSTEM_CLOCK) -> Broker:
+def open_broker(
+    url: str, *, create: bool = True, clock: Clock = SYSTEM_CLOCK, **options: Any
+) -> Broker:
     """Open the blocking broker that ``url`` names.
 
     Args:
@@ -56,7 +69,10 @@ def open_broker(url: str, *, create: bool = True, clock: Clock = SYSTEM_CLOCK) -
             (run on a background event loop through `as_blocking`).
         create: Whether a SQLite file that does not exist is created (``False``: raise
             `BrokerUnavailable` instead, so a typo does not leave an empty file behind).
-        clock: Wall-clock time for a SQLite broker (a ``FakeClock`` in tests).
+        clock: Wall-clock time for the broker (a ``FakeClock`` in tests).
+        **options: More options for the broker's constructor (`SQLiteBroker`'s ``lease``,
+            ``poll_interval``, ...; `RabbitMQBroker`'s ``prefetch``, ``delivery_limit``, ...);
+            a wrong one is a `ConfigurationError` naming it.
 
     Returns:
         The broker; call ``close()`` when done.
@@ -86,7 +102,8 @@ def open_broker(url: str, *, create: bool = True, clock: Clock = SYSTEM_CLOCK) -
 
         if not create and path != ":memory:" and not Path(path).is_file():
             raise BrokerUnavailable(f"no queue file at {path}")
-        return SQLiteBroker(path, clock=clock)
+        _check_options(SQLiteBroker, options)
+        return SQLiteBroker(path, clock=clock, **options)
     scheme = url.split("://", 1)[0].lower()
     if scheme in ("amqp", "amqps"):
         try:
@@ -99,7 +116,9 @@ def open_broker(url: str, *, create: bool = True, clock: Clock = SYSTEM_CLOCK) -
             ) from None
         from failsafe.queue.bridge import as_blocking
 
-        return as_blocking(lambda: RabbitMQBroker(url))
+        _check_options(RabbitMQBroker, options)
+        RabbitMQBroker(url, clock=clock, **options)  # bad options raise here, in this thread
+        return as_blocking(lambda: RabbitMQBroker(url, clock=clock, **options))
     raise ConfigurationError(
         "broker", f"unknown broker URL scheme {scheme + '://'!r}; accepted: {_FORMS}"
     )
