@@ -19,6 +19,7 @@ import logging
 import threading
 from collections.abc import Callable, Hashable, Sequence
 from datetime import UTC, datetime
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any, TypedDict
 
 import attrs
@@ -155,6 +156,20 @@ class _Window:
         self.stamps = [_NEVER] * self.n
         self.calls = [0] * self.n
         self.failures = [0] * self.n
+
+
+def _readers(
+    storage: pybreaker.CircuitBreakerStorage,
+) -> tuple[Callable[[Any], str], Callable[[Any], int]]:
+    """Read a storage's state and failure count, as the drivers do on every call.
+
+    pybreaker's memory storage keeps them in plain fields behind properties: read the fields
+    (no Python call) when they are there, else the properties.
+    """
+    memory = type(storage) is _pybreaker().CircuitMemoryStorage
+    if memory and hasattr(storage, "_state") and hasattr(storage, "_fail_counter"):
+        return attrgetter("_state"), attrgetter("_fail_counter")
+    return attrgetter("state"), attrgetter("counter")
 
 
 def _guarded(method: Callable[..., object], *args: object) -> None:
@@ -446,11 +461,12 @@ class CircuitBreaker(Policy):
             self._failed,
             self._ignored,
         )
-        matches_exception, matches_result = self._predicate.tests()
+        matches_exception, matches_result = self._predicate._raw_tests()
         fast = self._window is None and not self._pb_listeners
+        state, counter = _readers(storage)
 
         def breaker_sync(fn: Any, args: Any, kwargs: Any) -> Any:
-            probe = 0 if storage.state == _CLOSED else admit()
+            probe = 0 if state(storage) == _CLOSED else admit()
             try:
                 value = nxt(fn, args, kwargs)
             except Exception as exc:
@@ -464,7 +480,7 @@ class CircuitBreaker(Policy):
                 raise
             if matches_result is not None and matches_result(value):
                 failed(probe, Outcome(value))
-            elif probe or not fast or storage.counter:
+            elif probe or not fast or counter(storage):
                 succeeded(probe)
             return value
 
@@ -478,11 +494,12 @@ class CircuitBreaker(Policy):
             self._failed,
             self._ignored,
         )
-        matches_exception, matches_result = self._predicate.tests()
+        matches_exception, matches_result = self._predicate._raw_tests()
         fast = self._window is None and not self._pb_listeners
+        state, counter = _readers(storage)
 
         async def breaker_async(fn: Any, args: Any, kwargs: Any) -> Any:
-            probe = 0 if storage.state == _CLOSED else admit()
+            probe = 0 if state(storage) == _CLOSED else admit()
             try:
                 value = await nxt(fn, args, kwargs)
             except Exception as exc:
@@ -496,7 +513,7 @@ class CircuitBreaker(Policy):
                 raise
             if matches_result is not None and matches_result(value):
                 failed(probe, Outcome(value))
-            elif probe or not fast or storage.counter:
+            elif probe or not fast or counter(storage):
                 succeeded(probe)
             return value
 
@@ -595,11 +612,14 @@ class KeyedCircuitBreaker(Policy):
     def _bind_sync(self, nxt: SyncRunner) -> SyncRunner:
         runners: dict[Hashable, SyncRunner] = {}
         current_key, get = self._current_key, self.get
+        by_target = self._key is None  # then the key is the failover target: read it inline
 
         def keyed_sync(fn: Any, args: Any, kwargs: Any) -> Any:
-            key = current_key()
+            key = _target.get() if by_target else current_key()
             run = runners.get(key)
             if run is None:
+                if by_target and key is None:
+                    current_key()  # raises: no key
                 run = runners.setdefault(key, get(key)._bind_sync(nxt))
             return run(fn, args, kwargs)
 
@@ -608,11 +628,14 @@ class KeyedCircuitBreaker(Policy):
     def _bind_async(self, nxt: AsyncRunner) -> AsyncRunner:
         runners: dict[Hashable, AsyncRunner] = {}
         current_key, get = self._current_key, self.get
+        by_target = self._key is None  # then the key is the failover target: read it inline
 
         async def keyed_async(fn: Any, args: Any, kwargs: Any) -> Any:
-            key = current_key()
+            key = _target.get() if by_target else current_key()
             run = runners.get(key)
             if run is None:
+                if by_target and key is None:
+                    current_key()  # raises: no key
                 run = runners.setdefault(key, get(key)._bind_async(nxt))
             return await run(fn, args, kwargs)
 

@@ -106,7 +106,7 @@ class Failover(Policy):
 
     def _bind_sync(self, nxt: SyncRunner) -> SyncRunner:
         inner = self.policy._bind_sync(nxt) if self.policy is not None else nxt
-        matches_exception, matches_result = self._predicate.tests()
+        matches_exception, matches_result = self._predicate._raw_tests()
         targets = self.targets
         moved = self._moved
         discard, last = self.on_discard, len(self.targets) - 1
@@ -138,7 +138,7 @@ class Failover(Policy):
 
     def _bind_async(self, nxt: AsyncRunner) -> AsyncRunner:
         inner = self.policy._bind_async(nxt) if self.policy is not None else nxt
-        matches_exception, matches_result = self._predicate.tests()
+        matches_exception, matches_result = self._predicate._raw_tests()
         targets = self.targets
         moved = self._moved
         discard, last = self.on_discard, len(self.targets) - 1

@@ -80,6 +80,16 @@ class Predicate:
         """
         return self.matches_exception, (self.matches_result if self._res is not None else None)
 
+    def _raw_tests(
+        self,
+    ) -> tuple[Callable[[BaseException], object], Callable[[Any], object] | None]:
+        """The two tests themselves, for drivers that only ask whether their answer is true.
+
+        Like `tests`, minus the wrapper that turns the answer into a ``bool``: one call less
+        per outcome on every policy's success path. The exception test is never ``None``.
+        """
+        return (self._exc if self._exc is not None else _never), self._res
+
     def __or__(self, other: Classifier) -> Predicate:
         o = as_predicate(other)
         return Predicate(
@@ -106,6 +116,10 @@ class Predicate:
 
     def __str__(self) -> str:
         return self._desc
+
+
+def _never(_: object) -> bool:
+    return False
 
 
 def _either(a: Callable[[Any], bool] | None, b: Callable[[Any], bool] | None) -> Any:

@@ -161,7 +161,7 @@ class Retry(Policy):
 
     # -- drivers --------------------------------------------------------------------------
     def _bind_sync(self, nxt: SyncRunner) -> SyncRunner:
-        matches_exception, matches_result = self._predicate.tests()
+        matches_exception, matches_result = self._predicate._raw_tests()
         after = self._after_failure
         clock = self.clock
         timed = self.deadline is not None
@@ -198,7 +198,7 @@ class Retry(Policy):
         return retry_sync
 
     def _bind_async(self, nxt: AsyncRunner) -> AsyncRunner:
-        matches_exception, matches_result = self._predicate.tests()
+        matches_exception, matches_result = self._predicate._raw_tests()
         after = self._after_failure
         clock = self.clock
         timed = self.deadline is not None

@@ -8,7 +8,14 @@ from email.utils import format_datetime
 import httpx
 import pytest
 
-from failsafe.http import GATEWAY_STATUSES, RETRYABLE, THROTTLED, retry_after, status
+from failsafe.http import (
+    GATEWAY_STATUSES,
+    RETRYABLE,
+    THROTTLED,
+    TRANSPORT_ERRORS,
+    retry_after,
+    status,
+)
 
 NOW = 1_700_000_000.0
 
@@ -50,3 +57,27 @@ def test_default_classification() -> None:
     assert RETRYABLE.matches_exception(httpx.ReadTimeout("slow"))
     assert not RETRYABLE.matches_exception(httpx.UnsupportedProtocol("ftp"))
     assert (RETRYABLE | status(500)).matches_result(resp(500))
+
+
+def test_retryable_is_the_three_predicates_joined() -> None:
+    """RETRYABLE (one test a side) answers as TRANSPORT_ERRORS | GATEWAY_STATUSES | THROTTLED."""
+    joined = TRANSPORT_ERRORS | GATEWAY_STATUSES | THROTTLED
+    assert str(RETRYABLE) == str(joined)
+    values: list[object] = [None, 503, "503", object()]
+    for code in (200, 204, 301, 404, 409, 429, 500, 502, 503, 504, 599):
+        values += [resp(code), resp(code, **{"Retry-After": "1"})]
+    for value in values:
+        assert RETRYABLE.matches_result(value) == joined.matches_result(value), value
+    request = httpx.Request("GET", "http://x")
+    errors: list[BaseException] = [
+        httpx.ConnectError("x"),
+        httpx.PoolTimeout("x"),
+        httpx.ReadError("x"),
+        httpx.RemoteProtocolError("x"),
+        httpx.UnsupportedProtocol("x"),
+        httpx.HTTPStatusError("x", request=request, response=resp(503)),
+        ConnectionError("x"),
+        ValueError("x"),
+    ]
+    for error in errors:
+        assert RETRYABLE.matches_exception(error) == joined.matches_exception(error), error

@@ -8,6 +8,10 @@ the core policies, outermost first::
             └── KeyedCircuitBreaker()       # one breaker per endpoint
                   └── one request to the endpoint
 
+With a single endpoint (or none: the request's own origin) the endpoint is known before the
+request starts, so the failover layer is left out (the transport does what it would do) and
+the endpoint's breaker is bound in directly rather than looked up on every attempt.
+
 The two transports share all their decisions (``_Resilience``); only the sending and the
 releasing of discarded responses differ (one blocks, one awaits).
 """
@@ -17,24 +21,32 @@ from __future__ import annotations
 import random
 import uuid
 from collections.abc import Sequence
+from contextvars import Token
 from typing import Any, Final
 
 import httpx
 
+from failsafe import events as _events
+from failsafe._policy import AsyncRunner, SyncRunner
 from failsafe._validators import check, number
 from failsafe.backoff import Backoff
 from failsafe.circuit_breaker import CircuitState, ConsecutiveFailures, KeyedCircuitBreaker
 from failsafe.clock import SYSTEM_CLOCK, Clock
 from failsafe.context import _deadline, _target
 from failsafe.events import Listener, _emit, _listening
-from failsafe.exceptions import AllTargetsFailed, ConfigurationError, PolicyRejected
+from failsafe.exceptions import (
+    AllTargetsFailed,
+    ConfigurationError,
+    PolicyRejected,
+    TargetFailure,
+)
 from failsafe.failover import Failover
 from failsafe.http._endpoints import Endpoint, parse_endpoints
 from failsafe.http.classify import (
     _CONNECT,
-    GATEWAY_STATUSES,
     RETRYABLE,
     TRANSPORT_ERRORS,
+    _gateway_result,
     retry_after,
 )
 from failsafe.http.events import HttpAttempt
@@ -50,16 +62,32 @@ IDEMPOTENT_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"
 _RESEND: Final = "failsafe.resend"  # request extension: why a request may not be resent
 
 
+_NO_KWARGS: Final[dict[str, Any]] = {}  # the runners pass it along and never unpack it
+
+
 class _Call:
     """The state of one logical request across its attempts."""
 
-    __slots__ = ("counts", "deadline", "raw_path", "total")
+    __slots__ = (
+        "counts",
+        "deadline",
+        "deadline_token",
+        "raw_path",
+        "runner",
+        "target_token",
+        "total",
+    )
 
-    def __init__(self, raw_path: bytes, deadline: float | None) -> None:
+    def __init__(self, raw_path: bytes, runner: str | None) -> None:
         self.raw_path = raw_path
-        self.deadline = deadline
+        # the endpoint whose own runner sends the request (None: the shared runner)
+        self.runner = runner
+        self.deadline: float | None = None
         self.counts: dict[str, int] = {}
         self.total = 0
+        # the context variables set for the request, reset when it ends
+        self.target_token: Token[object] | None = None
+        self.deadline_token: Token[tuple[float, Clock] | None] | None = None
 
 
 def _request_of(exc: BaseException) -> httpx.Request | None:
@@ -107,33 +135,56 @@ class _Resilience:
         self.name = name
 
         wanted = as_predicate(retry_on)
-        resendable = Predicate(
-            lambda e: (
+        # Each policy gets one plain function per side, not a composition of predicates:
+        # every response goes through all of them, and each composed layer is a call more.
+        wanted_exception, wanted_result = wanted._raw_tests()
+
+        def resendable_exception(e: BaseException) -> bool:
+            return (
                 not isinstance(e, DeadlineExceeded)
-                and wanted.matches_exception(e)
+                and bool(wanted_exception(e))
                 and (_why_not_resent(_request_of(e)) is None or isinstance(e, _CONNECT))
-            ),
-            (
-                (lambda r: wanted.matches_result(r) and _why_not_resent(r.request) is None)
-                if wanted.handles_results
-                else None
-            ),
-            f"{wanted}, when the request may be resent",
-        )
+            )
+
+        def resendable_result(r: Any) -> bool:
+            assert wanted_result is not None
+            return bool(wanted_result(r)) and _why_not_resent(r.request) is None
+
+        def retried_exception(e: BaseException) -> bool:
+            return resendable_exception(e) and not self._circuit_opened()
+
+        def retried_result(r: Any) -> bool:  # resendable_result, inlined: a call less
+            assert wanted_result is not None
+            return (
+                bool(wanted_result(r))
+                and _why_not_resent(r.request) is None
+                and not self._circuit_opened()
+            )
+
+        def failed_over(e: BaseException) -> bool:
+            return resendable_exception(e) or isinstance(e, PolicyRejected)
+
+        handles_results = wanted_result is not None
+        resendable = f"{wanted}, when the request may be resent"
         # retry on this endpoint only while its circuit is closed; fail over in any case
-        retry_pred = resendable & Predicate(
-            lambda e: not self._circuit_opened(),
-            (lambda r: not self._circuit_opened()) if wanted.handles_results else None,
-            "while the endpoint's circuit is closed",
+        retry_pred = Predicate(
+            retried_exception,
+            retried_result if handles_results else None,
+            f"{resendable} and while the endpoint's circuit is closed",
         )
-        failover_pred = resendable | PolicyRejected
+        failover_pred = Predicate(
+            failed_over,
+            resendable_result if handles_results else None,
+            f"{resendable} or raises {PolicyRejected.__name__}",
+        )
+        self.fails_over = failed_over
         if breakers is True:
             self.breakers: KeyedCircuitBreaker | None = KeyedCircuitBreaker(
                 name=f"{name}-breaker",
                 trip=ConsecutiveFailures(threshold=5),
                 reset_timeout=30.0,
                 on=TRANSPORT_ERRORS & (lambda e: not isinstance(e, DeadlineExceeded)),
-                on_result=GATEWAY_STATUSES.matches_result,
+                on_result=_gateway_result,
                 clock=clock,
                 listeners=self.listeners,
             )
@@ -157,8 +208,12 @@ class _Resilience:
             name=f"{name}-retry",
         )
         per_endpoint = Pipeline(retry, self.breakers) if self.breakers is not None else retry
+        # the one endpoint when there is a single one: the transport sets it as the target and
+        # does what its failover would do (see `failed`), without the failover's layer
+        self.single: str | None = None
         if self.endpoints is None:
             self.policy: Pipeline | Retry | Failover = per_endpoint
+            self.run: Pipeline | Retry | Failover = per_endpoint
         else:
             self.policy = Failover(
                 [e.key for e in self.endpoints],
@@ -168,6 +223,20 @@ class _Resilience:
                 listeners=self.listeners,
                 name=f"{name}-failover",
             )
+            self.run = self.policy
+            if len(self.endpoints) == 1:
+                self.single = self.endpoints[0].key
+                self.run = per_endpoint
+        # When a request's endpoint is known before it starts (no endpoint list, or one
+        # endpoint), each endpoint gets a runner with its own breaker bound in, instead of the
+        # keyed breaker looking the breaker up on every attempt (only when the keyed breaker
+        # would key on that endpoint: it is one of ours, without a key function).
+        self.retry = retry
+        self.per_endpoint = (
+            (self.endpoints is None or self.single is not None)
+            and type(self.breakers) is KeyedCircuitBreaker
+            and self.breakers._key is None
+        )
 
     def describe(self) -> str:
         return self.policy.describe()
@@ -184,8 +253,8 @@ class _Resilience:
         return key is not None and breakers.get(key).state is CircuitState.OPEN
 
     # -- around the whole request -----------------------------------------------------------
-    def start(self, request: httpx.Request) -> tuple[_Call, list[Any]]:
-        """Prepare a request; return its state and the context tokens to reset afterwards."""
+    def start(self, request: httpx.Request) -> _Call:
+        """Prepare a request; return its state (with the context tokens to reset at its end)."""
         method = request.method
         header = self.idempotency_header
         if self.idempotency_key and method in ("POST", "PATCH") and header not in request.headers:
@@ -197,30 +266,62 @@ class _Resilience:
             request.extensions[_RESEND] = (
                 f"{method} is not idempotent and the request carries no {header} header"
             )
-        deadline = None
-        tokens: list[Any] = []
-        if self.deadline is not None:
-            deadline = self.clock.monotonic() + self.deadline
-            tokens.append(_deadline.set((deadline, self.clock)))
+        url = request.url
         if self.endpoints is None:  # one implicit endpoint: the request's own origin
-            tokens.append(_target.set(f"{request.url.scheme}://{request.url.netloc.decode()}"))
-        return _Call(request.url.raw_path, deadline), tokens
+            key: str | None = f"{url.scheme}://{url.netloc.decode()}"
+        else:
+            key = self.single
+        call = _Call(url.raw_path if self.by_key else b"", key if self.per_endpoint else None)
+        if self.deadline is not None:
+            call.deadline = deadline = self.clock.monotonic() + self.deadline
+            call.deadline_token = _deadline.set((deadline, self.clock))
+        if key is not None:
+            call.target_token = _target.set(key)
+        return call
 
-    @staticmethod
-    def finish(tokens: list[Any]) -> None:
-        for token in reversed(tokens):
-            token.var.reset(token)
+    def bind_sync(self, key: str | None, attempt: SyncRunner) -> SyncRunner:
+        """The runner of the requests to endpoint ``key`` (``None``: of all requests)."""
+        if key is None or self.breakers is None:
+            return self.run._bind_sync(attempt)
+        return self.retry._bind_sync(self.breakers.get(key)._bind_sync(attempt))
 
-    def all_failed(self, exc: AllTargetsFailed, request: httpx.Request, call: _Call) -> Any:
-        """Turn the core's AllTargetsFailed into the last response, or AllEndpointsFailed."""
-        last = exc.failures[-1].outcome
+    def bind_async(self, key: str | None, attempt: AsyncRunner) -> AsyncRunner:
+        """The asyncio twin of `bind_sync`."""
+        if key is None or self.breakers is None:
+            return self.run._bind_async(attempt)
+        return self.retry._bind_async(self.breakers.get(key)._bind_async(attempt))
+
+    def failed(self, exc: Exception, request: httpx.Request, call: _Call) -> Any:
+        """What a request whose policies raised ``exc`` gives the caller.
+
+        The last response (every endpoint answered with a retryable status), an error to
+        raise (whose ``__cause__`` is the one to chain), or ``exc`` itself to re-raise.
+        """
+        if self.single is not None and self.fails_over(exc):
+            # what Failover([the endpoint]) would have raised: its one target failed
+            return self.all_failed(
+                [TargetFailure(self.single, Outcome(exception=exc))], request, call
+            )
+        if isinstance(exc, AllTargetsFailed):
+            return self.all_failed(exc.failures, request, call)
+        if isinstance(exc, httpx.TransportError):
+            self.explain(exc, request)
+        elif isinstance(exc, PolicyRejected):
+            return self.rejected(exc, request, call)
+        return exc
+
+    def all_failed(
+        self, failures: Sequence[TargetFailure], request: httpx.Request, call: _Call
+    ) -> Any:
+        """Turn the core's failures into the last response, or AllEndpointsFailed."""
+        last = failures[-1].outcome
         if last.exception is None:
             return last.result  # every endpoint answered with a retryable status: the last one
-        failures = []
-        for failure in exc.failures:
+        errors = []
+        for failure in failures:
             key = str(failure.target)
             response = failure.outcome.result
-            failures.append(
+            errors.append(
                 EndpointFailure(
                     key,
                     call.counts.get(key, 0),
@@ -228,7 +329,7 @@ class _Resilience:
                     response.status_code if isinstance(response, httpx.Response) else None,
                 )
             )
-        error = AllEndpointsFailed(failures, request)
+        error = AllEndpointsFailed(errors, request)
         error.__cause__ = last.exception
         self.explain(last.exception, request)
         return error
@@ -238,9 +339,11 @@ class _Resilience:
     ) -> AllEndpointsFailed:
         """With no endpoint list, an open circuit is the one endpoint failing: an httpx error."""
         key = str(_target.get())
-        return AllEndpointsFailed(
+        error = AllEndpointsFailed(
             [EndpointFailure(key, call.counts.get(key, 0), exc, None)], request
         )
+        error.__cause__ = exc
+        return error
 
     def explain(self, exc: BaseException, request: httpx.Request) -> None:
         """Note on an error that it was not resent, and why, when the request forbade it."""
@@ -279,7 +382,8 @@ class _Resilience:
                     **timeouts,
                 }.items()
             }
-        call.counts[key] = call.counts.get(key, 0) + 1
+        counts = call.counts
+        counts[key] = counts.get(key, 0) + 1
         call.total += 1
         return key
 
@@ -294,8 +398,9 @@ class _Resilience:
         """Record an attempt's outcome on the response, the error and the listeners."""
         if response is not None:
             response.request = request
-            response.extensions["failsafe.endpoint"] = key
-            response.extensions["failsafe.attempts"] = call.total
+            extensions = response.extensions
+            extensions["failsafe.endpoint"] = key
+            extensions["failsafe.attempts"] = call.total
         elif isinstance(error, httpx.RequestError):
             error.request = request
         if _listening(self.listeners):
@@ -414,7 +519,11 @@ class ResilientTransport(httpx.BaseTransport):
             discard=_release,
         )
         self._buffer = buffer
-        self._run = self._resilience.policy._runner_sync()
+        self._send = self._inner.handle_request
+        # a runner per endpoint (see `_Resilience.per_endpoint`), None's shared by all others
+        self._runners: dict[str | None, SyncRunner] = {
+            None: self._resilience.bind_sync(None, self._attempt)
+        }
 
     @property
     def breakers(self) -> KeyedCircuitBreaker | None:
@@ -424,34 +533,51 @@ class ResilientTransport(httpx.BaseTransport):
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         """Send ``request`` under the policies; see the class documentation."""
         resilience = self._resilience
-        call, tokens = resilience.start(request)
+        call = resilience.start(request)
         try:
-            return self._run(self._attempt, (request, call), {})  # type: ignore[no-any-return]
-        except AllTargetsFailed as exc:
-            outcome = resilience.all_failed(exc, request, call)
+            run = self._runners.get(call.runner)
+            if run is None:
+                run = self._runners.setdefault(
+                    call.runner, resilience.bind_sync(call.runner, self._attempt)
+                )
+            return run(self._send, (request, call), _NO_KWARGS)  # type: ignore[no-any-return]
+        except Exception as exc:
+            outcome = resilience.failed(exc, request, call)
+            if outcome is exc:
+                raise
             if isinstance(outcome, BaseException):
-                raise outcome from exc.failures[-1].outcome.exception
+                raise outcome from outcome.__cause__
             return outcome  # type: ignore[no-any-return]
-        except httpx.TransportError as exc:
-            resilience.explain(exc, request)
-            raise
-        except PolicyRejected as exc:
-            raise resilience.rejected(exc, request, call) from exc
         finally:
-            resilience.finish(tokens)
+            if call.target_token is not None:
+                _target.reset(call.target_token)
+            if call.deadline_token is not None:
+                _deadline.reset(call.deadline_token)
 
-    def _attempt(self, request: httpx.Request, call: _Call) -> httpx.Response:
+    def _attempt(self, send: Any, args: Any, _: object) -> httpx.Response:
+        """One attempt, ``send(request)``: the runner innermost in the policies."""
+        request, call = args
         resilience = self._resilience
         key = resilience.aim(request, call)
         try:
-            response = self._inner.handle_request(request)
-            if self._buffer:
-                _read_or_close(response)
+            response = send(request)
+            if self._buffer:  # read the whole body (which releases the connection)
+                try:
+                    response.read()
+                except BaseException:
+                    response.close()
+                    raise
         except Exception as exc:
             resilience.attempted(call, key, request, None, exc)
             raise
-        resilience.attempted(call, key, request, response, None)
-        return response
+        # what `attempted` does, inlined for the common case
+        response.request = request
+        extensions = response.extensions
+        extensions["failsafe.endpoint"] = key
+        extensions["failsafe.attempts"] = call.total
+        if resilience.listeners or _events._global:
+            resilience.attempted(call, key, request, response, None)
+        return response  # type: ignore[no-any-return]
 
     def close(self) -> None:
         """Close the inner transport."""
@@ -507,7 +633,11 @@ class AsyncResilientTransport(httpx.AsyncBaseTransport):
             discard=_release_async,
         )
         self._buffer = buffer
-        self._run = self._resilience.policy._runner_async()
+        self._send = self._inner.handle_async_request
+        # a runner per endpoint (see `_Resilience.per_endpoint`), None's shared by all others
+        self._runners: dict[str | None, AsyncRunner] = {
+            None: self._resilience.bind_async(None, self._attempt)
+        }
 
     @property
     def breakers(self) -> KeyedCircuitBreaker | None:
@@ -517,34 +647,51 @@ class AsyncResilientTransport(httpx.AsyncBaseTransport):
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         """Send ``request`` under the policies; see the class documentation."""
         resilience = self._resilience
-        call, tokens = resilience.start(request)
+        call = resilience.start(request)
         try:
-            return await self._run(self._attempt, (request, call), {})  # type: ignore[no-any-return]
-        except AllTargetsFailed as exc:
-            outcome = resilience.all_failed(exc, request, call)
+            run = self._runners.get(call.runner)
+            if run is None:
+                run = self._runners.setdefault(
+                    call.runner, resilience.bind_async(call.runner, self._attempt)
+                )
+            return await run(self._send, (request, call), _NO_KWARGS)  # type: ignore[no-any-return]
+        except Exception as exc:
+            outcome = resilience.failed(exc, request, call)
+            if outcome is exc:
+                raise
             if isinstance(outcome, BaseException):
-                raise outcome from exc.failures[-1].outcome.exception
+                raise outcome from outcome.__cause__
             return outcome  # type: ignore[no-any-return]
-        except httpx.TransportError as exc:
-            resilience.explain(exc, request)
-            raise
-        except PolicyRejected as exc:
-            raise resilience.rejected(exc, request, call) from exc
         finally:
-            resilience.finish(tokens)
+            if call.target_token is not None:
+                _target.reset(call.target_token)
+            if call.deadline_token is not None:
+                _deadline.reset(call.deadline_token)
 
-    async def _attempt(self, request: httpx.Request, call: _Call) -> httpx.Response:
+    async def _attempt(self, send: Any, args: Any, _: object) -> httpx.Response:
+        """One attempt, ``await send(request)``: the runner innermost in the policies."""
+        request, call = args
         resilience = self._resilience
         key = resilience.aim(request, call)
         try:
-            response = await self._inner.handle_async_request(request)
-            if self._buffer:
-                await _aread_or_close(response)
+            response = await send(request)
+            if self._buffer:  # read the whole body (which releases the connection)
+                try:
+                    await response.aread()
+                except BaseException:
+                    await response.aclose()
+                    raise
         except Exception as exc:
             resilience.attempted(call, key, request, None, exc)
             raise
-        resilience.attempted(call, key, request, response, None)
-        return response
+        # what `attempted` does, inlined for the common case
+        response.request = request
+        extensions = response.extensions
+        extensions["failsafe.endpoint"] = key
+        extensions["failsafe.attempts"] = call.total
+        if resilience.listeners or _events._global:
+            resilience.attempted(call, key, request, response, None)
+        return response  # type: ignore[no-any-return]
 
     async def aclose(self) -> None:
         """Close the inner transport."""
@@ -574,21 +721,3 @@ async def _release_async(response: object) -> None:
             pass
         finally:
             await response.aclose()
-
-
-def _read_or_close(response: httpx.Response) -> None:
-    """Read the whole body (which releases the connection); on failure close and re-raise."""
-    try:
-        response.read()
-    except BaseException:
-        response.close()
-        raise
-
-
-async def _aread_or_close(response: httpx.Response) -> None:
-    """The asyncio twin of `_read_or_close`."""
-    try:
-        await response.aread()
-    except BaseException:
-        await response.aclose()
-        raise
