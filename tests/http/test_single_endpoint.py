@@ -16,11 +16,13 @@ import httpx
 import pytest
 
 from failsafe import Backoff, CircuitOpenError, CircuitState, KeyedCircuitBreaker
+from failsafe.exceptions import ConfigurationError
 from failsafe.http import (
     AllEndpointsFailed,
     AsyncResilientTransport,
     HttpAttempt,
     ResilientTransport,
+    endpoint_breakers,
 )
 from failsafe.testing import FakeClock, RecordingListener
 
@@ -193,3 +195,42 @@ class _Handler(Script):
     def __call__(self, request: httpx.Request) -> httpx.Response:
         self.seen.append((str(request.url), request.headers["host"]))
         return self.handler(request)
+
+
+def test_endpoint_breakers_tune_the_transports_rule() -> None:
+    """endpoint_breakers(threshold=2): the circuit opens after 2 failures, then probes.
+
+    503s and connection errors count, 404s do not; while the circuit is open the transport
+    skips the endpoint without a request, and it probes it after ``reset_timeout``.
+    """
+    clock = FakeClock()
+    breakers = endpoint_breakers(threshold=2, reset_timeout=5.0, clock=clock)
+    assert isinstance(breakers, KeyedCircuitBreaker)
+    script = Script([404, 503, httpx.ConnectError], then=200)
+    transport = ResilientTransport(
+        httpx.MockTransport(script),
+        endpoints=[A],
+        breakers=breakers,
+        attempts=1,
+        clock=clock,
+        backoff=Backoff.none(),
+    )
+    with httpx.Client(transport=transport) as client:
+        assert client.get("http://svc/x").status_code == 404  # not a failure
+        assert client.get("http://svc/x").status_code == 503  # failure 1
+        with pytest.raises(AllEndpointsFailed):
+            client.get("http://svc/x")  # failure 2: the circuit opens
+        assert breakers.get(A).state is CircuitState.OPEN
+        with pytest.raises(AllEndpointsFailed):
+            client.get("http://svc/x")  # skipped without a request
+        assert len(script.seen) == 3
+        clock.advance(5.0)
+        assert client.get("http://svc/x").status_code == 200  # the probe succeeds
+    assert breakers.get(A).state is CircuitState.CLOSED
+
+
+@pytest.mark.parametrize(("option", "value"), [("threshold", 0), ("reset_timeout", -1.0)])
+def test_endpoint_breakers_refuse_bad_numbers(option: str, value: float) -> None:
+    """Bad numbers are refused at construction, named."""
+    with pytest.raises(ConfigurationError):
+        endpoint_breakers(**{option: value})

@@ -25,7 +25,7 @@ from failsafe.http.classify import (
 )
 from failsafe.http.events import HttpAttempt
 from failsafe.http.exceptions import AllEndpointsFailed, DeadlineExceeded, EndpointFailure
-from failsafe.http.transport import AsyncResilientTransport, ResilientTransport
+from failsafe.http.transport import AsyncResilientTransport, ResilientTransport, endpoint_breakers
 
 __all__ = [
     "GATEWAY_STATUSES",
@@ -38,6 +38,7 @@ __all__ = [
     "EndpointFailure",
     "HttpAttempt",
     "ResilientTransport",
+    "endpoint_breakers",
     "retry_after",
     "status",
 ]

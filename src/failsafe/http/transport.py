@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import random
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Hashable, Sequence
 from contextvars import Token
 from typing import Any, Final
 
@@ -56,7 +56,59 @@ from failsafe.pipeline import Pipeline
 from failsafe.predicates import Classifier, Predicate, as_predicate
 from failsafe.retry import Retry
 
-__all__ = ["AsyncResilientTransport", "ResilientTransport"]
+__all__ = ["AsyncResilientTransport", "ResilientTransport", "endpoint_breakers"]
+
+
+def endpoint_breakers(
+    *,
+    threshold: int = 5,
+    reset_timeout: float = 30.0,
+    name: str = "http-breaker",
+    storage_factory: Callable[[Hashable], Any] | None = None,
+    clock: Clock = SYSTEM_CLOCK,
+    listeners: Sequence[Listener] = (),
+) -> KeyedCircuitBreaker:
+    """Per-endpoint circuit breakers with the transports' own rule, tuned.
+
+    What the transports build when ``breakers=True``, with other numbers: a breaker per
+    endpoint that opens after ``threshold`` consecutive failures (transport errors other
+    than [`DeadlineExceeded`][failsafe.http.DeadlineExceeded], and 502, 503 and 504
+    answers) and admits a probe after ``reset_timeout`` seconds. Pass the result as
+    ``breakers=`` to one transport, or to several to share their state.
+
+    Args:
+        threshold: Consecutive failures that open an endpoint's circuit.
+        reset_timeout: Seconds a circuit stays open before a probe.
+        name: The breakers are named ``name[endpoint]``.
+        storage_factory: Builds each endpoint's pybreaker storage (a
+            ``CircuitRedisStorage`` shares the state with other processes).
+        clock: Time for the open period (a fake one in tests).
+        listeners: Receive the breakers' events.
+
+    Raises:
+        ConfigurationError: On a bad threshold or reset timeout, naming it.
+
+    Example:
+        ```python
+        from failsafe.http import ResilientTransport, endpoint_breakers
+
+        quick = endpoint_breakers(threshold=3, reset_timeout=5.0)
+        transport = ResilientTransport(
+            endpoints=["http://127.0.0.1:8001", "http://127.0.0.1:8002"], breakers=quick
+        )
+        ```
+    """
+    return KeyedCircuitBreaker(
+        name=name,
+        trip=ConsecutiveFailures(threshold=threshold),
+        reset_timeout=reset_timeout,
+        on=TRANSPORT_ERRORS & (lambda e: not isinstance(e, DeadlineExceeded)),
+        on_result=_gateway_result,
+        storage_factory=storage_factory,
+        clock=clock,
+        listeners=listeners,
+    )
+
 
 IDEMPOTENT_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 _RESEND: Final = "failsafe.resend"  # request extension: why a request may not be resent
@@ -179,14 +231,8 @@ class _Resilience:
         )
         self.fails_over = failed_over
         if breakers is True:
-            self.breakers: KeyedCircuitBreaker | None = KeyedCircuitBreaker(
-                name=f"{name}-breaker",
-                trip=ConsecutiveFailures(threshold=5),
-                reset_timeout=30.0,
-                on=TRANSPORT_ERRORS & (lambda e: not isinstance(e, DeadlineExceeded)),
-                on_result=_gateway_result,
-                clock=clock,
-                listeners=self.listeners,
+            self.breakers: KeyedCircuitBreaker | None = endpoint_breakers(
+                name=f"{name}-breaker", clock=clock, listeners=self.listeners
             )
         elif breakers is False:
             self.breakers = None
@@ -448,7 +494,9 @@ class ResilientTransport(httpx.BaseTransport):
         breakers: ``True`` (default): a circuit breaker per endpoint (5 consecutive failures,
             30 s open), so an endpoint whose circuit is open is skipped without a network
             attempt; ``False``: none; or a `KeyedCircuitBreaker` to share with other clients
-            (and, with a pybreaker ``CircuitRedisStorage`` per key, other processes).
+            (and, with a pybreaker ``CircuitRedisStorage`` per key, other processes);
+            [`endpoint_breakers`][failsafe.http.endpoint_breakers] builds one with the same
+            rule and other numbers.
         deadline: Seconds for the whole request, all attempts and endpoints included; each
             attempt's timeout shrinks to the time left, and no retry starts that would end
             after it. Past it: [`DeadlineExceeded`][failsafe.http.DeadlineExceeded].
