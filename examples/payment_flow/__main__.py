@@ -1,41 +1,23 @@
-"""``python -m examples.payment_flow up|demo``: run the services, or play the seed.
+"""``python -m examples.payment_flow up|demo|serve``: the example's command line.
 
-- ``up``: start every service, print their addresses, log to the run folder; Ctrl-C stops
-  them all.
-- ``demo``: start them and play scenario B step by step, printing what really happened;
-  exit 0 only if every step behaved as the seed says.
-- ``serve NAME --settings PATH --fd N``: one service (what the supervisor runs).
-
-Options of ``up`` and ``demo``: ``--run-dir`` (default: a new folder under
-``.payment-flow/``), ``--broker`` (default: the embedded SQLite broker; or
-``amqp://guest:guest@127.0.0.1:5672/``), ``--redelivery-delay`` (the DLQ's delay, such as
-``60s`` or ``2s``), ``--dsn`` (PostgreSQL instead of SQLite files), ``--schema``, and for
-``up`` ``--fast`` (the demo's short waits instead of the seed's).
+``up`` starts every service and prints where they listen; ``demo`` plays scenario B of the
+seed (`demo.run_demo`, with the fast settings). Both take the broker (``--broker``, default
+the embedded SQLite broker) and the DLQ's delay (``--redelivery-delay``); the rest, and the
+help, is shared with warehouse_flow (`examples._support.cli`).
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import threading
-import time
 from collections.abc import Sequence
-from pathlib import Path
 
+from examples._support import cli  # the parsing and up's wait, shared with warehouse_flow
 from examples.payment_flow.settings import SERVICES, Settings, parse_duration
 
 
-def _run_dir(given: str | None, command: str) -> str:
-    if given:
-        return given
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    return str(Path(".payment-flow") / f"{command}-{stamp}-{os.getpid()}")
-
-
-def _settings(args: argparse.Namespace, command: str, fast: bool) -> Settings:
-    run_dir = _run_dir(args.run_dir, command)
-    settings = Settings.fast(run_dir) if fast else Settings(run_dir=run_dir)
+def _settings(args: argparse.Namespace, fast: bool) -> Settings:
+    settings = Settings.fast(args.run_dir) if fast else Settings(run_dir=args.run_dir)
     changes: dict[str, object] = {"broker": args.broker}
     if args.redelivery_delay is not None:
         changes["redelivery_delay"] = args.redelivery_delay
@@ -47,7 +29,7 @@ def _settings(args: argparse.Namespace, command: str, fast: bool) -> Settings:
 def _up(args: argparse.Namespace) -> int:
     from examples.payment_flow.runner import Supervisor
 
-    with Supervisor(_settings(args, "up", args.fast)) as supervisor:
+    with Supervisor(_settings(args, args.fast)) as supervisor:
         supervisor.start()
         settings = supervisor.settings
         print(f"run folder: {settings.path.resolve()} (logs, databases, settings.json)")
@@ -60,25 +42,14 @@ def _up(args: argparse.Namespace) -> int:
         print(f'  curl -s -X POST {order}/orders -d \'{{"orderId": "o-1"}}\'')
         print(f'  curl -s -X POST {payment}/payments -d \'{{"orderId": "o-1", "amount": 25}}\'')
         print(f"  curl -s {order}/orders/o-1")
-        print("Ctrl-C stops them all.")
-        try:
-            threading.Event().wait()
-        except KeyboardInterrupt:
-            print("\nstopping...")
+        cli.wait_until_stopped(supervisor)
     return 0
 
 
 def _demo(args: argparse.Namespace) -> int:
     from examples.payment_flow.demo import run_demo
 
-    return run_demo(_settings(args, "demo", fast=True))
-
-
-def _serve(args: argparse.Namespace) -> int:
-    from examples.payment_flow.runner import serve
-
-    serve(args.name, args.settings, args.fd)
-    return 0
+    return run_demo(_settings(args, fast=True))
 
 
 def _duration(text: str) -> float:
@@ -88,32 +59,37 @@ def _duration(text: str) -> float:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+_OPTIONS_HELP = (
+    "``--broker`` (default: the embedded SQLite broker; or"
+    " ``amqp://guest:guest@127.0.0.1:5672/``), ``--redelivery-delay`` (the DLQ's delay,"
+    " such as ``60s`` or ``2s``), "
+)
+
+
+def _options(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--broker", help="amqp://... for RabbitMQ (default: the embedded SQLite broker)"
+    )
+    command.add_argument(
+        "--redelivery-delay",
+        type=_duration,
+        help="seconds between redeliveries from the DLQ (default: 60s; the demo: 2s)",
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit code."""
-    parser = argparse.ArgumentParser(prog="python -m examples.payment_flow", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name, text in (("up", "start every service until Ctrl-C"), ("demo", "play the seed")):
-        command = commands.add_parser(name, help=text)
-        command.add_argument("--run-dir", help="the run folder (default: a new one)")
-        command.add_argument(
-            "--broker", help="amqp://... for RabbitMQ (default: the embedded SQLite broker)"
-        )
-        command.add_argument(
-            "--redelivery-delay",
-            type=_duration,
-            help="seconds between redeliveries from the DLQ (default: 60s; the demo: 2s)",
-        )
-        command.add_argument("--dsn", help="PostgreSQL instead of SQLite files")
-        command.add_argument("--schema", default="payment_flow", help="PostgreSQL schema prefix")
-        if name == "up":
-            command.add_argument("--fast", action="store_true", help="short waits, as in the demo")
-    serve = commands.add_parser("serve", help="run one service (used by the supervisor)")
-    serve.add_argument("name", choices=SERVICES)
-    serve.add_argument("--settings", required=True)
-    serve.add_argument("--fd", type=int, required=True)
-    args = parser.parse_args(argv)
-    run = {"up": _up, "demo": _demo, "serve": _serve}[args.command]
-    return run(args)
+    return cli.main(
+        argv,
+        "examples.payment_flow",
+        Settings,
+        SERVICES,
+        scenario="B",
+        up=_up,
+        demo=_demo,
+        options=_options,
+        options_help=_OPTIONS_HELP,
+    )
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from examples._support.postgres import schema_pool
 from examples.payment_flow.domain import RESERVED, StatusUpdate, decide
 from examples.payment_flow.settings import Settings
 from failsafe.queue import ProcessedMessages
@@ -83,17 +84,10 @@ class OrdersDB:
         self._pool: Any = None
         if dsn is not None:
             import psycopg
-            from psycopg_pool import ConnectionPool
 
             with psycopg.connect(dsn, autocommit=True) as conn:
                 conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
-            self._pool = ConnectionPool(
-                dsn,
-                min_size=1,
-                max_size=8,
-                kwargs={"options": f"-c search_path={schema}"},
-                open=True,
-            )
+            self._pool = schema_pool(dsn, schema)
         self._create()
 
     @classmethod

@@ -61,6 +61,11 @@ class Invalid(ValueError):
         """The JSON body of the 422 answer."""
         return {"error": f"{self.field}: {self.problem}", "field": self.field}
 
+    @classmethod
+    def not_json(cls) -> Invalid:
+        """The error for a request body that is not JSON."""
+        return cls("body", "must be JSON")
+
 
 def rank(status: str) -> int:
     """The position of ``status`` in `STATUSES`.

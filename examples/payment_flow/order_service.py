@@ -39,11 +39,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from examples._support.faults import FaultMiddleware, Faults, fault_routes
+from examples._support.web import healthz, invalid, read_json
 from examples.payment_flow.db import OrdersDB, Outcome, StatusWriteFailed
 from examples.payment_flow.domain import Invalid, StatusUpdate, parse_status_update
-from examples.payment_flow.faults import FaultMiddleware, Faults, fault_routes
 from examples.payment_flow.settings import Settings
-from examples.payment_flow.web import healthz, invalid, read_json
 from examples.payment_flow.wiring import RETRY_KIND, RETRY_PATH, REVIEW_KIND, error_sink
 
 __all__ = ["OrderService", "create_app"]
@@ -55,7 +55,7 @@ class OrderService:
     """The Order service's logic over the Orders database and its error sink."""
 
     def __init__(self, settings: Settings) -> None:
-        self.faults = Faults()
+        self.faults = Faults("Orders database refused the write (injected fault)")
         self.db = OrdersDB.open(settings)
         self.sink = error_sink(settings, "order-service")
 
@@ -136,7 +136,7 @@ def create_app(settings: Settings) -> Starlette:
         try:
             update = parse_status_update(
                 request.path_params["order_id"],
-                await read_json(request),
+                await read_json(request, Invalid.not_json),
                 request.headers.get("idempotency-key"),
             )
         except Invalid as exc:
@@ -150,7 +150,7 @@ def create_app(settings: Settings) -> Starlette:
 
     async def retry(request: Request) -> Response:
         try:
-            body = await read_json(request)
+            body = await read_json(request, Invalid.not_json)
             if not isinstance(body, dict):
                 raise Invalid("body", "must be a JSON object")
             status, answer = await run_in_threadpool(service.retry, body.get("record"))
@@ -160,7 +160,7 @@ def create_app(settings: Settings) -> Starlette:
 
     async def add(request: Request) -> Response:
         try:
-            body = await read_json(request)
+            body = await read_json(request, Invalid.not_json)
             if not isinstance(body, dict):
                 raise Invalid("body", "must be a JSON object")
             ids = body["orders"] if "orders" in body else [body.get("orderId")]

@@ -28,10 +28,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from examples._support.faults import FaultMiddleware, Faults, fault_routes
+from examples._support.web import healthz, invalid, read_json
 from examples.payment_flow.domain import Invalid, charge, parse_payment, status_message
-from examples.payment_flow.faults import FaultMiddleware, Faults, fault_routes
 from examples.payment_flow.settings import Settings
-from examples.payment_flow.web import healthz, invalid, read_json
 from examples.payment_flow.wiring import async_broker
 from failsafe.queue import AsyncBroker, Envelope
 
@@ -66,7 +66,7 @@ def create_app(settings: Settings) -> Starlette:
 
     async def pay(request: Request) -> Response:
         try:
-            payment = parse_payment(await read_json(request))
+            payment = parse_payment(await read_json(request, Invalid.not_json))
         except Invalid as exc:
             return invalid(exc)
         declined = charge(payment)

@@ -34,9 +34,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from examples._support.web import healthz
 from examples.payment_flow.domain import Invalid, parse_status_message
 from examples.payment_flow.settings import Settings
-from examples.payment_flow.web import healthz
 from examples.payment_flow.wiring import (
     blocking_broker,
     error_sink,

@@ -14,7 +14,8 @@ Every resilience decision of the example is made here, once, by configuring fail
   breaker, so that while the Order service is down messages go to the DLQ without a
   connection attempt each;
 - `error_sink`: a service's `ErrorSink` (steps 5 and 6): a report is delivered at once or
-  spooled on disk in the run folder, and never lost;
+  spooled on disk in the run folder, and never lost (built the same way in both examples:
+  `examples._support.errors_service.error_sink`);
 - `errors_desk`, `retry_handlers`: the Error-handling service's desk, with the retry schedule
   of failed status writes, and the HTTP callback through which it redoes them.
 """
@@ -25,9 +26,10 @@ import logging
 
 import httpx
 
+from examples._support.errors_service import error_sink
 from examples.payment_flow.settings import Settings
 from failsafe import Backoff, ConsecutiveFailures, KeyedCircuitBreaker
-from failsafe.errors import ErrorDesk, ErrorSink, ErrorStore, Handlers, RetrySchedule, SQLiteStore
+from failsafe.errors import ErrorDesk, ErrorStore, Handlers, RetrySchedule
 from failsafe.http import GATEWAY_STATUSES, TRANSPORT_ERRORS, ResilientTransport
 from failsafe.queue import AsyncBroker, AsyncSQLiteBroker, Broker, Redelivery, SQLiteBroker
 from failsafe.queue.bridge import as_blocking
@@ -40,7 +42,6 @@ __all__ = [
     "blocking_broker",
     "error_sink",
     "errors_desk",
-    "errors_store",
     "order_client",
     "queue_review_kind",
     "redelivery",
@@ -127,31 +128,6 @@ def order_client(settings: Settings) -> httpx.Client:
         name="order",
     )
     return httpx.Client(transport=transport, base_url="http://order", timeout=settings.http_timeout)
-
-
-def error_sink(settings: Settings, source: str) -> ErrorSink:
-    """Service ``source``'s client of the Error-handling service.
-
-    Its spool is a file of its own in the run folder: a report the service could not take
-    at once is delivered later, by this process or the next one started on the same file.
-    """
-    settings.path.mkdir(parents=True, exist_ok=True)
-    return ErrorSink(
-        settings.url("errors"),
-        source=source,
-        spool=settings.path / f"{source}.spool.db",
-        poll_interval=settings.sink_poll,
-    )
-
-
-def errors_store(settings: Settings) -> ErrorStore:
-    """The Error-handling service's store: a SQLite file in the run folder, or PostgreSQL."""
-    if settings.dsn is not None:
-        from failsafe.errors.postgres import PostgresStore
-
-        return PostgresStore(settings.dsn, schema=f"{settings.schema}_errors")
-    settings.path.mkdir(parents=True, exist_ok=True)
-    return SQLiteStore(str(settings.path / "errors.db"))
 
 
 def errors_desk(settings: Settings, store: ErrorStore) -> ErrorDesk:

@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+from examples._support.postgres import schema_pool
 from examples.warehouse_flow.domain import Decision, plan
 from examples.warehouse_flow.settings import Settings
 
@@ -70,20 +71,13 @@ class Database:
         self._pool: Any = None
         if dsn is not None:
             import psycopg
-            from psycopg_pool import ConnectionPool
 
             with psycopg.connect(dsn) as conn, conn.transaction():
                 # both Warehouse instances start at once: concurrent CREATE ... IF NOT EXISTS
                 # can fail on PostgreSQL, so they take turns
                 conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (schema,))
                 conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
-            self._pool = ConnectionPool(
-                dsn,
-                min_size=1,
-                max_size=8,
-                kwargs={"options": f"-c search_path={schema}"},
-                open=True,
-            )
+            self._pool = schema_pool(dsn, schema)
 
     @property
     def postgres(self) -> bool:

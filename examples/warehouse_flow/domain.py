@@ -80,6 +80,11 @@ class Invalid(ValueError):
         """The JSON body of the 422 answer."""
         return {"error": f"{self.field}: {self.message}", "field": self.field}
 
+    @classmethod
+    def not_json(cls) -> Invalid:
+        """The error for a request body that is not JSON."""
+        return cls("body", "must be a JSON object")
+
 
 @dataclass(frozen=True)
 class OrderLine:

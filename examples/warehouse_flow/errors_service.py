@@ -2,8 +2,9 @@
 
 This is what ``failsafe errors serve --callback stock.decrement=URL`` runs (the JSON API,
 the review pages at ``/review/``, the retry worker), built with
-`failsafe.errors.service.create_app` so that two settings can be given that the command
-does not take yet:
+`failsafe.errors.service.create_app` (in `examples._support.errors_service.errors_app`,
+shared with payment_flow) so that two settings can be given that the command does not take
+yet:
 
 - the retry schedule of ``stock.decrement`` (`wiring.errors_desk`): the demo and the tests
   retry within a second, not after the library's default 30 s;
@@ -14,31 +15,22 @@ does not take yet:
 
 from __future__ import annotations
 
+from functools import partial
+
 from starlette.applications import Starlette
 
+from examples._support.errors_service import errors_app
 from examples.warehouse_flow.settings import Settings
-from examples.warehouse_flow.wiring import (
-    callback_client,
-    errors_desk,
-    errors_store,
-    retry_handlers,
-)
-from failsafe.errors import RetryWorker
-from failsafe.errors.auth import Tokens
-from failsafe.errors.service import create_app as create_errors_app
+from examples.warehouse_flow.wiring import callback_client, errors_desk, retry_handlers
 
 __all__ = ["create_app"]
 
 
 def create_app(settings: Settings) -> Starlette:
     """The Error-handling service's app: API, review pages, and its retry worker."""
-    tokens = Tokens.from_env()  # FAILSAFE_ERRORS_REPORT_TOKEN / _REVIEW_TOKEN, if set
-    tokens.check_listen(settings.host)
-    store = errors_store(settings)
-    desk = errors_desk(settings, store)
-    handlers = retry_handlers()
-    http = callback_client(settings)
-    worker = RetryWorker(desk, handlers, poll_interval=settings.poll_interval, http=http)
-    app = create_errors_app(desk, tokens=tokens, handlers=handlers, worker=worker)
-    app.state.closers = [worker.close, http.close, store.close]
-    return app
+    return errors_app(
+        settings,
+        desk=partial(errors_desk, settings),
+        handlers=retry_handlers(),
+        http=partial(callback_client, settings),
+    )

@@ -33,10 +33,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from examples._support.faults import FaultMiddleware, Faults, fault_routes
+from examples._support.web import closing, healthz, invalid, read_json
 from examples.warehouse_flow.domain import Invalid, OrderLine, order_answer, parse_add_request
-from examples.warehouse_flow.faults import FaultMiddleware, Faults, fault_routes
 from examples.warehouse_flow.settings import Settings
-from examples.warehouse_flow.web import closing, healthz, invalid, read_json
 from examples.warehouse_flow.wiring import warehouse_client
 
 __all__ = ["OrderService", "create_app"]
@@ -93,7 +93,9 @@ def create_app(settings: Settings) -> Starlette:
                     "Idempotency-Key", "must be 8-128 letters, digits, '.', '_', ':' or '-'"
                 )
             line = parse_add_request(
-                request.path_params["order_id"], await read_json(request), now=datetime.now(UTC)
+                request.path_params["order_id"],
+                await read_json(request, Invalid.not_json),
+                now=datetime.now(UTC),
             )
         except Invalid as exc:
             return invalid(exc)

@@ -15,11 +15,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from examples._support.faults import FaultMiddleware, Faults, fault_routes
+from examples._support.web import closing, healthz
 from examples.warehouse_flow.db import ProductsDB, open_database
 from examples.warehouse_flow.domain import CATALOGUE
-from examples.warehouse_flow.faults import FaultMiddleware, Faults, fault_routes
 from examples.warehouse_flow.settings import Settings
-from examples.warehouse_flow.web import closing, healthz
 
 __all__ = ["create_app"]
 

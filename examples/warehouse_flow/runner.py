@@ -1,222 +1,40 @@
-"""Process supervision: every service as a real uvicorn process on loopback.
+"""The example's processes: which app each service runs, and its supervisor.
 
-The `Supervisor` binds a listening socket for each service on a free port (port 0), writes
-the ports into ``settings.json`` in the run folder, and starts each service as
-``python -m examples.warehouse_flow serve NAME --settings PATH --fd N``, handing it the
-socket. Each process logs to ``NAME.log`` in the run folder. A service can be killed
-(``SIGKILL``, as a crash), stopped (``SIGTERM``) and started again on the same port.
+`Supervisor` is the shared `examples._support.processes.Supervisor` set up for this example:
+it starts each of `SERVICES` as ``python -m examples.warehouse_flow serve NAME --settings
+PATH --fd N`` on a free loopback port, logs to ``NAME.log`` in the run folder, and kills
+(``kill -9``) and restarts a service on the same port. `Supervisor.serve` is the child's side.
 """
 
 from __future__ import annotations
 
-import contextlib
-import logging
-import os
-import signal
-import socket
-import subprocess
-import sys
-import threading
-import time
-from collections.abc import Iterable
-from pathlib import Path
-from types import TracebackType
-
-import httpx
-
+from examples._support import processes
 from examples.warehouse_flow.settings import SERVICES, Settings
 
-__all__ = ["ROOT", "Supervisor", "serve"]
-
-ROOT = Path(__file__).resolve().parents[2]
-"""The folder holding the ``examples`` package (the child processes' import root)."""
+__all__ = ["Supervisor"]
 
 
-def _listen(host: str, port: int = 0) -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    # accepted connections inherit it on Linux: no 40 ms Nagle/delayed-ACK stalls
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    sock.bind((host, port))
-    sock.listen(1024)
-    return sock
+class Supervisor(processes.Supervisor[Settings], services=SERVICES, settings=Settings):
+    """The five services as processes; the Order service stops first, the Error-handling
+    service last."""
 
+    @staticmethod
+    def create_app(name: str, settings: Settings) -> object:
+        """The app of service ``name``."""
+        if name in ("warehouse-1", "warehouse-2"):
+            from examples.warehouse_flow.warehouse import create_app as warehouse_app
 
-class Supervisor:
-    """Starts, kills and restarts the example's service processes.
+            return warehouse_app(settings, name)
+        if name == "order":
+            from examples.warehouse_flow.order_service import create_app as order_app
 
-    Use it as a context manager: on exit every process it started is stopped.
+            return order_app(settings)
+        if name == "products":
+            from examples.warehouse_flow.products import create_app as products_app
 
-    Args:
-        settings: The run's settings; their ports are chosen here (``ports`` is ignored).
-    """
+            return products_app(settings)
+        if name == "errors":
+            from examples.warehouse_flow.errors_service import create_app as errors_app
 
-    def __init__(self, settings: Settings) -> None:
-        self._sockets = {name: _listen(settings.host) for name in SERVICES}
-        ports = {name: sock.getsockname()[1] for name, sock in self._sockets.items()}
-        self.settings = settings.replace(ports=ports)
-        self.settings_path = self.settings.save()
-        self.processes: dict[str, subprocess.Popen[bytes]] = {}
-
-    def log_path(self, name: str) -> Path:
-        """The log file of service ``name``."""
-        return self.settings.path / f"{name}.log"
-
-    def start(self, names: Iterable[str] = SERVICES, *, wait: bool = True) -> None:
-        """Start the services ``names`` (all by default) on their ports, and wait for them."""
-        names = list(names)
-        for name in names:
-            if self.alive(name):
-                continue
-            sock = self._sockets.pop(name, None) or _listen(
-                self.settings.host, self.settings.ports[name]
-            )
-            env = {
-                **os.environ,
-                "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
-            }
-            with self.log_path(name).open("ab") as log:
-                self.processes[name] = subprocess.Popen(
-                    [
-                        sys.executable,
-                        "-m",
-                        "examples.warehouse_flow",
-                        "serve",
-                        name,
-                        "--settings",
-                        str(self.settings_path),
-                        "--fd",
-                        str(sock.fileno()),
-                    ],
-                    pass_fds=[sock.fileno()],
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    cwd=ROOT,
-                    env=env,
-                    start_new_session=True,  # Ctrl-C reaches the supervisor, which stops them
-                )
-            sock.close()  # the child holds it: connections queue until it serves
-        if wait:
-            for name in names:
-                self.wait_ready(name)
-
-    def wait_ready(self, name: str, timeout: float = 30.0) -> None:
-        """Wait until service ``name`` answers ``/healthz``.
-
-        Raises:
-            RuntimeError: If it exits or does not answer within ``timeout`` seconds.
-        """
-        pause = threading.Event()
-        deadline = time.monotonic() + timeout
-        url = f"{self.settings.url(name)}/healthz"
-        while True:
-            try:
-                if httpx.get(url, timeout=2.0).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            process = self.processes.get(name)
-            if process is not None and process.poll() is not None:
-                raise RuntimeError(
-                    f"{name} exited with {process.returncode}: see {self.log_path(name)}"
-                )
-            if time.monotonic() > deadline:
-                raise RuntimeError(
-                    f"{name} did not start in {timeout} s: see {self.log_path(name)}"
-                )
-            pause.wait(0.05)
-
-    def alive(self, name: str) -> bool:
-        """Whether service ``name``'s process runs."""
-        process = self.processes.get(name)
-        return process is not None and process.poll() is None
-
-    def kill(self, name: str) -> None:
-        """``kill -9`` service ``name``: no shutdown, connections reset, the port refuses."""
-        process = self.processes.get(name)
-        if process is not None and process.poll() is None:
-            process.send_signal(signal.SIGKILL)
-            process.wait(10)
-
-    def stop(self, name: str, timeout: float = 10.0) -> None:
-        """Stop service ``name`` gracefully (``SIGTERM``), or kill it after ``timeout``."""
-        process = self.processes.get(name)
-        if process is None or process.poll() is not None:
-            return
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.kill(name)
-
-    def restart(self, name: str) -> None:
-        """Start service ``name`` again on its port (after `kill` or `stop`)."""
-        self.stop(name)
-        self.start([name])
-
-    def stop_all(self) -> None:
-        """Stop every service, the Order service first."""
-        for name in reversed(SERVICES):
-            self.stop(name)
-        for sock in self._sockets.values():
-            sock.close()
-        self._sockets.clear()
-
-    def __enter__(self) -> Supervisor:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop_all()
-
-
-def _app(name: str, settings: Settings) -> object:
-    if name == "order":
-        from examples.warehouse_flow.order_service import create_app as order_app
-
-        return order_app(settings)
-    if name in ("warehouse-1", "warehouse-2"):
-        from examples.warehouse_flow.warehouse import create_app as warehouse_app
-
-        return warehouse_app(settings, name)
-    if name == "products":
-        from examples.warehouse_flow.products import create_app as products_app
-
-        return products_app(settings)
-    if name == "errors":
-        from examples.warehouse_flow.errors_service import create_app as errors_app
-
-        return errors_app(settings)
-    raise ValueError(f"no service {name!r}; one of {', '.join(SERVICES)}")
-
-
-def serve(name: str, settings_path: str, fd: int) -> None:
-    """Run service ``name`` under uvicorn on the listening socket ``fd`` (the child's side)."""
-    import uvicorn
-
-    settings = Settings.load(settings_path)
-    logging.basicConfig(
-        level=logging.INFO,
-        format=f"%(asctime)s {name} %(levelname)s %(name)s: %(message)s",
-    )
-    for noisy in ("httpx", "httpcore"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    app = _app(name, settings)
-    sock = socket.socket(fileno=fd)
-    config = uvicorn.Config(
-        app,  # type: ignore[arg-type]
-        log_level="warning",
-        access_log=False,
-        lifespan="on",
-        timeout_graceful_shutdown=5,
-    )
-    logging.getLogger(name).info("listening on %s", settings.url(name))
-    with contextlib.suppress(KeyboardInterrupt):
-        uvicorn.Server(config).run(sockets=[sock])
-    for close in getattr(getattr(app, "state", None), "closers", ()):
-        with contextlib.suppress(Exception):
-            close()
+            return errors_app(settings)
+        raise ValueError(f"no service {name!r}; one of {', '.join(SERVICES)}")

@@ -10,10 +10,10 @@ benchmark.
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
+
+from examples._support.settings import RunSettings
 
 __all__ = ["SERVICES", "Settings"]
 
@@ -22,16 +22,14 @@ SERVICES = ("errors", "products", "warehouse-1", "warehouse-2", "order")
 
 
 @dataclass(frozen=True)
-class Settings:
+class Settings(RunSettings):
     """Where the services listen, where they keep their data, and their policies.
 
+    The run's place and the Error-handling service's knobs are `RunSettings` fields (with
+    ``dsn``, the stock, the catalogue and the error records live in PostgreSQL); the
+    Warehouse calls' policies are this class's:
+
     Attributes:
-        run_dir: The run folder: SQLite files, logs, spools and ``settings.json``.
-        host: The loopback address every service listens on.
-        ports: The port of each service (see `SERVICES`); 0 until the supervisor picks them.
-        dsn: A PostgreSQL DSN: the stock, the catalogue and the error records go there
-            (in ``schema``) instead of SQLite files in the run folder.
-        schema: The PostgreSQL schema of this run (with ``dsn``).
         warehouse_attempts: Attempts per Warehouse instance, the first included (seed: 4).
         warehouse_backoff: First backoff delay between them, in seconds (doubling, full
             jitter).
@@ -42,18 +40,23 @@ class Settings:
         breaker_reset: Seconds an open circuit stays open before one probe.
         products_attempts: Attempts on the Products service (GET: always safe to resend).
         products_timeout: Seconds for one attempt on the Products service.
-        retry_attempts: The Error-handling service's attempts at a failed stock write
-            before a person gets it.
-        retry_backoff: Its first delay, in seconds (doubling, full jitter).
-        retry_backoff_max: Its longest delay, in seconds.
-        poll_interval: Seconds between the Error-handling service's retry rounds.
-        sink_poll: Seconds between the Warehouse's deliveries of spooled reports.
     """
 
+    FAST: ClassVar[dict[str, Any]] = {
+        "warehouse_backoff": 0.02,
+        "warehouse_backoff_max": 0.1,
+        "warehouse_timeout": 3.0,
+        "warehouse_deadline": 10.0,
+        "breaker_reset": 5.0,
+        "retry_attempts": 12,
+        "retry_backoff_max": 0.8,
+    }
+    """What `fast` changes: the same policies as the defaults (four attempts per instance,
+    failover, breakers, retries by the Error-handling service), with delays of tens of
+    milliseconds."""
+
     run_dir: str = ".warehouse-flow"
-    host: str = "127.0.0.1"
     ports: dict[str, int] = dataclasses.field(default_factory=lambda: dict.fromkeys(SERVICES, 0))
-    dsn: str | None = None
     schema: str = "warehouse_flow"
     warehouse_attempts: int = 4
     warehouse_backoff: float = 0.1
@@ -64,61 +67,8 @@ class Settings:
     breaker_reset: float = 30.0
     products_attempts: int = 3
     products_timeout: float = 2.0
-    retry_attempts: int = 8
-    retry_backoff: float = 10.0
-    retry_backoff_max: float = 900.0
-    poll_interval: float = 1.0
-    sink_poll: float = 5.0
-
-    @classmethod
-    def fast(cls, run_dir: str | Path, **changes: Any) -> Settings:
-        """Settings with short waits, for the demo, the tests and the benchmark.
-
-        The same policies as the defaults (four attempts per instance, failover, breakers,
-        retries by the Error-handling service), with delays of tens of milliseconds.
-        """
-        options: dict[str, Any] = {
-            "run_dir": str(run_dir),
-            "warehouse_backoff": 0.02,
-            "warehouse_backoff_max": 0.1,
-            "warehouse_timeout": 3.0,
-            "warehouse_deadline": 10.0,
-            "breaker_reset": 5.0,
-            "retry_attempts": 12,
-            "retry_backoff": 0.2,
-            "retry_backoff_max": 0.8,
-            "poll_interval": 0.1,
-            "sink_poll": 0.5,
-        }
-        options.update(changes)
-        return cls(**options)
-
-    def url(self, service: str) -> str:
-        """The base URL of ``service`` (one of `SERVICES`)."""
-        return f"http://{self.host}:{self.ports[service]}"
 
     @property
     def warehouse_urls(self) -> list[str]:
         """The Warehouse instances, in the Order service's order of preference."""
         return [self.url("warehouse-1"), self.url("warehouse-2")]
-
-    @property
-    def path(self) -> Path:
-        """The run folder."""
-        return Path(self.run_dir)
-
-    def save(self) -> Path:
-        """Write ``settings.json`` in the run folder (created if missing); return its path."""
-        self.path.mkdir(parents=True, exist_ok=True)
-        target = self.path / "settings.json"
-        target.write_text(json.dumps(dataclasses.asdict(self), indent=2) + "\n")
-        return target
-
-    @classmethod
-    def load(cls, path: str | Path) -> Settings:
-        """Read settings written by `save`."""
-        return cls(**json.loads(Path(path).read_text()))
-
-    def replace(self, **changes: Any) -> Settings:
-        """A copy with ``changes``."""
-        return dataclasses.replace(self, **changes)

@@ -34,6 +34,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from examples._support.faults import FaultMiddleware, Faults, fault_routes
+from examples._support.web import closing, healthz, invalid, read_json
 from examples.warehouse_flow.db import APPLIED, StockDB, StockWriteFailed, open_database
 from examples.warehouse_flow.domain import (
     NOT_ENOUGH_STOCK,
@@ -43,9 +45,7 @@ from examples.warehouse_flow.domain import (
     needed,
     parse_order_line,
 )
-from examples.warehouse_flow.faults import FaultMiddleware, Faults, fault_routes
 from examples.warehouse_flow.settings import Settings
-from examples.warehouse_flow.web import closing, healthz, invalid, read_json
 from examples.warehouse_flow.wiring import (
     RETRY_KIND,
     RETRY_PATH,
@@ -68,7 +68,7 @@ class Warehouse:
 
     def __init__(self, settings: Settings, instance: str) -> None:
         self.instance = instance
-        self.faults = Faults()
+        self.faults = Faults("stock write failed (injected fault)")
         self.stock = StockDB(open_database(settings, "stock"))
         self.stock.create(STOCK)
         self.products = products_client(settings)
@@ -195,7 +195,7 @@ def create_app(settings: Settings, instance: str) -> Starlette:
 
     async def add(request: Request) -> Response:
         try:
-            line = parse_order_line(await read_json(request))
+            line = parse_order_line(await read_json(request, Invalid.not_json))
         except Invalid as exc:
             return invalid(exc)
         # a request without a key is applied once too: under a key of its own
@@ -205,7 +205,7 @@ def create_app(settings: Settings, instance: str) -> Starlette:
 
     async def retry(request: Request) -> Response:
         try:
-            data = await read_json(request)
+            data = await read_json(request, Invalid.not_json)
         except Invalid as exc:
             return invalid(exc)
         record = data.get("record") if isinstance(data, dict) else None

@@ -10,7 +10,8 @@ Every resilience decision of the example is made here, once, by configuring fail
 - `products_client`: the Warehouse's client for the Products service (step 6): the same
   transport on one endpoint (a GET is always safe to resend; a 404 is an answer, not retried);
 - `error_sink`: the Warehouse's `ErrorSink` (steps 8 and 10): a report is delivered at once
-  or spooled on disk in the run folder, and never lost;
+  or spooled on disk in the run folder, and never lost (built the same way in both
+  examples: `examples._support.errors_service.error_sink`);
 - `errors_desk`, `retry_handlers`, `callback_client`: the Error-handling service's desk,
   with the retry schedule of failed stock writes, and the HTTP callback that redoes them on
   the Warehouse, sent through a failover transport over both instances.
@@ -22,9 +23,10 @@ import logging
 
 import httpx
 
+from examples._support.errors_service import error_sink
 from examples.warehouse_flow.settings import Settings
 from failsafe import Backoff, ConsecutiveFailures, KeyedCircuitBreaker
-from failsafe.errors import ErrorDesk, ErrorSink, ErrorStore, Handlers, RetrySchedule, SQLiteStore
+from failsafe.errors import ErrorDesk, ErrorStore, Handlers, RetrySchedule
 from failsafe.http import (
     GATEWAY_STATUSES,
     TRANSPORT_ERRORS,
@@ -41,7 +43,6 @@ __all__ = [
     "callback_client",
     "error_sink",
     "errors_desk",
-    "errors_store",
     "products_client",
     "retry_handlers",
     "warehouse_breakers",
@@ -128,32 +129,6 @@ def products_client(settings: Settings) -> httpx.Client:
     return httpx.Client(
         transport=transport, base_url="http://products", timeout=settings.products_timeout
     )
-
-
-def error_sink(settings: Settings, source: str) -> ErrorSink:
-    """The Warehouse instance ``source``'s client of the Error-handling service.
-
-    Its spool is a file of the instance's own in the run folder: a report the service could
-    not take at once is delivered later, by this process or the next one started on the
-    same file, and never lost.
-    """
-    settings.path.mkdir(parents=True, exist_ok=True)
-    return ErrorSink(
-        settings.url("errors"),
-        source=source,
-        spool=settings.path / f"{source}.spool.db",
-        poll_interval=settings.sink_poll,
-    )
-
-
-def errors_store(settings: Settings) -> ErrorStore:
-    """The Error-handling service's store: a SQLite file in the run folder, or PostgreSQL."""
-    if settings.dsn is not None:
-        from failsafe.errors.postgres import PostgresStore
-
-        return PostgresStore(settings.dsn, schema=f"{settings.schema}_errors")
-    settings.path.mkdir(parents=True, exist_ok=True)
-    return SQLiteStore(str(settings.path / "errors.db"))
 
 
 def errors_desk(settings: Settings, store: ErrorStore) -> ErrorDesk:

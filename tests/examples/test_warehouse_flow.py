@@ -14,9 +14,10 @@ from typing import Any
 
 import httpx
 import pytest
+from examples._support.faults import Faults, fault_routes
+from examples._support.processes import ROOT
 from examples.warehouse_flow.domain import ADDED, CATALOGUE, INFO_LATER, NOT_ENOUGH_STOCK, needed
-from examples.warehouse_flow.faults import Faults, fault_routes
-from examples.warehouse_flow.runner import ROOT, Supervisor
+from examples.warehouse_flow.runner import Supervisor
 from examples.warehouse_flow.wiring import RETRY_KIND, REVIEW_KIND
 from starlette.applications import Starlette
 

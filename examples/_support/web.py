@@ -1,35 +1,43 @@
-"""Small pieces the four apps share: reading a JSON body, a lifespan that closes things."""
+"""Small web pieces the services of both examples share: ``/healthz``, reading a JSON body,
+the 422 answer naming the field, and a lifespan that closes things."""
 
 from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import AsyncIterator, Callable
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, Protocol
 
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from examples.warehouse_flow.domain import Invalid
-
-__all__ = ["closing", "healthz", "invalid", "read_json"]
+__all__ = ["FieldError", "closing", "healthz", "invalid", "read_json"]
 
 
-async def read_json(request: Request) -> Any:
+class FieldError(Protocol):
+    """An example's ``Invalid``: input that breaks a rule, as the JSON body of a 422."""
+
+    def body(self) -> dict[str, str]:
+        """The JSON body of the 422 answer."""
+        ...
+
+
+async def read_json(request: Request, bad_body: Callable[[], Exception]) -> Any:
     """The request's JSON body.
 
     Raises:
-        Invalid: ``body`` when it is not JSON.
+        Exception: ``bad_body()`` (the example's ``Invalid`` naming ``body``, such as
+            ``Invalid.not_json``) when the body is not JSON.
     """
     raw = await request.body()
     try:
         return json.loads(raw)
     except ValueError:
-        raise Invalid("body", "must be a JSON object") from None
+        raise bad_body() from None
 
 
-def invalid(exc: Invalid) -> Response:
+def invalid(exc: FieldError) -> Response:
     """The 422 answer naming the field."""
     return JSONResponse(exc.body(), status_code=422)
 
@@ -49,7 +57,7 @@ def closing(*closers: Callable[[], object]) -> Callable[[Starlette], Any]:
     return lifespan
 
 
-def healthz(service: str) -> Callable[[Request], Any]:
+def healthz(service: str) -> Callable[[Request], Awaitable[Response]]:
     """A ``/healthz`` endpoint saying which service answers."""
 
     async def endpoint(request: Request) -> Response:

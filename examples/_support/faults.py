@@ -1,14 +1,13 @@
 """Fault injection: the switches the demo and the tests flip on a running service.
 
-A copy of ``examples/warehouse_flow/faults.py`` (the examples do not import each other).
-The Order and Payment services serve ``/_faults`` (off by default, and refused with 403
-unless the caller is on loopback):
+Each service that serves ``/_faults`` (off by default, and refused with 403 unless the
+caller is on loopback) offers:
 
 - ``GET /_faults``: the switches and how many faults were injected so far;
 - ``POST /_faults`` with any of ``{"fail_writes": N, "unavailable": N, "latency": S}``:
-  fail the next ``N`` status writes (the Order service: the write raises inside its
-  transaction, as if the Orders database had refused it), answer ``503`` to the next ``N``
-  requests (``-1``: until cleared), add ``S`` seconds to every request;
+  fail the next ``N`` writes (the service calls `Faults.before_write` just before its
+  write, which raises, as if the database had refused it), answer ``503`` to the next
+  ``N`` requests (``-1``: until cleared), add ``S`` seconds to every request;
 - ``DELETE /_faults``: every switch off.
 
 The switches live in the process: a restarted service starts with every switch off.
@@ -37,7 +36,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
 class InjectedWriteFailure(RuntimeError):
-    """A status write failed because the ``fail_writes`` switch said so."""
+    """A write failed because the ``fail_writes`` switch said so."""
 
 
 def is_loopback(host: str | None) -> bool:
@@ -51,9 +50,14 @@ def is_loopback(host: str | None) -> bool:
 
 
 class Faults:
-    """The switches of one service process. Thread-safe."""
+    """The switches of one service process. Thread-safe.
 
-    def __init__(self) -> None:
+    Args:
+        write_failure: The message of the `InjectedWriteFailure` that `before_write` raises.
+    """
+
+    def __init__(self, write_failure: str = "write failed (injected fault)") -> None:
+        self.write_failure = write_failure
         self._lock = threading.Lock()
         self.fail_writes = 0
         self.unavailable = 0
@@ -98,7 +102,7 @@ class Faults:
             self.latency = 0.0
 
     def before_write(self) -> None:
-        """Called just before a status write: fail it if the switch says so.
+        """Called just before a write: fail it if the switch says so.
 
         Raises:
             InjectedWriteFailure: While ``fail_writes`` is not zero (it counts down).
@@ -109,7 +113,7 @@ class Faults:
             if self.fail_writes > 0:
                 self.fail_writes -= 1
             self.writes_failed += 1
-        raise InjectedWriteFailure("Orders database refused the write (injected fault)")
+        raise InjectedWriteFailure(self.write_failure)
 
     def take_unavailable(self) -> bool:
         """Whether this request is to be answered 503 (counts the switch down)."""
