@@ -240,7 +240,7 @@ class _Demo:
         started = time.monotonic()
         answer = flow.pay("o-1001", 49.90)
         self.check(answer.status_code == 202, f"POST /payments o-1001: {answer.status_code}")
-        order = flow.wait_status("o-1001", PAID, timeout=10)
+        order: dict[str, Any] | None = flow.wait_status("o-1001", PAID, timeout=10)
         took = time.monotonic() - started
         self.check(took <= 1.0, f"o-1001 is Paid {took * 1000:.0f} ms after the payment")
         self.check(_transitions(order) == [(RESERVED, PAID)], "its history: one reserved -> paid")

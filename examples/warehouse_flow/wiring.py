@@ -25,14 +25,12 @@ import httpx
 
 from examples._support.errors_service import error_sink
 from examples.warehouse_flow.settings import Settings
-from failsafe import Backoff, ConsecutiveFailures, KeyedCircuitBreaker
+from failsafe import Backoff, KeyedCircuitBreaker
 from failsafe.errors import ErrorDesk, ErrorStore, Handlers, RetrySchedule
 from failsafe.http import (
-    GATEWAY_STATUSES,
-    TRANSPORT_ERRORS,
-    DeadlineExceeded,
     HttpAttempt,
     ResilientTransport,
+    endpoint_breakers,
 )
 from failsafe.logging import LoggingListener
 
@@ -74,17 +72,15 @@ def _listener(name: str) -> LoggingListener:
 
 
 def warehouse_breakers(settings: Settings, name: str) -> KeyedCircuitBreaker:
-    """A circuit breaker per Warehouse instance.
+    """A circuit breaker per Warehouse instance, with the settings' threshold and open time.
 
-    It counts what the transport's own breakers count (transport errors and 502/503/504
-    answers, not a passed deadline), with the threshold and open time of the settings.
+    The transport's own rule: transport errors and 502/503/504 answers count, a passed
+    deadline does not.
     """
-    return KeyedCircuitBreaker(
-        name=f"{name}-breaker",
-        trip=ConsecutiveFailures(threshold=settings.breaker_failures),
+    return endpoint_breakers(
+        threshold=settings.breaker_failures,
         reset_timeout=settings.breaker_reset,
-        on=TRANSPORT_ERRORS & (lambda exc: not isinstance(exc, DeadlineExceeded)),
-        on_result=GATEWAY_STATUSES.matches_result,
+        name=f"{name}-breaker",
         listeners=[_listener(f"{name}.breaker")],
     )
 
