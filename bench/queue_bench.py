@@ -241,7 +241,7 @@ def _verdict(ok: bool) -> str:
 
 def run(quick: bool, markdown: bool = True) -> list[str]:
     """Run every measure; return a header line and Markdown tables."""
-    n_rabbit, rounds = (2_000, 2) if quick else (5_000, 5)
+    n_rabbit, rounds = (2_000, 2) if quick else (5_000, 9)
     n_sqlite = 2_000 if quick else 10_000
     per_delay = 10 if quick else 40
     started = time.perf_counter()

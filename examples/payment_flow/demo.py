@@ -375,7 +375,8 @@ def run_demo(settings: Settings) -> int:
             flow.close()
         counts = _counts(supervisor.settings)
     print(f"\nError-handling service: {counts}")
-    print(f"review pages: failsafe errors list --db {supervisor.settings.path / 'errors.db'}")
+    if supervisor.settings.dsn is None:
+        print(f"review pages: failsafe errors list --db {supervisor.settings.path / 'errors.db'}")
     if demo.failures:
         print(f"\n{demo.failures} step(s) did not behave as the seed says")
         return 1

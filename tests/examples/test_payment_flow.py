@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Iterator
 
+import psycopg
 import pytest
 from examples.payment_flow.demo import Flow
 from examples.payment_flow.domain import PAID, RESERVED
@@ -15,21 +17,32 @@ from examples.payment_flow.wiring import RETRY_KIND, REVIEW_KIND, queue_review_k
 from failsafe.queue import Envelope, Place
 
 RABBIT = "amqp://guest:guest@127.0.0.1:5672/"
+DSN = os.environ.get("FAILSAFE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 
 pytestmark = pytest.mark.real_time
 
 
 @pytest.fixture(
     scope="module",
-    params=["sqlite", pytest.param("rabbitmq", marks=pytest.mark.rabbitmq)],
+    params=[
+        "sqlite",
+        pytest.param("rabbitmq", marks=pytest.mark.rabbitmq),
+        pytest.param("postgres", marks=pytest.mark.postgres),
+    ],
 )
 def flow(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Flow]:
-    """Every payment_flow service on one broker, started once for the module."""
+    """Every payment_flow service, started once for the module, on one setup.
+
+    The SQLite broker; RabbitMQ; or the SQLite broker with the Orders database and the error
+    records in PostgreSQL (``--dsn``, schemas of their own, dropped afterwards).
+    """
     settings = Settings.fast(tmp_path_factory.mktemp(f"payment-flow-{request.param}"))
     if request.param == "rabbitmq":
         settings = settings.replace(broker=RABBIT, queue=f"order-status-{uuid.uuid4().hex[:8]}")
+    if request.param == "postgres":
+        settings = settings.replace(dsn=DSN, schema=f"pf_test_{uuid.uuid4().hex[:8]}")
     try:
         with Supervisor(settings) as supervisor:
             supervisor.start()
@@ -42,6 +55,10 @@ def flow(
     finally:
         if settings.rabbitmq:
             delete_rabbitmq_queues(settings)
+        if settings.dsn is not None:
+            with psycopg.connect(DSN, autocommit=True) as conn:
+                for name in ("orders", "errors"):
+                    conn.execute(f'DROP SCHEMA IF EXISTS "{settings.schema}_{name}" CASCADE')
 
 
 def history(flow: Flow, order_id: str) -> list[tuple[str, str]]:
@@ -173,3 +190,21 @@ def test_malformed_message_is_reviewed_and_parked(flow: Flow) -> None:
         lambda: [d for d in flow.dlq(Place.PARKED) if d.message.id == message.id],
     )
     assert parked[0].message.json() == {"orderId": "x-1", "status": "lost"}
+
+
+def test_orders_live_where_the_settings_say(flow: Flow) -> None:
+    """A SQLite file in the run folder by default; with ``--dsn``, a PostgreSQL schema only."""
+    flow.add_orders("w-1")
+    assert flow.pay("w-1").status_code == 202
+    flow.wait_status("w-1", PAID)
+    orders_file = flow.settings.path / "orders.db"
+    if flow.settings.dsn is None:
+        assert orders_file.is_file()
+        return
+    assert not orders_file.exists()
+    with psycopg.connect(DSN) as conn:
+        row = conn.execute(
+            f'SELECT status FROM "{flow.settings.schema}_orders".orders WHERE id = %s',
+            ("w-1",),
+        ).fetchone()
+    assert row == (PAID,)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import threading
 import warnings
 from collections.abc import Awaitable, Callable, Sequence
@@ -282,27 +283,6 @@ def _check_common(concurrency: int, poll: float) -> None:
 _RECONNECT = Backoff.exponential(0.1, maximum=30.0)
 
 
-async def _acquire(slots: asyncio.Semaphore, stopping: asyncio.Event) -> bool:
-    """Take a slot, or give up when ``stopping`` is set first; return whether one was taken."""
-    if not slots.locked():
-        await slots.acquire()
-        return True
-    take = asyncio.ensure_future(slots.acquire())
-    stop = asyncio.ensure_future(stopping.wait())
-    try:
-        await asyncio.wait({take, stop}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        stop.cancel()
-        if not take.done():
-            take.cancel()
-    if take.done() and not take.cancelled():
-        if stopping.is_set():
-            slots.release()
-            return False
-        return True
-    return False
-
-
 class Consumer:
     """Run ``handler`` on every message of ``queue``, in threads, under a `Redelivery`.
 
@@ -555,6 +535,8 @@ class AsyncConsumer:
         self.poll = poll
         self.grace = grace
         self._stopping: asyncio.Event | None = None
+        self._wake = asyncio.Event()
+        self._free = concurrency
         self._declared = False
 
     @property
@@ -660,40 +642,31 @@ class AsyncConsumer:
         too; their messages are released back to the queue.
         """
         self._stopping = stopping = asyncio.Event()
-        slots = asyncio.Semaphore(self.concurrency)
+        if getattr(self.broker, "concurrent_receive", False):
+            await self._run_pulling(stopping)
+            return
+        self._wake = wake = asyncio.Event()  # set by a worker that finished, and by stop()
+        self._free = self.concurrency
         inbox: asyncio.Queue[Delivery | None] = asyncio.Queue()
-        workers = [asyncio.create_task(self._worker(inbox, slots)) for _ in range(self.concurrency)]
+        workers = [asyncio.create_task(self._worker(inbox)) for _ in range(self.concurrency)]
         failures = 0
         try:
             while not stopping.is_set():
-                if not await _acquire(slots, stopping):
-                    break
-                free = 1
-                while free < self.concurrency and not slots.locked():
-                    await slots.acquire()
-                    free += 1
+                if self._free <= 0:
+                    wake.clear()
+                    await wake.wait()
+                    continue
                 try:
                     await self._prepare()
-                    deliveries = await self.broker.receive(self.queue, limit=free, wait=self.poll)
-                except Exception as exc:
-                    for _ in range(free):
-                        slots.release()
-                    failures += 1
-                    pause = _RECONNECT.delay(failures, 0.0, self.redelivery.rng)
-                    _log.warning(
-                        "queue %s: broker unavailable (%s); trying again in %.2f s",
-                        self.queue,
-                        exc,
-                        pause,
+                    deliveries = await self.broker.receive(
+                        self.queue, limit=self._free, wait=self.poll
                     )
-                    clock = self._core.clock
-                    end = clock.monotonic() + pause
-                    while not stopping.is_set() and (left := end - clock.monotonic()) > 0:
-                        await clock.sleep_async(min(left, self.poll))
+                except Exception as exc:
+                    failures += 1
+                    await self._broker_failed(exc, failures, stopping)
                     continue
                 failures = 0
-                for _ in range(free - len(deliveries)):
-                    slots.release()
+                self._free -= len(deliveries)
                 for delivery in deliveries:
                     inbox.put_nowait(delivery)
         finally:
@@ -701,9 +674,62 @@ class AsyncConsumer:
                 inbox.put_nowait(None)
             await self._drain(workers, inbox)
 
-    async def _worker(
-        self, inbox: asyncio.Queue[Delivery | None], slots: asyncio.Semaphore
+    async def _run_pulling(self, stopping: asyncio.Event) -> None:
+        """Each worker receives for itself, waiting in the broker (RabbitMQ: a buffer get).
+
+        One hop less per message than a fetcher feeding workers. On stop, workers waiting
+        for a message are cancelled at once (nothing is lost: the message stays in the
+        broker's buffer, and goes back to the queue when the broker closes); busy ones get
+        ``grace`` seconds.
+        """
+        busy = [False] * self.concurrency
+
+        async def pull(i: int) -> None:
+            failures = 0
+            while not stopping.is_set():
+                try:
+                    await self._prepare()
+                    deliveries = await self.broker.receive(self.queue, limit=1, wait=math.inf)
+                except Exception as exc:
+                    failures += 1
+                    await self._broker_failed(exc, failures, stopping)
+                    continue
+                failures = 0
+                busy[i] = True
+                try:
+                    for delivery in deliveries:
+                        await self.handle(delivery)
+                except Exception:
+                    _log.exception("queue %s: handling a message crashed", self.queue)
+                finally:
+                    busy[i] = False
+
+        workers = [asyncio.create_task(pull(i)) for i in range(self.concurrency)]
+        try:
+            await stopping.wait()
+        finally:
+            for i, task in enumerate(workers):
+                if not busy[i]:
+                    task.cancel()
+            _, late = await asyncio.wait(workers, timeout=self.grace)
+            for task in late:
+                task.cancel()
+            if late:
+                await asyncio.wait(late)
+
+    async def _broker_failed(
+        self, exc: BaseException, failures: int, stopping: asyncio.Event
     ) -> None:
+        pause = _RECONNECT.delay(failures, 0.0, self.redelivery.rng)
+        _log.warning(
+            "queue %s: broker unavailable (%s); trying again in %.2f s", self.queue, exc, pause
+        )
+        clock = self._core.clock
+        end = clock.monotonic() + pause
+        while not stopping.is_set() and (left := end - clock.monotonic()) > 0:
+            await clock.sleep_async(min(left, self.poll))
+
+    async def _worker(self, inbox: asyncio.Queue[Delivery | None]) -> None:
         while (delivery := await inbox.get()) is not None:
             try:
                 await self.handle(delivery)
@@ -714,7 +740,8 @@ class AsyncConsumer:
                     "queue %s: handling message %s crashed", self.queue, delivery.message.id
                 )
             finally:
-                slots.release()
+                self._free += 1
+                self._wake.set()
 
     async def _drain(
         self, workers: list[asyncio.Task[None]], inbox: asyncio.Queue[Delivery | None]
@@ -733,6 +760,7 @@ class AsyncConsumer:
         """Ask `run` to stop taking messages and return once in-flight ones are settled."""
         if self._stopping is not None:
             self._stopping.set()
+            self._wake.set()
 
     def __repr__(self) -> str:
         return f"AsyncConsumer(queue={self.queue!r}, broker={self.broker!r})"

@@ -373,6 +373,9 @@ class RabbitMQBroker:
         ```
     """
 
+    #: Consumers may have every worker wait in `receive` at once (a wait costs no thread).
+    concurrent_receive = True
+
     def __init__(
         self,
         url: str = DEFAULT_URL,
@@ -659,15 +662,17 @@ class RabbitMQBroker:
     async def receive(self, queue: str, *, limit: int = 1, wait: float = 0.0) -> list[Delivery]:
         """Take up to ``limit`` messages the queue's consumer has received.
 
-        Starts the consumer on first use; waits up to ``wait`` seconds for the first message.
+        Starts the consumer on first use; waits up to ``wait`` seconds for the first message
+        (``math.inf``: until one comes; cancel the call to stop waiting, nothing is lost).
         Messages whose channel closed while they waited in the buffer (RabbitMQ has put them
         back) are skipped.
         """
         consumer = self._consumers.get(queue)
-        if consumer is None or limit < 1 or wait < 0:  # the checks, once per queue
+        if consumer is None or limit < 1 or not wait >= 0:  # the checks, once per queue
             _check_name(queue)
             _v.check("limit", limit, _v.integer(1))
-            _v.check("wait", wait, _v.number(at_least=0))
+            if wait != math.inf:
+                _v.check("wait", wait, _v.number(at_least=0))
             async with self._guard(f"receiving from {queue!r}"):
                 consumer = await self._consumer(queue)
         loop = asyncio.get_running_loop()
@@ -680,11 +685,14 @@ class RabbitMQBroker:
                 remaining = deadline - loop.time()
                 if out or remaining <= 0:
                     break
-                try:
-                    async with asyncio.timeout(remaining):
-                        message = await consumer.buffer.get()
-                except TimeoutError:
-                    break
+                if remaining == math.inf:
+                    message = await consumer.buffer.get()  # no timer to arm and disarm
+                else:
+                    try:
+                        async with asyncio.timeout(remaining):
+                            message = await consumer.buffer.get()
+                    except TimeoutError:
+                        break
             if message.processed or not _channel_open(message):
                 continue  # its channel closed: RabbitMQ has put it back
             out.append(
