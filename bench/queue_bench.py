@@ -253,6 +253,8 @@ def run(quick: bool, markdown: bool = True) -> list[str]:
     elapsed = time.perf_counter() - started
 
     lines = [
+        "### failsafe.queue",
+        "",
         f"Queue: aio-pika {aio_pika.__version__}, RabbitMQ on loopback, SQLite"
         f" {__import__('sqlite3').sqlite_version}; RabbitMQ: {rounds} rounds x"
         f" {n_rabbit:,} messages per consumer (prefetch {PREFETCH}); SQLite: {n_sqlite:,}"
