@@ -275,15 +275,45 @@ class _Core:
             )
 
 
-def _check_common(concurrency: int, poll: float) -> None:
-    _v.check("concurrency", concurrency, _v.integer(1))
-    _v.check("poll", poll, _v.number(above=0))
+_RECONNECT = Backoff.exponential(0.1, maximum=30.0)  # pauses while the broker is away
 
 
-_RECONNECT = Backoff.exponential(0.1, maximum=30.0)
+class _ConsumerBase:
+    """What both consumers hold: the checked options, the decisions (`_Core`), two views."""
+
+    def __init__(
+        self,
+        queue: str,
+        handler: Callable[[Envelope], object],
+        redelivery: Redelivery | None,
+        concurrency: int,
+        poll: float,
+        clock: Clock,
+        listeners: Sequence[Listener],
+        name: str,
+        review_kind: str | None,
+    ) -> None:
+        if not callable(handler):
+            raise ConfigurationError("handler", f"must be callable, got {handler!r}")
+        _v.check("concurrency", concurrency, _v.integer(1))
+        _v.check("poll", poll, _v.number(above=0))
+        self._core = _Core(queue, redelivery or Redelivery(), clock, listeners, name, review_kind)
+        self.concurrency = concurrency
+        self.poll = poll
+        self._declared = False
+
+    @property
+    def queue(self) -> str:
+        """The work queue's name."""
+        return self._core.queue
+
+    @property
+    def redelivery(self) -> Redelivery:
+        """The redelivery policy."""
+        return self._core.redelivery
 
 
-class Consumer:
+class Consumer(_ConsumerBase):
     """Run ``handler`` on every message of ``queue``, in threads, under a `Redelivery`.
 
     Args:
@@ -320,29 +350,15 @@ class Consumer:
         name: str = "consumer",
         review_kind: str | None = None,
     ) -> None:
-        if not callable(handler):
-            raise ConfigurationError("handler", f"must be callable, got {handler!r}")
-        _check_common(concurrency, poll)
-        self._core = _Core(queue, redelivery or Redelivery(), clock, listeners, name, review_kind)
+        super().__init__(
+            queue, handler, redelivery, concurrency, poll, clock, listeners, name, review_kind
+        )
         self.broker = broker
         self.handler = handler
         self.errors = errors
-        self.concurrency = concurrency
-        self.poll = poll
         self._stop = threading.Event()
         self._slots = threading.Condition()
         self._inflight = 0
-        self._declared = False
-
-    @property
-    def queue(self) -> str:
-        """The work queue's name."""
-        return self._core.queue
-
-    @property
-    def redelivery(self) -> Redelivery:
-        """The redelivery policy."""
-        return self._core.redelivery
 
     def _prepare(self) -> None:
         if not self._declared:
@@ -498,7 +514,7 @@ class Consumer:
         return f"Consumer(queue={self.queue!r}, broker={self.broker!r})"
 
 
-class AsyncConsumer:
+class AsyncConsumer(_ConsumerBase):
     """The asyncio `Consumer`: handler coroutines as tasks, over an `AsyncBroker`.
 
     Takes the same options as `Consumer`, with an ``async`` handler, an
@@ -523,31 +539,17 @@ class AsyncConsumer:
         name: str = "consumer",
         review_kind: str | None = None,
     ) -> None:
-        if not callable(handler):
-            raise ConfigurationError("handler", f"must be callable, got {handler!r}")
-        _check_common(concurrency, poll)
+        super().__init__(
+            queue, handler, redelivery, concurrency, poll, clock, listeners, name, review_kind
+        )
         _v.check("grace", grace, _v.number(at_least=0))
-        self._core = _Core(queue, redelivery or Redelivery(), clock, listeners, name, review_kind)
         self.broker = broker
         self.handler = handler
         self.errors = errors
-        self.concurrency = concurrency
-        self.poll = poll
         self.grace = grace
         self._stopping: asyncio.Event | None = None
         self._wake = asyncio.Event()
         self._free = concurrency
-        self._declared = False
-
-    @property
-    def queue(self) -> str:
-        """The work queue's name."""
-        return self._core.queue
-
-    @property
-    def redelivery(self) -> Redelivery:
-        """The redelivery policy."""
-        return self._core.redelivery
 
     async def _prepare(self) -> None:
         if not self._declared:
