@@ -172,3 +172,48 @@ def test_bad_configuration_names_the_option(kwargs: dict[str, int], option: str)
     with pytest.raises(ConfigurationError) as info:
         Bulkhead(**kwargs)  # type: ignore[arg-type]
     assert info.value.option == option
+
+
+class Interrupted(BaseException):
+    """What the test's signal handler raises in the queued thread."""
+
+
+@pytest.mark.real_time
+def test_an_interrupted_queued_thread_gives_back_its_place() -> None:
+    """A queued thread interrupted by a raising signal handler leaves the queue; no slot is lost."""
+    import os
+    import signal
+
+    bulkhead = Bulkhead(max_concurrent=1, max_queued=1)
+    inside, release = threading.Event(), threading.Event()
+
+    def holder() -> None:
+        inside.set()
+        assert release.wait(5)
+
+    def on_signal(signum: int, frame: object) -> None:
+        raise Interrupted
+
+    previous = signal.signal(signal.SIGUSR1, on_signal)
+    try:
+        t1 = threading.Thread(target=bulkhead.call, args=(holder,))
+        t1.start()
+        assert inside.wait(5)
+
+        def interrupt_when_queued() -> None:
+            while bulkhead.queued == 0:
+                threading.Event().wait(0.001)
+            os.kill(os.getpid(), signal.SIGUSR1)  # handled in the main thread, queued below
+
+        interrupter = threading.Thread(target=interrupt_when_queued)
+        interrupter.start()
+        with pytest.raises(Interrupted):
+            bulkhead.call(lambda: "never")
+        interrupter.join(5)
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+    assert bulkhead.queued == 0
+    release.set()
+    t1.join(5)
+    assert (bulkhead.active, bulkhead.queued) == (0, 0)
+    assert bulkhead.call(lambda: "runs") == "runs"  # the slot came back, not to a dead waiter

@@ -332,3 +332,227 @@ def test_keyed_breaker_without_a_key_raises_when_awaited() -> None:
     coro = KeyedCircuitBreaker().call_async(answer)  # building the coroutine does not raise
     with pytest.raises(ConfigurationError, match="key"):
         asyncio.run(coro)
+
+
+# -- issue 11: a raising on= / on_result= test --------------------------------------------------
+
+
+def _raising_on(exc: BaseException) -> bool:
+    if isinstance(exc, KeyError):
+        raise RuntimeError("bug in on=")
+    return True
+
+
+def test_a_raising_on_test_during_a_probe_frees_the_slot(driver: Driver) -> None:
+    """When ``on=`` raises during a probe, its error reaches the caller and the circuit reopens."""
+    clock = FakeClock()
+    breaker = CircuitBreaker(
+        trip=ConsecutiveFailures(threshold=1), reset_timeout=5, on=_raising_on, clock=clock
+    )
+    breaker.open()
+    clock.advance(5)
+    with pytest.raises(RuntimeError, match="bug in on=") as info:
+        driver.call(breaker, lambda: {}["missing"])
+    assert isinstance(info.value.__context__, KeyError)  # the call's own error, chained
+    assert breaker.state is CircuitState.OPEN  # a failed probe: open again, slot released
+    assert breaker.retry_after == 5.0
+    clock.advance(5)
+    assert driver.call(breaker, ok) == "ok"  # the next probe is admitted and closes it
+    assert breaker.state is CircuitState.CLOSED
+
+
+def test_a_raising_on_result_test_during_a_probe_frees_the_slot(driver: Driver) -> None:
+    """When ``on_result=`` raises during a probe, its error reaches the caller; no wedge."""
+    clock = FakeClock()
+    breaker = CircuitBreaker(
+        trip=ConsecutiveFailures(threshold=1),
+        reset_timeout=5,
+        on_result=lambda r: r["status"] >= 500,
+        clock=clock,
+    )
+    breaker.open()
+    clock.advance(5)
+    with pytest.raises(TypeError):
+        driver.call(breaker, lambda: None)  # None["status"]: the test itself fails
+    assert breaker.state is CircuitState.OPEN
+    clock.advance(5)
+    assert driver.call(breaker, lambda: {"status": 200}) == {"status": 200}
+    assert breaker.state is CircuitState.CLOSED
+
+
+def test_a_raising_test_counts_as_a_failure_when_closed(driver: Driver) -> None:
+    """Outside probes too, a call whose test raised is counted as a failure."""
+    events = RecordingListener()
+    breaker = CircuitBreaker(
+        trip=ConsecutiveFailures(threshold=2), on=_raising_on, listeners=[events]
+    )
+    for _ in range(2):
+        with pytest.raises(RuntimeError):
+            driver.call(breaker, lambda: {}["missing"])
+    assert breaker.state is CircuitState.OPEN
+    opened = events.of_type(CircuitOpened)[0]
+    assert opened.outcome is not None
+    assert isinstance(opened.outcome.exception, RuntimeError)
+
+
+def test_a_test_interrupted_by_a_base_exception_frees_the_probe() -> None:
+    """A test interrupted by a ``BaseException`` judges nothing, yet releases the probe's slot."""
+    clock = FakeClock()
+
+    def interrupted(exc: BaseException) -> bool:
+        raise KeyboardInterrupt
+
+    breaker = CircuitBreaker(
+        trip=ConsecutiveFailures(threshold=1), reset_timeout=5, on=interrupted, clock=clock
+    )
+    breaker.open()
+    clock.advance(5)
+    with pytest.raises(KeyboardInterrupt):
+        breaker.call(boom)
+    assert breaker.state is CircuitState.HALF_OPEN
+    assert breaker.call(ok) == "ok"  # the slot was freed: this probe is admitted
+    assert breaker.state is CircuitState.CLOSED
+
+
+# -- issue 11: an exact failure rate ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("threshold", "failures", "calls"),
+    [
+        *[(0.14, 7, 50), (0.07, 7, 100), (0.28, 7, 25), (0.55, 55, 100), (0.68, 51, 75)],
+        *[(0.3, 3, 10), (0.29, 29, 100), (0.1, 1, 10), (1, 4, 4)],  # exact in floats too
+    ],
+)
+def test_a_failure_rate_equal_to_the_threshold_opens(
+    driver: Driver, threshold: float, failures: int, calls: int
+) -> None:
+    """``failures / calls == threshold`` opens the circuit (0.14 * 50 is 7.000000000000001)."""
+    breaker = CircuitBreaker(
+        trip=FailureRate(threshold=threshold, window=60, minimum_calls=calls), clock=FakeClock()
+    )
+    for _ in range(calls - failures):
+        driver.call(breaker, ok)
+    trip(driver, breaker, failures)
+    assert breaker.state is CircuitState.OPEN
+
+
+@pytest.mark.parametrize(
+    ("threshold", "failures", "calls"), [(0.14, 6, 50), (0.3, 2, 10), (0.29, 28, 100)]
+)
+def test_a_failure_rate_below_the_threshold_stays_closed(
+    threshold: float, failures: int, calls: int
+) -> None:
+    """One failure fewer than the threshold's share leaves the circuit closed."""
+    breaker = CircuitBreaker(
+        trip=FailureRate(threshold=threshold, window=60, minimum_calls=calls), clock=FakeClock()
+    )
+    for _ in range(calls - failures):
+        breaker.call(ok)
+    for _ in range(failures):
+        with pytest.raises(ConnectionError):
+            breaker.call(boom)
+    assert breaker.state is CircuitState.CLOSED
+
+
+# -- issue 11: clock steps (memory storage) -----------------------------------------------------
+
+
+def test_a_forward_wall_clock_step_does_not_half_open_early(driver: Driver) -> None:
+    """In one process the open period is monotonic: a wall step forward does not end it."""
+    clock = FakeClock()
+    breaker = CircuitBreaker(reset_timeout=30, clock=clock)
+    breaker.open()
+    clock.step_wall(3600)
+    with pytest.raises(CircuitOpenError) as info:
+        driver.call(breaker, ok)
+    assert info.value.retry_after == 30.0
+    clock.advance(30)
+    assert driver.call(breaker, ok) == "ok"
+
+
+def test_a_backward_wall_clock_step_does_not_prolong_the_opening(driver: Driver) -> None:
+    """A wall step backward leaves the circuit open ``reset_timeout``, not an hour more."""
+    clock = FakeClock()
+    breaker = CircuitBreaker(reset_timeout=30, clock=clock)
+    breaker.open()
+    clock.step_wall(-3600)
+    clock.advance(30)
+    assert driver.call(breaker, ok) == "ok"
+    assert breaker.state is CircuitState.CLOSED
+
+
+def test_the_storage_still_records_the_wall_clock_opening() -> None:
+    """``storage.opened_at`` keeps the wall-clock opening time, for inspection and pybreaker."""
+    clock = FakeClock()
+    breaker = CircuitBreaker(clock=clock)
+    breaker.open()
+    opened = breaker.storage.opened_at
+    assert opened is not None
+    assert opened.timestamp() == clock.time()
+
+
+def test_an_opening_by_another_breaker_on_the_same_memory_storage_is_bounded() -> None:
+    """Another breaker's opening is timed on the wall clock, a future stamp counting as now."""
+    storage = pybreaker.CircuitMemoryStorage(pybreaker.STATE_CLOSED)
+    clock = FakeClock()
+    a = CircuitBreaker(storage=storage, clock=clock, reset_timeout=30)
+    b = CircuitBreaker(storage=storage, clock=clock, reset_timeout=30)
+    b.open()
+    clock.step_wall(-3600)  # the stamp is now an hour in the future
+    with pytest.raises(CircuitOpenError) as info:
+        a.call(ok)
+    assert info.value.retry_after == 30.0
+    clock.advance(30)
+    assert a.call(ok) == "ok"
+
+
+# -- issue 11: threshold= -----------------------------------------------------------------------
+
+
+def test_threshold_is_short_for_consecutive_failures(driver: Driver) -> None:
+    """``CircuitBreaker(threshold=3)`` is ``trip=ConsecutiveFailures(threshold=3)``."""
+    breaker = CircuitBreaker(threshold=3, clock=FakeClock())
+    assert breaker.trip == ConsecutiveFailures(threshold=3)
+    trip(driver, breaker, 2)
+    assert breaker.state is CircuitState.CLOSED
+    trip(driver, breaker, 1)
+    assert breaker.state is CircuitState.OPEN
+
+
+def test_without_threshold_or_trip_the_default_is_five_in_a_row() -> None:
+    """With neither option the breaker opens after 5 consecutive failures."""
+    breaker = CircuitBreaker()
+    assert breaker.trip == ConsecutiveFailures(threshold=5)
+    assert breaker.threshold is None
+
+
+@pytest.mark.parametrize(
+    "trip_option", [ConsecutiveFailures(threshold=5), ConsecutiveFailures(), FailureRate()]
+)
+def test_threshold_and_trip_together_are_refused(trip_option: object) -> None:
+    """Giving ``threshold`` and an explicit ``trip`` (even an equal one) names ``threshold``."""
+    with pytest.raises(ConfigurationError) as info:
+        CircuitBreaker(threshold=5, trip=trip_option)  # type: ignore[arg-type]
+    assert info.value.option == "threshold"
+    assert "trip" in str(info.value)
+
+
+@pytest.mark.parametrize("bad", [0, -1, 2.5, True, "5"])
+def test_a_bad_threshold_names_the_option(bad: object) -> None:
+    """``threshold`` must be an integer >= 1."""
+    with pytest.raises(ConfigurationError) as info:
+        CircuitBreaker(threshold=bad)  # type: ignore[arg-type]
+    assert info.value.option == "threshold"
+
+
+def test_keyed_breakers_accept_threshold() -> None:
+    """``KeyedCircuitBreaker(threshold=2)`` gives each key's breaker that trip."""
+    keyed = KeyedCircuitBreaker(key=lambda: "a", threshold=2)
+    for _ in range(2):
+        with pytest.raises(ConnectionError):
+            keyed.call(boom)
+    assert keyed.get("a").state is CircuitState.OPEN
+    with pytest.raises(ConfigurationError) as info:
+        KeyedCircuitBreaker(threshold=2, trip=FailureRate())
+    assert info.value.option == "threshold"

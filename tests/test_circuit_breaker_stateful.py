@@ -9,12 +9,17 @@ The model ties each probe to the half-open period that admitted it: when the cir
 half-open (a probe failed, enough probes succeeded, or it was opened or closed by hand),
 probes still in flight become *stale*, and their outcome must neither count towards the
 next half-open period nor free one of its probe slots.
+
+A call whose ``on`` / ``on_result`` test raises is, in the model, a failure (issue 11); the
+wall clock steps at random and the model ignores it, because one process times its open
+periods on the monotonic clock; and the failure rate is compared exactly.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+from fractions import Fraction
 from typing import Any
 
 import pytest
@@ -55,7 +60,30 @@ class NotCounted(KeyError):
     """Raised by calls whose exception the breaker ignores."""
 
 
+class Poison(LookupError):
+    """Raised by calls whose exception makes the breaker's ``on`` test itself raise."""
+
+
+class ClassifierBug(RuntimeError):
+    """What the breaker's ``on`` / ``on_result`` raise on a `Poison` / `POISON` outcome."""
+
+
 BAD = "bad"  # a returned value the breaker's ``on_result`` counts as a failure
+POISON = "poison"  # a returned value on which the breaker's ``on_result`` raises
+
+
+def on(exc: BaseException) -> bool:
+    """The machines' ``on``: `Counted` counts, `Poison` makes the test raise (issue 11)."""
+    if isinstance(exc, Poison):
+        raise ClassifierBug("on= raised")
+    return isinstance(exc, Counted)
+
+
+def on_result(value: object) -> bool:
+    """The machines' ``on_result``: `BAD` counts, `POISON` makes the test raise."""
+    if value == POISON:
+        raise ClassifierBug("on_result= raised")
+    return value == BAD
 
 
 class Rejected(Exception):
@@ -172,7 +200,8 @@ class Model:
             if isinstance(self.trip, FailureRate):
                 self.records.append((self.clock.monotonic(), True))
                 calls, failures = self.window_counts()
-                if calls >= self.trip.minimum_calls and failures >= self.trip.threshold * calls:
+                rate = Fraction(str(self.trip.threshold))
+                if calls >= self.trip.minimum_calls and failures >= rate * calls:
                     self.open()
             else:
                 self.failures += 1
@@ -213,7 +242,7 @@ class BreakerMachine(RuleBasedStateMachine):
         half_open_max_calls=st.integers(1, 3),
         success_threshold=st.integers(1, 3),
         threshold=st.integers(1, 4),
-        rate=st.sampled_from([0.25, 0.5, 0.75, 1.0]),
+        rate=st.sampled_from([0.25, 0.5, 0.75, 1.0, 0.3, 0.7, 0.14, 0.6]),
         window=st.sampled_from([1.0, 3.0, 10.0, 30.0]),
         buckets=st.sampled_from([1, 4, 10]),
         minimum_calls=st.integers(1, 5),
@@ -247,8 +276,8 @@ class BreakerMachine(RuleBasedStateMachine):
         }
         self.breaker = CircuitBreaker(
             name="machine",
-            on=Counted,
-            on_result=lambda value: value == BAD,
+            on=on,
+            on_result=on_result,
             clock=self.clock,
             **options,
         )
@@ -264,19 +293,23 @@ class BreakerMachine(RuleBasedStateMachine):
     # -- rules: calls run to completion ----------------------------------------------------
     @precondition(lambda self: self.breaker is not None)
     @rule(
-        how=st.sampled_from(["success", "failure", "bad_result", "ignored"]),
+        how=st.sampled_from(
+            ["success", "failure", "bad_result", "ignored", "raising_on", "raising_on_result"]
+        ),
         use_async=st.booleans(),
     )
     def call(self, how: str, use_async: bool) -> None:
         assert self.breaker is not None
-        error = Counted("boom") if how == "failure" else NotCounted("other")
+        errors = {"failure": Counted("boom"), "ignored": NotCounted("x"), "raising_on": Poison()}
+        error = errors.get(how)
+        results = {"bad_result": BAD, "raising_on_result": POISON}
         ran = []
 
         def fn() -> str:
             ran.append(True)
-            if how in ("failure", "ignored"):
+            if error is not None:
                 raise error
-            return BAD if how == "bad_result" else "ok"
+            return results.get(how, "ok")
 
         async def afn() -> str:
             return fn()
@@ -299,9 +332,12 @@ class BreakerMachine(RuleBasedStateMachine):
             value = run()
         except CircuitOpenError as rejected:
             raise AssertionError(f"breaker rejected a call the model admits: {rejected}") from None
-        except (Counted, NotCounted) as exc:
+        except (Counted, NotCounted, ClassifierBug) as exc:
             raised = exc
-        if how in ("failure", "ignored"):
+        if how.startswith("raising"):
+            assert isinstance(raised, ClassifierBug)  # the test's own error reaches the caller
+            assert raised.__context__ is error
+        elif how in ("failure", "ignored"):
             assert raised is error
         else:
             assert raised is None
@@ -366,6 +402,12 @@ class BreakerMachine(RuleBasedStateMachine):
     @rule(ticks=st.integers(0, 12))
     def advance(self, ticks: int) -> None:
         self.clock.advance(ticks * GRID)
+
+    @precondition(lambda self: self.breaker is not None)
+    @rule(seconds=st.sampled_from([-86400.0, -3600.0, -1.0, 1.0, 3600.0, 86400.0]))
+    def step_the_wall_clock(self, seconds: float) -> None:
+        """NTP steps the wall clock; the model, timed on the monotonic clock, does not care."""
+        self.clock.step_wall(seconds)
 
     @precondition(lambda self: self.breaker is not None)
     @rule()

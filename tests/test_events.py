@@ -60,3 +60,14 @@ def test_events_are_frozen() -> None:
         event.delay = 2  # type: ignore[misc]
     assert isinstance(event, failsafe.Event)
     assert not isinstance(event, AttemptFailed)
+
+
+def test_a_lost_breaker_storage_logs_as_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    """CircuitStorageUnavailable is a warning: the breaker is no longer sharing its state."""
+    from failsafe.events import CircuitStorageRestored, CircuitStorageUnavailable
+
+    listener = LoggingListener()
+    with caplog.at_level(logging.DEBUG, logger="failsafe"):
+        listener(CircuitStorageUnavailable(policy="b", key=None, error="E", message="down"))
+        listener(CircuitStorageRestored(policy="b", key=None, wrote_back=False, outage=1.0))
+    assert [r.levelname for r in caplog.records] == ["WARNING", "INFO"]

@@ -272,3 +272,26 @@ def test_enclosing_timeout_deadline_stops_retries(driver: Driver) -> None:
         driver.call(Pipeline(Timeout(2.5, clock=clock), retry), fn)
     assert fn.calls == 3  # at t=0, 1, 2; a fourth would start at t=3, past the 2.5 s deadline
     assert events.of_type(RetriesExhausted)[0].reason == "deadline"
+
+
+def test_giving_up_again_on_the_same_exception_adds_no_second_note(driver: Driver) -> None:
+    """An exception instance raised by every call carries the give-up note once, not per call."""
+    shared = ConnectionError("down")
+    retry = Retry(attempts=2, backoff=Backoff.none(), clock=FakeClock())
+    for _ in range(3):
+        with pytest.raises(ConnectionError):
+            driver.call(retry, fail_first(10, shared))
+    assert shared.__notes__ == ["failsafe: gave up after 2 attempt(s), attempts exhausted"]
+
+
+def test_no_attempt_starts_at_the_enclosing_deadline(driver: Driver) -> None:
+    """A retry whose backoff would end exactly at an enclosing Timeout's deadline gives up."""
+    from failsafe import Pipeline, Timeout
+
+    clock = FakeClock()
+    fn = fail_first(10, ConnectionError)
+    retry = Retry(attempts=5, backoff=Backoff.constant(1.0), clock=clock)
+    with pytest.raises(ConnectionError) as info:
+        driver.call(Pipeline(Timeout(2, clock=clock), retry), fn)
+    assert fn.calls == 2  # at t = 0 and 1; a third would start at 2, the deadline itself
+    assert info.value.__notes__ == ["failsafe: gave up after 2 attempt(s), deadline reached"]

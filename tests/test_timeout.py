@@ -124,3 +124,29 @@ def test_bad_timeout_names_the_option(seconds: object) -> None:
 def test_default_timeout_is_thirty_seconds() -> None:
     """`Timeout()` works with no arguments and allows 30 s, as Polly's default."""
     assert Timeout().seconds == 30
+
+
+def test_finishing_exactly_at_the_deadline_is_late_on_both_drivers(driver: object) -> None:
+    """Sync and async agree: an operation that ends exactly at the deadline has timed out."""
+    from tests.conftest import Driver
+
+    assert isinstance(driver, Driver)
+    clock = FakeClock()
+    timeout = Timeout(2, clock=clock)
+    if driver.is_async:
+
+        async def exact() -> str:
+            await clock.sleep_async(2)
+            return "on the dot"
+
+        with pytest.raises(TimeoutExceeded):
+            asyncio.run(timeout.call_async(exact))
+    else:
+
+        def exact_sync() -> str:
+            clock.sleep(2)
+            return "on the dot"
+
+        with pytest.raises(TimeoutExceeded):
+            timeout.call(exact_sync)
+    assert clock.monotonic() == 2

@@ -32,6 +32,7 @@ from failsafe.exceptions import (
     PolicyRejected,
     TargetFailure,
     TimeoutExceeded,
+    UsageError,
 )
 from failsafe.failover import Failover
 from failsafe.fallback import Fallback
@@ -72,6 +73,7 @@ __all__ = [
     "TargetFailure",
     "Timeout",
     "TimeoutExceeded",
+    "UsageError",
     "__version__",
     "add_listener",
     "current_context",

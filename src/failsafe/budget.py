@@ -77,6 +77,14 @@ class RetryBudget:
         with self._lock:
             self._calls[self._slot(now)] += 1
 
+    def _forget_call(self) -> None:
+        """Take back one `record_call` (the call turned out to be a misuse of the API)."""
+        now = self.clock.monotonic()
+        with self._lock:
+            slot = self._slot(now)
+            if self._calls[slot]:
+                self._calls[slot] -= 1
+
     def try_withdraw(self) -> bool:
         """Take one retry from the budget; return ``False`` (taking nothing) when it is spent."""
         now = self.clock.monotonic()

@@ -143,7 +143,16 @@ class Bulkhead(Policy):
             if waiter is not None:
                 assert waiter.lock is not None
                 timeout = -1 if max_wait is None else max_wait
-                if not waiter.lock.acquire(timeout=timeout) and not abandon(waiter):
+                try:
+                    acquired = waiter.lock.acquire(timeout=timeout)
+                except BaseException:
+                    # interrupted while queued (Ctrl-C, a signal handler that raises): leave
+                    # the queue, or give back the slot handed over meanwhile, so that no slot
+                    # goes to a waiter that is gone
+                    if abandon(waiter):
+                        leave()
+                    raise
+                if not acquired and not abandon(waiter):
                     raise self._reject()
             try:
                 return nxt(fn, args, kwargs)

@@ -10,6 +10,11 @@ States: **closed** (calls flow; failures are counted), **open** (calls are rejec
 [`CircuitOpenError`][failsafe.CircuitOpenError] for ``reset_timeout`` seconds),
 **half-open** (up to ``half_open_max_calls`` probe calls are admitted; a probe's success
 closes the circuit after ``success_threshold`` successes, a failure opens it again).
+
+A breaker on a shared storage (Redis) survives an outage of that storage: it goes on with a
+state in process memory and resynchronises when the storage answers again (see
+[`CircuitBreaker`][failsafe.CircuitBreaker] and
+[`redis_storage`][failsafe.circuit_breaker.redis_storage]).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import logging
 import threading
 from collections.abc import Callable, Hashable, Sequence
 from datetime import UTC, datetime
+from fractions import Fraction
 from operator import attrgetter
 from typing import TYPE_CHECKING, Any, TypedDict
 
@@ -52,6 +58,9 @@ from failsafe.predicates import (
 
 if TYPE_CHECKING:
     import pybreaker
+    import redis
+
+    from failsafe._breaker_storage import GuardedStorage
 
 __all__ = [
     "CircuitBreaker",
@@ -59,6 +68,8 @@ __all__ = [
     "ConsecutiveFailures",
     "FailureRate",
     "KeyedCircuitBreaker",
+    "redis_client",
+    "redis_storage",
 ]
 
 # pybreaker's state names. pybreaker is imported on first use, not with failsafe: it imports
@@ -75,6 +86,90 @@ def _pybreaker() -> Any:
 
 def _memory_storage() -> pybreaker.CircuitBreakerStorage:
     return _pybreaker().CircuitMemoryStorage(_CLOSED)  # type: ignore[no-any-return]
+
+
+def redis_client(url: str, *, timeout: float = 0.25) -> redis.Redis:
+    """Build a redis-py client fit for a breaker's storage: it fails fast and never retries.
+
+    redis-py (8) retries a failed connection with exponential backoff by default, sleeping
+    on the caller's thread: with Redis down, one guarded call waited about 4.5 s. A
+    breaker's storage must answer at once or be given up on, so this client has
+    ``timeout``-second connect and socket timeouts and no client-side retries. Build one
+    and share it between the storages of many keys (one connection pool);
+    [`redis_storage`][failsafe.circuit_breaker.redis_storage] builds one from a URL.
+
+    Args:
+        url: A Redis URL (``"redis://127.0.0.1:6379/0"``).
+        timeout: Seconds to wait for a connection, and for each answer.
+
+    Raises:
+        ConfigurationError: On a URL that is not a string or a bad ``timeout``.
+        ImportError: When redis-py is not installed (``pip install 'failsafe-kit[redis]'``).
+    """
+    _v.check("timeout", timeout, number(above=0))
+    if not isinstance(url, str):
+        raise ConfigurationError("url", f"must be a Redis URL string, got {url!r}")
+    from failsafe._breaker_storage import fail_fast_client
+
+    return fail_fast_client(url, timeout=timeout)  # type: ignore[no-any-return]
+
+
+def redis_storage(
+    client: str | redis.Redis, *, namespace: str, timeout: float = 0.25
+) -> pybreaker.CircuitRedisStorage:
+    """Build a pybreaker Redis storage that never blocks or breaks the calls it protects.
+
+    The result is a pybreaker ``CircuitRedisStorage`` (so it also works with pybreaker's own
+    breaker) that, unlike pybreaker's, does not talk to Redis in its constructor: building a
+    breaker while Redis is down does not raise. Given a URL, it talks to Redis through a
+    [`redis_client`][failsafe.circuit_breaker.redis_client] (``timeout``-second timeouts, no
+    client-side retries); given a client, through that client, whose timeouts and retries
+    are yours.
+
+    Whatever the storage, a [`CircuitBreaker`][failsafe.CircuitBreaker] keeps calls flowing
+    when it fails: see its ``storage_retry`` option.
+
+    Args:
+        client: A Redis URL, or a ``redis.Redis`` client (keep ``decode_responses=False``,
+            its default: pybreaker decodes the values itself).
+        namespace: Prefix of the breaker's keys (``"{namespace}:pybreaker:state"`` and so
+            on); breakers with the same namespace share one circuit.
+        timeout: Seconds of connect and socket timeout of the client built from a URL.
+
+    Raises:
+        ConfigurationError: On an empty namespace, a bad timeout, or a ``client`` that is
+            neither a URL nor a Redis client.
+        ImportError: When redis-py is not installed (``pip install 'failsafe-kit[redis]'``).
+
+    Example:
+        ```python
+        from failsafe import CircuitBreaker, KeyedCircuitBreaker
+        from failsafe.circuit_breaker import redis_client, redis_storage
+
+        url = "redis://127.0.0.1:6379/0"
+        warehouse = CircuitBreaker(
+            name="warehouse", storage=redis_storage(url, namespace="warehouse")
+        )
+
+        client = redis_client(url)  # one connection pool for every key
+        per_target = KeyedCircuitBreaker(
+            name="warehouse",
+            storage_factory=lambda target: redis_storage(client, namespace=f"warehouse:{target}"),
+        )
+        ```
+    """
+    if not isinstance(namespace, str) or not namespace:
+        raise ConfigurationError("namespace", f"must be a non-empty string, got {namespace!r}")
+    _v.check("timeout", timeout, number(above=0))
+    if isinstance(client, str):
+        client = redis_client(client, timeout=timeout)
+    elif not callable(getattr(client, "transaction", None)):
+        raise ConfigurationError(
+            "client", f"must be a Redis URL or a redis.Redis client, got {client!r}"
+        )
+    from failsafe._breaker_storage import RedisStorage
+
+    return RedisStorage(client, namespace=namespace)
 
 
 class CircuitState(enum.Enum):
@@ -107,6 +202,9 @@ class FailureRate:
     Only once at least ``minimum_calls`` calls were made in the window, so that one failure
     out of one call does not open the circuit. The window is kept in process memory (in
     ``buckets`` slices) even when the state is shared through Redis.
+
+    The comparison is exact: ``threshold`` is taken as the decimal it is written as
+    (``0.14`` is 7/50), so 7 failures in 50 calls reach ``FailureRate(threshold=0.14)``.
     """
 
     threshold: float = attrs.field(default=0.5, validator=number(above=0, at_most=1))
@@ -123,6 +221,21 @@ class FailureRate:
 
 
 _NEVER = -(2**62)
+
+# What ``trip`` is when it is not given, told apart by identity so that ``threshold=`` can
+# refuse an explicit ``trip=`` (even an equal one) and ``trip`` keeps its plain type.
+_DEFAULT_TRIP = ConsecutiveFailures()
+
+
+def _exact(threshold: float) -> tuple[int, int]:
+    """A failure-rate threshold as the integers of the decimal it is written as.
+
+    ``Fraction(0.14)`` is the binary float, a hair above 7/50; ``0.14 * 50`` is
+    ``7.000000000000001``, so 7 failures in 50 calls did not reach the threshold (issue 11).
+    The shortest repr of the float is the decimal the user wrote.
+    """
+    exact = Fraction(repr(float(threshold)))
+    return exact.numerator, exact.denominator
 
 
 class _Window:
@@ -158,6 +271,11 @@ class _Window:
         self.failures = [0] * self.n
 
 
+def _is_memory(storage: pybreaker.CircuitBreakerStorage) -> bool:
+    """Whether ``storage`` is pybreaker's own memory storage (nothing there can fail)."""
+    return type(storage) is _pybreaker().CircuitMemoryStorage
+
+
 def _readers(
     storage: pybreaker.CircuitBreakerStorage,
 ) -> tuple[Callable[[Any], str], Callable[[Any], int]]:
@@ -166,8 +284,7 @@ def _readers(
     pybreaker's memory storage keeps them in plain fields behind properties: read the fields
     (no Python call) when they are there, else the properties.
     """
-    memory = type(storage) is _pybreaker().CircuitMemoryStorage
-    if memory and hasattr(storage, "_state") and hasattr(storage, "_fail_counter"):
+    if _is_memory(storage) and hasattr(storage, "_state") and hasattr(storage, "_fail_counter"):
         return attrgetter("_state"), attrgetter("_fail_counter")
     return attrgetter("state"), attrgetter("counter")
 
@@ -198,6 +315,9 @@ class CircuitBreaker(Policy):
 
     Args:
         name: Names the breaker in events, errors and reprs.
+        threshold: Short for ``trip=ConsecutiveFailures(threshold=threshold)`` (pybreaker's
+            ``fail_max``): open after this many failures in a row. Give it or ``trip``,
+            not both.
         trip: When to open: [`ConsecutiveFailures`][failsafe.ConsecutiveFailures] (default,
             5 in a row) or [`FailureRate`][failsafe.FailureRate].
         reset_timeout: Seconds the circuit stays open before it admits probes.
@@ -208,15 +328,35 @@ class CircuitBreaker(Policy):
         on_result: A test on returned values; a true result counts as a failure (the value
             is still returned to the caller).
         storage: A pybreaker ``CircuitBreakerStorage``: ``CircuitMemoryStorage`` (default)
-            or ``CircuitRedisStorage`` to share the state between processes.
-        clock: Time source; the opening time is wall-clock time so that processes sharing
-            a Redis storage agree on it.
+            or a Redis storage ([`redis_storage`][failsafe.circuit_breaker.redis_storage],
+            or pybreaker's ``CircuitRedisStorage``) to share the state between processes.
+        storage_retry: Seconds (monotonic) a breaker on a shared storage leaves the storage
+            alone after it failed, before trying it again (default 5). Unused with the
+            memory storage.
+        clock: Time source. The open period is measured on ``clock.monotonic()`` in one
+            process (memory storage); a shared storage holds the wall-clock opening time
+            (``clock.time()``) so that processes agree on it.
         listeners: failsafe listeners (callables taking an event) and/or pybreaker
             ``CircuitBreakerListener`` instances (``state_change``, ``failure``,
             ``success`` are called).
 
     Raises:
         ConfigurationError: At construction, on a bad option.
+
+    When ``on`` or ``on_result`` raises, the call counts as a failure (a probe's failure:
+    its slot is released and the circuit opens again) and the test's exception reaches the
+    caller, chained to the call's own exception, if any.
+
+    A shared storage never fails a call: when it raises (Redis down, or cut), the breaker
+    goes on with a state in process memory, seeded from the last values it read, emits
+    [`CircuitStorageUnavailable`][failsafe.events.CircuitStorageUnavailable], and tries the
+    storage again ``storage_retry`` seconds later. When the storage answers, a circuit that
+    opened here during the outage and is still open is written back (so the other
+    processes learn it); otherwise the shared state is adopted as found, and a
+    [`CircuitStorageRestored`][failsafe.events.CircuitStorageRestored] is emitted. An
+    opening time read from a shared storage that lies in the future (another process's
+    clock is ahead, or this one stepped back) counts from when this process first saw it,
+    so such a circuit stays open at most ``reset_timeout`` more.
 
     Thread-safety: safe to share between threads and tasks. The lock guards state
     transitions only; the guarded call runs outside it, so concurrent calls never queue
@@ -234,13 +374,17 @@ class CircuitBreaker(Policy):
     """
 
     name: str = "circuit-breaker"
-    trip: ConsecutiveFailures | FailureRate = attrs.field(factory=ConsecutiveFailures)
+    threshold: int | None = attrs.field(
+        default=None, validator=attrs.validators.optional(integer(1))
+    )
+    trip: ConsecutiveFailures | FailureRate = _DEFAULT_TRIP
     reset_timeout: float = attrs.field(default=30.0, validator=number(above=0))
     half_open_max_calls: int = attrs.field(default=1, validator=integer(1))
     success_threshold: int = attrs.field(default=1, validator=integer(1))
     on: Classifier = ANY_EXCEPTION
     on_result: ResultTest | None = None
     storage: pybreaker.CircuitBreakerStorage = attrs.field(factory=_memory_storage)
+    storage_retry: float = attrs.field(default=5.0, validator=number(above=0))
     clock: Clock = SYSTEM_CLOCK
     listeners: Sequence[Any] = attrs.field(default=(), converter=_v.objects)
     key: object = None
@@ -252,13 +396,34 @@ class CircuitBreaker(Policy):
     _period: int = attrs.field(default=1, init=False)
     _predicate: Predicate = attrs.field(init=False)
     _window: _Window | None = attrs.field(default=None, init=False)
+    _rate: tuple[int, int] = attrs.field(default=(1, 1), init=False)
     _events: tuple[Listener, ...] = attrs.field(default=(), init=False)
     _pb_listeners: tuple[pybreaker.CircuitBreakerListener, ...] = attrs.field(
         default=(), init=False
     )
+    # What the breaker reads and writes: the storage itself when it is pybreaker's memory
+    # storage (the hot path stays a field read), else a guard that survives its outages.
+    _store: pybreaker.CircuitBreakerStorage = attrs.field(init=False)
+    _guard: GuardedStorage | None = attrs.field(default=None, init=False)
+    # The opening this breaker wrote, and when on the monotonic clock: while the storage
+    # still holds that stamp (the same object in memory, the same second in Redis), the open
+    # period is measured on the monotonic clock, so a wall-clock step neither prolongs nor
+    # shortens it (issue 11). Another process's opening can only be timed on the wall clock.
+    _stamp: datetime | None = attrs.field(default=None, init=False)
+    _stamp_mono: float = attrs.field(default=0.0, init=False)
+    # A stamp from the future read from a shared storage, and when it was first seen
+    _future: tuple[float, float] | None = attrs.field(default=None, init=False)
 
     def __attrs_post_init__(self) -> None:
         pybreaker = _pybreaker()
+        if self.threshold is not None:
+            if self.trip is not _DEFAULT_TRIP:
+                raise ConfigurationError(
+                    "threshold",
+                    f"give threshold= or trip=, not both (got trip={self.trip!r}); "
+                    "threshold=n is short for trip=ConsecutiveFailures(threshold=n)",
+                )
+            self.trip = ConsecutiveFailures(threshold=self.threshold)
         if not isinstance(self.trip, ConsecutiveFailures | FailureRate):
             raise ConfigurationError(
                 "trip", f"must be ConsecutiveFailures or FailureRate, got {self.trip!r}"
@@ -270,6 +435,7 @@ class CircuitBreaker(Policy):
         self._predicate = classify(self.on, self.on_result)
         if isinstance(self.trip, FailureRate):
             self._window = _Window(self.trip)
+            self._rate = _exact(self.trip.threshold)
         self._pb_listeners = tuple(
             x for x in self.listeners if isinstance(x, pybreaker.CircuitBreakerListener)
         )
@@ -279,29 +445,66 @@ class CircuitBreaker(Policy):
         for x in self._events:
             if not callable(x):
                 raise ConfigurationError("listeners", f"{x!r} is not callable")
+        if _is_memory(self.storage):
+            self._store = self.storage
+        else:
+            from failsafe._breaker_storage import GuardedStorage
+
+            self._store = self._guard = GuardedStorage(
+                self.storage,
+                policy=self.name,
+                key=self.key,
+                retry_interval=self.storage_retry,
+                clock=self.clock,
+            )
 
     # -- inspection and manual control ------------------------------------------------------
+    def _now_state(self) -> str:
+        """The stored state, read outside the lock (a guarded storage may restore here)."""
+        guard = self._guard
+        if guard is None:
+            return self._store.state
+        state = guard.poll()
+        if guard.pending:
+            self._publish([])
+        return state
+
+    def _flush(self) -> None:
+        """Publish what the storage guard noticed during a read outside the lock."""
+        guard = self._guard
+        if guard is not None and guard.pending:
+            self._publish([])
+
     @property
     def state(self) -> CircuitState:
         """The stored state (an open circuit past its timeout half-opens on the next call)."""
-        return CircuitState(self.storage.state)
+        return CircuitState(self._now_state())
 
     @property
     def current_state(self) -> str:
         """The state's name, as pybreaker spells it (``"closed"``, ``"open"``, ``"half-open"``)."""
-        return self.storage.state
+        return self._now_state()
 
     @property
     def failure_count(self) -> int:
         """Consecutive failures counted so far (``ConsecutiveFailures`` mode)."""
-        return self.storage.counter
+        count = self._store.counter
+        self._flush()
+        return count
+
+    @property
+    def storage_available(self) -> bool:
+        """Whether the storage is in use: ``False`` while a shared storage is unavailable."""
+        return self._guard is None or self._guard.available
 
     @property
     def retry_after(self) -> float:
         """Seconds until an open circuit admits a probe (0 when not open)."""
-        if self.storage.state != _OPEN:
+        if self._now_state() != _OPEN:
             return 0.0
-        return self._remaining(self.clock.time())
+        remaining = self._remaining()
+        self._flush()
+        return remaining
 
     def open(self) -> None:
         """Open the circuit now; it admits probes after ``reset_timeout``."""
@@ -316,19 +519,42 @@ class CircuitBreaker(Policy):
         self._publish(events)
 
     # -- transitions (called with the lock held; they return the events to publish) -------
-    def _remaining(self, now: float) -> float:
-        opened = self.storage.opened_at
+    def _remaining(self) -> float:
+        opened = self._store.opened_at
         if opened is None:
             return 0.0
-        remaining = opened.timestamp() + self.reset_timeout - now
+        stamp = self._stamp
+        if stamp is not None and (
+            opened is stamp or int(opened.timestamp()) == int(stamp.timestamp())
+        ):  # the storage holds this breaker's own opening (Redis: to the second)
+            remaining = self._stamp_mono + self.reset_timeout - self.clock.monotonic()
+        else:
+            remaining = self._remaining_shared(opened.timestamp())
         # the storage keeps microseconds (Redis: whole seconds); closer than that is "now"
         return remaining if remaining > 1e-6 else 0.0
 
+    def _remaining_shared(self, opened: float) -> float:
+        """Time left of an opening stamped by the wall clock (another process, or breaker)."""
+        now = self.clock.time()
+        if opened <= now:
+            return opened + self.reset_timeout - now
+        # A stamp in the future: another process's clock is ahead, or this one stepped back.
+        # Count the open period from when this breaker first saw the stamp (monotonic), so
+        # the circuit stays open at most reset_timeout more, whatever the wall clocks say.
+        mono = self.clock.monotonic()
+        seen = self._future
+        if seen is None or seen[0] != opened:
+            self._future = seen = (opened, mono)
+        return seen[1] + self.reset_timeout - mono
+
     def _to_open(self, outcome: Outcome[Any] | None) -> list[Event | tuple[str, str]]:
-        old = self.storage.state
-        self.storage.state = _OPEN
-        self.storage.opened_at = datetime.fromtimestamp(self.clock.time(), UTC)
-        self.storage.reset_success_counter()
+        store = self._store
+        old = store.state
+        store.state = _OPEN
+        stamp = datetime.fromtimestamp(self.clock.time(), UTC)
+        store.opened_at = stamp
+        self._stamp, self._stamp_mono, self._future = stamp, self.clock.monotonic(), None
+        store.reset_success_counter()
         self._new_period()
         return [
             CircuitOpened(
@@ -338,10 +564,11 @@ class CircuitBreaker(Policy):
         ]
 
     def _to_closed(self) -> list[Event | tuple[str, str]]:
-        old = self.storage.state
-        self.storage.state = _CLOSED
-        self.storage.reset_counter()
-        self.storage.reset_success_counter()
+        store = self._store
+        old = store.state
+        store.state = _CLOSED
+        store.reset_counter()
+        store.reset_success_counter()
         self._new_period()
         if self._window is not None:
             self._window.reset()
@@ -357,7 +584,10 @@ class CircuitBreaker(Policy):
         return [(old, new)] if self._pb_listeners and old != new else []
 
     def _publish(self, events: list[Event | tuple[str, str]]) -> None:
-        """Deliver transition events, after the lock is released."""
+        """Deliver transition events (and the storage's), after the lock is released."""
+        guard = self._guard
+        if guard is not None and guard.pending:
+            events = [*guard.take(), *events]
         for event in events:
             if isinstance(event, tuple):
                 for listener in self._pb_listeners:
@@ -376,12 +606,13 @@ class CircuitBreaker(Policy):
         retry_after = 0.0
         events: list[Event | tuple[str, str]] = []
         with self._lock:
-            state = self.storage.state
+            store = self._store
+            state = store.state
             if state == _OPEN:
-                retry_after = self._remaining(self.clock.time())
+                retry_after = self._remaining()
                 if retry_after <= 0:
-                    self.storage.state = state = _HALF_OPEN
-                    self.storage.reset_success_counter()
+                    store.state = state = _HALF_OPEN
+                    store.reset_success_counter()
                     self._new_period()
                     events.append(CircuitHalfOpened(policy=self.name, key=self.key))
                     events.extend(self._changed(_OPEN, _HALF_OPEN))
@@ -411,23 +642,26 @@ class CircuitBreaker(Policy):
     def _succeeded(self, probe: int) -> None:
         events: list[Event | tuple[str, str]] = []
         with self._lock:
+            store = self._store
             if probe:
-                if self._end_probe(probe) and self.storage.state == _HALF_OPEN:
-                    self.storage.increment_success_counter()
-                    if self.storage.success_counter >= self.success_threshold:
+                if self._end_probe(probe) and store.state == _HALF_OPEN:
+                    store.increment_success_counter()
+                    if store.success_counter >= self.success_threshold:
                         events = self._to_closed()
             elif self._window is not None:
                 self._window.record(self.clock.monotonic(), False)
-            elif self.storage.counter:
-                self.storage.reset_counter()
+            elif store.counter:
+                store.reset_counter()
         for listener in self._pb_listeners:
             _guarded(listener.success, self)
-        self._publish(events)
+        if events or self._guard is not None:
+            self._publish(events)
 
     def _failed(self, probe: int, outcome: Outcome[Any]) -> None:
         events: list[Event | tuple[str, str]] = []
         with self._lock:
-            state = self.storage.state
+            store = self._store
+            state = store.state
             if probe:
                 if self._end_probe(probe) and state == _HALF_OPEN:
                     events = self._to_open(outcome)
@@ -435,12 +669,14 @@ class CircuitBreaker(Policy):
                 if self._window is not None:
                     assert isinstance(self.trip, FailureRate)
                     calls, failures = self._window.record(self.clock.monotonic(), True)
-                    if calls >= self.trip.minimum_calls and failures >= self.trip.threshold * calls:
+                    # exact: failures / calls >= num / den, in integers (see _exact)
+                    num, den = self._rate
+                    if calls >= self.trip.minimum_calls and failures * den >= num * calls:
                         events = self._to_open(outcome)
                 else:
                     assert isinstance(self.trip, ConsecutiveFailures)
-                    self.storage.increment_counter()
-                    if self.storage.counter >= self.trip.threshold:
+                    store.increment_counter()
+                    if store.counter >= self.trip.threshold:
                         events = self._to_open(outcome)
         if outcome.exception is not None:
             for listener in self._pb_listeners:
@@ -452,25 +688,59 @@ class CircuitBreaker(Policy):
             with self._lock:
                 self._end_probe(probe)
 
+    def _test_raised(self, probe: int, error: BaseException) -> None:
+        """``on`` or ``on_result`` raised ``error``: count the call as failed, free the probe.
+
+        Without this a raising test during a half-open probe kept the probe's slot forever,
+        and the breaker rejected every call until ``close()`` (issue 11).
+        """
+        if isinstance(error, Exception):
+            self._failed(probe, Outcome(exception=error))
+        else:  # KeyboardInterrupt and the like judge nothing
+            self._ignored(probe)
+
+    def _driver_reads(self) -> tuple[Any, Callable[[Any], str], Callable[[Any], int]]:
+        """What the drivers read on every call: the store, and its state and failure count."""
+        guard = self._guard
+        if guard is None:
+            state, counter = _readers(self._store)
+            return self._store, state, counter
+        now_state, flush = self._now_state, self._flush
+
+        def read_state(_: object) -> str:
+            return now_state()
+
+        def read_counter(_: object) -> int:
+            count = guard.counter
+            flush()
+            return count
+
+        return guard, read_state, read_counter
+
     # -- drivers ------------------------------------------------------------------------------
     def _bind_sync(self, nxt: SyncRunner) -> SyncRunner:
-        storage = self.storage
-        admit, succeeded, failed, ignored = (
+        storage, state, counter = self._driver_reads()
+        admit, succeeded, failed, ignored, test_raised = (
             self._admit,
             self._succeeded,
             self._failed,
             self._ignored,
+            self._test_raised,
         )
         matches_exception, matches_result = self._predicate._raw_tests()
         fast = self._window is None and not self._pb_listeners
-        state, counter = _readers(storage)
 
         def breaker_sync(fn: Any, args: Any, kwargs: Any) -> Any:
             probe = 0 if state(storage) == _CLOSED else admit()
             try:
                 value = nxt(fn, args, kwargs)
             except Exception as exc:
-                if matches_exception(exc):
+                try:
+                    counted = matches_exception(exc)
+                except BaseException as error:  # the test's own error reaches the caller
+                    test_raised(probe, error)
+                    raise
+                if counted:
                     failed(probe, Outcome(exception=exc))
                 else:
                     ignored(probe)
@@ -478,32 +748,44 @@ class CircuitBreaker(Policy):
             except BaseException:
                 ignored(probe)
                 raise
-            if matches_result is not None and matches_result(value):
-                failed(probe, Outcome(value))
-            elif probe or not fast or counter(storage):
+            if matches_result is not None:
+                try:
+                    counted = matches_result(value)
+                except BaseException as error:
+                    test_raised(probe, error)
+                    raise
+                if counted:
+                    failed(probe, Outcome(value))
+                    return value
+            if probe or not fast or counter(storage):
                 succeeded(probe)
             return value
 
         return breaker_sync
 
     def _bind_async(self, nxt: AsyncRunner) -> AsyncRunner:
-        storage = self.storage
-        admit, succeeded, failed, ignored = (
+        storage, state, counter = self._driver_reads()
+        admit, succeeded, failed, ignored, test_raised = (
             self._admit,
             self._succeeded,
             self._failed,
             self._ignored,
+            self._test_raised,
         )
         matches_exception, matches_result = self._predicate._raw_tests()
         fast = self._window is None and not self._pb_listeners
-        state, counter = _readers(storage)
 
         async def breaker_async(fn: Any, args: Any, kwargs: Any) -> Any:
             probe = 0 if state(storage) == _CLOSED else admit()
             try:
                 value = await nxt(fn, args, kwargs)
             except Exception as exc:
-                if matches_exception(exc):
+                try:
+                    counted = matches_exception(exc)
+                except BaseException as error:  # the test's own error reaches the caller
+                    test_raised(probe, error)
+                    raise
+                if counted:
                     failed(probe, Outcome(exception=exc))
                 else:
                     ignored(probe)
@@ -511,9 +793,16 @@ class CircuitBreaker(Policy):
             except BaseException:  # cancelled: the dependency was not judged
                 ignored(probe)
                 raise
-            if matches_result is not None and matches_result(value):
-                failed(probe, Outcome(value))
-            elif probe or not fast or counter(storage):
+            if matches_result is not None:
+                try:
+                    counted = matches_result(value)
+                except BaseException as error:
+                    test_raised(probe, error)
+                    raise
+                if counted:
+                    failed(probe, Outcome(value))
+                    return value
+            if probe or not fast or counter(storage):
                 succeeded(probe)
             return value
 
@@ -530,12 +819,14 @@ class CircuitBreaker(Policy):
 class BreakerOptions(TypedDict, total=False):
     """The options of [`CircuitBreaker`][failsafe.CircuitBreaker] that a keyed breaker repeats."""
 
+    threshold: int
     trip: ConsecutiveFailures | FailureRate
     reset_timeout: float
     half_open_max_calls: int
     success_threshold: int
     on: Classifier
     on_result: ResultTest | None
+    storage_retry: float
     clock: Clock
     listeners: Sequence[Any]
 
@@ -552,8 +843,11 @@ class KeyedCircuitBreaker(Policy):
         name: The breakers are named ``name[key]``.
         key: A function returning the key of the call running now (default: the failover
             target).
-        storage_factory: Builds the pybreaker storage of a key's breaker (for example a
-            ``CircuitRedisStorage`` with a namespace per key); default: in memory.
+        storage_factory: Builds the pybreaker storage of a key's breaker (for example
+            ``lambda key: redis_storage(client, namespace=f"orders:{key}")``, see
+            [`redis_storage`][failsafe.circuit_breaker.redis_storage]); default: in memory.
+            It is called when a key is first used, so it should not talk to the storage:
+            pybreaker's own ``CircuitRedisStorage`` does, and raises while Redis is down.
         **options: Any other [`CircuitBreaker`][failsafe.CircuitBreaker] option.
 
     Raises:

@@ -60,6 +60,9 @@ class SystemClock:
     """The real clock: `time.monotonic`, `time.time`, `time.sleep`, `asyncio.sleep`.
 
     Thread-safe and stateless; use the shared [`SYSTEM_CLOCK`][failsafe.clock.SYSTEM_CLOCK].
+    Under [`failsafe.testing.fake_time`][failsafe.testing.fake_time] its methods answer from
+    a fake clock instead, so that everything built with the default clock (before or inside
+    the block) reads fake time and never waits.
     """
 
     __slots__ = ()
@@ -80,6 +83,25 @@ class SystemClock:
 
     def __repr__(self) -> str:
         return "SystemClock()"
+
+
+_METHODS = ("monotonic", "time", "sleep", "sleep_async", "timeout_async")
+_REAL = {name: SystemClock.__dict__[name] for name in _METHODS}
+
+
+def _stand_in(clock: Clock | None) -> None:
+    """Make every `SystemClock` answer from ``clock`` (``None``: from the real time again).
+
+    Policies call their clock's methods at each use (they never keep a bound method), so
+    the change reaches policies built before it. Used by `failsafe.testing.fake_time`.
+    """
+    for name in _METHODS:
+        real = _REAL[name]
+        setattr(SystemClock, name, real if clock is None else staticmethod(getattr(clock, name)))
+
+
+def _standing_in() -> bool:
+    return SystemClock.__dict__["monotonic"] is not _REAL["monotonic"]
 
 
 SYSTEM_CLOCK: Clock = SystemClock()

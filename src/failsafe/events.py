@@ -25,6 +25,8 @@ __all__ = [
     "CircuitHalfOpened",
     "CircuitOpened",
     "CircuitRejected",
+    "CircuitStorageRestored",
+    "CircuitStorageUnavailable",
     "Event",
     "FailedOver",
     "FallbackUsed",
@@ -114,6 +116,42 @@ class CircuitRejected(Event):
 
     key: object
     retry_after: float
+
+
+@attrs.frozen(kw_only=True)
+class CircuitStorageUnavailable(Event):
+    """The breaker's shared storage failed; the breaker runs on a local state for now.
+
+    Emitted once per outage, by the call that found the storage failing. Until the storage
+    answers again, the breaker keeps its state in process memory (seeded from the last values
+    it read) and tries the storage again every ``storage_retry`` seconds.
+
+    Attributes:
+        key: The keyed breaker's key (``None`` for a plain breaker).
+        error: The type of the storage's exception (``"redis.exceptions.ConnectionError"``).
+        message: Its message (cut to 200 characters).
+    """
+
+    key: object
+    error: str
+    message: str
+
+
+@attrs.frozen(kw_only=True)
+class CircuitStorageRestored(Event):
+    """The breaker's shared storage answers again; the breaker uses it from now on.
+
+    Attributes:
+        key: The keyed breaker's key (``None`` for a plain breaker).
+        wrote_back: ``True`` when the circuit opened locally during the outage and is still
+            open, so its opening was written to the storage for the other processes; ``False``
+            when the breaker adopted the shared state as it found it.
+        outage: Seconds (monotonic) from the failure to the restoration.
+    """
+
+    key: object
+    wrote_back: bool
+    outage: float
 
 
 @attrs.frozen(kw_only=True)

@@ -4,6 +4,7 @@ The tree::
 
     FailsafeError
     ├── ConfigurationError (also ValueError)      bad option at construction
+    ├── UsageError (also TypeError)               failsafe called the wrong way
     ├── PolicyRejected                            a policy refused to run the call
     │   ├── CircuitOpenError                      .retry_after, .breaker
     │   └── BulkheadFull                          .max_concurrent, .max_queued
@@ -32,6 +33,7 @@ __all__ = [
     "PolicyRejected",
     "TargetFailure",
     "TimeoutExceeded",
+    "UsageError",
 ]
 
 
@@ -46,6 +48,19 @@ class ConfigurationError(FailsafeError, ValueError):
         self.option = option
         self.problem = problem
         super().__init__(f"{option}: {problem}")
+
+
+class UsageError(FailsafeError, TypeError):
+    """failsafe was called the wrong way; the message says how to call it.
+
+    Raised at once for a coroutine function given to ``call`` (use ``call_async``), a plain
+    function given to ``call_async``, an ``async`` fallback handler under ``call``, or a
+    policy class used as a bare decorator (``@Retry`` instead of ``@Retry()``).
+
+    It is a bug in the calling code, not a failure of the dependency: no predicate matches
+    it, so no policy retries it, counts it in a breaker, replaces it with a fallback or
+    fails over on it.
+    """
 
 
 class PolicyRejected(FailsafeError):

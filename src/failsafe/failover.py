@@ -47,7 +47,8 @@ class Failover(Policy):
     Args:
         targets: The targets, in order of preference (for example base URLs).
         policy: A policy run around the operation for each target.
-        on: Which exceptions move to the next target.
+        on: Which exceptions move to the next target (default:
+            [`TRANSIENT`][failsafe.predicates.TRANSIENT] errors and `PolicyRejected`).
         on_result: A test on returned values; a true result moves to the next target.
         on_discard: Called with each such result when the next target is tried (to release
             it); the last target's result is not discarded: it is in the error. Under

@@ -9,9 +9,9 @@ from typing import Any, Final
 import attrs
 
 from failsafe import _validators as _v
-from failsafe._policy import AsyncRunner, Policy, SyncRunner
+from failsafe._policy import AsyncRunner, Policy, SyncRunner, _is_async_callable
 from failsafe.events import FallbackUsed, Listener, _emit
-from failsafe.exceptions import ConfigurationError
+from failsafe.exceptions import ConfigurationError, UsageError
 from failsafe.outcome import Outcome
 from failsafe.predicates import (
     ANY_EXCEPTION,
@@ -37,8 +37,10 @@ class Fallback(Policy):
     """Replace a failed outcome by ``value``, or by what ``handler(outcome)`` returns.
 
     Exactly one of ``value`` and ``handler`` is given. Under ``call_async`` the handler may be
-    a coroutine function. If the handler raises, its exception reaches the caller (with the
-    original failure as its ``__context__``).
+    a coroutine function; under ``call`` it must be a plain function (an ``async`` handler
+    there raises [`UsageError`][failsafe.UsageError] before the operation runs, as does a
+    handler that returns an awaitable). If the handler raises, its exception reaches the
+    caller (with the original failure as its ``__context__``).
 
     Args:
         value: The value to return instead of the failure.
@@ -82,9 +84,25 @@ class Fallback(Policy):
             return self.value
         return self.handler(outcome)
 
+    def _replace_sync(self, outcome: Outcome[Any]) -> Any:
+        value = self._replace(outcome)
+        if inspect.isawaitable(value):
+            if inspect.iscoroutine(value):
+                value.close()  # never awaited: close it so that Python does not warn later
+            raise UsageError(self._async_handler())
+        return value
+
+    def _async_handler(self) -> str:
+        return (
+            f"handler: {self.handler!r} is asynchronous (it returns an awaitable), which "
+            "call() cannot await: use `await policy.call_async(...)`, or a plain handler"
+        )
+
     def _bind_sync(self, nxt: SyncRunner) -> SyncRunner:
+        if _is_async_callable(self.handler):
+            raise UsageError(self._async_handler())
         matches_exception, matches_result = self._predicate.tests()
-        replace = self._replace
+        replace = self._replace_sync
 
         def fallback_sync(fn: Any, args: Any, kwargs: Any) -> Any:
             try:

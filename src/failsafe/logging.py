@@ -9,6 +9,7 @@ from failsafe.events import (
     BulkheadRejected,
     CircuitOpened,
     CircuitRejected,
+    CircuitStorageUnavailable,
     Event,
     RetriesExhausted,
     RetryBudgetExhausted,
@@ -19,6 +20,7 @@ __all__ = ["LoggingListener"]
 
 _WARNINGS = (
     CircuitOpened,
+    CircuitStorageUnavailable,
     RetriesExhausted,
     RetryBudgetExhausted,
     BulkheadRejected,

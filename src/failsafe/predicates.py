@@ -19,6 +19,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Final, TypeAlias
 
+from failsafe._transient import is_transient
+
 __all__ = [
     "ANY_EXCEPTION",
     "NOTHING",
@@ -42,7 +44,7 @@ class Predicate:
     [`result`][failsafe.predicates.result], then combine. Immutable and thread-safe.
     """
 
-    __slots__ = ("_desc", "_exc", "_res")
+    __slots__ = ("_desc", "_exc", "_guarded", "_res")
 
     def __init__(
         self,
@@ -53,6 +55,7 @@ class Predicate:
         self._exc = on_exception
         self._res = on_result
         self._desc = description
+        self._guarded = _never if on_exception is None else _not_misuse(on_exception)
 
     @property
     def handles_results(self) -> bool:
@@ -65,8 +68,12 @@ class Predicate:
         return self._exc is not None
 
     def matches_exception(self, exc: BaseException) -> bool:
-        """Return whether ``exc`` is a failure for this predicate."""
-        return self._exc is not None and bool(self._exc(exc))
+        """Return whether ``exc`` is a failure for this predicate.
+
+        A [`UsageError`][failsafe.UsageError] (failsafe called the wrong way) never matches:
+        no policy counts a bug in the calling code as a failure of the dependency.
+        """
+        return bool(self._guarded(exc))
 
     def matches_result(self, value: object) -> bool:
         """Return whether the returned ``value`` is a failure for this predicate."""
@@ -86,9 +93,10 @@ class Predicate:
         """The two tests themselves, for drivers that only ask whether their answer is true.
 
         Like `tests`, minus the wrapper that turns the answer into a ``bool``: one call less
-        per outcome on every policy's success path. The exception test is never ``None``.
+        per outcome on every policy's success path. The exception test is never ``None``, and
+        never matches a [`UsageError`][failsafe.UsageError].
         """
-        return (self._exc if self._exc is not None else _never), self._res
+        return self._guarded, self._res
 
     def __or__(self, other: Classifier) -> Predicate:
         o = as_predicate(other)
@@ -120,6 +128,15 @@ class Predicate:
 
 def _never(_: object) -> bool:
     return False
+
+
+def _not_misuse(test: ExceptionTest) -> Callable[[BaseException], object]:
+    from failsafe.exceptions import UsageError
+
+    def matches(exc: BaseException) -> object:
+        return not isinstance(exc, UsageError) and test(exc)
+
+    return matches
 
 
 def _either(a: Callable[[Any], bool] | None, b: Callable[[Any], bool] | None) -> Any:
@@ -208,11 +225,31 @@ def classify(on: Classifier, on_result: ResultTest | None) -> Predicate:
 
 
 TRANSIENT: Final[Predicate] = Predicate(
-    lambda e: isinstance(e, (ConnectionError, TimeoutError)),
+    is_transient,
     None,
-    "transient error (ConnectionError, TimeoutError)",
+    "transient error (ConnectionError, TimeoutError, and those of httpx, requests, aiohttp,"
+    " redis, psycopg, aio-pika and grpc)",
 )
-"""The default of `Retry` and `Failover`: connection errors and timeouts."""
+"""The default of `Retry` and `Failover`: connection errors and timeouts of common clients.
+
+Matches the built-in `ConnectionError` and `TimeoutError` (so failsafe's own
+[`TimeoutExceeded`][failsafe.TimeoutExceeded] too), and the connection errors and timeouts
+of httpx/httpcore, requests/urllib3, aiohttp, redis-py, psycopg (connection-level only),
+aio-pika/aiormq (not a refused login) and grpc (``UNAVAILABLE``, ``DEADLINE_EXCEEDED``),
+recognised by class name without importing any of them. The page
+[Transient errors](../policies/transient-errors.md) lists every entry and when it is safe
+to retry. Narrow or widen it with ``|``, ``&`` and ``~``.
+
+Example:
+    ```python
+    from failsafe import Retry
+    from failsafe.predicates import TRANSIENT, exception
+
+    class ServiceBusy(Exception): ...
+
+    retry = Retry(on=TRANSIENT | exception(ServiceBusy))
+    ```
+"""
 
 ANY_EXCEPTION: Final[Predicate] = exception(Exception)
 """Every `Exception` (not `BaseException`: cancellation and Ctrl-C always pass through)."""

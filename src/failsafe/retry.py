@@ -24,7 +24,7 @@ from failsafe.events import (
     RetryScheduled,
     _emit,
 )
-from failsafe.exceptions import ConfigurationError
+from failsafe.exceptions import ConfigurationError, UsageError
 from failsafe.outcome import Outcome
 from failsafe.predicates import TRANSIENT, Classifier, Predicate, ResultTest, classify
 
@@ -37,7 +37,9 @@ _RNG = random.Random()
 class Retry(Policy):
     """Run the operation again when an attempt fails, up to ``attempts`` times in all.
 
-    With no arguments: the first try plus three retries on connection errors and timeouts,
+    With no arguments: the first try plus three retries on transient errors
+    ([`TRANSIENT`][failsafe.predicates.TRANSIENT]: connection errors and timeouts of the
+    standard library and of httpx, requests, aiohttp, redis-py, psycopg, aio-pika and grpc),
     exponential backoff from 50 ms with full jitter, capped at 1 s.
 
     Which outcomes are failures: ``on`` (exceptions; a predicate, exception class(es) or a
@@ -49,7 +51,9 @@ class Retry(Policy):
     Args:
         attempts: Attempts in all, including the first (>= 1).
         backoff: The delay between attempts. A zero delay makes no sleep call at all.
-        on: Which exceptions are retried (default: `ConnectionError`, `TimeoutError`).
+        on: Which exceptions are retried (default
+            [`TRANSIENT`][failsafe.predicates.TRANSIENT]: connection errors and timeouts of
+            the standard library and of common clients).
         on_result: A test on returned values; a true result is retried.
         delay_from: A hook that sets the delay from a failed outcome (for a server's
             ``Retry-After``); return ``None`` to use ``backoff``.
@@ -123,7 +127,8 @@ class Retry(Policy):
             self._give_up(attempt, "deadline", outcome)
             return None
         enclosing = _deadline.get()  # an enclosing Timeout's deadline
-        if enclosing is not None and enclosing[1].monotonic() + delay > enclosing[0]:
+        # an attempt that would start at the enclosing deadline is already late: not made
+        if enclosing is not None and enclosing[1].monotonic() + delay >= enclosing[0]:
             self._give_up(attempt, "deadline", outcome)
             return None
         if self.budget is not None and not self.budget.try_withdraw():
@@ -156,8 +161,11 @@ class Retry(Policy):
 
     @staticmethod
     def _note(outcome: Outcome[Any], text: str) -> None:
-        if outcome.exception is not None:
-            outcome.exception.add_note(text)
+        exc = outcome.exception
+        # the same exception object may be given up on again (an instance raised by every
+        # call, a retry around a retry): one note says it, however often
+        if exc is not None and text not in getattr(exc, "__notes__", ()):
+            exc.add_note(text)
 
     # -- drivers --------------------------------------------------------------------------
     def _bind_sync(self, nxt: SyncRunner) -> SyncRunner:
@@ -179,6 +187,8 @@ class Retry(Policy):
                     value = nxt(fn, args, kwargs)
                 except Exception as exc:
                     if not matches_exception(exc):
+                        if budget is not None and isinstance(exc, UsageError):
+                            budget._forget_call()  # a misuse is no call of the dependency
                         raise
                     delay = after(attempt, Outcome(exception=exc), delay, started)  # type: ignore[arg-type]
                     if delay is None:
@@ -216,6 +226,8 @@ class Retry(Policy):
                     value = await nxt(fn, args, kwargs)
                 except Exception as exc:
                     if not matches_exception(exc):
+                        if budget is not None and isinstance(exc, UsageError):
+                            budget._forget_call()  # a misuse is no call of the dependency
                         raise
                     delay = after(attempt, Outcome(exception=exc), delay, started)  # type: ignore[arg-type]
                     if delay is None:

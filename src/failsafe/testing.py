@@ -1,4 +1,4 @@
-"""Test helpers for users of failsafe: a fake clock, a recording listener, fault injection.
+"""Test helpers for users of failsafe: fake time, a recording listener, fault injection.
 
 Everything here is public and stable, for your own tests::
 
@@ -17,9 +17,12 @@ import asyncio
 import heapq
 import itertools
 import threading
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, Generic, TypeVar
 
+from failsafe import clock as _clock
 from failsafe.events import Event
 
 __all__ = [
@@ -28,6 +31,7 @@ __all__ = [
     "RecordingListener",
     "fail_every",
     "fail_first",
+    "fake_time",
     "with_latency",
     "with_latency_async",
 ]
@@ -37,35 +41,80 @@ T = TypeVar("T")
 
 
 class _FakeTimeout:
-    """``asyncio.timeout`` on fake time: cancels the task when the clock passes the deadline."""
+    """``asyncio.timeout`` on fake time, step for step as CPython's ``asyncio.Timeout``.
+
+    The task's cancel count is read on entry; at the deadline the task is cancelled; on exit
+    after that the cancel is always taken back (``uncancel``), and `TimeoutError` replaces
+    the `CancelledError` only when no other cancel was asked for meanwhile. A deadline that
+    has passed on entry fires on the loop's next iteration, as the real one does.
+    """
 
     def __init__(self, clock: FakeClock, seconds: float) -> None:
         self._clock = clock
         self._seconds = seconds
-        self._expired = False
+        self._state = "created"
         self._task: asyncio.Task[Any] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._cancelling = 0
         self._timer: list[Any] | None = None
+        self._handle: asyncio.Handle | None = None
 
     def expired(self) -> bool:
-        return self._expired
+        """Return whether the deadline passed and the block was cancelled."""
+        return self._state in ("expiring", "expired")
 
     def _fire(self) -> None:
-        self._expired = True
-        if self._task is not None:
-            self._task.cancel()
+        """The deadline passed (called by the clock, from whichever thread moved it)."""
+        loop = self._loop
+        if loop is None:
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            self._on_timeout()
+        else:
+            loop.call_soon_threadsafe(self._on_timeout)
+
+    def _on_timeout(self) -> None:
+        if self._state != "entered" or self._task is None:
+            return  # the block ended first
+        self._task.cancel()
+        self._state = "expiring"
+        self._handle = None
 
     async def __aenter__(self) -> _FakeTimeout:
-        self._task = asyncio.current_task()
-        self._timer = self._clock._schedule(self._clock.monotonic() + self._seconds, self._fire)
+        if self._state != "created":
+            raise RuntimeError("Timeout has already been entered")
+        task = asyncio.current_task()
+        if task is None:
+            raise RuntimeError("Timeout should be used inside a task")
+        self._state = "entered"
+        self._task = task
+        self._loop = asyncio.get_running_loop()
+        self._cancelling = task.cancelling()
+        deadline = self._clock.monotonic() + self._seconds
+        if deadline <= self._clock.monotonic():
+            self._handle = self._loop.call_soon(self._on_timeout)
+        else:
+            self._timer = self._clock._schedule(deadline, self._fire)
         return self
 
     async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> bool | None:
         if self._timer is not None:
             self._timer[2] = None  # disarm
-        if self._expired and exc_type is asyncio.CancelledError:
+            self._timer = None
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+        if self._state == "expiring":
+            self._state = "expired"
             assert self._task is not None
-            if self._task.uncancel() == 0:
+            if self._task.uncancel() <= self._cancelling and exc_type is asyncio.CancelledError:
                 raise TimeoutError from exc
+        elif self._state == "entered":
+            self._state = "exited"
         return None
 
 
@@ -107,6 +156,15 @@ class FakeClock:
             raise ValueError(f"cannot advance a clock by a negative amount ({seconds})")
         self._advance_to(self._now + seconds)
 
+    def step_wall(self, seconds: float) -> None:
+        """Step the wall clock (``time()``) by ``seconds``, either way; ``monotonic`` stays.
+
+        This is what an NTP correction or a resumed virtual machine does to a real clock: use
+        it to show that a policy measures its intervals on the monotonic clock.
+        """
+        with self._lock:
+            self._wall_offset += seconds
+
     def _advance_to(self, target: float, task: asyncio.Task[Any] | None = None) -> None:
         while True:
             with self._lock:
@@ -117,8 +175,9 @@ class FakeClock:
                     return
                 deadline, _, callback = heapq.heappop(self._timers)
                 self._now = max(self._now, deadline)
+            before = task.cancelling() if task is not None else 0
             callback()
-            if task is not None and task.cancelling():
+            if task is not None and task.cancelling() > before:
                 return  # the sleeping task was cancelled at this deadline: stop here
 
     def _schedule(self, deadline: float, callback: Callable[[], None]) -> list[Any]:
@@ -144,6 +203,58 @@ class FakeClock:
 
     def __repr__(self) -> str:
         return f"FakeClock(now={self._now!r}, sleeps={len(self.sleeps)})"
+
+
+_fake_time_lock = threading.Lock()
+_fake_time_stack: list[FakeClock] = []
+
+
+@contextmanager
+def fake_time(clock: FakeClock | None = None) -> Iterator[FakeClock]:
+    """Run everything that uses the default clock on fake time, for the block's duration.
+
+    Inside the block, [`SYSTEM_CLOCK`][failsafe.clock.SYSTEM_CLOCK] (the default ``clock=``
+    of every policy, transport and consumer) answers from ``clock``: a retry's backoff,
+    an open circuit's rest and a coroutine's timeout pass in fake time, at once, whether the
+    policy was built before the block or inside it. A policy given its own ``clock=`` keeps
+    it. Blocks nest; the real clock is back when the outermost one ends.
+
+    The switch is process-wide (as ``stamina.set_testing``): it is meant for test suites,
+    not for code that runs beside other threads that need real time.
+
+    Args:
+        clock: The fake clock to use; by default a new
+            [`FakeClock`][failsafe.testing.FakeClock] that starts at the real clock's
+            current readings.
+
+    Yields:
+        The fake clock: assert on its ``sleeps``, move it with ``advance``.
+
+    Example:
+        ```python
+        from failsafe import Retry
+        from failsafe.testing import fail_first, fake_time
+
+        retry = Retry(attempts=5)  # built with the default, real clock
+        with fake_time() as clock:
+            assert retry.call(fail_first(4, ConnectionError, returns="ok")) == "ok"
+        assert len(clock.sleeps) == 4  # four backoffs, none waited for
+        ```
+
+    With pytest, the fixture ``failsafe_fake_time`` (installed with failsafe) does the same
+    for one test and gives the clock.
+    """
+    if clock is None:
+        clock = FakeClock(start=time.monotonic(), wall_start=time.time())
+    with _fake_time_lock:
+        _fake_time_stack.append(clock)
+        _clock._stand_in(clock)
+    try:
+        yield clock
+    finally:
+        with _fake_time_lock:
+            _fake_time_stack.remove(clock)
+            _clock._stand_in(_fake_time_stack[-1] if _fake_time_stack else None)
 
 
 class RecordingListener:

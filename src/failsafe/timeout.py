@@ -65,12 +65,12 @@ class Timeout(Policy):
 
     def _bind_sync(self, nxt: SyncRunner) -> SyncRunner:
         seconds = self.seconds
-        monotonic = self.clock.monotonic
+        # the clock's methods are looked up at each use, never kept: fake_time() swaps them
         clock = self.clock
         get, set_, reset = _deadline.get, _deadline.set, _deadline.reset
 
         def timeout_sync(fn: Any, args: Any, kwargs: Any) -> Any:
-            deadline = monotonic() + seconds
+            deadline = clock.monotonic() + seconds
             outer = get()
             if outer is not None and outer[0] <= deadline:  # an enclosing deadline is earlier
                 value = nxt(fn, args, kwargs)
@@ -80,7 +80,7 @@ class Timeout(Policy):
                     value = nxt(fn, args, kwargs)
                 finally:
                     reset(token)
-            if monotonic() > deadline:
+            if clock.monotonic() >= deadline:  # at the deadline is late, as asyncio.timeout has it
                 raise self._expired(cancelled=False)
             return value
 
@@ -88,16 +88,14 @@ class Timeout(Policy):
 
     def _bind_async(self, nxt: AsyncRunner) -> AsyncRunner:
         seconds = self.seconds
-        clock = self.clock
-        monotonic = clock.monotonic
-        scope_for = clock.timeout_async
+        clock = self.clock  # its methods looked up at each use, as in timeout_sync
         get, set_, reset = _deadline.get, _deadline.set, _deadline.reset
 
         async def timeout_async(fn: Any, args: Any, kwargs: Any) -> Any:
-            deadline = monotonic() + seconds
+            deadline = clock.monotonic() + seconds
             outer = get()
             token = set_((deadline, clock)) if outer is None or outer[0] > deadline else None
-            scope = scope_for(seconds)
+            scope = clock.timeout_async(seconds)
             try:
                 async with scope:
                     return await nxt(fn, args, kwargs)

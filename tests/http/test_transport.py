@@ -502,3 +502,27 @@ def test_open_circuit_without_endpoints_is_an_httpx_error(
     assert isinstance(results[1], AllEndpointsFailed)
     assert isinstance(results[1], httpx.HTTPError)
     assert results[1].failures[0].attempts == 0
+
+
+def test_an_outer_default_retry_does_not_resend_what_the_transport_declined_to(
+    servers: tuple[Server, Server],
+) -> None:
+    """A keyless POST dropped mid-response is not resent by the transport, nor by Retry()."""
+    from failsafe import Retry
+
+    w1, _ = servers
+    sent = []
+    with httpx.Client(transport=ResilientTransport(clock=FakeClock())) as client:
+
+        def post() -> httpx.Response:
+            sent.append(1)
+            return client.post(f"{w1.url}/reset", json={"order": "o-1"})
+
+        with pytest.raises(httpx.RemoteProtocolError) as info:
+            Retry(clock=FakeClock()).call(post)
+    assert sent == [1]
+    assert any("not resent" in note for note in info.value.__notes__)
+    # the same error, not marked by the transport, is transient for an outer retry
+    from failsafe.predicates import TRANSIENT
+
+    assert TRANSIENT.matches_exception(httpx.RemoteProtocolError("dropped"))

@@ -54,3 +54,12 @@ def listeners_type_check() -> None:
     Timeout(2, listeners=[events])
     failsafe.Fallback(0, listeners=[events])
     failsafe.Failover(["a"], listeners=[events])
+
+
+def short_spellings_and_test_switch() -> None:
+    breaker = CircuitBreaker(threshold=5, reset_timeout=60)
+    assert_type(breaker.storage_available, bool)
+    with failsafe.testing.fake_time() as clock:
+        assert_type(clock, failsafe.testing.FakeClock)
+    error: TypeError = failsafe.UsageError("call it: @Retry()")
+    assert isinstance(error, failsafe.FailsafeError)

@@ -80,8 +80,9 @@ def endpoint_breakers(
         threshold: Consecutive failures that open an endpoint's circuit.
         reset_timeout: Seconds a circuit stays open before a probe.
         name: The breakers are named ``name[endpoint]``.
-        storage_factory: Builds each endpoint's pybreaker storage (a
-            ``CircuitRedisStorage`` shares the state with other processes).
+        storage_factory: Builds each endpoint's pybreaker storage
+            ([`redis_storage`][failsafe.circuit_breaker.redis_storage] shares the state
+            with other processes).
         clock: Time for the open period (a fake one in tests).
         listeners: Receive the breakers' events.
 
@@ -403,6 +404,8 @@ class _Resilience:
             exc.add_note(
                 f"failsafe.http: not resent, since it may have reached the server: {reason}"
             )
+            # nor by a Retry() around the client: its default (TRANSIENT) reads this mark
+            exc._failsafe_not_resent = True  # type: ignore[attr-defined]
 
     # -- around each attempt ------------------------------------------------------------------
     def aim(self, request: httpx.Request, call: _Call) -> str:
@@ -494,7 +497,8 @@ class ResilientTransport(httpx.BaseTransport):
         breakers: ``True`` (default): a circuit breaker per endpoint (5 consecutive failures,
             30 s open), so an endpoint whose circuit is open is skipped without a network
             attempt; ``False``: none; or a `KeyedCircuitBreaker` to share with other clients
-            (and, with a pybreaker ``CircuitRedisStorage`` per key, other processes);
+            (and, with a [`redis_storage`][failsafe.circuit_breaker.redis_storage] per key,
+            other processes);
             [`endpoint_breakers`][failsafe.http.endpoint_breakers] builds one with the same
             rule and other numbers.
         deadline: Seconds for the whole request, all attempts and endpoints included; each
