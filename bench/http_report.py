@@ -79,6 +79,34 @@ def format_concurrent(by_tasks: dict[int, list[Throughput]], markdown: bool) -> 
     )
 
 
+def format_own_cost(by_tasks: dict[int, list[Throughput]], markdown: bool) -> str:
+    """The concurrent clients over httpx.MockTransport: CPU per request, without a network."""
+    header = ["client"]
+    header += [f"µs/request, {n} tasks" for n in CONCURRENCY]
+    header += [f"+µs over plain, {n} tasks" for n in CONCURRENCY]
+    plain = {n: by_tasks[n][0] for n in CONCURRENCY}
+    rows = []
+    for i, first in enumerate(by_tasks[CONCURRENCY[0]]):
+        cells = [by_tasks[n][i] for n in CONCURRENCY]
+        rows.append(
+            [
+                first.label,
+                *(f"{1e6 / t.rate:,.1f}" for t in cells),
+                *(
+                    f"{1e6 / t.rate - 1e6 / plain[n].rate:+,.1f}"
+                    for n, t in zip(CONCURRENCY, cells, strict=True)
+                ),
+            ]
+        )
+    return _table(
+        "HTTP: the same concurrent clients without a network (inner httpx.MockTransport):"
+        " what the client and the transport cost per request",
+        header,
+        rows,
+        markdown,
+    )
+
+
 def format_failover(rows: list[Latency], markdown: bool) -> str:
     direct = rows[0]
     return _table(
@@ -136,6 +164,7 @@ def format_http(results: HttpResults, markdown: bool) -> str:
     parts = [
         format_sequential(results.sequential, markdown),
         format_concurrent(results.concurrent, markdown),
+        format_own_cost(results.own_cost, markdown),
         format_failover(results.failover, markdown),
         format_targets(http_targets(results), markdown, title="HTTP targets"),
     ]

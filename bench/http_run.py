@@ -7,9 +7,12 @@ Everything runs against one uvicorn process on loopback (`bench.server`), in thr
    req/s is the median of its rounds, and its ratio the median of its per-round ratios to
    plain httpx (the same round's). Each request is also timed alone: the p50 of all of them
    is the figure least moved by the bursts of other processes.
-2. Concurrent GETs: one AsyncClient shared by 10 or 50 tasks, each sending its requests one
-   after another; rounds as in 1. Every inner transport gets the same pool limits (50
-   connections), since httpx's pool is slow past its default (encode/httpx#3215).
+2. Concurrent GETs: one AsyncClient shared by 10, 50 or 200 tasks, each sending its
+   requests one after another; rounds as in 1. Every inner transport gets the same pool
+   limits (50 connections), since httpx's pool is slow past its default (encode/httpx#3215).
+   Then the same without a network: the inner transport is an ``httpx.MockTransport``, so
+   what is left is the client's and the transport's own CPU per request, which tells
+   failsafe's share of a gap from httpx's connection pool's.
 3. Failover: a primary that refuses connections and a secondary (the server). The latency
    of every request is recorded (rounds interleaved as above) and the p50 and p99 of all of
    a client's requests reported.
@@ -49,7 +52,7 @@ __all__ = [
     "run_http",
 ]
 
-CONCURRENCY = (10, 50)
+CONCURRENCY = (10, 50, 200)
 LIMITS = httpx.Limits(max_connections=50, max_keepalive_connections=50)
 SERVICE = "http://backend/"  # the URL the failover clients ask for: their endpoints aim it
 
@@ -68,7 +71,8 @@ class HttpSettings:
     rounds: int = 50  # sequential: rounds, and GETs per client and round
     requests: int = 50
     async_rounds: int = 8  # concurrent: rounds, and GETs per client and round (all tasks)
-    async_requests: int = 200
+    async_requests: int = 600
+    own_requests: int = 4_000  # concurrent without a network: GETs per client and round
     latency_rounds: int = 20  # failover: rounds, and GETs per client and round
     latency_requests: int = 50
     warmup: int = 200  # untimed GETs per client before its first round
@@ -78,7 +82,8 @@ QUICK = HttpSettings(
     rounds=10,
     requests=50,
     async_rounds=2,
-    async_requests=200,
+    async_requests=400,
+    own_requests=1_000,
     latency_rounds=5,
     latency_requests=40,
     warmup=50,
@@ -132,6 +137,8 @@ class Latency:
 class HttpResults:
     sequential: list[Throughput] = field(default_factory=list)
     concurrent: dict[int, list[Throughput]] = field(default_factory=dict)
+    # the same clients over httpx.MockTransport: the CPU a request costs without a network
+    own_cost: dict[int, list[Throughput]] = field(default_factory=dict)
     failover: list[Latency] = field(default_factory=list)
 
 
@@ -298,17 +305,54 @@ async def _time_tasks(client: httpx.AsyncClient, url: str, tasks: int, each: int
     return perf_counter_ns() - start
 
 
+def _mock_variants(url: str) -> list[Variant]:
+    """The concurrent clients with no network: the inner transport answers from memory."""
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=BODY, headers={"content-type": "application/json"})
+
+    return [
+        Variant(
+            "plain",
+            "httpx.AsyncClient()",
+            lambda: httpx.AsyncClient(transport=httpx.MockTransport(answer)),
+            lambda r: _check_body("httpx.AsyncClient() (mock)", r),
+        ),
+        Variant(
+            "failsafe",
+            "failsafe AsyncResilientTransport()",
+            lambda: httpx.AsyncClient(
+                transport=AsyncResilientTransport(httpx.MockTransport(answer))
+            ),
+            lambda r: _expect("AsyncResilientTransport() (mock)", r, url, 1),
+        ),
+        Variant(
+            "httpx-retries",
+            "httpx-retries RetryTransport() (async)",
+            lambda: httpx.AsyncClient(
+                transport=httpx_retries.RetryTransport(httpx.MockTransport(answer))
+            ),
+            lambda r: _expect_retries("RetryTransport() (async, mock)", r),
+        ),
+    ]
+
+
 async def _concurrent(
-    url: str, settings: HttpSettings, progress: bool
+    url: str,
+    settings: HttpSettings,
+    progress: bool,
+    variants: list[Variant] | None = None,
+    requests: int | None = None,
 ) -> dict[int, list[Throughput]]:
-    variants = _async_variants(url)
+    variants = _async_variants(url) if variants is None else variants
+    total = settings.async_requests if requests is None else requests
     clients = {v.key: v.make() for v in variants}
     out: dict[int, list[Throughput]] = {}
     try:
         for v in variants:
             v.check(await clients[v.key].get(url))
         for tasks in CONCURRENCY:
-            each = max(1, settings.async_requests // tasks)
+            each = max(1, total // tasks)
             for v in variants:  # warm-up: open the connections
                 await _time_tasks(clients[v.key], url, tasks, max(1, settings.warmup // tasks))
             rates: dict[str, list[float]] = {v.key: [] for v in variants}
@@ -409,5 +453,15 @@ def run_http(settings: HttpSettings, progress: bool = True) -> HttpResults:
         _progress(progress, f"server at {server.url}")
         results.sequential = _sequential(server.url, settings, progress)
         results.concurrent = asyncio.run(_concurrent(server.url, settings, progress))
+        _progress(progress, "the same clients over httpx.MockTransport (no network)")
+        results.own_cost = asyncio.run(
+            _concurrent(
+                server.url,
+                settings,
+                progress,
+                variants=_mock_variants(server.url),
+                requests=settings.own_requests,
+            )
+        )
         results.failover = _failover(server.url, settings, progress)
     return results
