@@ -321,6 +321,12 @@ class CircuitBreaker(Policy):
         trip: When to open: [`ConsecutiveFailures`][failsafe.ConsecutiveFailures] (default,
             5 in a row) or [`FailureRate`][failsafe.FailureRate].
         reset_timeout: Seconds the circuit stays open before it admits probes.
+        max_reset_timeout: Let the open period grow: each time a probe fails and the circuit
+            opens again, it rests twice as long as the time before, up to this many seconds
+            (as Envoy's ejection time grows); a close starts again from ``reset_timeout``.
+            ``None`` (default): every open period is ``reset_timeout``. A short first
+            period with a cap (``reset_timeout=2, max_reset_timeout=30``) learns soon that
+            a dependency is back, without probing a dead one every 2 s.
         half_open_max_calls: Probe calls admitted at once while half-open (per process).
         success_threshold: Successful probes needed to close the circuit.
         on: Which exceptions count as failures (default: every `Exception`). Other
@@ -379,6 +385,9 @@ class CircuitBreaker(Policy):
     )
     trip: ConsecutiveFailures | FailureRate = _DEFAULT_TRIP
     reset_timeout: float = attrs.field(default=30.0, validator=number(above=0))
+    max_reset_timeout: float | None = attrs.field(
+        default=None, validator=number(above=0, optional=True)
+    )
     half_open_max_calls: int = attrs.field(default=1, validator=integer(1))
     success_threshold: int = attrs.field(default=1, validator=integer(1))
     on: Classifier = ANY_EXCEPTION
@@ -397,6 +406,10 @@ class CircuitBreaker(Policy):
     _predicate: Predicate = attrs.field(init=False)
     _window: _Window | None = attrs.field(default=None, init=False)
     _rate: tuple[int, int] = attrs.field(default=(1, 1), init=False)
+    # The open period in force (it grows with max_reset_timeout), and how many openings in a
+    # row (each after a failed probe) it is the period of
+    _open_for: float = attrs.field(default=0.0, init=False)
+    _openings: int = attrs.field(default=0, init=False)
     _events: tuple[Listener, ...] = attrs.field(default=(), init=False)
     _pb_listeners: tuple[pybreaker.CircuitBreakerListener, ...] = attrs.field(
         default=(), init=False
@@ -424,6 +437,13 @@ class CircuitBreaker(Policy):
                     "threshold=n is short for trip=ConsecutiveFailures(threshold=n)",
                 )
             self.trip = ConsecutiveFailures(threshold=self.threshold)
+        if self.max_reset_timeout is not None and self.max_reset_timeout < self.reset_timeout:
+            raise ConfigurationError(
+                "max_reset_timeout",
+                f"must be >= reset_timeout ({self.reset_timeout:g}), "
+                f"got {self.max_reset_timeout!r}",
+            )
+        self._open_for = self.reset_timeout
         if not isinstance(self.trip, ConsecutiveFailures | FailureRate):
             raise ConfigurationError(
                 "trip", f"must be ConsecutiveFailures or FailureRate, got {self.trip!r}"
@@ -527,7 +547,7 @@ class CircuitBreaker(Policy):
         if stamp is not None and (
             opened is stamp or int(opened.timestamp()) == int(stamp.timestamp())
         ):  # the storage holds this breaker's own opening (Redis: to the second)
-            remaining = self._stamp_mono + self.reset_timeout - self.clock.monotonic()
+            remaining = self._stamp_mono + self._open_for - self.clock.monotonic()
         else:
             remaining = self._remaining_shared(opened.timestamp())
         # the storage keeps microseconds (Redis: whole seconds); closer than that is "now"
@@ -537,7 +557,7 @@ class CircuitBreaker(Policy):
         """Time left of an opening stamped by the wall clock (another process, or breaker)."""
         now = self.clock.time()
         if opened <= now:
-            return opened + self.reset_timeout - now
+            return opened + self._open_for - now
         # A stamp in the future: another process's clock is ahead, or this one stepped back.
         # Count the open period from when this breaker first saw the stamp (monotonic), so
         # the circuit stays open at most reset_timeout more, whatever the wall clocks say.
@@ -545,7 +565,7 @@ class CircuitBreaker(Policy):
         seen = self._future
         if seen is None or seen[0] != opened:
             self._future = seen = (opened, mono)
-        return seen[1] + self.reset_timeout - mono
+        return seen[1] + self._open_for - mono
 
     def _to_open(self, outcome: Outcome[Any] | None) -> list[Event | tuple[str, str]]:
         store = self._store
@@ -556,9 +576,14 @@ class CircuitBreaker(Policy):
         self._stamp, self._stamp_mono, self._future = stamp, self.clock.monotonic(), None
         store.reset_success_counter()
         self._new_period()
+        # a probe failed: open again, for longer (up to max_reset_timeout); else start over
+        self._openings = self._openings + 1 if old == _HALF_OPEN else 1
+        if self.max_reset_timeout is not None:
+            grown = self.reset_timeout * 2.0 ** min(self._openings - 1, 64)
+            self._open_for = min(grown, self.max_reset_timeout)
         return [
             CircuitOpened(
-                policy=self.name, key=self.key, reset_timeout=self.reset_timeout, outcome=outcome
+                policy=self.name, key=self.key, reset_timeout=self._open_for, outcome=outcome
             ),
             *self._changed(old, _OPEN),
         ]
@@ -570,6 +595,7 @@ class CircuitBreaker(Policy):
         store.reset_counter()
         store.reset_success_counter()
         self._new_period()
+        self._openings, self._open_for = 0, self.reset_timeout
         if self._window is not None:
             self._window.reset()
         if old == _CLOSED:
@@ -813,6 +839,11 @@ class CircuitBreaker(Policy):
         return (
             f"circuit breaker {self._label()!r}: {self.trip.describe()}, "
             f"half-opens after {self.reset_timeout:g}s"
+            + (
+                f" (doubling after each failed probe, up to {self.max_reset_timeout:g}s)"
+                if self.max_reset_timeout is not None
+                else ""
+            )
         )
 
 
@@ -822,6 +853,7 @@ class BreakerOptions(TypedDict, total=False):
     threshold: int
     trip: ConsecutiveFailures | FailureRate
     reset_timeout: float
+    max_reset_timeout: float | None
     half_open_max_calls: int
     success_threshold: int
     on: Classifier

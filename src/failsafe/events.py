@@ -89,7 +89,11 @@ class RetryBudgetExhausted(Event):
 
 @attrs.frozen(kw_only=True)
 class CircuitOpened(Event):
-    """The breaker opened; calls are rejected for ``reset_timeout`` seconds."""
+    """The breaker opened; calls are rejected for ``reset_timeout`` seconds.
+
+    ``reset_timeout`` is this opening's period: it grows after failed probes when the breaker
+    has a ``max_reset_timeout``.
+    """
 
     key: object
     reset_timeout: float
