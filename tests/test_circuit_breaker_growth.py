@@ -98,3 +98,21 @@ def test_describe_says_it_grows() -> None:
     """The repr tells the growth and its cap."""
     text = repr(CircuitBreaker(reset_timeout=2, max_reset_timeout=30))
     assert "doubling after each failed probe, up to 30s" in text
+
+
+def test_half_open_makes_the_next_call_a_probe_now() -> None:
+    """half_open() on an open circuit admits a probe at once; its failure doubles the rest."""
+    clock, events = FakeClock(), RecordingListener()
+    breaker = CircuitBreaker(
+        threshold=1, reset_timeout=5, max_reset_timeout=60, clock=clock, listeners=[events]
+    )
+    assert breaker.half_open() is False  # closed: nothing to do
+    _fail(breaker)
+    assert breaker.half_open() is True
+    assert breaker.state is CircuitState.HALF_OPEN
+    assert events.kinds[-1] == "CircuitHalfOpened"
+    _fail(breaker)  # the probe fails
+    assert breaker.retry_after == 10
+    assert breaker.half_open() is True
+    assert breaker.call(lambda: "back") == "back"
+    assert breaker.state is CircuitState.CLOSED

@@ -538,6 +538,24 @@ class CircuitBreaker(Policy):
             events = self._to_closed()
         self._publish(events)
 
+    def half_open(self) -> bool:
+        """Half-open an open circuit now, as if its open period had passed.
+
+        The next calls are probes (up to ``half_open_max_calls``): a success closes the
+        circuit, a failure opens it again (for a longer period with ``max_reset_timeout``).
+        failsafe's HTTP transport does this when every endpoint's circuit is open, to probe
+        the one that has rested longest rather than fail every request.
+
+        Returns:
+            Whether the circuit was open and is half-open now.
+        """
+        with self._lock:
+            if self._store.state != _OPEN:
+                return False
+            events = self._to_half_open()
+        self._publish(events)
+        return True
+
     # -- transitions (called with the lock held; they return the events to publish) -------
     def _remaining(self) -> float:
         opened = self._store.opened_at
@@ -588,6 +606,14 @@ class CircuitBreaker(Policy):
             *self._changed(old, _OPEN),
         ]
 
+    def _to_half_open(self) -> list[Event | tuple[str, str]]:
+        store = self._store
+        store.state = _HALF_OPEN
+        store.reset_success_counter()
+        self._new_period()
+        half_opened = CircuitHalfOpened(policy=self.name, key=self.key)
+        return [half_opened, *self._changed(_OPEN, _HALF_OPEN)]
+
     def _to_closed(self) -> list[Event | tuple[str, str]]:
         store = self._store
         old = store.state
@@ -637,11 +663,8 @@ class CircuitBreaker(Policy):
             if state == _OPEN:
                 retry_after = self._remaining()
                 if retry_after <= 0:
-                    store.state = state = _HALF_OPEN
-                    store.reset_success_counter()
-                    self._new_period()
-                    events.append(CircuitHalfOpened(policy=self.name, key=self.key))
-                    events.extend(self._changed(_OPEN, _HALF_OPEN))
+                    events = self._to_half_open()
+                    state = _HALF_OPEN
             admitted = state == _CLOSED
             probe = 0
             if state == _HALF_OPEN and self._probes < self.half_open_max_calls:
