@@ -7,6 +7,7 @@ answered. Routes:
   ``Idempotency-Key``.
 - ``/status/{code}``: that status.
 - ``/throttle/{seconds}``: 429 with ``Retry-After: seconds``.
+- ``/busy/{seconds}``: 503 with ``Retry-After: seconds``.
 - ``/slow/{ms}``: 200 after ``ms`` milliseconds.
 - ``/reset``: announces 1,000 bytes, sends 10, then drops the connection.
 - ``/flaky/{name}/{n}``: 503 for the first ``n`` requests named ``name``, then 200.
@@ -81,6 +82,8 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         await _send(send, int(parts[1]), {"server": NAME, "status": int(parts[1])})
     elif route == "throttle":
         await _send(send, 429, {"server": NAME}, [(b"retry-after", parts[1].encode())])
+    elif route == "busy":
+        await _send(send, 503, {"server": NAME}, [(b"retry-after", parts[1].encode())])
     elif route == "slow":
         await asyncio.sleep(int(parts[1]) / 1000)
         await _send(send, 200, {"server": NAME, "slow": True})

@@ -21,7 +21,8 @@ NOW = 1_700_000_000.0
 
 
 def resp(code: int, **headers: str) -> httpx.Response:
-    return httpx.Response(code, headers=headers)
+    # as bytes: header values outside ASCII arrive from servers, if not from httpx's callers
+    return httpx.Response(code, headers=[(k.encode(), v.encode()) for k, v in headers.items()])
 
 
 @pytest.mark.parametrize(
@@ -33,11 +34,51 @@ def resp(code: int, **headers: str) -> httpx.Response:
         (format_datetime(datetime.fromtimestamp(NOW - 30, UTC), usegmt=True), 0.0),
         ("soon", None),
         ("-5", None),
+        ("1.5", None),
+        ("+3", None),
+        ("\u00b2", None),  # superscript two: str.isdigit() says yes, float() raises
+        ("\u0661", None),  # Arabic-Indic one: float() reads 1.0
+        ("\u0663\u0660", None),
+        ("\uff11\uff12", None),  # fullwidth 12
     ],
 )
 def test_retry_after_reads_seconds_and_http_dates(value: str, expected: float | None) -> None:
     """Both RFC 9110 forms are read; a past date is 0; garbage is ignored."""
     assert retry_after(resp(503, **{"Retry-After": value}), NOW) == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("Wed, 15 Nov 2023 00:00:00 GMT", 1_700_006_400.0),  # IMF-fixdate
+        ("Wednesday, 15-Nov-23 00:00:00 GMT", 1_700_006_400.0),  # RFC 850, two-digit year
+        ("Wed Nov 15 00:00:00 2023", 1_700_006_400.0),  # asctime
+        ("Fri Dec  1 00:00:00 2023", 1_701_388_800.0),  # asctime, a one-digit day
+        ("Wed, 15 Nov 2023 00:00:60 GMT", 1_700_006_459.0),  # a leap second, read as :59
+        ("Wed, 15 Nov 2023 00:00:00 +0000", None),  # HTTP dates are in GMT
+        ("Wed, 15 Nov 2023 00:00:00 UTC", None),
+        ("Wed, 30 Feb 2023 00:00:00 GMT", None),  # no such day
+        ("Wed, 15 Nov 2023 25:00:00 GMT", None),
+        ("Wed, \u0661\u0665 Nov 2023 00:00:00 GMT", None),  # digits of another script
+        ("Wed, 15 Nov 2023 00:00:00 GMT trailing", None),
+        ("15 Nov 2023", None),
+    ],
+)
+def test_retry_after_dates_are_the_three_http_date_forms(
+    value: str, expected: float | None
+) -> None:
+    """IMF-fixdate, RFC 850 and asctime dates are read, in ASCII and GMT only."""
+    wait = retry_after(resp(503, **{"Retry-After": value}), NOW - 600)
+    assert wait == (None if expected is None else expected - (NOW - 600))
+
+
+def test_a_two_digit_year_is_the_latest_not_over_50_years_ahead() -> None:
+    """RFC 9110: an RFC 850 year more than 50 years ahead means the century before."""
+    in_2073 = datetime(2073, 1, 1, tzinfo=UTC).timestamp()
+    ahead = retry_after(resp(503, **{"Retry-After": "Sunday, 01-Jan-73 00:00:00 GMT"}), NOW)
+    assert ahead == in_2073 - NOW  # 2073: 50 years ahead, not more
+    past = retry_after(resp(503, **{"Retry-After": "Tuesday, 01-Jan-74 00:00:00 GMT"}), NOW)
+    assert past == 0  # 1974, not 2074
 
 
 def test_no_header_means_no_hint() -> None:

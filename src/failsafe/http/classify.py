@@ -13,8 +13,8 @@ that you can combine with ``|``, ``&`` and ``~``:
 
 from __future__ import annotations
 
-import math
-from email.utils import parsedate_to_datetime
+import re
+from datetime import UTC, datetime
 from typing import Final
 
 import httpx
@@ -95,24 +95,75 @@ RETRYABLE: Final[Predicate] = Predicate(
 """The transport's default: transport errors, 502/503/504, and 429 with Retry-After."""
 
 
+# RFC 9110 section 5.6.7: the three forms of HTTP-date, with ASCII digits only ([0-9], never
+# \d, which matches any Unicode digit: "Retry-After: \xb2" and "\u0661" were read as numbers)
+_MONTHS: Final = (
+    *("Jan", "Feb", "Mar", "Apr", "May", "Jun"),
+    *("Jul", "Aug", "Sep", "Oct", "Nov", "Dec"),
+)
+_MONTH = "(?P<month>" + "|".join(_MONTHS) + ")"
+_TIME = "(?P<hour>[0-9]{2}):(?P<minute>[0-9]{2}):(?P<second>[0-9]{2})"
+_DAY_NAME = "(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun)"
+_HTTP_DATES: Final = (
+    # IMF-fixdate: Sun, 06 Nov 1994 08:49:37 GMT
+    re.compile(f"{_DAY_NAME}, (?P<day>[0-9]{{2}}) {_MONTH} (?P<year>[0-9]{{4}}) {_TIME} GMT"),
+    # rfc850-date (obsolete): Sunday, 06-Nov-94 08:49:37 GMT
+    re.compile(
+        "(?:Monday|Tuesday|Wednesday|Thursday|Friday|Saturday|Sunday), "
+        f"(?P<day>[0-9]{{2}})-{_MONTH}-(?P<year>[0-9]{{2}}) {_TIME} GMT"
+    ),
+    # asctime-date (obsolete): Sun Nov  6 08:49:37 1994
+    re.compile(f"{_DAY_NAME} {_MONTH} (?P<day>[0-9]{{2}}| [0-9]) {_TIME} (?P<year>[0-9]{{4}})"),
+)
+
+
+def _http_date(value: str, now: float) -> float | None:
+    """The instant (seconds since the epoch) an RFC 9110 HTTP-date names, or ``None``."""
+    for form in _HTTP_DATES:
+        match = form.fullmatch(value)
+        if match is not None:
+            break
+    else:
+        return None
+    year = int(match["year"])
+    if year < 100:  # rfc850's two digits: the latest such year not over 50 years ahead
+        this_year = datetime.fromtimestamp(now, UTC).year
+        year += this_year - this_year % 100
+        if year > this_year + 50:
+            year -= 100
+    try:
+        when = datetime(
+            year,
+            _MONTHS.index(match["month"]) + 1,
+            int(match["day"]),
+            int(match["hour"]),
+            int(match["minute"]),
+            min(int(match["second"]), 59),  # 60: a leap second
+            tzinfo=UTC,
+        )
+    except ValueError:  # 30 Feb, 25:00:00
+        return None
+    return when.timestamp()
+
+
 def retry_after(response: httpx.Response, now: float) -> float | None:
     """Seconds the response's ``Retry-After`` header asks to wait, or ``None``.
 
-    Accepts both forms of RFC 9110: delay-seconds and an HTTP-date (measured from ``now``,
-    wall-clock seconds since the epoch). A date in the past gives 0; an unreadable header
-    gives ``None``.
+    Accepts both forms of RFC 9110: delay-seconds (ASCII digits only) and an HTTP-date in
+    any of its three formats (IMF-fixdate such as ``Sun, 06 Nov 1994 08:49:37 GMT``, and the
+    obsolete RFC 850 and asctime ones), measured from ``now``, wall-clock seconds since the
+    epoch. A date in the past gives 0. Anything else gives ``None``, so that the transport
+    falls back to its backoff: a negative or fractional number, a date in another time
+    zone, and digits outside ASCII (``"\u00b2"`` and ``"\u0661"``, "²" and Arabic-Indic
+    one, pass `str.isdigit`, yet are not delay-seconds).
     """
     value = response.headers.get("retry-after")
     if value is None:
         return None
     value = value.strip()
+    if not value.isascii():
+        return None
     if value.isdigit():
         return float(value)
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when is None or when.tzinfo is None:
-        return None
-    delay = when.timestamp() - now
-    return max(0.0, delay) if math.isfinite(delay) else None
+    when = _http_date(value, now)
+    return None if when is None else max(0.0, when - now)

@@ -5,7 +5,7 @@
     httpx.TransportError
     ├── AllEndpointsFailed (also failsafe.FailsafeError)    .failures, one per endpoint
     └── httpx.TimeoutException
-        └── DeadlineExceeded (also failsafe.TimeoutExceeded) the transport's total deadline
+        └── DeadlineExceeded (also failsafe.TimeoutExceeded) the request's deadline passed
 """
 
 from __future__ import annotations
@@ -69,12 +69,34 @@ class AllEndpointsFailed(httpx.TransportError, FailsafeError):
 
 
 class DeadlineExceeded(TimeoutExceeded, httpx.TimeoutException):
-    """The transport's total deadline passed before a response arrived.
+    """The request's deadline passed before its response was complete.
 
-    Also a `TimeoutError` and an `httpx.TimeoutException`.
+    The deadline is the transport's own ``deadline=`` or, when it is earlier, an enclosing
+    one (a [`Timeout`][failsafe.Timeout] around the call, whose deadline the
+    [call context][failsafe.current_context] holds). Raised before an attempt
+    when no time is left, when an attempt's connect, read, write or pool timeout that the
+    deadline had shortened fires, and when the deadline passes while the body is read
+    (by the transport, or by the caller with ``buffer=False``).
+
+    Also a `TimeoutError`, a [`TimeoutExceeded`][failsafe.TimeoutExceeded] and an
+    `httpx.TimeoutException`. The transport neither retries it nor counts it against the
+    endpoint's circuit.
+
+    Attributes:
+        timeout: The seconds the request was given: the transport's ``deadline``, or the
+            time an enclosing deadline had left when the request started.
+        enclosing: ``True`` when the enclosing deadline was the earlier one.
     """
 
-    def __init__(self, timeout: float, request: httpx.Request) -> None:
+    def __init__(self, timeout: float, request: httpx.Request, *, enclosing: bool = False) -> None:
         TimeoutExceeded.__init__(self, timeout)
         self._request = request
-        self.args = (f"no response within the total deadline of {timeout:g}s",)
+        self.enclosing = enclosing
+        if enclosing:
+            message = (
+                f"no complete response within the {timeout:.3g}s an enclosing deadline "
+                "(a failsafe Timeout around the call) left the request"
+            )
+        else:
+            message = f"no complete response within the total deadline of {timeout:g}s"
+        self.args = (message,)

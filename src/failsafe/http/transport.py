@@ -41,6 +41,16 @@ from failsafe.exceptions import (
     TargetFailure,
 )
 from failsafe.failover import Failover
+from failsafe.http._bounds import (
+    _AsyncDeadlineStream,
+    _Deadline,
+    _DeadlineStream,
+    aread,
+    read,
+    release,
+    release_async,
+    widest,
+)
 from failsafe.http._endpoints import Endpoint, parse_endpoints
 from failsafe.http.classify import (
     _CONNECT,
@@ -112,18 +122,21 @@ def endpoint_breakers(
 
 
 IDEMPOTENT_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
+# One request's default bound, all attempts, delays and its body included (issue #12: a 503
+# with Retry-After: 100000 held a default GET for 3 x 60 s). failsafe's Timeout default, and
+# Polly's standard HTTP pipeline's total timeout; four attempts of httpx's default 5 s fit.
+DEFAULT_DEADLINE: Final = 30.0
 _RESEND: Final = "failsafe.resend"  # request extension: why a request may not be resent
 
 
 _NO_KWARGS: Final[dict[str, Any]] = {}  # the runners pass it along and never unpack it
 
 
-class _Call:
-    """The state of one logical request across its attempts."""
+class _Call(_Deadline):
+    """The state of one logical request across its attempts (its deadline: `_Deadline`)."""
 
     __slots__ = (
         "counts",
-        "deadline",
         "deadline_token",
         "raw_path",
         "runner",
@@ -132,10 +145,10 @@ class _Call:
     )
 
     def __init__(self, raw_path: bytes, runner: str | None) -> None:
+        self.at = None  # _Deadline's: set here rather than by a call of its __init__
         self.raw_path = raw_path
         # the endpoint whose own runner sends the request (None: the shared runner)
         self.runner = runner
-        self.deadline: float | None = None
         self.counts: dict[str, int] = {}
         self.total = 0
         # the context variables set for the request, reset when it ends
@@ -218,6 +231,11 @@ class _Resilience:
             return resendable_exception(e) or isinstance(e, PolicyRejected)
 
         handles_results = wanted_result is not None
+        # With buffer=True an attempt reads at once only the body of a response sure to be
+        # kept: one that retry_on retries, when the request may be resent, may be dropped
+        # for another attempt, and is read once kept (a dropped one is never read whole).
+        # A classifier that reads the body cannot judge it unread: such a response is kept.
+        self.result_test = wanted_result
         resendable = f"{wanted}, when the request may be resent"
         # retry on this endpoint only while its circuit is closed; fail over in any case
         retry_pred = Predicate(
@@ -319,9 +337,27 @@ class _Resilience:
         else:
             key = self.single
         call = _Call(url.raw_path if self.by_key else b"", key if self.per_endpoint else None)
-        if self.deadline is not None:
-            call.deadline = deadline = self.clock.monotonic() + self.deadline
-            call.deadline_token = _deadline.set((deadline, self.clock))
+        enclosing = _deadline.get()  # a Timeout's (or any policy's) around the call
+        own = self.deadline
+        if own is not None:
+            clock = self.clock
+            at = clock.monotonic() + own
+            if enclosing is None:
+                ours = True
+            elif enclosing[1] is clock:
+                ours = enclosing[0] >= at
+            else:  # on another clock: compare the times left
+                ours = enclosing[0] - enclosing[1].monotonic() >= own
+            if ours:  # published, so that the retry starts no attempt past it either
+                call.at, call.clock, call.seconds, call.enclosing = at, clock, own, False
+                call.deadline_token = _deadline.set((at, clock))
+        if call.at is None and enclosing is not None:  # the enclosing one ends first
+            call.at, call.clock = enclosing
+            call.enclosing = True
+            call.seconds = max(0.0, enclosing[0] - enclosing[1].monotonic())  # left at the start
+        if call.at is not None:
+            call.timeouts = timeouts = request.extensions.get("timeout")
+            call.widest = widest(timeouts)
         if key is not None:
             call.target_token = _target.set(key)
         return call
@@ -415,22 +451,11 @@ class _Resilience:
         endpoint = self.by_key.get(key)
         if endpoint is not None:
             endpoint.point(request, call.raw_path)
-        if call.deadline is not None:
-            remaining = call.deadline - self.clock.monotonic()
-            if remaining <= 0:
-                assert self.deadline is not None
-                raise DeadlineExceeded(self.deadline, request)
-            timeouts = request.extensions.get("timeout") or {}
-            request.extensions["timeout"] = {
-                k: remaining if v is None else min(v, remaining)
-                for k, v in {
-                    "connect": None,
-                    "read": None,
-                    "write": None,
-                    "pool": None,
-                    **timeouts,
-                }.items()
-            }
+        at = call.at
+        if at is not None:
+            remaining = at - call.clock.monotonic()
+            if remaining < call.widest or remaining <= 0:  # else the request's own stand
+                call.bound(request, remaining)  # shrunk to the time left, or DeadlineExceeded
         counts = call.counts
         counts[key] = counts.get(key, 0) + 1
         call.total += 1
@@ -501,16 +526,23 @@ class ResilientTransport(httpx.BaseTransport):
             other processes);
             [`endpoint_breakers`][failsafe.http.endpoint_breakers] builds one with the same
             rule and other numbers.
-        deadline: Seconds for the whole request, all attempts and endpoints included; each
-            attempt's timeout shrinks to the time left, and no retry starts that would end
-            after it. Past it: [`DeadlineExceeded`][failsafe.http.DeadlineExceeded].
+        deadline: Seconds for the whole request, all attempts, delays, endpoints and the
+            reading of its body included (default 30; ``None``: no bound of the transport's
+            own). An enclosing deadline (a [`Timeout`][failsafe.Timeout] around the call)
+            bounds it too: the earlier one holds. Each attempt's connect, read, write and
+            pool timeouts shrink to the time left, no retry starts that would end after it,
+            and past it the request raises
+            [`DeadlineExceeded`][failsafe.http.DeadlineExceeded] (also while the body is
+            read, with ``buffer=False`` by the caller).
         idempotency_key: Give POST and PATCH requests that have none an
             ``Idempotency-Key`` (one per logical request, the same on every attempt and
             endpoint), which makes them retryable.
         idempotency_header: The header's name.
         buffer: Read each response's body within its attempt (default), so that a
-            connection dropped mid-response is retried like any transport error. ``False``
-            for streamed downloads: the body is then read by the caller, outside the retries.
+            connection dropped mid-response is retried like any transport error; a response
+            that ``retry_on`` would retry is read only once it is kept (the transport's
+            answer), so that a discarded one is never read whole. ``False`` for streamed
+            downloads: the body is then read by the caller, outside the retries.
         clock: Time for backoff, deadlines and breakers (a fake one in tests).
         rng: Randomness for jitter.
         listeners: Receive [`HttpAttempt`][failsafe.http.HttpAttempt] for every attempt and
@@ -521,7 +553,9 @@ class ResilientTransport(httpx.BaseTransport):
     they carry the idempotency header, and otherwise only after errors raised before the
     request was sent (connection refused, connect timeout). A request whose body is a stream
     that cannot be replayed is never resent after it may have been sent; the error's note
-    says why. Every response discarded for a retry or a failover is read and closed.
+    says why. Of a response discarded for a retry or a failover at most 64 KiB are read: a
+    shorter body is read to its end, so that its connection is reused; a longer one is
+    closed (unread when its Content-Length says so), which closes its connection.
 
     When every endpoint has failed: after exceptions,
     [`AllEndpointsFailed`][failsafe.http.AllEndpointsFailed] (an `httpx.TransportError`);
@@ -544,7 +578,7 @@ class ResilientTransport(httpx.BaseTransport):
         retry_on: Classifier = RETRYABLE,
         max_retry_after: float = 60.0,
         breakers: KeyedCircuitBreaker | bool = True,
-        deadline: float | None = None,
+        deadline: float | None = DEFAULT_DEADLINE,
         idempotency_key: bool = False,
         idempotency_header: str = "Idempotency-Key",
         buffer: bool = True,
@@ -568,7 +602,7 @@ class ResilientTransport(httpx.BaseTransport):
             rng=rng,
             listeners=listeners,
             name=name,
-            discard=_release,
+            discard=release,
         )
         self._buffer = buffer
         self._send = self._inner.handle_request
@@ -592,19 +626,31 @@ class ResilientTransport(httpx.BaseTransport):
                 run = self._runners.setdefault(
                     call.runner, resilience.bind_sync(call.runner, self._attempt)
                 )
-            return run(self._send, (request, call), _NO_KWARGS)  # type: ignore[no-any-return]
+            response = run(self._send, (request, call), _NO_KWARGS)
         except Exception as exc:
             outcome = resilience.failed(exc, request, call)
             if outcome is exc:
                 raise
             if isinstance(outcome, BaseException):
                 raise outcome from outcome.__cause__
-            return outcome  # type: ignore[no-any-return]
+            response = outcome
         finally:
             if call.target_token is not None:
                 _target.reset(call.target_token)
             if call.deadline_token is not None:
                 _deadline.reset(call.deadline_token)
+        if self._buffer and not response.is_stream_consumed:
+            # a response the attempt left unread, as it might have been discarded, is kept
+            self._read(response)
+        return response  # type: ignore[no-any-return]
+
+    @staticmethod
+    def _read(response: httpx.Response) -> None:
+        try:
+            response.read()
+        except BaseException:
+            response.close()
+            raise
 
     def _attempt(self, send: Any, args: Any, _: object) -> httpx.Response:
         """One attempt, ``send(request)``: the runner innermost in the policies."""
@@ -613,17 +659,38 @@ class ResilientTransport(httpx.BaseTransport):
         key = resilience.aim(request, call)
         try:
             response = send(request)
-            if self._buffer:  # read the whole body (which releases the connection)
+            response.request = request
+            if self._buffer:  # read at once a response sure to be kept (see `result_test`)
+                test = resilience.result_test
                 try:
-                    response.read()
-                except BaseException:
-                    response.close()
-                    raise
+                    keep = (
+                        test is None or not test(response) or _why_not_resent(request) is not None
+                    )
+                except httpx.ResponseNotRead:
+                    keep = True
+            else:
+                keep = False
+            if keep:  # the whole body (which releases the connection), under the deadline
+                if call.at is None:
+                    try:
+                        response.read()
+                    except BaseException:
+                        response.close()
+                        raise
+                else:
+                    read(response, call, request)
+            elif call.at is not None and not response.is_closed:
+                # read later, by `release`, by `handle_request` or by the caller: each chunk
+                # checks the deadline
+                response.stream = _DeadlineStream(response.stream, call, request)
         except Exception as exc:
+            if call.at is not None and call.cut(exc, request):
+                late = call.exceeded(request)  # the timeout the deadline shortened fired
+                resilience.attempted(call, key, request, None, late)
+                raise late from exc
             resilience.attempted(call, key, request, None, exc)
             raise
         # what `attempted` does, inlined for the common case
-        response.request = request
         extensions = response.extensions
         extensions["failsafe.endpoint"] = key
         extensions["failsafe.attempts"] = call.total
@@ -658,7 +725,7 @@ class AsyncResilientTransport(httpx.AsyncBaseTransport):
         retry_on: Classifier = RETRYABLE,
         max_retry_after: float = 60.0,
         breakers: KeyedCircuitBreaker | bool = True,
-        deadline: float | None = None,
+        deadline: float | None = DEFAULT_DEADLINE,
         idempotency_key: bool = False,
         idempotency_header: str = "Idempotency-Key",
         buffer: bool = True,
@@ -682,7 +749,7 @@ class AsyncResilientTransport(httpx.AsyncBaseTransport):
             rng=rng,
             listeners=listeners,
             name=name,
-            discard=_release_async,
+            discard=release_async,
         )
         self._buffer = buffer
         self._send = self._inner.handle_async_request
@@ -706,19 +773,31 @@ class AsyncResilientTransport(httpx.AsyncBaseTransport):
                 run = self._runners.setdefault(
                     call.runner, resilience.bind_async(call.runner, self._attempt)
                 )
-            return await run(self._send, (request, call), _NO_KWARGS)  # type: ignore[no-any-return]
+            response = await run(self._send, (request, call), _NO_KWARGS)
         except Exception as exc:
             outcome = resilience.failed(exc, request, call)
             if outcome is exc:
                 raise
             if isinstance(outcome, BaseException):
                 raise outcome from outcome.__cause__
-            return outcome  # type: ignore[no-any-return]
+            response = outcome
         finally:
             if call.target_token is not None:
                 _target.reset(call.target_token)
             if call.deadline_token is not None:
                 _deadline.reset(call.deadline_token)
+        if self._buffer and not response.is_stream_consumed:
+            # a response the attempt left unread, as it might have been discarded, is kept
+            await self._read(response)
+        return response  # type: ignore[no-any-return]
+
+    @staticmethod
+    async def _read(response: httpx.Response) -> None:
+        try:
+            await response.aread()
+        except BaseException:
+            await response.aclose()
+            raise
 
     async def _attempt(self, send: Any, args: Any, _: object) -> httpx.Response:
         """One attempt, ``await send(request)``: the runner innermost in the policies."""
@@ -727,17 +806,38 @@ class AsyncResilientTransport(httpx.AsyncBaseTransport):
         key = resilience.aim(request, call)
         try:
             response = await send(request)
-            if self._buffer:  # read the whole body (which releases the connection)
+            response.request = request
+            if self._buffer:  # read at once a response sure to be kept (see `result_test`)
+                test = resilience.result_test
                 try:
-                    await response.aread()
-                except BaseException:
-                    await response.aclose()
-                    raise
+                    keep = (
+                        test is None or not test(response) or _why_not_resent(request) is not None
+                    )
+                except httpx.ResponseNotRead:
+                    keep = True
+            else:
+                keep = False
+            if keep:  # the whole body (which releases the connection), under the deadline
+                if call.at is None:
+                    try:
+                        await response.aread()
+                    except BaseException:
+                        await response.aclose()
+                        raise
+                else:
+                    await aread(response, call, request)
+            elif call.at is not None and not response.is_closed:
+                # read later, by `release`, by `handle_request` or by the caller: each chunk
+                # checks the deadline
+                response.stream = _AsyncDeadlineStream(response.stream, call, request)
         except Exception as exc:
+            if call.at is not None and call.cut(exc, request):
+                late = call.exceeded(request)  # the timeout the deadline shortened fired
+                resilience.attempted(call, key, request, None, late)
+                raise late from exc
             resilience.attempted(call, key, request, None, exc)
             raise
         # what `attempted` does, inlined for the common case
-        response.request = request
         extensions = response.extensions
         extensions["failsafe.endpoint"] = key
         extensions["failsafe.attempts"] = call.total
@@ -751,25 +851,3 @@ class AsyncResilientTransport(httpx.AsyncBaseTransport):
 
     def __repr__(self) -> str:
         return f"<AsyncResilientTransport: {self._resilience.describe()}>"
-
-
-def _release(response: object) -> None:
-    """Read and close a response dropped for a retry, so its connection goes back to the pool."""
-    if isinstance(response, httpx.Response):
-        try:
-            response.read()
-        except httpx.HTTPError:
-            pass
-        finally:
-            response.close()
-
-
-async def _release_async(response: object) -> None:
-    """The asyncio twin of `_release`."""
-    if isinstance(response, httpx.Response):
-        try:
-            await response.aread()
-        except httpx.HTTPError:
-            pass
-        finally:
-            await response.aclose()

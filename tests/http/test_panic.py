@@ -1,0 +1,45 @@
+"""PanicProbes: the endpoint to try when every circuit is open, at a bounded rate."""
+
+from __future__ import annotations
+
+from failsafe import KeyedCircuitBreaker
+from failsafe.http._panic import PanicProbes
+from failsafe.testing import FakeClock
+
+
+def _breakers(clock: FakeClock) -> KeyedCircuitBreaker:
+    return KeyedCircuitBreaker(threshold=1, reset_timeout=30, clock=clock)
+
+
+def test_no_choice_while_some_circuit_is_closed() -> None:
+    """With one endpoint's circuit closed, nothing panics: the failure was something else."""
+    clock = FakeClock()
+    breakers = _breakers(clock)
+    breakers.get("a").open()
+    assert PanicProbes(rate=1, burst=5, clock=clock).choose(breakers, ["a", "b"]) is None
+
+
+def test_the_endpoint_that_rested_longest_is_chosen() -> None:
+    """Every circuit open: the one opened first (nearest to its probe) is tried."""
+    clock = FakeClock()
+    breakers = _breakers(clock)
+    breakers.get("b").open()
+    clock.advance(10)
+    breakers.get("a").open()
+    assert PanicProbes(rate=1, burst=5, clock=clock).choose(breakers, ["a", "b"]) == "b"
+
+
+def test_the_bucket_bounds_the_requests_and_refills_with_time() -> None:
+    """A burst of 3, then one a second at rate 1: a dead cluster gets bounded extra load."""
+    clock = FakeClock()
+    breakers = _breakers(clock)
+    for key in ("a", "b"):
+        breakers.get(key).open()
+    panic = PanicProbes(rate=1, burst=3, clock=clock)
+    chosen = [panic.choose(breakers, ["a", "b"]) for _ in range(5)]
+    assert chosen == ["a", "a", "a", None, None]
+    clock.advance(1)
+    assert panic.choose(breakers, ["a", "b"]) == "a"
+    assert panic.choose(breakers, ["a", "b"]) is None
+    clock.advance(100)  # the bucket holds at most its burst
+    assert [panic.choose(breakers, ["a", "b"]) for _ in range(4)].count("a") == 3
