@@ -461,6 +461,20 @@ class _Resilience:
         call.total += 1
         return key
 
+    def kept(self, response: httpx.Response, request: httpx.Request) -> bool:
+        """With ``buffer=True``: whether to read ``response`` within its attempt.
+
+        A response sure to be kept is: one ``retry_on`` does not retry, or whose request may
+        not be resent. One that may be dropped for another attempt is read once kept (a
+        dropped one is never read whole); a classifier that reads the body cannot judge it
+        unread, so such a response is kept.
+        """
+        test = self.result_test
+        try:
+            return test is None or not test(response) or _why_not_resent(request) is not None
+        except httpx.ResponseNotRead:
+            return True
+
     def attempted(
         self,
         call: _Call,
@@ -660,16 +674,7 @@ class ResilientTransport(httpx.BaseTransport):
         try:
             response = send(request)
             response.request = request
-            if self._buffer:  # read at once a response sure to be kept (see `result_test`)
-                test = resilience.result_test
-                try:
-                    keep = (
-                        test is None or not test(response) or _why_not_resent(request) is not None
-                    )
-                except httpx.ResponseNotRead:
-                    keep = True
-            else:
-                keep = False
+            keep = self._buffer and resilience.kept(response, request)
             if keep:  # the whole body (which releases the connection), under the deadline
                 if call.at is None:
                     try:
@@ -807,16 +812,7 @@ class AsyncResilientTransport(httpx.AsyncBaseTransport):
         try:
             response = await send(request)
             response.request = request
-            if self._buffer:  # read at once a response sure to be kept (see `result_test`)
-                test = resilience.result_test
-                try:
-                    keep = (
-                        test is None or not test(response) or _why_not_resent(request) is not None
-                    )
-                except httpx.ResponseNotRead:
-                    keep = True
-            else:
-                keep = False
+            keep = self._buffer and resilience.kept(response, request)
             if keep:  # the whole body (which releases the connection), under the deadline
                 if call.at is None:
                     try:
