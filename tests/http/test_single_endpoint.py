@@ -229,8 +229,32 @@ def test_endpoint_breakers_tune_the_transports_rule() -> None:
     assert breakers.get(A).state is CircuitState.CLOSED
 
 
-@pytest.mark.parametrize(("option", "value"), [("threshold", 0), ("reset_timeout", -1.0)])
+def test_endpoint_breakers_open_longer_after_each_failed_probe() -> None:
+    """max_reset_timeout: 2 s, then 4 s after a failed probe, then 8 (the cap); a close resets."""
+    clock = FakeClock()
+    breakers = endpoint_breakers(threshold=1, reset_timeout=2.0, max_reset_timeout=8.0, clock=clock)
+    script = Script([httpx.ConnectError] * 4, then=200)
+    transport = ResilientTransport(
+        httpx.MockTransport(script), endpoints=[A], breakers=breakers, attempts=1, clock=clock
+    )
+    with httpx.Client(transport=transport) as client:
+        waits = []
+        for _ in range(4):
+            with pytest.raises(AllEndpointsFailed):
+                client.get("http://svc/x")  # opens (or a failed probe opens again)
+            waits.append(breakers.get(A).retry_after)
+            clock.advance(waits[-1])
+        assert waits == [2.0, 4.0, 8.0, 8.0]
+        assert client.get("http://svc/x").status_code == 200  # the probe closes it
+        assert len(script.seen) == 5
+    assert breakers.get(A).state is CircuitState.CLOSED
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [("threshold", 0), ("reset_timeout", -1.0), ("max_reset_timeout", 1.0)],
+)
 def test_endpoint_breakers_refuse_bad_numbers(option: str, value: float) -> None:
-    """Bad numbers are refused at construction, named."""
-    with pytest.raises(ConfigurationError):
+    """Bad numbers are refused at construction, named (a cap below the first period too)."""
+    with pytest.raises(ConfigurationError, match=option):
         endpoint_breakers(**{option: value})

@@ -3,7 +3,7 @@
 A circuit that opened when its endpoint died stays open for its whole ``reset_timeout``,
 even when the endpoint is back sooner. While another endpoint serves, that costs nothing;
 once every endpoint's circuit is open, it is an outage of the client although an endpoint
-may be healthy (issue 12: 78 % of orders answered "try later" while an instance was up).
+may be healthy (in a chaos run, 78 % of orders answered "try later" while an instance was up).
 So when every circuit is open, the transport still sends the request to the endpoint that
 has rested longest (the nearest to its probe), bypassing its breaker; a success closes that
 circuit. A token bucket bounds these requests, so that a client whose endpoints are really

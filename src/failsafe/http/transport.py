@@ -18,6 +18,7 @@ releasing of discarded responses differ (one blocks, one awaits).
 
 from __future__ import annotations
 
+import math
 import random
 import uuid
 from collections.abc import Callable, Hashable, Sequence
@@ -36,6 +37,7 @@ from failsafe.context import _deadline, _target
 from failsafe.events import Listener, _emit, _listening
 from failsafe.exceptions import (
     AllTargetsFailed,
+    CircuitOpenError,
     ConfigurationError,
     PolicyRejected,
     TargetFailure,
@@ -52,6 +54,7 @@ from failsafe.http._bounds import (
     widest,
 )
 from failsafe.http._endpoints import Endpoint, parse_endpoints
+from failsafe.http._panic import PanicProbes
 from failsafe.http.classify import (
     _CONNECT,
     RETRYABLE,
@@ -73,6 +76,7 @@ def endpoint_breakers(
     *,
     threshold: int = 5,
     reset_timeout: float = 30.0,
+    max_reset_timeout: float | None = None,
     name: str = "http-breaker",
     storage_factory: Callable[[Hashable], Any] | None = None,
     clock: Clock = SYSTEM_CLOCK,
@@ -89,6 +93,10 @@ def endpoint_breakers(
     Args:
         threshold: Consecutive failures that open an endpoint's circuit.
         reset_timeout: Seconds a circuit stays open before a probe.
+        max_reset_timeout: Let the open period double after each failed probe, up to this
+            many seconds (a close starts again from ``reset_timeout``): a short
+            ``reset_timeout`` then finds a restarted endpoint soon without probing a dead
+            one every few seconds. ``None``: constant.
         name: The breakers are named ``name[endpoint]``.
         storage_factory: Builds each endpoint's pybreaker storage
             ([`redis_storage`][failsafe.circuit_breaker.redis_storage] shares the state
@@ -97,7 +105,7 @@ def endpoint_breakers(
         listeners: Receive the breakers' events.
 
     Raises:
-        ConfigurationError: On a bad threshold or reset timeout, naming it.
+        ConfigurationError: On a bad threshold or open period, naming it.
 
     Example:
         ```python
@@ -113,6 +121,7 @@ def endpoint_breakers(
         name=name,
         trip=ConsecutiveFailures(threshold=threshold),
         reset_timeout=reset_timeout,
+        max_reset_timeout=max_reset_timeout,
         on=TRANSPORT_ERRORS & (lambda e: not isinstance(e, DeadlineExceeded)),
         on_result=_gateway_result,
         storage_factory=storage_factory,
@@ -180,6 +189,7 @@ class _Resilience:
         max_retry_after: float,
         breakers: KeyedCircuitBreaker | bool,
         deadline: float | None,
+        last_resort: float | None,
         idempotency_key: bool,
         idempotency_header: str,
         clock: Clock,
@@ -190,6 +200,7 @@ class _Resilience:
     ) -> None:
         check("max_retry_after", max_retry_after, number(at_least=0))
         check("deadline", deadline, number(above=0, optional=True))
+        check("last_resort", last_resort, number(above=0, optional=True))
         self.endpoints = parse_endpoints(endpoints) if endpoints is not None else None
         self.by_key: dict[str, Endpoint] = {e.key: e for e in self.endpoints or ()}
         self.deadline = deadline
@@ -297,6 +308,18 @@ class _Resilience:
         # keyed breaker looking the breaker up on every attempt (only when the keyed breaker
         # would key on that endpoint: it is one of ours, without a key function).
         self.retry = retry
+        # every endpoint's circuit open: the request still goes to the one that rested longest
+        # (at most last_resort a second); only across endpoints (one endpoint's circuit keeps
+        # its own open period) and with our own keying, by endpoint
+        self.panic: PanicProbes | None = None
+        self.keys = [e.key for e in self.endpoints or ()]
+        if (
+            last_resort is not None
+            and len(self.keys) > 1
+            and type(self.breakers) is KeyedCircuitBreaker
+            and self.breakers._key is None
+        ):
+            self.panic = PanicProbes(last_resort, max(1, math.ceil(last_resort)), clock)
         self.per_endpoint = (
             (self.endpoints is None or self.single is not None)
             and type(self.breakers) is KeyedCircuitBreaker
@@ -374,12 +397,29 @@ class _Resilience:
             return self.run._bind_async(attempt)
         return self.retry._bind_async(self.breakers.get(key)._bind_async(attempt))
 
-    def failed(self, exc: Exception, request: httpx.Request, call: _Call) -> Any:
+    def failed(
+        self,
+        exc: Exception,
+        request: httpx.Request,
+        call: _Call,
+        last: str | None = None,
+        last_error: Exception | None = None,
+    ) -> Any:
         """What a request whose policies raised ``exc`` gives the caller.
 
         The last response (every endpoint answered with a retryable status), an error to
         raise (whose ``__cause__`` is the one to chain), or ``exc`` itself to re-raise.
+        ``last_error``: how the last resort to endpoint ``last`` failed, noted on the error.
         """
+        outcome = self._failed(exc, request, call)
+        if last_error is not None and isinstance(outcome, BaseException):
+            outcome.add_note(
+                f"failsafe.http: every endpoint's circuit was open; the request sent anyway "
+                f"to {last} failed too: {type(last_error).__name__}: {last_error}"
+            )
+        return outcome
+
+    def _failed(self, exc: Exception, request: httpx.Request, call: _Call) -> Any:
         if self.single is not None and self.fails_over(exc):
             # what Failover([the endpoint]) would have raised: its one target failed
             return self.all_failed(
@@ -392,6 +432,24 @@ class _Resilience:
         elif isinstance(exc, PolicyRejected):
             return self.rejected(exc, request, call)
         return exc
+
+    def last_resort(self, exc: Exception, call: _Call) -> str | None:
+        """The endpoint to send a failed request to although its circuit is open, or ``None``.
+
+        Only when an open circuit refused the request (not when its attempts just opened
+        one), every endpoint's circuit is open, time is left, and the rate allows.
+        """
+        panic = self.panic
+        if panic is None:
+            return None
+        if not isinstance(exc, AllTargetsFailed) or not any(
+            isinstance(f.outcome.exception, CircuitOpenError) for f in exc.failures
+        ):
+            return None
+        if call.at is not None and call.clock.monotonic() >= call.at:
+            return None
+        assert self.breakers is not None
+        return panic.choose(self.breakers, self.keys)
 
     def all_failed(
         self, failures: Sequence[TargetFailure], request: httpx.Request, call: _Call
@@ -548,6 +606,17 @@ class ResilientTransport(httpx.BaseTransport):
             and past it the request raises
             [`DeadlineExceeded`][failsafe.http.DeadlineExceeded] (also while the body is
             read, with ``buffer=False`` by the caller).
+        last_resort: With two endpoints or more, when every endpoint's circuit is open
+            and one of them refused the request, send it anyway to the endpoint whose open
+            period ends first (the nearest to its probe), as that circuit's probe: a
+            success closes the circuit and is the answer
+            (``response.extensions["failsafe.last_resort"]`` is ``True``); a failure opens
+            it again and the request fails as it would have, with a note. At most this many
+            such requests a second per transport, in bursts of at most as many (at least
+            one), so endpoints that are all down get bounded extra load (default 1;
+            ``None``: never, a request fails at once while every circuit is open). Only
+            with the transport's own breakers (``True``, or a `KeyedCircuitBreaker` keyed
+            by endpoint).
         idempotency_key: Give POST and PATCH requests that have none an
             ``Idempotency-Key`` (one per logical request, the same on every attempt and
             endpoint), which makes them retryable.
@@ -593,6 +662,7 @@ class ResilientTransport(httpx.BaseTransport):
         max_retry_after: float = 60.0,
         breakers: KeyedCircuitBreaker | bool = True,
         deadline: float | None = DEFAULT_DEADLINE,
+        last_resort: float | None = 1.0,
         idempotency_key: bool = False,
         idempotency_header: str = "Idempotency-Key",
         buffer: bool = True,
@@ -610,6 +680,7 @@ class ResilientTransport(httpx.BaseTransport):
             max_retry_after=max_retry_after,
             breakers=breakers,
             deadline=deadline,
+            last_resort=last_resort,
             idempotency_key=idempotency_key,
             idempotency_header=idempotency_header,
             clock=clock,
@@ -642,12 +713,17 @@ class ResilientTransport(httpx.BaseTransport):
                 )
             response = run(self._send, (request, call), _NO_KWARGS)
         except Exception as exc:
-            outcome = resilience.failed(exc, request, call)
-            if outcome is exc:
-                raise
-            if isinstance(outcome, BaseException):
-                raise outcome from outcome.__cause__
-            response = outcome
+            last = resilience.last_resort(exc, call)
+            tried = None if last is None else self._last_resort(last, request, call)
+            if isinstance(tried, httpx.Response):
+                response = tried
+            else:
+                outcome = resilience.failed(exc, request, call, last, tried)
+                if outcome is exc:
+                    raise
+                if isinstance(outcome, BaseException):
+                    raise outcome from outcome.__cause__
+                response = outcome
         finally:
             if call.target_token is not None:
                 _target.reset(call.target_token)
@@ -656,6 +732,22 @@ class ResilientTransport(httpx.BaseTransport):
         if self._buffer and not response.is_stream_consumed:
             # a response the attempt left unread, as it might have been discarded, is kept
             self._read(response)
+        return response  # type: ignore[no-any-return]
+
+    def _last_resort(
+        self, key: str, request: httpx.Request, call: _Call
+    ) -> httpx.Response | Exception:
+        """Every circuit open: one attempt to ``key`` as its circuit's probe; how it ended."""
+        breaker = self._resilience.breakers.get(key)  # type: ignore[union-attr]
+        breaker.half_open()
+        token = _target.set(key)
+        try:
+            response = breaker._bind_sync(self._attempt)(self._send, (request, call), _NO_KWARGS)
+        except Exception as error:
+            return error
+        finally:
+            _target.reset(token)
+        response.extensions["failsafe.last_resort"] = True
         return response  # type: ignore[no-any-return]
 
     @staticmethod
@@ -731,6 +823,7 @@ class AsyncResilientTransport(httpx.AsyncBaseTransport):
         max_retry_after: float = 60.0,
         breakers: KeyedCircuitBreaker | bool = True,
         deadline: float | None = DEFAULT_DEADLINE,
+        last_resort: float | None = 1.0,
         idempotency_key: bool = False,
         idempotency_header: str = "Idempotency-Key",
         buffer: bool = True,
@@ -748,6 +841,7 @@ class AsyncResilientTransport(httpx.AsyncBaseTransport):
             max_retry_after=max_retry_after,
             breakers=breakers,
             deadline=deadline,
+            last_resort=last_resort,
             idempotency_key=idempotency_key,
             idempotency_header=idempotency_header,
             clock=clock,
@@ -780,12 +874,17 @@ class AsyncResilientTransport(httpx.AsyncBaseTransport):
                 )
             response = await run(self._send, (request, call), _NO_KWARGS)
         except Exception as exc:
-            outcome = resilience.failed(exc, request, call)
-            if outcome is exc:
-                raise
-            if isinstance(outcome, BaseException):
-                raise outcome from outcome.__cause__
-            response = outcome
+            last = resilience.last_resort(exc, call)
+            tried = None if last is None else await self._last_resort(last, request, call)
+            if isinstance(tried, httpx.Response):
+                response = tried
+            else:
+                outcome = resilience.failed(exc, request, call, last, tried)
+                if outcome is exc:
+                    raise
+                if isinstance(outcome, BaseException):
+                    raise outcome from outcome.__cause__
+                response = outcome
         finally:
             if call.target_token is not None:
                 _target.reset(call.target_token)
@@ -794,6 +893,24 @@ class AsyncResilientTransport(httpx.AsyncBaseTransport):
         if self._buffer and not response.is_stream_consumed:
             # a response the attempt left unread, as it might have been discarded, is kept
             await self._read(response)
+        return response  # type: ignore[no-any-return]
+
+    async def _last_resort(
+        self, key: str, request: httpx.Request, call: _Call
+    ) -> httpx.Response | Exception:
+        """The asyncio twin of `ResilientTransport._last_resort`."""
+        breaker = self._resilience.breakers.get(key)  # type: ignore[union-attr]
+        breaker.half_open()
+        token = _target.set(key)
+        try:
+            response = await breaker._bind_async(self._attempt)(
+                self._send, (request, call), _NO_KWARGS
+            )
+        except Exception as error:
+            return error
+        finally:
+            _target.reset(token)
+        response.extensions["failsafe.last_resort"] = True
         return response  # type: ignore[no-any-return]
 
     @staticmethod
