@@ -7,13 +7,15 @@ fake clock, as a server killed earlier would have left them.
 from __future__ import annotations
 
 import asyncio
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
 import pytest
 
 from failsafe import CircuitOpenError, CircuitState, ConfigurationError, KeyedCircuitBreaker
-from failsafe.events import CircuitClosed
+from failsafe.events import CircuitClosed, CircuitHalfOpened, CircuitRejected
 from failsafe.http import AllEndpointsFailed, AsyncResilientTransport, ResilientTransport
 from failsafe.testing import FakeClock, RecordingListener
 from tests.http.conftest import Server
@@ -221,3 +223,85 @@ def test_a_bad_last_resort_rate_is_refused_naming_the_option(bad: Any) -> None:
         ResilientTransport(endpoints=["http://a:1", "http://b:2"], last_resort=bad)
     with pytest.raises(ConfigurationError, match="last_resort"):
         AsyncResilientTransport(endpoints=["http://a:1", "http://b:2"], last_resort=bad)
+
+
+def test_sixteen_requests_at_once_all_answered_by_the_endpoint_that_is_back(
+    servers: tuple[Server, Server], closed_port: str
+) -> None:
+    """Every circuit open, w1 back: one request probes it, the other 15 wait and follow."""
+    w1, _ = servers
+    clock = FakeClock()
+    events = RecordingListener()
+    breakers = KeyedCircuitBreaker(reset_timeout=30, clock=clock)
+    _open(breakers, clock, w1.url, closed_port)
+
+    async def main() -> list[Any]:
+        transport = AsyncResilientTransport(
+            endpoints=[closed_port, w1.url], breakers=breakers, clock=clock, listeners=[events]
+        )
+        async with httpx.AsyncClient(transport=transport) as client:
+            return await asyncio.gather(
+                *(client.get("http://svc/ok") for _ in range(16)), return_exceptions=True
+            )
+
+    results = asyncio.run(main())
+    assert [response(r).json()["server"] for r in results] == ["w1"] * 16
+    assert all(response(r).extensions["failsafe.last_resort"] for r in results)
+    assert tried(events) == [w1.url] * 16
+    assert breakers.get(w1.url).state is CircuitState.CLOSED
+
+
+def test_sixteen_threads_at_once_all_answered_by_the_endpoint_that_is_back(
+    servers: tuple[Server, Server], closed_port: str
+) -> None:
+    """The same with one httpx.Client shared by 16 threads."""
+    w1, _ = servers
+    clock = FakeClock()
+    events = RecordingListener()
+    breakers = KeyedCircuitBreaker(reset_timeout=30, clock=clock)
+    _open(breakers, clock, w1.url, closed_port)
+    transport = ResilientTransport(
+        endpoints=[closed_port, w1.url], breakers=breakers, clock=clock, listeners=[events]
+    )
+    start = threading.Barrier(16)
+
+    def get(client: httpx.Client) -> httpx.Response:
+        start.wait(10)
+        return client.get("http://svc/ok")
+
+    with httpx.Client(transport=transport) as client, ThreadPoolExecutor(16) as pool:
+        results = list(pool.map(get, [client] * 16))
+    assert [r.json()["server"] for r in results] == ["w1"] * 16
+    assert tried(events) == [w1.url] * 16
+    assert breakers.get(w1.url).state is CircuitState.CLOSED
+
+
+def test_a_circuit_closed_since_it_refused_the_request_is_followed(
+    http: Http, servers: tuple[Server, Server], closed_port: str
+) -> None:
+    """Refused by w1's open circuit, which another request closed meanwhile: sent to w1.
+
+    Here a listener closes w1's circuit when the second endpoint refuses, as another
+    request's last resort would. The request follows it there, without a probe of its own.
+    """
+    w1, _ = servers
+    clock = FakeClock()
+    events = RecordingListener()
+
+    def close_w1(event: object) -> None:
+        if isinstance(event, CircuitRejected) and event.key == closed_port:
+            breakers.get(w1.url).close()
+
+    breakers = KeyedCircuitBreaker(reset_timeout=30, clock=clock, listeners=[close_w1, events])
+    _open(breakers, clock, w1.url, closed_port)
+    [result] = http.run(
+        [GET("/ok")],
+        endpoints=[w1.url, closed_port],
+        breakers=breakers,
+        clock=clock,
+        listeners=[events],
+    )
+    assert response(result).json()["server"] == "w1"
+    assert response(result).extensions["failsafe.last_resort"] is True
+    assert tried(events) == [w1.url]
+    assert events.of_type(CircuitHalfOpened) == []  # no probe: the circuit was closed

@@ -43,3 +43,34 @@ def test_the_bucket_bounds_the_requests_and_refills_with_time() -> None:
     assert panic.choose(breakers, ["a", "b"]) is None
     clock.advance(100)  # the bucket holds at most its burst
     assert [panic.choose(breakers, ["a", "b"]) for _ in range(4)].count("a") == 3
+
+
+def test_one_last_resort_in_flight_the_others_join_it() -> None:
+    """The first request sends (a token spent); the next ones wait for it, spending none."""
+    clock = FakeClock()
+    breakers = _breakers(clock)
+    for key in ("a", "b"):
+        breakers.get(key).open()
+    panic = PanicProbes(rate=1, burst=1, clock=clock)
+    first, sends = panic.join(breakers, ["a", "b"])
+    assert first is not None
+    assert (first.key, sends) == ("a", True)
+    for _ in range(3):
+        assert panic.join(breakers, ["a", "b"]) == (first, False)
+    assert not first.done.is_set()
+    panic.finish(first)
+    assert first.done.is_set()
+    assert panic.in_flight is None
+    assert panic.join(breakers, ["a", "b"]) == (None, False)  # the one token is spent
+    clock.advance(1)
+    again, sends = panic.join(breakers, ["a", "b"])
+    assert again is not None
+    assert again is not first
+    assert sends
+
+
+def test_no_last_resort_to_join_while_some_circuit_is_closed() -> None:
+    clock = FakeClock()
+    breakers = _breakers(clock)
+    breakers.get("a").open()
+    assert PanicProbes(rate=1, burst=1, clock=clock).join(breakers, ["a", "b"]) == (None, False)

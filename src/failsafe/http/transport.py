@@ -18,6 +18,7 @@ releasing of discarded responses differ (one blocks, one awaits).
 
 from __future__ import annotations
 
+import asyncio
 import math
 import random
 import uuid
@@ -31,7 +32,12 @@ from failsafe import events as _events
 from failsafe._policy import AsyncRunner, SyncRunner
 from failsafe._validators import check, number
 from failsafe.backoff import Backoff
-from failsafe.circuit_breaker import CircuitState, ConsecutiveFailures, KeyedCircuitBreaker
+from failsafe.circuit_breaker import (
+    CircuitBreaker,
+    CircuitState,
+    ConsecutiveFailures,
+    KeyedCircuitBreaker,
+)
 from failsafe.clock import SYSTEM_CLOCK, Clock
 from failsafe.context import _deadline, _target
 from failsafe.events import Listener, _emit, _listening
@@ -54,7 +60,7 @@ from failsafe.http._bounds import (
     widest,
 )
 from failsafe.http._endpoints import Endpoint, parse_endpoints
-from failsafe.http._panic import PanicProbes
+from failsafe.http._panic import FOLLOW_WAIT, PanicProbes
 from failsafe.http.classify import (
     _CONNECT,
     RETRYABLE,
@@ -402,20 +408,21 @@ class _Resilience:
         exc: Exception,
         request: httpx.Request,
         call: _Call,
-        last: str | None = None,
-        last_error: Exception | None = None,
+        last: tuple[str, Exception] | None = None,
     ) -> Any:
         """What a request whose policies raised ``exc`` gives the caller.
 
         The last response (every endpoint answered with a retryable status), an error to
         raise (whose ``__cause__`` is the one to chain), or ``exc`` itself to re-raise.
-        ``last_error``: how the last resort to endpoint ``last`` failed, noted on the error.
+        ``last``: the endpoint the last resort sent the request to, and how that failed
+        (noted on the error).
         """
         outcome = self._failed(exc, request, call)
-        if last_error is not None and isinstance(outcome, BaseException):
+        if last is not None and isinstance(outcome, BaseException):
+            key, error = last
             outcome.add_note(
                 f"failsafe.http: every endpoint's circuit was open; the request sent anyway "
-                f"to {last} failed too: {type(last_error).__name__}: {last_error}"
+                f"to {key} failed too: {type(error).__name__}: {error}"
             )
         return outcome
 
@@ -433,23 +440,29 @@ class _Resilience:
             return self.rejected(exc, request, call)
         return exc
 
-    def last_resort(self, exc: Exception, call: _Call) -> str | None:
-        """The endpoint to send a failed request to although its circuit is open, or ``None``.
+    def last_resort(self, exc: Exception, call: _Call) -> list[str] | None:
+        """The endpoints whose open circuit refused a request that raised ``exc``.
 
-        Only when an open circuit refused the request (not when its attempts just opened
-        one), every endpoint's circuit is open, time is left, and the rate allows.
+        ``None`` when the request may not take the last resort: it has none, no open circuit
+        refused the request (its attempts opened the last one themselves), or no time is
+        left. The transports then follow a circuit that has closed since, or
+        `PanicProbes.join` the last resort.
         """
-        panic = self.panic
-        if panic is None:
+        if self.panic is None or not isinstance(exc, AllTargetsFailed):
             return None
-        if not isinstance(exc, AllTargetsFailed) or not any(
-            isinstance(f.outcome.exception, CircuitOpenError) for f in exc.failures
-        ):
+        refused = [
+            str(f.target) for f in exc.failures if isinstance(f.outcome.exception, CircuitOpenError)
+        ]
+        if not refused or (call.at is not None and call.clock.monotonic() >= call.at):
             return None
-        if call.at is not None and call.clock.monotonic() >= call.at:
-            return None
-        assert self.breakers is not None
-        return panic.choose(self.breakers, self.keys)
+        return refused
+
+    @staticmethod
+    def time_left(call: _Call) -> float:
+        """How long a request may wait for the last resort in flight."""
+        if call.at is None:
+            return FOLLOW_WAIT
+        return max(0.0, call.at - call.clock.monotonic())
 
     def all_failed(
         self, failures: Sequence[TargetFailure], request: httpx.Request, call: _Call
@@ -611,9 +624,11 @@ class ResilientTransport(httpx.BaseTransport):
             period ends first (the nearest to its probe), as that circuit's probe: a
             success closes the circuit and is the answer
             (``response.extensions["failsafe.last_resort"]`` is ``True``); a failure opens
-            it again and the request fails as it would have, with a note. At most this many
-            such requests a second per transport, in bursts of at most as many (at least
-            one), so endpoints that are all down get bounded extra load (default 1;
+            it again and the request fails as it would have, with a note. One at a time:
+            requests refused meanwhile wait for it (within their deadline, else 30 s) and
+            follow it if it closed its circuit. At most this many such requests a second
+            per transport, in bursts of at most as many (at least one), so endpoints that
+            are all down get bounded extra load (default 1;
             ``None``: never, a request fails at once while every circuit is open). Only
             with the transport's own breakers (``True``, or a `KeyedCircuitBreaker` keyed
             by endpoint).
@@ -713,12 +728,12 @@ class ResilientTransport(httpx.BaseTransport):
                 )
             response = run(self._send, (request, call), _NO_KWARGS)
         except Exception as exc:
-            last = resilience.last_resort(exc, call)
-            tried = None if last is None else self._last_resort(last, request, call)
+            refused = resilience.last_resort(exc, call)
+            tried = None if refused is None else self._last_resort(refused, request, call)
             if isinstance(tried, httpx.Response):
                 response = tried
             else:
-                outcome = resilience.failed(exc, request, call, last, tried)
+                outcome = resilience.failed(exc, request, call, tried)
                 if outcome is exc:
                     raise
                 if isinstance(outcome, BaseException):
@@ -735,16 +750,44 @@ class ResilientTransport(httpx.BaseTransport):
         return response  # type: ignore[no-any-return]
 
     def _last_resort(
-        self, key: str, request: httpx.Request, call: _Call
-    ) -> httpx.Response | Exception:
-        """Every circuit open: one attempt to ``key`` as its circuit's probe; how it ended."""
-        breaker = self._resilience.breakers.get(key)  # type: ignore[union-attr]
-        breaker.half_open()
+        self, refused: list[str], request: httpx.Request, call: _Call
+    ) -> httpx.Response | tuple[str, Exception] | None:
+        """Every circuit open: follow one that closed, send the last resort, or wait for it.
+
+        The response, or the endpoint and the error of a failed try, or ``None`` (no last
+        resort for this request).
+        """
+        resilience = self._resilience
+        breakers, panic = resilience.breakers, resilience.panic
+        assert breakers is not None
+        assert panic is not None
+        for key in refused:  # closed since it refused the request (by a last resort?): follow
+            breaker = breakers.get(key)
+            if breaker.state is CircuitState.CLOSED:
+                return self._send_to(key, breaker, request, call)
+        in_flight, sends = panic.join(breakers, resilience.keys)
+        if in_flight is None:
+            return None
+        breaker = breakers.get(in_flight.key)
+        if sends:
+            try:
+                breaker.half_open()
+                return self._send_to(in_flight.key, breaker, request, call)
+            finally:
+                panic.finish(in_flight)
+        in_flight.done.wait(resilience.time_left(call))
+        if breaker.state is not CircuitState.CLOSED:
+            return None
+        return self._send_to(in_flight.key, breaker, request, call)
+
+    def _send_to(
+        self, key: str, breaker: CircuitBreaker, request: httpx.Request, call: _Call
+    ) -> httpx.Response | tuple[str, Exception]:
         token = _target.set(key)
         try:
             response = breaker._bind_sync(self._attempt)(self._send, (request, call), _NO_KWARGS)
         except Exception as error:
-            return error
+            return key, error
         finally:
             _target.reset(token)
         response.extensions["failsafe.last_resort"] = True
@@ -874,12 +917,12 @@ class AsyncResilientTransport(httpx.AsyncBaseTransport):
                 )
             response = await run(self._send, (request, call), _NO_KWARGS)
         except Exception as exc:
-            last = resilience.last_resort(exc, call)
-            tried = None if last is None else await self._last_resort(last, request, call)
+            refused = resilience.last_resort(exc, call)
+            tried = None if refused is None else await self._last_resort(refused, request, call)
             if isinstance(tried, httpx.Response):
                 response = tried
             else:
-                outcome = resilience.failed(exc, request, call, last, tried)
+                outcome = resilience.failed(exc, request, call, tried)
                 if outcome is exc:
                     raise
                 if isinstance(outcome, BaseException):
@@ -896,18 +939,48 @@ class AsyncResilientTransport(httpx.AsyncBaseTransport):
         return response  # type: ignore[no-any-return]
 
     async def _last_resort(
-        self, key: str, request: httpx.Request, call: _Call
-    ) -> httpx.Response | Exception:
+        self, refused: list[str], request: httpx.Request, call: _Call
+    ) -> httpx.Response | tuple[str, Exception] | None:
         """The asyncio twin of `ResilientTransport._last_resort`."""
-        breaker = self._resilience.breakers.get(key)  # type: ignore[union-attr]
-        breaker.half_open()
+        resilience = self._resilience
+        breakers, panic = resilience.breakers, resilience.panic
+        assert breakers is not None
+        assert panic is not None
+        for key in refused:  # closed since it refused the request (by a last resort?): follow
+            breaker = breakers.get(key)
+            if breaker.state is CircuitState.CLOSED:
+                return await self._send_to(key, breaker, request, call)
+        loop = asyncio.get_running_loop()
+        in_flight, sends = panic.join(breakers, resilience.keys, loop)
+        if in_flight is None:
+            return None
+        breaker = breakers.get(in_flight.key)
+        if sends:
+            try:
+                breaker.half_open()
+                return await self._send_to(in_flight.key, breaker, request, call)
+            finally:
+                panic.finish(in_flight)
+        if in_flight.loop is not loop or in_flight.loop_done is None:
+            return None  # sent from another event loop: nothing to wait on here
+        try:
+            await asyncio.wait_for(in_flight.loop_done.wait(), resilience.time_left(call))
+        except TimeoutError:
+            return None
+        if breaker.state is not CircuitState.CLOSED:
+            return None
+        return await self._send_to(in_flight.key, breaker, request, call)
+
+    async def _send_to(
+        self, key: str, breaker: CircuitBreaker, request: httpx.Request, call: _Call
+    ) -> httpx.Response | tuple[str, Exception]:
         token = _target.set(key)
         try:
             response = await breaker._bind_async(self._attempt)(
                 self._send, (request, call), _NO_KWARGS
             )
         except Exception as error:
-            return error
+            return key, error
         finally:
             _target.reset(token)
         response.extensions["failsafe.last_resort"] = True
