@@ -37,7 +37,10 @@ class Settings(RunSettings):
         warehouse_timeout: Seconds for one attempt.
         warehouse_deadline: Seconds for the whole call, both instances included.
         breaker_failures: Consecutive failures that open an instance's circuit.
-        breaker_reset: Seconds an open circuit stays open before one probe.
+        breaker_reset: Seconds an open circuit first stays open before one probe.
+        breaker_reset_max: The longest open period: it doubles after each failed probe, up
+            to this, so that a restarted instance is found soon and a dead one is not
+            probed every few seconds.
         products_attempts: Attempts on the Products service (GET: always safe to resend).
         products_timeout: Seconds for one attempt on the Products service.
     """
@@ -64,7 +67,8 @@ class Settings(RunSettings):
     warehouse_timeout: float = 2.0
     warehouse_deadline: float = 15.0
     breaker_failures: int = 5
-    breaker_reset: float = 30.0
+    breaker_reset: float = 2.0
+    breaker_reset_max: float = 30.0
     products_attempts: int = 3
     products_timeout: float = 2.0
 

@@ -72,7 +72,12 @@ def _listener(name: str) -> LoggingListener:
 
 
 def warehouse_breakers(settings: Settings, name: str) -> KeyedCircuitBreaker:
-    """A circuit breaker per Warehouse instance, with the settings' threshold and open time.
+    """A circuit breaker per Warehouse instance, with the settings' threshold and open times.
+
+    The first open period is short and doubles after each failed probe (up to
+    ``breaker_reset_max``): a restarted instance serves again within seconds. When both
+    instances' circuits are open, the transport still sends a request to the one nearest to
+    its probe (its ``last_resort``), so one healthy instance is never left unused.
 
     The transport's own rule: transport errors and 502/503/504 answers count, a passed
     deadline does not.
@@ -80,6 +85,7 @@ def warehouse_breakers(settings: Settings, name: str) -> KeyedCircuitBreaker:
     return endpoint_breakers(
         threshold=settings.breaker_failures,
         reset_timeout=settings.breaker_reset,
+        max_reset_timeout=settings.breaker_reset_max,
         name=f"{name}-breaker",
         listeners=[_listener(f"{name}.breaker")],
     )

@@ -202,3 +202,93 @@ def test_chaos_loses_nothing_and_doubles_nothing(tmp_path: Path) -> None:
         final = {a.key: a.status for a in adds}
         for key in failed:
             assert outcomes[key] == ("applied" if final[key] == 200 else "short")
+
+
+SHOPPERS = 16
+
+
+@dataclass
+class Placed:
+    """One add and when it was answered, against the chaos script's clock."""
+
+    started: float
+    ended: float
+    status: int
+
+
+async def _shopper(
+    number: int, order_url: str, placed: list[Placed], stop: threading.Event, tls: ssl.SSLContext
+) -> None:
+    async with httpx.AsyncClient(timeout=60.0, verify=tls) as http:
+        n = 0
+        while not stop.is_set():
+            started = time.monotonic()
+            response = await http.post(
+                f"{order_url}/orders/s-{number}-{n}/products",
+                json={"clientId": f"s-{number}", "productId": "p-lamp", "quantity": 1},
+                headers={"Idempotency-Key": uuid.uuid4().hex},
+            )
+            placed.append(Placed(started, time.monotonic(), response.status_code))
+            n += 1
+
+
+def _one_then_the_other(services: Supervisor, stop: threading.Event) -> dict[str, float]:
+    """Kill Warehouse 1, start it again; then kill Warehouse 2 at once, and start it again.
+
+    One instance is up at every moment (`start` returns once the instance answers).
+    """
+    pause = threading.Event()
+    marks: dict[str, float] = {}
+    try:
+        pause.wait(0.5)
+        services.kill("warehouse-1")
+        marks["w1 killed"] = time.monotonic()
+        pause.wait(1.0)
+        services.start(["warehouse-1"])
+        marks["w1 up"] = time.monotonic()
+        services.kill("warehouse-2")  # Warehouse 1's circuit is still open: both are
+        marks["w2 killed"] = time.monotonic()
+        pause.wait(1.5)
+        services.start(["warehouse-2"])
+        marks["w2 up"] = time.monotonic()
+        pause.wait(0.5)
+    finally:
+        stop.set()
+    return marks
+
+
+@pytest.mark.real_time
+def test_while_one_instance_is_up_orders_are_served(tmp_path: Path) -> None:
+    """16 shoppers; Warehouse 1 killed and restarted, then Warehouse 2: at most 2% "try later".
+
+    When Warehouse 2 dies, Warehouse 1's circuit is still open from its own death (its first
+    open period is 5 s here): every circuit is open, and the Order service's transport still
+    sends to Warehouse 1, which is back (its last resort).
+    """
+    settings = Settings.fast(tmp_path)
+    StockDB(open_database(settings, "stock")).create(dict.fromkeys(STOCK, 10 ** 6))
+    with Supervisor(settings) as services:
+        services.start()
+        placed: list[Placed] = []
+        stop = threading.Event()
+
+        async def run() -> dict[str, float]:
+            chaos = asyncio.ensure_future(asyncio.to_thread(_one_then_the_other, services, stop))
+            tls = ssl.create_default_context()
+            order_url = services.settings.url("order")
+            await asyncio.gather(
+                *(_shopper(n, order_url, placed, stop, tls) for n in range(SHOPPERS))
+            )
+            return await chaos
+
+        marks = asyncio.run(run())
+    statuses = Counter(p.status for p in placed)
+    print(f"answers {dict(statuses)}")  # shown with pytest -s
+    assert set(statuses) <= {200, 500}, statuses
+    assert statuses[500] <= 0.02 * len(placed), statuses
+    # orders were placed while only Warehouse 1, restarted, was up, and they were served
+    alone = [p for p in placed if marks["w2 killed"] < p.started and p.ended < marks["w2 up"]]
+    assert len(alone) >= SHOPPERS, len(alone)
+    assert sum(p.status == 200 for p in alone) >= 0.98 * len(alone)
+    log = (tmp_path / "order.log").read_text()
+    assert "warehouse.breaker" in log  # the circuits did open: the chaos bit
