@@ -116,6 +116,8 @@ def widest(timeouts: dict[str, Any] | None) -> float:
 
 def read(response: httpx.Response, deadline: _Deadline, request: httpx.Request) -> None:
     """``response.read()``, raising `DeadlineExceeded` at the first chunk past the deadline."""
+    if hasattr(response, "_content"):  # read already (built from bytes): as httpx does
+        return
     at, monotonic = deadline.at, deadline.clock.monotonic
     assert at is not None
     parts = []
@@ -132,6 +134,8 @@ def read(response: httpx.Response, deadline: _Deadline, request: httpx.Request) 
 
 async def aread(response: httpx.Response, deadline: _Deadline, request: httpx.Request) -> None:
     """The asyncio twin of `read`."""
+    if hasattr(response, "_content"):  # read already (built from bytes): as httpx does
+        return
     at, monotonic = deadline.at, deadline.clock.monotonic
     assert at is not None
     parts = []
