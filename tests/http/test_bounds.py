@@ -485,3 +485,43 @@ def test_a_bad_deadline_is_refused_naming_the_option(deadline: object) -> None:
         with pytest.raises(ConfigurationError) as info:
             cls(deadline=deadline)  # type: ignore[arg-type]
         assert info.value.option == "deadline"
+
+
+def test_the_deadline_checked_read_stores_the_body_where_httpx_reads_it() -> None:
+    """`read`/`aread` store a body as httpx's Response.read() does (a private attribute).
+
+    Pins what the bounded read relies on: after it, ``content``, ``text`` and ``json()``
+    work, and a second read returns the same bytes without iterating the stream again. If
+    an httpx release moves where a read body is kept, this fails, not the users' requests.
+    """
+    from failsafe.http._bounds import _Deadline, aread, read
+
+    clock = FakeClock()
+    deadline = _Deadline()
+    deadline.at, deadline.clock, deadline.seconds, deadline.enclosing = 10.0, clock, 10.0, False
+    request = httpx.Request("GET", "http://svc/x")
+
+    def chunks() -> Iterator[bytes]:
+        yield b'{"a": '
+        yield b"1}"
+
+    response = httpx.Response(200, content=chunks(), request=request)  # a one-shot stream
+    read(response, deadline, request)
+    assert response.content == b'{"a": 1}'
+    assert response.json() == {"a": 1}
+    assert response.read() == b'{"a": 1}'  # httpx finds the body where read() put it
+    read(response, deadline, request)  # read already: not iterated again (it could not be)
+    assert response.content == b'{"a": 1}'
+
+    async def achunks() -> Any:
+        yield b"ok"
+
+    async def main() -> None:
+        response = httpx.Response(200, content=achunks(), request=request)
+        await aread(response, deadline, request)
+        assert response.content == b"ok"
+        assert await response.aread() == b"ok"
+        await aread(response, deadline, request)
+        assert response.text == "ok"
+
+    asyncio.run(main())
