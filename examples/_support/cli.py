@@ -70,10 +70,11 @@ def wait_until_stopped(supervisor: Services) -> None:
 
     The caller's ``with`` block then stops every service.
     """
-    print("Ctrl-C stops them all.")
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
+    # printed once the handlers are in place: a SIGTERM sent on seeing it stops them cleanly
+    print("Ctrl-C stops them all.", flush=True)
     while not stop.wait(0.5):
         for name in supervisor.services:
             if not supervisor.alive(name):
