@@ -131,7 +131,9 @@ def run(quick: bool) -> list[str]:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="failsafe-warehouse-bench-") as tmp:
         # the circuit stays open for the whole "down" case; stock for every add
-        settings = Settings.fast(Path(tmp), breaker_reset=600.0, warehouse_deadline=30.0)
+        settings = Settings.fast(
+            Path(tmp), breaker_reset=600.0, breaker_reset_max=600.0, warehouse_deadline=30.0
+        )
         big = {component: n * 1000 for component, n in STOCK.items()}
         StockDB(open_database(settings, "stock")).create(big)
         with Supervisor(settings) as supervisor:

@@ -72,6 +72,13 @@ class Settings(RunSettings):
     products_attempts: int = 3
     products_timeout: float = 2.0
 
+    def __post_init__(self) -> None:
+        if self.breaker_reset_max < self.breaker_reset:
+            raise ValueError(
+                f"breaker_reset_max ({self.breaker_reset_max:g} s) must be at least"
+                f" breaker_reset ({self.breaker_reset:g} s)"
+            )
+
     @property
     def warehouse_urls(self) -> list[str]:
         """The Warehouse instances, in the Order service's order of preference."""

@@ -36,6 +36,13 @@ def test_fast_settings_keep_each_example_s_short_waits(tmp_path: Path) -> None:
     assert (payment.redelivery_delay, payment.lease) == (2.0, 7.0)  # the caller's change wins
 
 
+def test_warehouse_settings_refuse_a_cap_below_the_first_open_period(tmp_path: Path) -> None:
+    """A breaker_reset above breaker_reset_max fails where it is set, not in a service."""
+    with pytest.raises(ValueError, match="breaker_reset_max"):
+        WarehouseSettings.fast(tmp_path, breaker_reset=600.0)
+    assert WarehouseSettings.fast(tmp_path, breaker_reset=600.0, breaker_reset_max=600.0)
+
+
 def test_each_example_keeps_its_own_defaults() -> None:
     """The shared fields take each example's defaults: folder, ports, schema, retries."""
     warehouse, payment = WarehouseSettings(), PaymentSettings()
