@@ -3,7 +3,8 @@
 Usage::
 
     failsafe errors serve [--db errors.db | --dsn postgresql://...] [--host 127.0.0.1]
-                          [--port 8090] [--callback KIND=URL ...] [--poll-interval 1.0]
+                          [--port 8090] [--callback KIND=URL ...] [--callback-host HOST ...]
+                          [--poll-interval 1.0]
                           [--schedule KIND=ATTEMPTS:FIRST[:MAX] ...]
     failsafe errors list [--status open] [--kind K] [--source S] [--text T] [--limit N] [--json]
     failsafe errors show ID [--json]
@@ -389,9 +390,7 @@ def _schedules(values: Sequence[str] | None) -> dict[str, Any]:
         kind, sep, spec = value.partition("=")
         parts = spec.split(":")
         if not sep or not kind.strip() or len(parts) not in (2, 3):
-            raise _Usage(
-                f"--schedule must be KIND=ATTEMPTS:FIRST[:MAX] (seconds), got {value!r}"
-            )
+            raise _Usage(f"--schedule must be KIND=ATTEMPTS:FIRST[:MAX] (seconds), got {value!r}")
         try:
             attempts = int(parts[0])
             first = float(parts[1])
@@ -409,6 +408,7 @@ def _schedules(values: Sequence[str] | None) -> dict[str, Any]:
 def _cmd_serve(args: argparse.Namespace) -> int:
     from failsafe.errors.auth import Tokens
     from failsafe.errors.service import serve
+    from failsafe.errors.worker import DEFAULT_CALLBACK_HOSTS
 
     if args.poll_interval <= 0:
         raise _Usage(f"--poll-interval must be > 0, got {args.poll_interval}")
@@ -424,6 +424,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         port=args.port,
         tokens=Tokens.from_env(),
         callbacks=callbacks,
+        callback_hosts=args.callback_host or DEFAULT_CALLBACK_HOSTS,
         poll_interval=args.poll_interval,
         schedules=schedules,
     )
@@ -462,7 +463,15 @@ def _fill_errors(errors: argparse.ArgumentParser) -> None:
         "--callback",
         action="append",
         metavar="KIND=URL",
-        help="POST records of KIND to URL for automatic retries (repeatable)",
+        help="POST records of KIND to URL for automatic retries (repeatable); a kind set"
+        " here cannot be changed over HTTP",
+    )
+    serve.add_argument(
+        "--callback-host",
+        action="append",
+        metavar="HOST",
+        help="a host that callbacks registered over HTTP (PUT /v1/handlers/KIND, review"
+        " token) may point at (repeatable; default: 127.0.0.1, ::1 and localhost)",
     )
     serve.add_argument(
         "--schedule",

@@ -363,15 +363,63 @@ async def test_bulk_changes_what_it_can_and_lists_the_refused(service: Service) 
 # -- handlers, health, the OpenAPI document ---------------------------------------------------
 
 
-async def test_handlers_are_registered_with_the_report_token_and_listed(service: Service) -> None:
-    """PUT registers a callback (report token enough); GET lists it; the worker sees it."""
+async def test_handlers_are_registered_with_the_review_token_and_listed(service: Service) -> None:
+    """PUT registers a callback (an operator's right); GET lists it; the worker sees it."""
     url = "http://127.0.0.1:9000/warehouse/v1/retry/stock-decrement"
-    async with service.client_with(REPORTER) as reporter:
-        response = await reporter.put("/v1/handlers/stock.decrement", json={"url": url})
+    response = await service.client.put("/v1/handlers/stock.decrement", json={"url": url})
     assert response.json() == {"kind": "stock.decrement", "url": url}
     listed = await service.client.get("/v1/handlers")
     assert listed.json() == {"handlers": {"stock.decrement": url}}
     assert service.handlers.get("stock.decrement") == url
+
+
+async def test_a_reporter_cannot_redirect_retries(service: Service) -> None:
+    """The report token every reporting service holds does not open PUT /v1/handlers."""
+    url = "http://127.0.0.1:9000/retry"
+    await service.client.put("/v1/handlers/stock.decrement", json={"url": url})
+    async with service.client_with(REPORTER) as reporter:
+        hijack = await reporter.put(
+            "/v1/handlers/stock.decrement", json={"url": "http://127.0.0.1:6666/mine"}
+        )
+    assert_error(hijack, 401, "authorization", "wrong bearer token", "review door")
+    assert service.handlers.get("stock.decrement") == url
+
+
+async def test_a_kind_set_at_start_cannot_be_changed_over_http(service: Service) -> None:
+    """An operator's --callback (or a handler in code) stays, even for the review token: 409."""
+    operator = "http://127.0.0.1:8001/warehouse/v1/retry/stock-decrement"
+    service.handlers.register_url("stock.decrement", operator)
+    service.handlers.register("order.status", lambda record: None)
+    for kind in ("stock.decrement", "order.status"):
+        response = await service.client.put(
+            f"/v1/handlers/{kind}", json={"url": "http://127.0.0.1:6666/mine"}
+        )
+        assert_error(response, 409, "kind", f"{kind!r}", "set when the service started")
+    assert service.handlers.get("stock.decrement") == operator
+    assert callable(service.handlers.get("order.status"))
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://10.0.0.7/retry",  # another machine
+        "http://169.254.169.254/latest/meta-data",  # a cloud's metadata service
+        "http://127.0.0.1.attacker.example/retry",  # a name made to look like loopback
+        "http://LOCALHOST.evil/x",
+    ],
+)
+async def test_a_callback_host_must_be_allowed_at_start(service: Service, url: str) -> None:
+    """Callbacks over HTTP may point only at the hosts given at start (loopback by default)."""
+    response = await service.client.put("/v1/handlers/stock.decrement", json={"url": url})
+    assert_error(response, 422, "url", "not one of the callback hosts allowed at start")
+    assert service.handlers.urls() == {}
+
+
+async def test_loopback_callback_hosts_are_allowed_by_default(service: Service) -> None:
+    for url in ("http://127.0.0.1:1/a", "http://[::1]:2/b", "http://LocalHost:3/c"):
+        response = await service.client.put("/v1/handlers/k.one", json={"url": url})
+        assert response.status_code == 200, response.text
+        assert service.handlers.get("k.one") == url
 
 
 @pytest.mark.parametrize(
@@ -458,7 +506,7 @@ async def test_openapi_record_schema_matches_what_the_api_returns(service: Servi
 
 DOORS = [
     ("POST", "/v1/reports", "report"),
-    ("PUT", "/v1/handlers/stock.decrement", "report"),
+    ("PUT", "/v1/handlers/stock.decrement", "review"),
     ("GET", "/v1/records", "review"),
     ("GET", "/v1/records/some-id", "review"),
     ("POST", "/v1/records/some-id/resolve", "review"),

@@ -255,6 +255,7 @@ def test_serve_passes_its_options_to_the_service(
                 "stock.decrement": "http://127.0.0.1:9/retry",
                 "order.paid": "http://127.0.0.1:9/paid",
             },
+            "callback_hosts": ("127.0.0.1", "::1", "localhost"),
             "poll_interval": 0.5,
             "schedules": {},
         }
@@ -262,6 +263,10 @@ def test_serve_passes_its_options_to_the_service(
     calls.clear()
     assert main(["errors", "serve", "--dsn", "postgresql://x/y"]) == 0
     assert (calls[0]["db"], calls[0]["dsn"]) == (None, "postgresql://x/y")
+    calls.clear()
+    hosts = ["--callback-host", "orders.internal", "--callback-host", "10.0.0.7"]
+    assert main(["errors", "serve", *hosts]) == 0
+    assert calls[0]["callback_hosts"] == ["orders.internal", "10.0.0.7"]
 
 
 def test_serve_schedules_reach_the_desk(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

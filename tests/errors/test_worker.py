@@ -18,7 +18,7 @@ from failsafe import Backoff
 from failsafe.errors.desk import ErrorDesk, RetrySchedule
 from failsafe.errors.record import Action, ErrorRecord, InvalidReport, Report, Status
 from failsafe.errors.sqlite import SQLiteStore
-from failsafe.errors.worker import Handlers, RetryWorker
+from failsafe.errors.worker import HandlerPinned, Handlers, RetryWorker
 from failsafe.exceptions import ConfigurationError
 from failsafe.testing import FakeClock
 
@@ -336,6 +336,40 @@ def test_register_url_refuses_bad_input_naming_the_field(kind: str, url: str, fi
         handlers.register_url(kind, url)
     assert info.value.field == field
     assert handlers.urls() == {}
+
+
+def test_offer_url_keeps_to_the_callback_hosts_given_at_start() -> None:
+    """An operator allows orders.internal: it is accepted over HTTP, loopback no longer is."""
+    handlers = Handlers(callback_hosts=["orders.internal", "ORDERS-2.internal."])
+    handlers.offer_url("order.status", "https://orders.internal/retry")
+    handlers.offer_url("order.paid", "http://orders-2.internal:8080/retry")
+    with pytest.raises(InvalidReport, match=r"'127\.0\.0\.1' is not one of") as info:
+        handlers.offer_url("order.status", "http://127.0.0.1:1/x")
+    assert info.value.field == "url"
+    assert handlers.urls() == {
+        "order.paid": "http://orders-2.internal:8080/retry",
+        "order.status": "https://orders.internal/retry",
+    }
+
+
+def test_offer_url_never_replaces_a_handler_set_in_code() -> None:
+    """register()/register_url() pin their kind; offer_url() may replace only its own."""
+    handlers = Handlers()
+    handlers.register_url("stock.decrement", "http://127.0.0.1:8001/retry")
+    with pytest.raises(HandlerPinned, match=r"'stock\.decrement'"):
+        handlers.offer_url("stock.decrement", "http://127.0.0.1:6666/mine")
+    handlers.offer_url("order.status", "http://127.0.0.1:2/a")
+    handlers.offer_url("order.status", "http://127.0.0.1:2/b")  # an HTTP one, replaceable
+    assert handlers.urls() == {
+        "order.status": "http://127.0.0.1:2/b",
+        "stock.decrement": "http://127.0.0.1:8001/retry",
+    }
+
+
+@pytest.mark.parametrize("host", ["", " ", "host:8080", "a/b", "user@host", 5, "h?x"])
+def test_a_bad_callback_host_is_refused_at_construction(host: Any) -> None:
+    with pytest.raises(ConfigurationError, match="callback_hosts"):
+        Handlers(callback_hosts=[host])
 
 
 def test_worker_options_are_validated() -> None:

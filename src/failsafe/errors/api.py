@@ -33,6 +33,7 @@ from failsafe.errors.auth import Tokens
 from failsafe.errors.desk import ErrorDesk
 from failsafe.errors.record import InvalidReport, Report, Status
 from failsafe.errors.store import InvalidMove, Query, RecordNotFound
+from failsafe.errors.worker import HandlerPinned
 
 __all__ = [
     "DEFAULT_MAX_BODY_BYTES",
@@ -69,8 +70,13 @@ class HandlerRegistry(Protocol):
     [`Handlers`][failsafe.errors.worker.Handlers] is the implementation.
     """
 
-    def register_url(self, kind: str, url: str) -> object:
-        """Send automatic retries of ``kind`` to ``url``."""
+    def offer_url(self, kind: str, url: str) -> object:
+        """Send automatic retries of ``kind`` to ``url``, asked over HTTP.
+
+        Raises ``InvalidReport`` (422) for a bad kind or URL or a host that is not allowed,
+        and [`HandlerPinned`][failsafe.errors.worker.HandlerPinned] (409) for a kind whose
+        handler was set at start.
+        """
         ...
 
     def urls(self) -> dict[str, str]:
@@ -392,8 +398,9 @@ def api_routes(
 
     Args:
         desk: Every route acts through it.
-        tokens: ``report`` opens ``POST /v1/reports`` and ``PUT /v1/handlers/{kind}``;
-            ``review`` opens those and every other ``/v1`` route.
+        tokens: ``report`` opens ``POST /v1/reports`` (and its batch form); ``review``
+            opens those and every other ``/v1`` route, ``PUT /v1/handlers/{kind}``
+            included (where retries go is the operator's choice, not a reporter's).
         handlers: Where ``PUT /v1/handlers/{kind}`` registers HTTP callbacks.
         max_body_bytes: The largest request body read (larger: 413).
         max_payload_bytes: The largest report payload (larger: 422).
@@ -522,7 +529,10 @@ def api_routes(
         if url is None:
             _refuse(422, "url: is required", "url")
         _check_url(url)
-        handlers.register_url(kind, url)
+        try:
+            handlers.offer_url(kind, url)
+        except HandlerPinned as exc:
+            _refuse(409, str(exc), "kind")
         logger.info("retries of %s now go to %s", kind, url)
         return JSONResponse({"kind": kind, "url": url})
 
@@ -564,7 +574,7 @@ def api_routes(
         route("/v1/records/{id}/retry", acting("retry"), "POST", "review"),
         route("/v1/records/{id}/discard", acting("discard"), "POST", "review"),
         route("/v1/handlers", get_handlers, "GET", "review"),
-        route("/v1/handlers/{kind}", put_handler, "PUT", "report"),
+        route("/v1/handlers/{kind}", put_handler, "PUT", "review"),
         route("/healthz", healthz, "GET", None),
         route("/openapi.json", openapi, "GET", None),
     ]
@@ -986,8 +996,10 @@ def openapi_document() -> dict[str, Any]:
                 "operationId": "putHandler",
                 "summary": "Send automatic retries of a kind to an HTTP callback.",
                 "description": 'The service POSTs {"record": <ErrorRecord>} with '
-                "`Idempotency-Key: <record id>`; a 2xx answer resolves the record.",
-                "security": [{"report": []}, {"review": []}],
+                "`Idempotency-Key: <record id>`; a 2xx answer resolves the record. The URL's"
+                " host must be one of the callback hosts allowed at start (loopback by"
+                " default).",
+                "security": [{"review": []}],
                 "parameters": [
                     {
                         "name": "kind",
@@ -1003,6 +1015,11 @@ def openapi_document() -> dict[str, Any]:
                 "responses": {
                     "200": _json(_ref("Handler"), "The registered callback."),
                     **_errors(400, 401, 413, 415, 422),
+                    "409": _json(
+                        _ref("Error"),
+                        "The kind's handler was set when the service started (in code or"
+                        " with --callback): it cannot be changed over HTTP.",
+                    ),
                 },
             }
         },

@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import logging
 import threading
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from typing import Protocol
 
 from starlette.applications import Starlette
@@ -233,6 +233,7 @@ def serve(
     port: int,
     tokens: Tokens,
     callbacks: Mapping[str, str],
+    callback_hosts: Iterable[str] | None = None,
     poll_interval: float = 1.0,
     schedules: Mapping[str, RetrySchedule] | None = None,
 ) -> None:
@@ -248,7 +249,10 @@ def serve(
         host: The address to listen on; one that is not loopback needs both tokens.
         port: The TCP port.
         tokens: The report and review tokens (`Tokens.from_env`).
-        callbacks: HTTP callback URLs by kind, for automatic retries.
+        callbacks: HTTP callback URLs by kind, for automatic retries (these kinds cannot
+            be changed over HTTP).
+        callback_hosts: The hosts a callback registered over HTTP may point at (default:
+            loopback, `DEFAULT_CALLBACK_HOSTS`).
         poll_interval: Seconds between the worker's rounds.
         schedules: A retry schedule per kind; the key ``"*"`` replaces the default one.
 
@@ -263,7 +267,7 @@ def serve(
     from failsafe.errors.worker import Handlers, RetryWorker
 
     tokens.check_listen(host)
-    handlers = Handlers()
+    handlers = Handlers() if callback_hosts is None else Handlers(callback_hosts=callback_hosts)
     for kind, url in callbacks.items():
         try:
             handlers.register_url(kind, url)

@@ -55,11 +55,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import re
 import threading
-from collections.abc import Callable
-from typing import TYPE_CHECKING, TypeAlias
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Final, TypeAlias
 from urllib.parse import urlsplit
 
 from failsafe.errors.desk import ErrorDesk
@@ -71,7 +72,7 @@ if TYPE_CHECKING:
     # failsafe.errors and in-process handlers work without it
     import httpx
 
-__all__ = ["Handler", "Handlers", "RetryWorker"]
+__all__ = ["DEFAULT_CALLBACK_HOSTS", "Handler", "HandlerPinned", "Handlers", "RetryWorker"]
 
 _log = logging.getLogger("failsafe.errors.worker")
 
@@ -86,12 +87,54 @@ _MAX_DETAIL = 2000
 _BODY_IN_DETAIL = 200
 
 
+DEFAULT_CALLBACK_HOSTS: Final = ("127.0.0.1", "::1", "localhost")
+"""The hosts a callback registered over HTTP may point at, unless others are given."""
+
+
+class HandlerPinned(Exception):
+    """A kind's handler was registered in code or at start: HTTP cannot change it."""
+
+    def __init__(self, kind: str) -> None:
+        super().__init__(
+            f"kind: the handler of {kind!r} was set when the service started; it cannot be"
+            " changed over HTTP"
+        )
+        self.kind = kind
+
+
+def _is_ipv6(host: str) -> bool:
+    try:
+        ipaddress.IPv6Address(host.strip("[]"))
+    except ValueError:
+        return False
+    return True
+
+
+def _host_key(host: str) -> str:
+    """A host as compared: lower case, IPv6 without brackets, no trailing dot."""
+    return host.strip().strip("[]").rstrip(".").lower()
+
+
 class Handlers:
     """The registry of how each kind of record is retried: a callable or a callback URL.
 
     One handler per kind: registering a kind again (either way) replaces its handler.
     Thread-safe: the service may register a URL (``PUT /v1/handlers/{kind}``) while the
     worker reads the registry.
+
+    What arrives over HTTP goes through `offer_url`, which cannot change a kind registered
+    here in code (or with ``--callback`` at start) and accepts only URLs whose host is one
+    of ``callback_hosts``: so a token holder cannot redirect another kind's retries, nor
+    make the worker send records to a host of its choosing.
+
+    Args:
+        callback_hosts: The hosts a URL registered over HTTP may point at (default
+            `DEFAULT_CALLBACK_HOSTS`: loopback). Names are compared as written, in lower
+            case: ``localhost`` does not admit ``127.0.0.1``.
+
+    Raises:
+        ConfigurationError: If a callback host is not a host name or address (a port,
+            a path or a user part is refused).
 
     Example:
         ```python
@@ -102,9 +145,23 @@ class Handlers:
         ```
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, callback_hosts: Iterable[str] = DEFAULT_CALLBACK_HOSTS) -> None:
         self._lock = threading.Lock()
         self._handlers: dict[str, Handler | str] = {}
+        # kinds registered in code (or with --callback): never changed over HTTP
+        self._pinned: set[str] = set()
+        hosts = [callback_hosts] if isinstance(callback_hosts, str) else list(callback_hosts)
+        for host in hosts:
+            if (
+                not isinstance(host, str)
+                or not host.strip()
+                or any(c in host for c in "/@?# ")
+                or (":" in host and not _is_ipv6(host))
+            ):
+                raise ConfigurationError(
+                    "callback_hosts", f"must be host names or addresses (no port), got {host!r}"
+                )
+        self.callback_hosts: frozenset[str] = frozenset(_host_key(h) for h in hosts)
 
     def register(self, kind: str, fn: Handler) -> None:
         """Retry records of ``kind`` by calling ``fn(record)`` in this process.
@@ -122,6 +179,7 @@ class Handlers:
             raise TypeError(f"the handler of {kind!r} must be callable, got {fn!r}")
         with self._lock:
             self._handlers[kind] = fn
+            self._pinned.add(kind)
 
     def register_url(self, kind: str, url: str) -> None:
         """Retry records of ``kind`` by POSTing them to ``url`` (an HTTP callback).
@@ -137,6 +195,34 @@ class Handlers:
         _check_kind(kind)
         _check_url(url)
         with self._lock:
+            self._handlers[kind] = url
+            self._pinned.add(kind)
+
+    def offer_url(self, kind: str, url: str) -> None:
+        """Register a callback URL that arrived over HTTP (``PUT /v1/handlers/{kind}``).
+
+        Unlike `register_url`, which is the operator's (code, or ``--callback`` at start),
+        this refuses what would let the sender redirect retries or reach other hosts: a
+        kind registered in code or at start cannot be changed this way, and the URL's host
+        must be one of ``callback_hosts`` (loopback by default).
+
+        Raises:
+            InvalidReport: If ``kind`` or ``url`` is invalid, or the URL's host is not an
+                allowed callback host (``field`` is ``"url"``).
+            HandlerPinned: If ``kind``'s handler was registered in code or at start.
+        """
+        _check_kind(kind)
+        _check_url(url)
+        host = _host_key(urlsplit(url).hostname or "")
+        if host not in self.callback_hosts:
+            allowed = ", ".join(sorted(self.callback_hosts)) or "none"
+            raise InvalidReport(
+                "url",
+                f"host {host!r} is not one of the callback hosts allowed at start ({allowed})",
+            )
+        with self._lock:
+            if kind in self._pinned:
+                raise HandlerPinned(kind)
             self._handlers[kind] = url
 
     def urls(self) -> dict[str, str]:
