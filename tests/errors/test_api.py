@@ -813,7 +813,7 @@ async def test_the_lifespan_runs_the_retry_worker_until_shutdown(
     handlers.register("stock.decrement", decrement)
     worker = RetryWorker(desk, handlers, poll_interval=1.0)
     app = create_app(desk, tokens=Tokens(), handlers=handlers, worker=worker)
-    client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://errors")
+    client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1")
     async with client, app.router.lifespan_context(app):
         created = await client.post("/v1/reports", json=VALID)
         with anyio.fail_after(10):  # a deadline only: the fake clock drives the worker's waits
@@ -841,7 +841,7 @@ async def test_healthz_is_503_when_the_worker_died(tmp_path: Path, anyio_backend
     """If the worker's loop ends on its own, /healthz says so with 503."""
     desk = ErrorDesk(SQLiteStore(":memory:"), clock=FakeClock())
     app = create_app(desk, tokens=Tokens(), handlers=Handlers(), worker=CrashingWorker())
-    client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://errors")
+    client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1")
     async with client, app.router.lifespan_context(app):
         for _ in range(3):
             await asyncio.sleep(0)
@@ -869,3 +869,69 @@ def test_no_request_the_openapi_document_describes_gets_a_5xx(case: Any) -> None
     assert response.status_code < 500, (response.status_code, response.text[:500])
     if response.status_code >= 400 and not case.path.startswith("/review"):
         assert set(response.json()) >= {"error", "field"}
+
+
+# -- no tokens: requests addressed to loopback only, no cross-origin writes ---------------------
+
+
+@pytest.fixture
+async def open_service(tmp_path: Path, anyio_backend: str) -> AsyncIterator[Any]:
+    """A service without tokens (on loopback), and a way to send it raw requests."""
+    store = SQLiteStore(str(tmp_path / "open.db"))
+    app = create_app(ErrorDesk(store), tokens=Tokens(), handlers=Handlers())
+    client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1")
+    async with client:
+        yield client, store
+    store.close()
+
+
+@pytest.mark.parametrize(
+    "host",
+    ["rebind.attacker.example", "rebind.attacker.example:8090", "10.0.0.7", "", "127.0.0.1.nip.io"],
+)
+async def test_without_tokens_a_request_addressed_elsewhere_is_refused(
+    open_service: Any, host: str
+) -> None:
+    """DNS rebinding: a page at attacker.example resolved to 127.0.0.1 reads nothing."""
+    client, store = open_service
+    created = await client.post("/v1/reports", json=VALID)
+    for method, path in (("GET", "/v1/records"), ("GET", "/review/"), ("POST", "/v1/reports")):
+        response = await client.request(
+            method, path, headers={"Host": host}, json=VALID if method == "POST" else None
+        )
+        assert_error(response, 403, "host", "not this machine")
+        assert created.json()["record"]["id"] not in response.text
+    assert sum(store.counts().values()) == 1  # the refused report was not stored
+
+
+@pytest.mark.parametrize(
+    "host", ["127.0.0.1:8090", "localhost", "LOCALHOST:1", "[::1]:8090", "127.8.9.1"]
+)
+async def test_without_tokens_loopback_hosts_are_served(open_service: Any, host: str) -> None:
+    client, _ = open_service
+    response = await client.get("/v1/records", headers={"Host": host})
+    assert response.status_code == 200, response.text
+
+
+async def test_without_tokens_a_write_from_another_origin_is_refused(open_service: Any) -> None:
+    """A form on another site (or another port) cannot discard a record; the same origin can."""
+    client, store = open_service
+    record_id = (await client.post("/v1/reports", json=VALID)).json()["record"]["id"]
+    before = store.get(record_id).status
+    for origin in ("http://evil.example", "null", "http://127.0.0.1:3000", "http://localhost:8090"):
+        headers = {"Host": "127.0.0.1:8090", "Origin": origin}
+        api = await client.post(f"/v1/records/{record_id}/discard", json={}, headers=headers)
+        assert_error(api, 403, "origin", "another site")
+        page = await client.post(f"/review/records/{record_id}/discard", headers=headers)
+        assert page.status_code == 403
+        assert store.get(record_id).status is before
+    same = {"Host": "127.0.0.1:8090", "Origin": "http://127.0.0.1:8090"}
+    done = await client.post(f"/v1/records/{record_id}/discard", json={}, headers=same)
+    assert done.status_code == 200, done.text
+    assert store.get(record_id).status.value == "discarded"
+
+
+async def test_with_both_tokens_the_host_is_not_checked(service: Service) -> None:
+    """Behind a proxy or on a network address, the tokens are the lock, not the Host."""
+    response = await service.client.get("/v1/records", headers={"Host": "errors.internal"})
+    assert response.status_code == 200

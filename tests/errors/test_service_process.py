@@ -229,3 +229,26 @@ def test_serve_refuses_a_bad_configuration_before_listening(
     with pytest.raises(ConfigurationError, match=match):
         serve(db=db_path, dsn=dsn, host="127.0.0.1", port=1, tokens=Tokens(), callbacks=callbacks)
     assert not (tmp_path / "x.db").exists()
+
+
+@pytest.mark.real_time
+def test_a_served_service_without_tokens_refuses_a_rebound_host(db: Path) -> None:
+    """Over a real socket: Host: rebind.attacker.example reads nothing; loopback still does."""
+    service = ServiceProcess(db)
+    try:
+        with httpx.Client(base_url=service.url, timeout=5) as client:
+            created = client.post("/v1/reports", json=REPORT)
+            assert created.status_code == 201
+            rebound = client.get("/v1/records", headers={"Host": "rebind.attacker.example"})
+            assert rebound.status_code == 403
+            assert rebound.json()["field"] == "host"
+            assert created.json()["record"]["id"] not in rebound.text
+            foreign = client.post(
+                f"/v1/records/{created.json()['record']['id']}/discard",
+                json={},
+                headers={"Origin": "http://evil.example"},
+            )
+            assert (foreign.status_code, foreign.json()["field"]) == (403, "origin")
+            assert client.get("/v1/records").json()["total"] == 1
+    finally:
+        service.kill()

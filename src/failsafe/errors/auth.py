@@ -2,22 +2,25 @@
 
 Tokens come from the environment (``FAILSAFE_ERRORS_REPORT_TOKEN``,
 ``FAILSAFE_ERRORS_REVIEW_TOKEN``) or from files named by ``..._TOKEN_FILE``; they are
-compared in constant time. Without tokens the service only listens on loopback.
+compared in constant time. Without tokens the service only listens on loopback, and
+(`LoopbackOnly`) answers only requests addressed to loopback, refusing cross-origin writes.
 """
 
 from __future__ import annotations
 
 import hmac
 import ipaddress
+import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any, Final
 
 import attrs
 
 from failsafe.exceptions import ConfigurationError
 
-__all__ = ["Tokens", "is_loopback"]
+__all__ = ["LoopbackOnly", "Tokens", "is_loopback"]
 
 
 def _read(env: Mapping[str, str], name: str) -> str | None:
@@ -112,3 +115,73 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+_UNSAFE: Final = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+def _host_name(value: str) -> str:
+    """The host part of a ``Host`` value or an origin's authority (no port, no brackets)."""
+    if value.startswith("["):  # [::1] or [::1]:8090
+        return value[1:].partition("]")[0]
+    if value.count(":") == 1:
+        return value.partition(":")[0]
+    return value
+
+
+class LoopbackOnly:
+    """ASGI middleware for a service with an open door (a token not set), on loopback.
+
+    Binding to loopback keeps other machines out, but not a web page in the user's browser:
+    with DNS rebinding, ``attacker.example`` resolves to 127.0.0.1 and the page's requests
+    reach the service with ``Host: attacker.example``; a page can also POST a form to
+    ``http://127.0.0.1:8090`` (a cross-origin write). So while a door is open, a request is
+    refused (403) unless its ``Host`` names loopback (``127.0.0.1``, ``::1``, ``localhost``,
+    any port), and a write (POST, PUT, PATCH, DELETE) that carries an ``Origin`` is refused
+    unless that origin is the request's own (same host and port).
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        """Pass the request on, or answer 403 naming the header that refused it."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        host = origin = None
+        for name, value in scope["headers"]:
+            if name == b"host":
+                host = value.decode("latin-1").strip().lower()
+            elif name == b"origin":
+                origin = value.decode("latin-1").strip().lower()
+        problem = field = None
+        if host is None or not is_loopback(_host_name(host)):
+            field = "host"
+            problem = (
+                f"Host: {host!r} is not this machine; without both tokens the service"
+                " answers only requests addressed to 127.0.0.1, ::1 or localhost"
+            )
+        elif origin is not None and scope["method"] in _UNSAFE:
+            _, _, authority = origin.partition("://")
+            if authority != host:
+                field = "origin"
+                problem = (
+                    f"Origin: {origin[:200]!r} is another site; without both tokens the"
+                    " service refuses writes from other origins"
+                )
+        if problem is None:
+            await self.app(scope, receive, send)
+            return
+        body = json.dumps({"error": problem, "field": field}).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 403,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})

@@ -24,6 +24,7 @@ from typing import Protocol
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Mount
@@ -34,7 +35,7 @@ from failsafe.errors.api import (
     HandlerRegistry,
     api_routes,
 )
-from failsafe.errors.auth import Tokens
+from failsafe.errors.auth import LoopbackOnly, Tokens
 from failsafe.errors.desk import ErrorDesk, RetrySchedule
 from failsafe.errors.review import review_routes
 from failsafe.errors.store import ErrorStore
@@ -138,7 +139,10 @@ def create_app(
 
     Args:
         desk: Every route acts through it.
-        tokens: The bearer tokens of the report and review doors (``None``: open).
+        tokens: The bearer tokens of the report and review doors (``None``: open). With
+            a door open, the app answers only requests whose ``Host`` is loopback and
+            refuses writes from another origin (403; see
+            [`LoopbackOnly`][failsafe.errors.auth.LoopbackOnly]).
         handlers: Where ``PUT /v1/handlers/{kind}`` registers HTTP callbacks (the worker's
             [`Handlers`][failsafe.errors.worker.Handlers]).
         worker: Run with ``run_forever(stop)`` for the app's lifetime (its lifespan), if
@@ -206,6 +210,8 @@ def _build_app(
     return Starlette(
         routes=[*routes, Mount("/review", routes=review_routes(desk, tokens=tokens))],
         exception_handlers={HTTPException: _http_error, Exception: _server_error},
+        # an open door: only requests addressed to loopback, no cross-origin writes
+        middleware=[] if tokens.complete else [Middleware(LoopbackOnly)],
         lifespan=lifespan,
     )
 
