@@ -15,7 +15,14 @@ from starlette.routing import Mount
 from failsafe.errors.auth import Tokens
 from failsafe.errors.desk import ErrorDesk
 from failsafe.errors.record import Action, ErrorRecord, Report, Status
-from failsafe.errors.review import AUTH_COOKIE, CSRF_FIELD, review_routes
+from failsafe.errors.review import (
+    AUTH_COOKIE,
+    CSRF_FIELD,
+    LOGIN_BURST,
+    LOGIN_EVERY,
+    SESSION_SECONDS,
+    review_routes,
+)
 from failsafe.errors.sqlite import SQLiteStore
 from failsafe.testing import FakeClock
 
@@ -444,3 +451,111 @@ def test_the_csrf_token_depends_on_the_review_token(seeded: Seeded) -> None:
     assert seen[0] == seen[1] != seen[2]
     assert TOKEN not in seen
     assert "a-token" not in seen[0]
+
+
+# -- login sessions and the limit on guesses ---------------------------------------------------
+
+
+def _app(desk: ErrorDesk) -> Starlette:
+    return Starlette(
+        routes=[Mount("/review", routes=review_routes(desk, tokens=Tokens(review=TOKEN)))]
+    )
+
+
+def _client(app: Starlette, ip: str = "10.0.0.1") -> httpx.AsyncClient:
+    transport = httpx.ASGITransport(app=app, client=(ip, 40000))
+    return httpx.AsyncClient(transport=transport, base_url="http://testserver")
+
+
+def test_the_session_cookie_is_not_the_token_and_cannot_be_forged(seeded: Seeded) -> None:
+    """The cookie holds a signed session id: the token itself, or an altered cookie, is refused."""
+
+    async def main() -> None:
+        app = _app(seeded.desk)
+        async with _client(app) as c:
+            r = await c.post("/review/login", data={"token": TOKEN, "next": "/review/"})
+            cookie = c.cookies[AUTH_COOKIE]
+            assert TOKEN not in cookie
+            assert "Max-Age=43200" in r.headers["set-cookie"]
+            assert (await c.get("/review/")).status_code == 200
+        issued, nonce, mac = cookie.split(".")
+        forged = [
+            TOKEN,
+            f"{issued}.{nonce}.{'0' * len(mac)}",
+            f"{int(issued) + 1}.{nonce}.{mac}",
+            f"{issued}.other.{mac}",
+            "x" * 300,
+        ]
+        for value in forged:
+            async with _client(app) as c:
+                c.cookies.set(AUTH_COOKIE, value)
+                assert (await c.get("/review/")).status_code == 303, value
+
+    asyncio.run(main())
+
+
+def test_a_session_ends_after_twelve_hours(seeded: Seeded) -> None:
+    async def main() -> None:
+        async with _client(_app(seeded.desk)) as c:
+            await c.post("/review/login", data={"token": TOKEN, "next": "/review/"})
+            seeded.clock.advance(SESSION_SECONDS - 1)
+            assert (await c.get("/review/")).status_code == 200
+            seeded.clock.advance(1)
+            assert (await c.get("/review/")).status_code == 303  # to the login form
+
+    asyncio.run(main())
+
+
+def test_the_csrf_token_belongs_to_one_login_session(seeded: Seeded) -> None:
+    """Two logins get two CSRF tokens; one session's token does not work in the other."""
+
+    async def main() -> None:
+        app = _app(seeded.desk)
+        url = f"/review/records/{seeded.lost.id}"
+        async with _client(app) as first, _client(app) as second:
+            for c in (first, second):
+                await c.post("/review/login", data={"token": TOKEN, "next": "/review/"})
+            one = csrf_of((await first.get(url)).text)
+            two = csrf_of((await second.get(url)).text)
+            assert one != two
+            crossed = await second.post(f"{url}/discard", data={CSRF_FIELD: one, "actor": "x"})
+            assert crossed.status_code == 403
+            assert seeded.desk.get(seeded.lost.id).status is Status.NEEDS_REVIEW
+            own = await second.post(f"{url}/discard", data={CSRF_FIELD: two, "actor": "x"})
+            assert own.status_code == 303
+        assert seeded.desk.get(seeded.lost.id).status is Status.DISCARDED
+
+    asyncio.run(main())
+
+
+def test_failed_logins_are_limited_per_client(seeded: Seeded) -> None:
+    """Five wrong guesses, then 429 with Retry-After, even for the right token.
+
+    Then one more guess every 12 s; another client is not slowed; a success starts the
+    client afresh.
+    """
+
+    async def main() -> None:
+        app = _app(seeded.desk)
+        async with _client(app, "10.0.0.1") as guesser, _client(app, "10.0.0.2") as other:
+            for n in range(LOGIN_BURST):
+                r = await guesser.post("/review/login", data={"token": f"guess-{n}"})
+                assert r.status_code == 401
+            for token in ("guess-x", TOKEN):
+                limited = await guesser.post("/review/login", data={"token": token})
+                assert limited.status_code == 429
+                assert limited.headers["retry-after"] == str(int(LOGIN_EVERY))
+                assert "Too many failed logins" in limited.text
+                assert AUTH_COOKIE not in guesser.cookies
+            ok = await other.post("/review/login", data={"token": TOKEN, "next": "/review/"})
+            assert ok.status_code == 303
+            seeded.clock.advance(LOGIN_EVERY)
+            assert (await guesser.post("/review/login", data={"token": "g"})).status_code == 401
+            assert (await guesser.post("/review/login", data={"token": "g"})).status_code == 429
+            seeded.clock.advance(LOGIN_EVERY)
+            right = await guesser.post("/review/login", data={"token": TOKEN, "next": "/review/"})
+            assert right.status_code == 303
+            for _ in range(LOGIN_BURST):  # afresh: a full burst again
+                assert (await guesser.post("/review/login", data={"token": "g"})).status_code == 401
+
+    asyncio.run(main())

@@ -11,9 +11,12 @@ Server-rendered HTML (no script at all; a little CSS), mounted by the service at
 - ``GET|POST /review/login`` and ``POST /review/logout``.
 
 When the review token is set, every page needs it: an ``Authorization: Bearer`` header, or
-the cookie the login form sets (HttpOnly, SameSite=Strict). Every action form carries a CSRF
-token derived from the review token with HMAC (from a per-process secret when no token is
-set), so another site cannot make a reviewer's browser act. Every value shown is escaped.
+the session cookie the login form sets (HttpOnly, SameSite=Strict; a signed session id and
+its time, not the token; valid `SESSION_SECONDS`). Failed logins are limited per client
+(`LOGIN_BURST` at once, then one every `LOGIN_EVERY` seconds; 429 with ``Retry-After``).
+Every action form carries a CSRF token tied to the login session with HMAC (to a
+per-process secret when no token is set), so another site cannot make a reviewer's browser
+act. Every value shown is escaped.
 """
 
 from __future__ import annotations
@@ -22,7 +25,9 @@ import hashlib
 import hmac
 import html
 import json
+import math
 import secrets
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Final
@@ -38,10 +43,33 @@ from failsafe.errors.desk import ErrorDesk
 from failsafe.errors.record import OPEN_STATUSES, ErrorRecord, Status
 from failsafe.errors.store import MOVES, InvalidMove, Query, RecordNotFound, StoreError
 
-__all__ = ["AUTH_COOKIE", "CSRF_FIELD", "NAME_COOKIE", "csrf_token", "review_routes"]
+__all__ = [
+    "AUTH_COOKIE",
+    "CSRF_FIELD",
+    "LOGIN_BURST",
+    "LOGIN_CLIENTS",
+    "LOGIN_EVERY",
+    "NAME_COOKIE",
+    "SESSION_SECONDS",
+    "csrf_token",
+    "review_routes",
+]
 
 AUTH_COOKIE: Final = "failsafe_review"
-"""The cookie the login form sets; it holds the review token (HttpOnly, SameSite=Strict)."""
+"""The cookie the login form sets (HttpOnly, SameSite=Strict): a session id, its time and an
+HMAC of both with the review token. It does not hold the token."""
+
+SESSION_SECONDS: Final = 12 * 3600
+"""How long a login lasts; then the pages ask for the token again."""
+
+LOGIN_BURST: Final = 5
+"""Failed logins a client may make at once before it must wait."""
+
+LOGIN_EVERY: Final = 12.0
+"""Seconds after which a client may fail one more login (five a minute, sustained)."""
+
+LOGIN_CLIENTS: Final = 10_000
+"""Clients whose failed logins are remembered; the least recent is forgotten beyond it."""
 
 NAME_COOKIE: Final = "failsafe_reviewer"
 """The cookie that remembers the name a reviewer last acted under (prefills "your name")."""
@@ -99,14 +127,51 @@ def _when(epoch: float | None) -> str:
     return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-def csrf_token(tokens: Tokens, secret: bytes) -> str:
+def csrf_token(tokens: Tokens, secret: bytes, session: str | None = None) -> str:
     """The CSRF token the review forms carry.
 
-    Derived with HMAC-SHA256 from the review token, or from ``secret`` (per process) when no
-    review token is set, so it is stable across requests but unknown to other sites.
+    Derived with HMAC-SHA256 from the review token (or from ``secret``, per process, when no
+    review token is set) and the login ``session``'s id, so it changes with every login
+    and is unknown to other sites.
     """
     key = tokens.review.encode() if tokens.review is not None else secret
-    return hmac.new(key, b"failsafe-review-csrf", hashlib.sha256).hexdigest()
+    message = b"failsafe-review-csrf" + (b"|" + session.encode() if session else b"")
+    return hmac.new(key, message, hashlib.sha256).hexdigest()
+
+
+def _signed(key: bytes, issued: int, nonce: str) -> str:
+    mac = hmac.new(key, f"session|{issued}|{nonce}".encode(), hashlib.sha256).hexdigest()
+    return f"{issued}.{nonce}.{mac}"
+
+
+class _LoginLimit:
+    """Failed logins per client: a token bucket of `LOGIN_BURST`, one back per `LOGIN_EVERY`.
+
+    At most `LOGIN_CLIENTS` clients are remembered (the least recently seen is forgotten).
+    """
+
+    def __init__(self) -> None:
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
+
+    def _level(self, client: str, now: float) -> float:
+        level, stamp = self._buckets.get(client, (float(LOGIN_BURST), now))
+        return min(float(LOGIN_BURST), level + (now - stamp) / LOGIN_EVERY)
+
+    def wait(self, client: str, now: float) -> float:
+        """Seconds before ``client`` may try again (0: now)."""
+        level = self._level(client, now)
+        return 0.0 if level >= 1 else (1 - level) * LOGIN_EVERY
+
+    def failed(self, client: str, now: float) -> None:
+        """Count a failed login of ``client``."""
+        self._buckets[client] = (self._level(client, now) - 1, now)
+        self._buckets.move_to_end(client)
+        while len(self._buckets) > LOGIN_CLIENTS:
+            self._buckets.popitem(last=False)
+
+    def forget(self, client: str) -> None:
+        """A successful login: the client starts afresh."""
+        self._buckets.pop(client, None)
 
 
 class _BadForm(Exception):
@@ -141,7 +206,9 @@ class _Pages:
     def __init__(self, desk: ErrorDesk, tokens: Tokens) -> None:
         self.desk = desk
         self.tokens = tokens
-        self.csrf = csrf_token(tokens, secrets.token_bytes(32))
+        self.secret = secrets.token_bytes(32)
+        self.csrf = csrf_token(tokens, self.secret)  # without a login session
+        self.logins = _LoginLimit()
 
     # -- plumbing ---------------------------------------------------------------------------
     @staticmethod
@@ -156,8 +223,28 @@ class _Pages:
         header = request.headers.get("authorization")
         if header is not None:
             return self.tokens.allows("review", header)
+        return self.session(request) is not None
+
+    def session(self, request: Request) -> str | None:
+        """The id of the request's login session, if its cookie is genuine and recent."""
+        review = self.tokens.review
         cookie = request.cookies.get(AUTH_COOKIE)
-        return bool(cookie) and self.tokens.allows("review", f"Bearer {cookie}")
+        if review is None or not cookie or len(cookie) > 200:
+            return None
+        issued, _, rest = cookie.partition(".")
+        nonce, _, _ = rest.partition(".")
+        if not issued.isascii() or not issued.isdigit() or not nonce:
+            return None
+        expected = _signed(review.encode(), int(issued), nonce)
+        if not hmac.compare_digest(cookie.encode(), expected.encode()):
+            return None
+        age = self.desk.clock.time() - int(issued)
+        return nonce if 0 <= age < SESSION_SECONDS else None
+
+    def csrf_for(self, request: Request) -> str:
+        """The CSRF token of the request's login session (or of the process, without one)."""
+        nonce = self.session(request)
+        return self.csrf if nonce is None else csrf_token(self.tokens, self.secret, nonce)
 
     def page(
         self,
@@ -174,7 +261,7 @@ class _Pages:
         if nav and self.tokens.review is not None:
             logout = (
                 f'<form method="post" action="{_e(base)}/logout">'
-                f'<input type="hidden" name="{CSRF_FIELD}" value="{_e(self.csrf)}">'
+                f'<input type="hidden" name="{CSRF_FIELD}" value="{_e(self.csrf_for(request))}">'
                 '<button type="submit">Log out</button></form>'
             )
         header = f'<header><a href="{_e(base)}/">Error review</a>{logout}</header>' if nav else ""
@@ -222,7 +309,7 @@ class _Pages:
                 except _BadForm as exc:
                     return self.problem(request, exc.status, exc.message)
                 given = form.get(CSRF_FIELD, "")
-                if not hmac.compare_digest(given.encode(), self.csrf.encode()):
+                if not hmac.compare_digest(given.encode(), self.csrf_for(request).encode()):
                     return self.problem(
                         request, 403, "the form's CSRF token is missing or wrong; reload the page"
                     )
@@ -270,15 +357,31 @@ class _Pages:
             return self.problem(request, exc.status, exc.message)
         target = self.safe_next(request, form.get("next"))
         token = form.get("token", "")
-        if self.tokens.review is None:
+        review = self.tokens.review
+        if review is None:
             return RedirectResponse(target, status_code=303)
+        client = request.client.host if request.client is not None else "unknown"
+        now = self.desk.clock.monotonic()
+        wait = self.logins.wait(client, now)
+        if wait > 0:
+            seconds = math.ceil(wait)
+            body = self.login_form(
+                request, target, f"Too many failed logins: try again in {seconds} s."
+            )
+            refused = self.page(request, "Log in", body, status=429, nav=False)
+            refused.headers["retry-after"] = str(seconds)
+            return refused
         if not token or not self.tokens.allows("review", f"Bearer {token}"):
+            self.logins.failed(client, now)
             body = self.login_form(request, target, "That is not the review token.")
             return self.page(request, "Log in", body, status=401, nav=False)
+        self.logins.forget(client)
         response = RedirectResponse(target, status_code=303)
+        session = _signed(review.encode(), int(self.desk.clock.time()), secrets.token_hex(16))
         response.set_cookie(
             AUTH_COOKIE,
-            token,
+            session,
+            max_age=SESSION_SECONDS,
             path=f"{self.base(request)}/",
             httponly=True,
             samesite="strict",
@@ -476,7 +579,7 @@ class _Pages:
         forms = "".join(
             f'<form method="post" action="{_e(here)}/{action}"'
             f' class="action-{action}">'
-            f'<input type="hidden" name="{CSRF_FIELD}" value="{_e(self.csrf)}">'
+            f'<input type="hidden" name="{CSRF_FIELD}" value="{_e(self.csrf_for(request))}">'
             f'<label>your name <input type="text" name="actor" value="{_e(name)}"'
             f' maxlength="{_MAX_ACTOR}" required></label>'
             f'<label>note <textarea name="note" rows="3" maxlength="{_MAX_NOTE}"></textarea>'
