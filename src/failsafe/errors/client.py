@@ -52,6 +52,7 @@ from failsafe.clock import SYSTEM_CLOCK, Clock
 from failsafe.errors.auth import Tokens
 from failsafe.errors.desk import ErrorDesk
 from failsafe.errors.record import Action, InvalidReport, Report
+from failsafe.errors.redact import Redactor
 from failsafe.errors.spool import Spool, SpooledReport
 from failsafe.exceptions import CircuitOpenError, ConfigurationError, FailsafeError
 
@@ -188,12 +189,15 @@ class _SinkBase:
         clock: Clock,
         max_payload_bytes: int,
         desk: ErrorDesk | None,
+        redactor: Redactor | None = None,
     ) -> None:
         if not isinstance(source, str) or not source.strip():
             raise ConfigurationError("source", f"must be a non-empty string, got {source!r}")
         self.source = source
         self._clock = clock
         self._max_payload_bytes = max_payload_bytes
+        # the desk redacts what it stores; a remote sink redacts before spooling or sending
+        self._redactor = redactor if redactor is not None else Redactor()
         self._desk = desk
         self._spool = None
         self._closed = False
@@ -300,6 +304,8 @@ class _SinkBase:
             Report.from_json(body, max_payload_bytes=self._max_payload_bytes)
         except InvalidReport as exc:
             raise ReportRejected(exc.problem, field=exc.field) from None
+        if self._desk is None:  # redacted before the spool or the network sees it
+            body = self._redactor.body(body)
         return uuid.uuid4().hex, body
 
     def _request_headers(self, report_id: str) -> dict[str, str]:
@@ -385,6 +391,9 @@ class ErrorSink(_SinkBase):
         poll_interval: Seconds between looks at a spool with nothing due (other processes
             may add to it).
         max_payload_bytes: The payload size limit checked before sending (the service's).
+        redactor: Removes secrets from every report before it is spooled or sent (default
+            [`Redactor()`][failsafe.errors.Redactor]: the same rules as the service's), so
+            a secret never reaches the spool file, the network or the service.
 
     Raises:
         ConfigurationError: On a bad URL, an empty token, or another bad option.
@@ -411,8 +420,15 @@ class ErrorSink(_SinkBase):
         lease: float = 30.0,
         poll_interval: float = 5.0,
         max_payload_bytes: int = 64 * 1024,
+        redactor: Redactor | None = None,
     ) -> None:
-        self._setup(source=source, clock=clock, max_payload_bytes=max_payload_bytes, desk=None)
+        self._setup(
+            source=source,
+            clock=clock,
+            max_payload_bytes=max_payload_bytes,
+            desk=None,
+            redactor=redactor,
+        )
         self._setup_remote(
             url,
             token=token,
@@ -706,8 +722,15 @@ class AsyncErrorSink(_SinkBase):
         lease: float = 30.0,
         poll_interval: float = 5.0,
         max_payload_bytes: int = 64 * 1024,
+        redactor: Redactor | None = None,
     ) -> None:
-        self._setup(source=source, clock=clock, max_payload_bytes=max_payload_bytes, desk=None)
+        self._setup(
+            source=source,
+            clock=clock,
+            max_payload_bytes=max_payload_bytes,
+            desk=None,
+            redactor=redactor,
+        )
         self._setup_remote(
             url,
             token=token,

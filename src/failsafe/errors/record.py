@@ -115,14 +115,7 @@ class Report:
 
     def __attrs_post_init__(self) -> None:
         if not self.dedupe_key:
-            digest = hashlib.sha256(
-                json.dumps(
-                    [self.kind, self.source, self.error_type, self.payload],
-                    sort_keys=True,
-                    separators=(",", ":"),
-                ).encode()
-            ).hexdigest()[:32]
-            object.__setattr__(self, "dedupe_key", digest)
+            object.__setattr__(self, "dedupe_key", default_dedupe_key(self))
 
     @classmethod
     def from_json(cls, data: object, *, max_payload_bytes: int = 64 * 1024) -> Report:
@@ -175,6 +168,17 @@ class Report:
         data = attrs.asdict(self)
         data["action"] = self.action.value
         return {k: v for k, v in data.items() if v is not None}
+
+
+def default_dedupe_key(report: Report) -> str:
+    """The dedupe key of a report that gives none: a hash of kind, source, error type, payload."""
+    return hashlib.sha256(
+        json.dumps(
+            [report.kind, report.source, report.error_type, report.payload],
+            sort_keys=True,
+            separators=(",", ":"),
+        ).encode()
+    ).hexdigest()[:32]
 
 
 _MAX_DEPTH = 64

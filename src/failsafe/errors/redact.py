@@ -1,9 +1,18 @@
-"""Redaction: secrets are removed from reports before they are stored.
+"""Redaction: secrets are removed from reports before they are spooled, sent or stored.
 
-By default: values under keys named like a password, token, secret, API key,
-authorization or cookie (at any depth of the payload, any case), and card numbers (13 to 19
-digits, with spaces or dashes, that pass the Luhn check) in any string, the error message
-and the traceback included.
+By default, in every text of a report (payload strings at any depth, error type and
+message, traceback, correlation id, an explicit dedupe key):
+
+- values under keys named like a password, token, secret, API key, authorization or cookie
+  (payload keys at any depth, any case; ``key=value``, ``key: value`` and ``"key": "value"``
+  in text; ``[name, value]`` pairs such as header lists);
+- the credential after ``Bearer``, ``Basic`` and ``Token``;
+- the password in a URL (``postgresql://app:SECRET@db/x`` keeps ``app``);
+- card numbers (13 to 19 digits, with spaces or dashes, that pass the Luhn check), in
+  strings and as JSON numbers.
+
+A report's default dedupe key is computed from the redacted report, so it reveals nothing
+the record does not show.
 """
 
 from __future__ import annotations
@@ -14,7 +23,7 @@ from typing import Any, Final
 
 import attrs
 
-from failsafe.errors.record import Report
+from failsafe.errors.record import Report, default_dedupe_key
 
 __all__ = ["DEFAULT_SECRET_KEYS", "REDACTED", "Redactor"]
 
@@ -34,6 +43,15 @@ DEFAULT_SECRET_KEYS: Final = (
     "cvv",
 )
 _CARD = re.compile(r"(?<!\d)(?:\d[ -]?){12,18}\d(?!\d)")
+# the credential of an Authorization value, wherever it appears
+_SCHEME = re.compile(r"(?i)\b(bearer|basic|token|digest)(\s+)([A-Za-z0-9._~+/=-]{4,})")
+# a password in a URL's userinfo: scheme://user:PASSWORD@host
+_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^\s/:@]*:)([^\s/@]+)(@)")
+
+
+def _key_pattern(key: str) -> str:
+    """A key name as found in text: ``api_key`` also matches ``api-key`` and ``apikey``."""
+    return "[-_]?".join(re.escape(part) for part in re.split(r"[-_]", key))
 
 
 def _luhn(digits: str) -> bool:
@@ -87,36 +105,71 @@ class Redactor:
                 for k, v in value.items()
             }
         if isinstance(value, list):
+            if len(value) == 2 and isinstance(value[0], str) and self._secret(value[0]):
+                return [value[0], REDACTED]  # a (name, value) pair: a header list's entry
             return [self.value(v) for v in value]
-        if isinstance(value, str) and self.cards:
-            return _cards(value)
+        if isinstance(value, str):
+            return self.text(value)
+        if (
+            self.cards
+            and isinstance(value, int)
+            and not isinstance(value, bool)
+            and 13 <= len(str(abs(value))) <= 19
+            and _luhn(str(abs(value)))
+        ):
+            return REDACTED
         return value
 
     def text(self, text: str | None) -> str | None:
-        """Return ``text`` with card numbers and ``key=value`` secrets replaced."""
+        """Return ``text`` with its secrets replaced (see the module's list)."""
         if text is None or not self.enabled:
             return text
+        text = _SCHEME.sub(rf"\1\2{REDACTED}", text)
+        text = _USERINFO.sub(rf"\1{REDACTED}\3", text)
         for key in self.secret_keys:
             text = re.sub(
-                rf"(?i)({re.escape(key)}\w*[\"']?\s*[:=]\s*[\"']?)([^\s\"',;&]+)",
+                rf"(?i)({_key_pattern(key)}[\w-]*[\"']?\s*[:=]\s*[\"']?"
+                r"(?:(?:bearer|basic|token|digest)\s+)?+)"
+                rf"(?!{re.escape(REDACTED)})([^\s\"',;&]+)",
                 rf"\1{REDACTED}",
                 text,
             )
         return _cards(text) if self.cards else text
 
     def report(self, report: Report) -> Report:
-        """Return the report with its payload, message and traceback redacted.
+        """Return the report with every text redacted.
 
-        The dedupe key is computed before redaction, so it is unchanged.
+        A default dedupe key (one the reporter did not give) is computed again from the
+        redacted report: the key of the unredacted one would let a reader of the record
+        recover a short secret by hashing guesses. A given key is redacted as text.
         """
         if not self.enabled:
             return report
-        return attrs.evolve(
+        defaulted = report.dedupe_key == default_dedupe_key(report)
+        clean = attrs.evolve(
             report,
             payload=self.value(report.payload),
+            error_type=self.text(report.error_type),
             error_message=self.text(report.error_message),
             traceback=self.text(report.traceback),
+            correlation_id=self.text(report.correlation_id),
+            dedupe_key=self.text(report.dedupe_key) or "",
         )
+        if defaulted:
+            clean = attrs.evolve(clean, dedupe_key=default_dedupe_key(clean))
+        return clean
+
+    def body(self, body: dict[str, Any]) -> dict[str, Any]:
+        """A report's JSON body (as an `ErrorSink` sends it), redacted the same way."""
+        if not self.enabled:
+            return body
+        clean = dict(body)
+        if "payload" in clean:
+            clean["payload"] = self.value(clean["payload"])
+        for name in ("error_type", "error_message", "traceback", "correlation_id", "dedupe_key"):
+            if isinstance(clean.get(name), str):
+                clean[name] = self.text(clean[name])
+        return clean
 
     @classmethod
     def with_keys(cls, extra: Iterable[str]) -> Redactor:
