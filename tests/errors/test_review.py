@@ -161,7 +161,7 @@ def test_bad_filters_get_a_clear_400(seeded: Seeded) -> None:
         assert "limit must be a whole number" in r.text
         r = await c.get("/review/", params={"offset": "-1"})
         assert r.status_code == 400
-        assert "offset must be &gt;= 0" in r.text
+        assert "offset must be from 0 to 1000000000" in r.text
 
     drive(seeded.desk, go)
 
@@ -559,3 +559,45 @@ def test_failed_logins_are_limited_per_client(seeded: Seeded) -> None:
                 assert (await guesser.post("/review/login", data={"token": "g"})).status_code == 401
 
     asyncio.run(main())
+
+
+# -- bad input is a 4xx page, never a 500 ---------------------------------------------------------
+
+
+def test_bad_list_parameters_are_a_400_page_naming_them(seeded: Seeded) -> None:
+    """An offset past 1e9 (SQLite cannot hold it) or a NUL (PostgreSQL refuses it): 400."""
+
+    async def go(c: httpx.AsyncClient) -> None:
+        cases = {
+            "offset=1000000001": "offset must be from 0 to 1000000000",
+            f"offset={10**30}": "offset must be from 0 to 1000000000",
+            "offset=" + "9" * 5000: "offset must be a whole number",
+            "text=a%00b": "text must not contain NUL",
+            "kind=k%00": "kind must not contain NUL",
+            "source=%00": "source must not contain NUL",
+            "status=open%00": "open\\x00",
+        }
+        for query, words in cases.items():
+            r = await c.get(f"/review/?{query}")
+            assert r.status_code == 400, (query, r.status_code)
+            assert words in r.text, query
+        assert (await c.get("/review/?offset=1000000000")).status_code == 200
+
+    drive(seeded.desk, go)
+
+
+def test_an_impossible_record_id_is_a_404_page(seeded: Seeded) -> None:
+    """A NUL or an over-long id is no record: 404 for the page and for every action."""
+
+    async def go(c: httpx.AsyncClient) -> None:
+        page = await c.get(f"/review/records/{seeded.lost.id}")
+        csrf = csrf_of(page.text)
+        for bad in ("a%00b", "x" * 201):
+            r = await c.get(f"/review/records/{bad}")
+            assert r.status_code == 404, bad
+            assert "no error record" in r.text
+            for action in ("resolve", "retry", "discard"):
+                done = await c.post(f"/review/records/{bad}/{action}", data={CSRF_FIELD: csrf})
+                assert done.status_code == 404, (bad, action)
+
+    drive(seeded.desk, go)

@@ -38,6 +38,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from failsafe.errors.api import _MAX_ID, _MAX_OFFSET
 from failsafe.errors.auth import Tokens
 from failsafe.errors.desk import ErrorDesk
 from failsafe.errors.record import OPEN_STATUSES, ErrorRecord, Status
@@ -405,12 +406,17 @@ class _Pages:
         try:
             statuses = _statuses(status_value)
             limit = _int(params.get("limit"), "limit", _PAGE_SIZE, 1, 500)
-            offset = _int(params.get("offset"), "offset", 0, 0, None)
+            offset = _int(params.get("offset"), "offset", 0, 0, _MAX_OFFSET)
         except ValueError as exc:
             return self.problem(request, 400, str(exc))
         kind = params.get("kind", "").strip()
         source = params.get("source", "").strip()
         text = params.get("text", "").strip()
+        for name, value in (("status", status_value), ("kind", kind), ("source", source)):
+            if "\x00" in value:
+                return self.problem(request, 400, f"{name} must not contain NUL characters")
+        if "\x00" in text:
+            return self.problem(request, 400, "text must not contain NUL characters")
         query = Query(
             statuses=statuses,
             kind=kind or None,
@@ -495,6 +501,8 @@ class _Pages:
     async def record(self, request: Request) -> Response:
         """One record with its payload, error, attempts, history and action forms."""
         record_id = request.path_params["record_id"]
+        if not _plausible_id(record_id):
+            return self.problem(request, 404, f"no error record with id {record_id[:80]!r}")
         try:
             record = await run_in_threadpool(self.desk.get, record_id)
         except RecordNotFound as exc:
@@ -594,6 +602,8 @@ class _Pages:
 
         async def view(request: Request) -> Response:
             record_id = request.path_params["record_id"]
+            if not _plausible_id(record_id):
+                return self.problem(request, 404, f"no error record with id {record_id[:80]!r}")
             form: dict[str, str] = request.state.form
             actor = form.get("actor", "").strip() or "reviewer"
             note = form.get("note", "").strip() or None
@@ -660,6 +670,11 @@ def _statuses(value: str) -> tuple[Status, ...]:
     except ValueError:
         known = ", ".join(["open", *(s.value for s in Status), "all"])
         raise ValueError(f"status must be one of {known}; got {value!r}") from None
+
+
+def _plausible_id(record_id: str) -> bool:
+    """Whether a store could hold this id (no NUL, which PostgreSQL refuses; not too long)."""
+    return "\x00" not in record_id and 0 < len(record_id) <= _MAX_ID
 
 
 def _int(value: str | None, name: str, default: int, low: int, high: int | None) -> int:
