@@ -21,21 +21,101 @@ out), the report id is the ``Idempotency-Key`` and the service counts it once.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
+import logging
 import math
 import os
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator, Mapping
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Concatenate, Final, Literal, ParamSpec, TypeVar
 
 import attrs
 
 from failsafe.exceptions import ConfigurationError
 
 __all__ = ["SpooledReport", "Spool"]
+
+_log = logging.getLogger("failsafe.errors.spool")
+T = TypeVar("T")
+P = ParamSpec("P")
+_SALVAGE_FAILURES: Final = 48  # unreadable reads in a row before salvage gives up
+
+
+def _corrupt(exc: BaseException) -> bool:
+    """Whether an SQLite error says the file is damaged (not locked, not missing)."""
+    if type(exc) is not sqlite3.DatabaseError:  # OperationalError and the rest: not damage
+        return False
+    name = getattr(exc, "sqlite_errorname", "")
+    text = str(exc).lower()
+    return (
+        name in ("SQLITE_CORRUPT", "SQLITE_NOTADB")
+        or "malformed" in text
+        or "not a database" in text
+        or "quick_check" in text
+    )
+
+
+def _heal(method: Callable[Concatenate[Spool, P], T]) -> Callable[Concatenate[Spool, P], T]:
+    """A spool method that recovers from a corrupt file (see `Spool._healing`) and retries."""
+
+    def healed(self: Spool, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        return self._healing(lambda: method(self, *args, **kwargs))
+
+    functools.update_wrapper(healed, method)
+    return healed
+
+
+def _salvage(path: str) -> list[tuple[Any, ...]]:
+    """The spooled reports that can still be read from a damaged file, oldest first.
+
+    Reads a copy whose header no longer states the file's size (so that SQLite takes the
+    size of what is left: a truncated file is otherwise refused whole), in rowid order. At a
+    row it cannot read (a damaged or missing page) it skips ahead, twice as far at each
+    failure in a row, and gives up after `_SALVAGE_FAILURES` failures in a row.
+    """
+    rows: list[tuple[Any, ...]] = []
+    copy = f"{path}.salvage"
+    try:
+        with open(path, "rb") as source:
+            data = bytearray(source.read())
+        if len(data) >= 32:
+            data[28:32] = b"\0\0\0\0"  # the "in-header database size": use the file's
+        with open(copy, "wb") as target:
+            target.write(data)
+        db = sqlite3.connect(f"file:{copy}?mode=ro", uri=True)
+    except (OSError, sqlite3.Error):
+        with contextlib.suppress(OSError):
+            os.remove(copy)
+        return rows
+    columns = "report_id, body, created_at, attempts, next_attempt_at, last_error, rejected"
+    last, failures = 0, 0
+    try:
+        while failures < _SALVAGE_FAILURES:
+            try:
+                cursor = db.execute(
+                    f"SELECT rowid, {columns} FROM failsafe_spool WHERE rowid > ? ORDER BY rowid",
+                    (last,),
+                )
+                for row in cursor:
+                    last, failures = row[0], 0
+                    with contextlib.suppress(ValueError, TypeError):
+                        json.loads(row[2])  # a body that no longer parses is not salvaged
+                        rows.append(tuple(row[1:]))
+                break  # read to the end
+            except sqlite3.Error:
+                last += 2**failures  # skip what cannot be read, further each time
+                failures += 1
+    finally:
+        db.close()
+        with contextlib.suppress(OSError):
+            os.remove(copy)
+    return rows
+
 
 _SCHEMA = (
     """
@@ -129,17 +209,93 @@ class Spool:
             with contextlib.suppress(FileExistsError):
                 os.close(os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(
-            self.path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
-        )
+        self._busy_timeout = busy_timeout
+        self._synchronous = synchronous
         self._closed = False
-        self._db.execute("PRAGMA journal_mode=WAL")
-        # FULL by default, not NORMAL: in WAL mode NORMAL may lose the last commits on an OS
-        # crash or a power loss, and a report whose report() returned must never be lost.
-        self._db.execute(f"PRAGMA synchronous={synchronous}")
-        with self._transaction() as db:
+        self._generation = 0  # counts recoveries, so that concurrent callers recover once
+        self.recovered: list[tuple[str, int]] = []
+        """Each recovery from a corrupt file: where the file was moved, reports salvaged."""
+        try:
+            self._db = self._connect()
+            if self._db.execute("PRAGMA quick_check").fetchone()[0] != "ok":
+                raise sqlite3.DatabaseError("PRAGMA quick_check found the file damaged")
+        except sqlite3.DatabaseError as exc:
+            if not _corrupt(exc):
+                raise
+            with self._lock:
+                self._recover(exc)
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(
+            self.path, timeout=self._busy_timeout, isolation_level=None, check_same_thread=False
+        )
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            # FULL by default, not NORMAL: in WAL mode NORMAL may lose the last commits on an
+            # OS crash or a power loss, and a report whose report() returned must never be lost.
+            db.execute(f"PRAGMA synchronous={self._synchronous}")
+            db.execute("BEGIN IMMEDIATE")
             for statement in _SCHEMA:
                 db.execute(statement)
+            db.execute("COMMIT")
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+    def _recover(self, error: BaseException) -> None:
+        """The file is corrupt: move it aside, salvage what reads, go on with a fresh one.
+
+        Called with the lock held (or before the spool is shared).
+        """
+        self._generation += 1
+        old = getattr(self, "_db", None)
+        if old is not None:
+            with contextlib.suppress(sqlite3.Error):
+                old.close()
+        if self.path == ":memory:":
+            self._db = self._connect()
+            self.recovered.append((":memory:", 0))
+            return
+        aside = f"{self.path}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+        for suffix in ("", "-wal", "-shm"):
+            with contextlib.suppress(FileNotFoundError):
+                os.replace(self.path + suffix, aside + suffix)
+        salvaged = _salvage(aside)
+        with contextlib.suppress(FileExistsError):
+            os.close(os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+        self._db = self._connect()
+        self._db.execute("BEGIN IMMEDIATE")
+        self._db.executemany(
+            "INSERT OR IGNORE INTO failsafe_spool (report_id, body, created_at, attempts,"
+            " next_attempt_at, last_error, rejected) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            salvaged,
+        )
+        self._db.execute("COMMIT")
+        self.recovered.append((aside, len(salvaged)))
+        _log.error(
+            "the error spool %s was corrupt (%s): moved it to %s, salvaged %d report(s) into"
+            " a fresh spool; reporting goes on",
+            self.path,
+            error,
+            aside,
+            len(salvaged),
+        )
+
+    def _healing(self, operation: Callable[[], T]) -> T:
+        """Run ``operation``; if the file turns out corrupt, recover and run it once more."""
+        generation = self._generation
+        try:
+            return operation()
+        except sqlite3.DatabaseError as exc:
+            if not _corrupt(exc):
+                raise
+            with self._lock:
+                if self._closed:
+                    raise
+                if self._generation == generation:  # nobody recovered meanwhile
+                    self._recover(exc)
+        return operation()
 
     @contextmanager
     def _reading(self) -> Iterator[sqlite3.Connection]:
@@ -161,6 +317,7 @@ class Spool:
                 raise
             self._db.execute("COMMIT")
 
+    @_heal
     def put(self, report_id: str, body: Mapping[str, Any], *, now: float) -> bool:
         """Store a report, due at once; return ``False`` if its id was already spooled.
 
@@ -179,6 +336,7 @@ class Spool:
             )
             return cursor.rowcount == 1
 
+    @_heal
     def due(self, now: float, limit: int, *, lease: float = 0.0) -> list[SpooledReport]:
         """The reports due at ``now``, oldest first, at most ``limit`` of them.
 
@@ -202,6 +360,7 @@ class Spool:
                 )
         return [_row(row) for row in rows]
 
+    @_heal
     def done(self, report_id: str) -> bool:
         """Delete a delivered report; return whether it was still there."""
         with self._transaction() as db:
@@ -210,6 +369,7 @@ class Spool:
                 == 1
             )
 
+    @_heal
     def failed(self, report_id: str, next_at: float, *, error: str | None = None) -> None:
         """Count a failed delivery attempt and make the report due again at ``next_at``."""
         with self._transaction() as db:
@@ -219,6 +379,7 @@ class Spool:
                 (next_at, error, report_id),
             )
 
+    @_heal
     def release(self, report_ids: Iterable[str], next_at: float) -> None:
         """Give back claimed reports that were not attempted, due again at ``next_at``."""
         with self._transaction() as db:
@@ -227,6 +388,7 @@ class Spool:
                 [(next_at, report_id) for report_id in report_ids],
             )
 
+    @_heal
     def reject(self, report_id: str, reason: str) -> None:
         """Park a report the service refused for good (a 4xx): kept, never sent again.
 
@@ -240,6 +402,7 @@ class Spool:
                 (reason, reason, report_id),
             )
 
+    @_heal
     def rejected(self) -> list[SpooledReport]:
         """The reports the service refused for good, oldest first."""
         with self._reading() as db:
@@ -248,6 +411,7 @@ class Spool:
             ).fetchall()
         return [_row(row) for row in rows]
 
+    @_heal
     def next_due(self) -> float | None:
         """When the earliest waiting report is due (``None`` if none is waiting)."""
         with self._reading() as db:
@@ -256,6 +420,7 @@ class Spool:
             ).fetchone()
         return None if row[0] is None else float(row[0])
 
+    @_heal
     def __len__(self) -> int:
         """How many reports wait for delivery (parked rejected ones not included)."""
         with self._reading() as db:
