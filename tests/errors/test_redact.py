@@ -64,6 +64,16 @@ def test_each_leak_the_issue_found_is_redacted() -> None:
     assert clean.error_message == f"401 from stock: Authorization: Bearer {REDACTED}"
 
 
+def test_a_digit_run_inside_an_id_is_not_a_card_number() -> None:
+    """A uuid hex holding a Luhn-valid 13-digit run stays whole (it broke the retry key)."""
+    key = "5df390bf4738437283204a68e2a8257e"
+    assert Redactor().value({"key": key, "note": f"retry of {key}"}) == {
+        "key": key,
+        "note": f"retry of {key}",
+    }
+    assert Redactor().text(f"card {CARD}, card:{CARD}.") == f"card {REDACTED}, card:{REDACTED}."
+
+
 def test_the_default_dedupe_key_is_the_redacted_reports() -> None:
     """A reader of the record cannot recover a 3-digit CVV by hashing 1,000 guesses."""
     reports = [

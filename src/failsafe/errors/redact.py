@@ -42,7 +42,8 @@ DEFAULT_SECRET_KEYS: Final = (
     "card_number",
     "cvv",
 )
-_CARD = re.compile(r"(?<!\d)(?:\d[ -]?){12,18}\d(?!\d)")
+# not inside a longer word: a hex id such as 5df390bf4738437283204a68 holds a digit run
+_CARD = re.compile(r"(?<![0-9A-Za-z])(?:\d[ -]?){12,18}\d(?![0-9A-Za-z])")
 # the credential of an Authorization value, wherever it appears
 _SCHEME = re.compile(r"(?i)\b(bearer|basic|token|digest)(\s+)([A-Za-z0-9._~+/=-]{4,})")
 # a password in a URL's userinfo: scheme://user:PASSWORD@host
