@@ -16,6 +16,7 @@ from failsafe.errors import (
     Report,
     Status,
 )
+from failsafe.errors.store import REPEAT_SAMPLE
 
 
 def report(**overrides: Any) -> Report:
@@ -72,6 +73,18 @@ class StoreContract:
         assert again.updated_at == 5.0
         assert [h.action for h in again.history] == ["reported", "reported again"]
         assert store.find(Query()).total == 1
+
+    def test_a_failure_repeated_many_times_keeps_a_bounded_history(
+        self, store: ErrorStore
+    ) -> None:
+        """The first REPEAT_SAMPLE repeats are in the history; later ones only count."""
+        for n in range(60):
+            record, _ = store.add(report(), now=float(n), next_attempt_at=None, actor=f"a{n}")
+        assert record.count == 60
+        assert (record.created_at, record.updated_at) == (0.0, 59.0)  # first and last seen
+        actions = [h.action for h in record.history]
+        assert actions == ["reported"] + ["reported again"] * REPEAT_SAMPLE
+        assert [h.actor for h in record.history][-1] == f"a{REPEAT_SAMPLE}"
 
     def test_a_report_delivered_twice_counts_once(self, store: ErrorStore) -> None:
         """The same report id stored twice changes nothing the second time."""

@@ -871,6 +871,17 @@ def test_no_request_the_openapi_document_describes_gets_a_5xx(case: Any) -> None
         assert set(response.json()) >= {"error", "field"}
 
 
+async def test_the_answer_to_a_repeated_report_stays_small(service: Service) -> None:
+    """Report #200 of one failure answers about as much as report #12 (was 467 KB at #6,000)."""
+    sizes = []
+    async with service.client_with(REPORTER) as reporter:
+        for _ in range(200):
+            response = await reporter.post("/v1/reports", json=VALID)
+            sizes.append(len(response.content))
+    assert response.json()["record"]["count"] == 200
+    assert sizes[-1] <= sizes[11] + 100  # only the count and the time grow
+
+
 # -- no tokens: requests addressed to loopback only, no cross-origin writes ---------------------
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from failsafe.errors import _sql
 from failsafe.errors.record import Action, ErrorRecord, Report, Status
-from failsafe.errors.store import Page, Query, RecordNotFound, check_move
+from failsafe.errors.store import REPEAT_SAMPLE, Page, Query, RecordNotFound, check_move
 
 Run = Callable[[str, Sequence[Any]], Any]
 """Execute one statement in the open transaction; returns a cursor."""
@@ -144,7 +144,9 @@ class SQLStore:
                 continue
             record_id, created = existing[0], False
             run(_sql.BUMP, (now, record_id))
-            run(_sql.INSERT_HISTORY, (record_id, now, actor, "reported again", None))
+            # a bounded sample of the repeats: the count and updated_at say the rest
+            if run(_sql.COUNT_OF, (record_id,)).fetchone()[0] <= REPEAT_SAMPLE + 1:
+                run(_sql.INSERT_HISTORY, (record_id, now, actor, "reported again", None))
             break
         if report_id is not None:
             run(_sql.INSERT_RECEIPT, (report_id, record_id, now))

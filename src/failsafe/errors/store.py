@@ -18,6 +18,7 @@ from failsafe.exceptions import FailsafeError
 
 __all__ = [
     "MOVES",
+    "REPEAT_SAMPLE",
     "ErrorStore",
     "InvalidMove",
     "Page",
@@ -52,6 +53,13 @@ class InvalidMove(StoreError):
         self.wanted = wanted
         super().__init__(f"record {record_id} is {current.value}; it cannot become {wanted.value}")
 
+
+REPEAT_SAMPLE: Final = 10
+"""The repeats of a failure a record's history lists ("reported again"): the first ten.
+
+Later repeats only raise the record's ``count`` and ``updated_at`` (when it was last
+reported; ``created_at`` is when first), so a failure reported a million times costs the
+same to store, read and show as one reported eleven times."""
 
 MOVES: Final[dict[Status, frozenset[Status]]] = {
     Status.PENDING_RETRY: frozenset(
