@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import stat
 import uuid
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -126,8 +128,9 @@ class _Down(httpx.BaseTransport):
 )
 @given(secret=_SECRET, place=st.integers(0, len(_PLACES) - 1))
 def test_no_secret_reaches_the_spool_file_or_the_network(
-    tmp_path: Path, secret: str, place: int
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, secret: str, place: int
 ) -> None:
+    caplog.set_level(logging.DEBUG)
     spool = tmp_path / f"spool-{uuid.uuid4().hex}.db"  # one per example
     down = _Down()
     sink = ErrorSink(
@@ -156,6 +159,8 @@ def test_no_secret_reaches_the_spool_file_or_the_network(
         assert secret.encode() not in path.read_bytes(), path.name
     assert all(secret.encode() not in body for body in down.sent)
     assert stat.S_IMODE(os.stat(spool).st_mode) == 0o600
+    assert caplog.records  # the sink did log (the spooling), and no secret in it
+    assert secret not in caplog.text
 
 
 def _error(fields: dict[str, Any]) -> BaseException | None:
@@ -173,8 +178,9 @@ def _error(fields: dict[str, Any]) -> BaseException | None:
 )
 @given(secret=_SECRET, place=st.integers(0, len(_PLACES) - 1))
 def test_no_secret_reaches_the_store_the_api_or_the_review_page(
-    tmp_path: Path, secret: str, place: int
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, secret: str, place: int
 ) -> None:
+    caplog.set_level(logging.DEBUG)
     name = f"store-{uuid.uuid4().hex}.db"  # one per example
     store = SQLiteStore(str(tmp_path / name))
     app = create_app(ErrorDesk(store), tokens=Tokens(), handlers=Handlers())
@@ -199,6 +205,7 @@ def test_no_secret_reaches_the_store_the_api_or_the_review_page(
         store.close()
     for page in pages:
         assert secret not in page
+    assert secret not in caplog.text
     for path in tmp_path.iterdir():
         if path.name.startswith(name):
             assert secret.encode() not in path.read_bytes()
