@@ -100,7 +100,8 @@ class Report:
         traceback: The traceback text.
         correlation_id: The request or message id that ties logs together.
         dedupe_key: Reports with the same key, while a record is open, are one record with
-            a count. Default: a hash of kind, source, error type and payload.
+            a count. Default: a hash of kind, source, error type and payload (computed
+            again from the redacted report when it is stored, see `Redactor.report`).
     """
 
     kind: str

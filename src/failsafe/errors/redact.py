@@ -17,6 +17,7 @@ the record does not show.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable
 from typing import Any, Final
@@ -53,6 +54,19 @@ _USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^\s/:@]*:)([^\s/@]+)(@)")
 def _key_pattern(key: str) -> str:
     """A key name as found in text: ``api_key`` also matches ``api-key`` and ``apikey``."""
     return "[-_]?".join(re.escape(part) for part in re.split(r"[-_]", key))
+
+
+@functools.lru_cache(maxsize=32)
+def _pairs(keys: tuple[str, ...]) -> re.Pattern[str] | None:
+    """One pattern for every ``key=value`` / ``key: value`` secret of ``keys``, compiled once."""
+    if not keys:
+        return None
+    names = "|".join(_key_pattern(key) for key in sorted(keys, key=len, reverse=True))
+    return re.compile(
+        rf"(?i)((?:{names})[\w-]*[\"']?\s*[:=]\s*[\"']?"
+        r"(?:(?:bearer|basic|token|digest)\s+)?+)"
+        rf"(?!{re.escape(REDACTED)})([^\s\"',;&]+)"
+    )
 
 
 def _luhn(digits: str) -> bool:
@@ -127,14 +141,9 @@ class Redactor:
             return text
         text = _SCHEME.sub(rf"\1\2{REDACTED}", text)
         text = _USERINFO.sub(rf"\1{REDACTED}\3", text)
-        for key in self.secret_keys:
-            text = re.sub(
-                rf"(?i)({_key_pattern(key)}[\w-]*[\"']?\s*[:=]\s*[\"']?"
-                r"(?:(?:bearer|basic|token|digest)\s+)?+)"
-                rf"(?!{re.escape(REDACTED)})([^\s\"',;&]+)",
-                rf"\1{REDACTED}",
-                text,
-            )
+        pattern = _pairs(self.secret_keys)
+        if pattern is not None:
+            text = pattern.sub(rf"\1{REDACTED}", text)
         return _cards(text) if self.cards else text
 
     def report(self, report: Report) -> Report:

@@ -26,6 +26,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import sqlite3
 import threading
 import time
@@ -38,11 +39,13 @@ import attrs
 
 from failsafe.exceptions import ConfigurationError
 
-__all__ = ["SpooledReport", "Spool"]
+__all__ = ["RECOVERIES_KEPT", "SpooledReport", "Spool"]
 
 _log = logging.getLogger("failsafe.errors.spool")
 T = TypeVar("T")
 P = ParamSpec("P")
+RECOVERIES_KEPT: Final = 16
+"""How many recoveries `Spool.recovered` remembers (the oldest are forgotten)."""
 _SALVAGE_FAILURES: Final = 48  # unreadable reads in a row before salvage gives up
 
 
@@ -70,28 +73,36 @@ def _heal(method: Callable[Concatenate[Spool, P], T]) -> Callable[Concatenate[Sp
     return healed
 
 
-def _salvage(path: str) -> list[tuple[Any, ...]]:
+def _create_private(path: str) -> None:
+    """Create ``path`` readable by its owner only (0600), unless it exists."""
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+
+
+def _salvage(path: str) -> Iterator[tuple[Any, ...]]:
     """The spooled reports that can still be read from a damaged file, oldest first.
 
-    Reads a copy whose header no longer states the file's size (so that SQLite takes the
-    size of what is left: a truncated file is otherwise refused whole), in rowid order. At a
-    row it cannot read (a damaged or missing page) it skips ahead, twice as far at each
-    failure in a row, and gives up after `_SALVAGE_FAILURES` failures in a row.
+    Reads a copy (0600, streamed, not held in memory) whose header no longer states the
+    file's size (so that SQLite takes the size of what is left: a truncated file is
+    otherwise refused whole), in rowid order. At a row it cannot read (a damaged or missing
+    page) it skips ahead, twice as far at each failure in a row, and gives up after
+    `_SALVAGE_FAILURES` failures in a row. The copy is removed when the rows are consumed.
     """
-    rows: list[tuple[Any, ...]] = []
     copy = f"{path}.salvage"
     try:
-        with open(path, "rb") as source:
-            data = bytearray(source.read())
-        if len(data) >= 32:
-            data[28:32] = b"\0\0\0\0"  # the "in-header database size": use the file's
-        with open(copy, "wb") as target:
-            target.write(data)
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(copy)  # a leftover of an earlier salvage that died
+        _create_private(copy)
+        with open(path, "rb") as source, open(copy, "r+b") as target:
+            shutil.copyfileobj(source, target)
+            if target.tell() >= 32:
+                target.seek(28)
+                target.write(b"\0\0\0\0")  # the "in-header database size": use the file's
         db = sqlite3.connect(f"file:{copy}?mode=ro", uri=True)
     except (OSError, sqlite3.Error):
         with contextlib.suppress(OSError):
             os.remove(copy)
-        return rows
+        return
     columns = "report_id, body, created_at, attempts, next_attempt_at, last_error, rejected"
     last, failures = 0, 0
     try:
@@ -103,9 +114,11 @@ def _salvage(path: str) -> list[tuple[Any, ...]]:
                 )
                 for row in cursor:
                     last, failures = row[0], 0
-                    with contextlib.suppress(ValueError, TypeError):
+                    try:
                         json.loads(row[2])  # a body that no longer parses is not salvaged
-                        rows.append(tuple(row[1:]))
+                    except (ValueError, TypeError):
+                        continue
+                    yield tuple(row[1:])
                 break  # read to the end
             except sqlite3.Error:
                 last += 2**failures  # skip what cannot be read, further each time
@@ -114,7 +127,6 @@ def _salvage(path: str) -> list[tuple[Any, ...]]:
         db.close()
         with contextlib.suppress(OSError):
             os.remove(copy)
-    return rows
 
 
 _SCHEMA = (
@@ -206,15 +218,15 @@ class Spool:
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
             # only its owner may read it (0600), before SQLite writes a byte into it; the WAL
             # and shared-memory files SQLite adds take the same permissions
-            with contextlib.suppress(FileExistsError):
-                os.close(os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+            _create_private(self.path)
         self._lock = threading.Lock()
         self._busy_timeout = busy_timeout
         self._synchronous = synchronous
         self._closed = False
         self._generation = 0  # counts recoveries, so that concurrent callers recover once
         self.recovered: list[tuple[str, int]] = []
-        """Each recovery from a corrupt file: where the file was moved, reports salvaged."""
+        """The last `RECOVERIES_KEPT` recoveries from a corrupt file: where the file was
+        moved, and how many reports were salvaged."""
         try:
             self._db = self._connect()
             if self._db.execute("PRAGMA quick_check").fetchone()[0] != "ok":
@@ -261,25 +273,24 @@ class Spool:
         for suffix in ("", "-wal", "-shm"):
             with contextlib.suppress(FileNotFoundError):
                 os.replace(self.path + suffix, aside + suffix)
-        salvaged = _salvage(aside)
-        with contextlib.suppress(FileExistsError):
-            os.close(os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+        _create_private(self.path)
         self._db = self._connect()
         self._db.execute("BEGIN IMMEDIATE")
-        self._db.executemany(
+        salvaged = self._db.executemany(
             "INSERT OR IGNORE INTO failsafe_spool (report_id, body, created_at, attempts,"
             " next_attempt_at, last_error, rejected) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            salvaged,
-        )
+            _salvage(aside),
+        ).rowcount
         self._db.execute("COMMIT")
-        self.recovered.append((aside, len(salvaged)))
+        self.recovered.append((aside, salvaged))
+        del self.recovered[:-RECOVERIES_KEPT]
         _log.error(
             "the error spool %s was corrupt (%s): moved it to %s, salvaged %d report(s) into"
             " a fresh spool; reporting goes on",
             self.path,
             error,
             aside,
-            len(salvaged),
+            salvaged,
         )
 
     def _healing(self, operation: Callable[[], T]) -> T:

@@ -80,18 +80,6 @@ class PanicProbes:
             waits.append((breaker.retry_after, index, key))
         return min(waits)[2] if waits else None
 
-    def choose(self, breakers: KeyedCircuitBreaker, keys: Sequence[str]) -> str | None:
-        """The endpoint to send to although its circuit is open, or ``None``.
-
-        ``None`` when some endpoint's circuit is not open (the failure was something else),
-        or when the bucket is empty. Takes a token; the caller does not mark it in flight.
-        """
-        key = self.nearest(breakers, keys)
-        if key is None:
-            return None
-        with self._lock:
-            return key if self._take() else None
-
     def join(
         self,
         breakers: KeyedCircuitBreaker,

@@ -60,7 +60,7 @@ from failsafe.http._bounds import (
     widest,
 )
 from failsafe.http._endpoints import Endpoint, parse_endpoints
-from failsafe.http._panic import FOLLOW_WAIT, PanicProbes
+from failsafe.http._panic import FOLLOW_WAIT, InFlight, PanicProbes
 from failsafe.http.classify import (
     _CONNECT,
     RETRYABLE,
@@ -457,6 +457,38 @@ class _Resilience:
             return None
         return refused
 
+    def resort(
+        self, refused: Sequence[str], loop: asyncio.AbstractEventLoop | None = None
+    ) -> tuple[str, CircuitBreaker, InFlight | None, bool] | None:
+        """Where the last resort of a request that ``refused`` circuits failed goes.
+
+        ``(key, breaker, None, False)``: a circuit that refused it has closed since (by
+        another request's last resort?): send there. ``(key, breaker, in_flight, True)``:
+        this request is the last resort (its circuit half-open now): send, then
+        ``panic.finish(in_flight)``. ``(key, breaker, in_flight, False)``: another request
+        is it: wait for ``in_flight``, then send there if its circuit closed. ``None``: no
+        last resort.
+        """
+        breakers, panic = self.breakers, self.panic
+        assert breakers is not None
+        assert panic is not None
+        for key in refused:
+            breaker = breakers.get(key)
+            if breaker.state is CircuitState.CLOSED:
+                return key, breaker, None, False
+        in_flight, sends = panic.join(breakers, self.keys, loop)
+        if in_flight is None:
+            return None
+        breaker = breakers.get(in_flight.key)
+        if sends:
+            breaker.half_open()
+        return in_flight.key, breaker, in_flight, sends
+
+    def resorted(self, in_flight: InFlight) -> None:
+        """The last resort this request sent has ended: wake the requests waiting for it."""
+        assert self.panic is not None
+        self.panic.finish(in_flight)
+
     @staticmethod
     def time_left(call: _Call) -> float:
         """How long a request may wait for the last resort in flight."""
@@ -755,30 +787,23 @@ class ResilientTransport(httpx.BaseTransport):
         """Every circuit open: follow one that closed, send the last resort, or wait for it.
 
         The response, or the endpoint and the error of a failed try, or ``None`` (no last
-        resort for this request).
+        resort for this request). See `_Resilience.resort`.
         """
         resilience = self._resilience
-        breakers, panic = resilience.breakers, resilience.panic
-        assert breakers is not None
-        assert panic is not None
-        for key in refused:  # closed since it refused the request (by a last resort?): follow
-            breaker = breakers.get(key)
-            if breaker.state is CircuitState.CLOSED:
-                return self._send_to(key, breaker, request, call)
-        in_flight, sends = panic.join(breakers, resilience.keys)
-        if in_flight is None:
+        plan = resilience.resort(refused)
+        if plan is None:
             return None
-        breaker = breakers.get(in_flight.key)
-        if sends:
-            try:
-                breaker.half_open()
-                return self._send_to(in_flight.key, breaker, request, call)
-            finally:
-                panic.finish(in_flight)
-        in_flight.done.wait(resilience.time_left(call))
-        if breaker.state is not CircuitState.CLOSED:
-            return None
-        return self._send_to(in_flight.key, breaker, request, call)
+        key, breaker, in_flight, sends = plan
+        if in_flight is not None:
+            if sends:
+                try:
+                    return self._send_to(key, breaker, request, call)
+                finally:
+                    resilience.resorted(in_flight)
+            in_flight.done.wait(resilience.time_left(call))
+            if breaker.state is not CircuitState.CLOSED:
+                return None
+        return self._send_to(key, breaker, request, call)
 
     def _send_to(
         self, key: str, breaker: CircuitBreaker, request: httpx.Request, call: _Call
@@ -943,33 +968,26 @@ class AsyncResilientTransport(httpx.AsyncBaseTransport):
     ) -> httpx.Response | tuple[str, Exception] | None:
         """The asyncio twin of `ResilientTransport._last_resort`."""
         resilience = self._resilience
-        breakers, panic = resilience.breakers, resilience.panic
-        assert breakers is not None
-        assert panic is not None
-        for key in refused:  # closed since it refused the request (by a last resort?): follow
-            breaker = breakers.get(key)
-            if breaker.state is CircuitState.CLOSED:
-                return await self._send_to(key, breaker, request, call)
         loop = asyncio.get_running_loop()
-        in_flight, sends = panic.join(breakers, resilience.keys, loop)
-        if in_flight is None:
+        plan = resilience.resort(refused, loop)
+        if plan is None:
             return None
-        breaker = breakers.get(in_flight.key)
-        if sends:
+        key, breaker, in_flight, sends = plan
+        if in_flight is not None:
+            if sends:
+                try:
+                    return await self._send_to(key, breaker, request, call)
+                finally:
+                    resilience.resorted(in_flight)
+            if in_flight.loop is not loop or in_flight.loop_done is None:
+                return None  # sent from another event loop: nothing to wait on here
             try:
-                breaker.half_open()
-                return await self._send_to(in_flight.key, breaker, request, call)
-            finally:
-                panic.finish(in_flight)
-        if in_flight.loop is not loop or in_flight.loop_done is None:
-            return None  # sent from another event loop: nothing to wait on here
-        try:
-            await asyncio.wait_for(in_flight.loop_done.wait(), resilience.time_left(call))
-        except TimeoutError:
-            return None
-        if breaker.state is not CircuitState.CLOSED:
-            return None
-        return await self._send_to(in_flight.key, breaker, request, call)
+                await asyncio.wait_for(in_flight.loop_done.wait(), resilience.time_left(call))
+            except TimeoutError:
+                return None
+            if breaker.state is not CircuitState.CLOSED:
+                return None
+        return await self._send_to(key, breaker, request, call)
 
     async def _send_to(
         self, key: str, breaker: CircuitBreaker, request: httpx.Request, call: _Call
