@@ -6,12 +6,10 @@ nothing listens, and through a loopback TCP proxy (`Proxy`) that is cut mid-run 
 
 from __future__ import annotations
 
-import contextlib
 import os
 import socket
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -37,6 +35,7 @@ from failsafe.circuit_breaker import redis_client, redis_storage
 from failsafe.events import CircuitStorageRestored, CircuitStorageUnavailable
 from failsafe.testing import FakeClock, RecordingListener
 from tests.conftest import Driver
+from tests.tcp_proxy import Proxy
 
 pytestmark = pytest.mark.redis
 
@@ -124,105 +123,8 @@ def _down() -> None:
 # -- issue 11: a Redis outage must not become an outage of the guarded service ------------------
 
 
-class Proxy:
-    """A loopback TCP proxy to Redis that can be cut and restored, on one port throughout.
-
-    ``cut()`` drops every connection and closes the listening socket, so new connections are
-    refused, as with a dead server; ``cut(blackhole=True)`` drops the connections but keeps
-    accepting new ones and never answers, as with a network partition (a client then waits
-    for its socket timeout). ``accepted`` counts the connections made, answered or not.
-    """
-
-    def __init__(self, target: tuple[str, int]) -> None:
-        self.target = target
-        self.port = 0
-        self.accepted = 0
-        self._blackhole = False
-        self._listener: socket.socket | None = None
-        self._sockets: set[socket.socket] = set()
-        self._lock = threading.Lock()
-        self._threads: list[threading.Thread] = []
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind(("127.0.0.1", self.port))
-        listener.listen(16)
-        self.port = listener.getsockname()[1]
-        self._listener = listener
-        self._spawn(self._accept, listener)
-
-    def _spawn(self, target: Callable[..., None], *args: object) -> None:
-        thread = threading.Thread(target=target, args=args, daemon=True)
-        thread.start()
-        self._threads.append(thread)
-
-    def _accept(self, listener: socket.socket) -> None:
-        while True:
-            try:
-                conn, _ = listener.accept()
-            except OSError:
-                return  # the listener was closed
-            with self._lock:
-                self.accepted += 1
-                self._sockets.add(conn)
-                if self._blackhole:
-                    continue  # hold it open, never answer
-            try:
-                upstream = socket.create_connection(self.target, timeout=2)
-            except OSError:
-                conn.close()
-                continue
-            with self._lock:
-                self._sockets.add(upstream)
-            self._spawn(self._pump, conn, upstream)
-            self._spawn(self._pump, upstream, conn)
-
-    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
-        try:
-            while data := src.recv(65536):
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (src, dst):
-                _close(s)
-
-    def cut(self, *, blackhole: bool = False) -> None:
-        """Drop every connection; refuse new ones (or, ``blackhole``, accept them silently)."""
-        with self._lock:
-            self._blackhole = blackhole
-            sockets, self._sockets = list(self._sockets), set()
-        for s in sockets:
-            _close(s)
-        if not blackhole and self._listener is not None:
-            _close(self._listener)
-            self._listener = None
-
-    def restore(self) -> None:
-        """Forward again, on the same port."""
-        with self._lock:
-            self._blackhole = False
-            sockets, self._sockets = list(self._sockets), set()
-        for s in sockets:  # the silent connections of a blackhole
-            _close(s)
-        if self._listener is None:
-            self.start()
-
-    def close(self) -> None:
-        self.cut()
-        for thread in self._threads:
-            thread.join(timeout=2)
-
-
-def _close(s: socket.socket) -> None:
-    with contextlib.suppress(OSError):
-        s.shutdown(socket.SHUT_RDWR)
-    s.close()
+def _url(proxy: Proxy) -> str:
+    return f"redis://127.0.0.1:{proxy.port}/0"
 
 
 @pytest.fixture
@@ -388,7 +290,7 @@ def test_calls_flow_through_a_cut_and_the_state_resynchronises(
     clock, events = FakeClock(), RecordingListener()
     here = CircuitBreaker(
         name="warehouse",
-        storage=storages(proxy.url, namespace=namespace),
+        storage=storages(_url(proxy), namespace=namespace),
         trip=ConsecutiveFailures(threshold=3),
         reset_timeout=60,
         storage_retry=5,
@@ -441,7 +343,7 @@ def test_after_a_cut_the_shared_state_is_adopted(
     clock, events = FakeClock(), RecordingListener()
     here = CircuitBreaker(
         name="warehouse",
-        storage=storages(proxy.url, namespace=namespace),
+        storage=storages(_url(proxy), namespace=namespace),
         storage_retry=5,
         clock=clock,
         listeners=[events],
@@ -469,7 +371,7 @@ def test_a_silent_redis_costs_one_socket_timeout_per_retry_interval(
     """A partition (Redis accepts, never answers) costs one short timeout, then calls flow."""
     clock, events = FakeClock(), RecordingListener()
     here = CircuitBreaker(
-        storage=storages(proxy.url, namespace=namespace, timeout=0.1),
+        storage=storages(_url(proxy), namespace=namespace, timeout=0.1),
         storage_retry=5,
         clock=clock,
         listeners=[events],
@@ -493,7 +395,7 @@ def test_a_users_own_pybreaker_storage_gets_the_same_guard(
 ) -> None:
     """A user's pybreaker ``CircuitRedisStorage`` and client: a cut is absorbed the same way."""
     client = redis.Redis.from_url(
-        proxy.url, socket_timeout=0.25, socket_connect_timeout=0.25, retry=Retry(NoBackoff(), 0)
+        _url(proxy), socket_timeout=0.25, socket_connect_timeout=0.25, retry=Retry(NoBackoff(), 0)
     )
     storage = pybreaker.CircuitRedisStorage(pybreaker.STATE_CLOSED, client, namespace=namespace)
     events = RecordingListener()

@@ -16,7 +16,7 @@ from failsafe.errors import (
     Report,
     Status,
 )
-from failsafe.errors.store import REPEAT_SAMPLE
+from failsafe.errors.store import RECEIPT_SECONDS, REPEAT_SAMPLE
 
 
 def report(**overrides: Any) -> Report:
@@ -74,9 +74,7 @@ class StoreContract:
         assert [h.action for h in again.history] == ["reported", "reported again"]
         assert store.find(Query()).total == 1
 
-    def test_a_failure_repeated_many_times_keeps_a_bounded_history(
-        self, store: ErrorStore
-    ) -> None:
+    def test_a_failure_repeated_many_times_keeps_a_bounded_history(self, store: ErrorStore) -> None:
         """The first REPEAT_SAMPLE repeats are in the history; later ones only count."""
         for n in range(60):
             record, _ = store.add(report(), now=float(n), next_attempt_at=None, actor=f"a{n}")
@@ -100,6 +98,28 @@ class StoreContract:
         other, _ = store.add(report(), now=6.0, next_attempt_at=9.0, actor="a", report_id="r-2")
         assert other.id == first.id
         assert other.count == 2
+
+    def test_report_ids_are_remembered_for_receipt_seconds_then_retired(
+        self, store: ErrorStore
+    ) -> None:
+        """A redelivery within RECEIPT_SECONDS counts once; older ids retire, two per report."""
+        for n in range(6):
+            store.add(report(), now=float(n), next_attempt_at=None, actor="a", report_id=f"old{n}")
+        # just inside the window: still remembered, and nothing retired yet
+        inside, _ = store.add(
+            report(), now=RECEIPT_SECONDS, next_attempt_at=None, actor="a", report_id="old0"
+        )
+        assert inside.count == 6
+        assert _receipts(store) == 6
+        later = RECEIPT_SECONDS + 10.0
+        store.add(report(), now=later, next_attempt_at=None, actor="a", report_id="new0")
+        assert _receipts(store) == 7 - 2  # the two oldest went
+        store.add(report(), now=later, next_attempt_at=None, actor="a", report_id="new1")
+        store.add(report(), now=later, next_attempt_at=None, actor="a", report_id="new2")
+        assert _receipts(store) == 3  # only the new ones: the table is bounded by the window
+        # a retired id is a new delivery now: counted again (the record is still open)
+        again, _ = store.add(report(), now=later, next_attempt_at=None, actor="a", report_id="old0")
+        assert again.count == 6 + 3 + 1
 
     def test_add_many_stores_all_in_one_go(self, store: ErrorStore) -> None:
         """A batch is stored as single adds would be: new records, joins and redeliveries."""
@@ -367,3 +387,10 @@ class StoreContract:
         every = [rid for part in claimed for rid in part]
         assert len(every) == 40
         assert len(set(every)) == 40
+
+
+def _receipts(store: ErrorStore) -> int:
+    """The report ids a SQL store remembers."""
+    with store._transaction() as run:  # type: ignore[attr-defined]
+        count: int = run("SELECT COUNT(*) FROM failsafe_error_receipts", ()).fetchone()[0]
+    return count

@@ -30,12 +30,17 @@ def free_port() -> int:
 
 
 class ServiceProcess:
-    """``serve(...)`` in a child process, on a free port, logging to a file."""
+    """``serve(...)`` in a child process, on a free port, logging to a file.
+
+    The store is the SQLite file ``db``, or PostgreSQL at ``dsn`` (the log is then still
+    written beside ``db``).
+    """
 
     def __init__(
         self,
         db: Path,
         *,
+        dsn: str | None = None,
         host: str = "127.0.0.1",
         report_token: str | None = None,
         review_token: str | None = None,
@@ -47,7 +52,8 @@ class ServiceProcess:
         code = (
             "from failsafe.errors.auth import Tokens\n"
             "from failsafe.errors.service import serve\n"
-            f"serve(db={str(db)!r}, dsn=None, host={host!r}, port={self.port},"
+            f"serve(db={None if dsn else str(db)!r}, dsn={dsn!r}, host={host!r},"
+            f" port={self.port},"
             f" tokens=Tokens(report={report_token!r}, review={review_token!r}),"
             " callbacks={}, poll_interval=0.2)\n"
         )

@@ -26,6 +26,7 @@ from failsafe.errors.store import (
     Query,
     RecordNotFound,
     StoreError,
+    StoreUnavailable,
 )
 from failsafe.errors.worker import Handler, Handlers, RetryWorker
 
@@ -58,4 +59,5 @@ __all__ = [
     "SQLiteStore",
     "Status",
     "StoreError",
+    "StoreUnavailable",
 ]

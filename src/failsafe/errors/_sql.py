@@ -70,6 +70,7 @@ SCHEMA = (
         record_id TEXT NOT NULL REFERENCES failsafe_errors (id),
         at DOUBLE PRECISION NOT NULL
     )""",
+    """CREATE INDEX IF NOT EXISTS failsafe_error_receipts_at ON failsafe_error_receipts (at)""",
 )
 
 INSERT_RECORD = (
@@ -98,6 +99,11 @@ DUE = (
 )
 FIND_RECEIPT = "SELECT record_id FROM failsafe_error_receipts WHERE report_id = ?"
 INSERT_RECEIPT = "INSERT INTO failsafe_error_receipts (report_id, record_id, at) VALUES (?, ?, ?)"
+# the oldest expired receipts, a few at a time ({lock}: skip rows another deleter holds)
+EXPIRE_RECEIPTS = (
+    "DELETE FROM failsafe_error_receipts WHERE report_id IN (SELECT report_id"
+    " FROM failsafe_error_receipts WHERE at < ? ORDER BY at LIMIT ?{lock})"
+)
 COUNTS = "SELECT status, COUNT(*) FROM failsafe_errors GROUP BY status"
 SELECT_RECORD = f"SELECT {RECORD_COLUMNS} FROM failsafe_errors WHERE id = ?"
 SELECT_ATTEMPTS = (

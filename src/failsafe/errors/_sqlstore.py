@@ -13,7 +13,14 @@ from typing import Any
 
 from failsafe.errors import _sql
 from failsafe.errors.record import Action, ErrorRecord, Report, Status
-from failsafe.errors.store import REPEAT_SAMPLE, Page, Query, RecordNotFound, check_move
+from failsafe.errors.store import (
+    RECEIPT_SECONDS,
+    REPEAT_SAMPLE,
+    Page,
+    Query,
+    RecordNotFound,
+    check_move,
+)
 
 Run = Callable[[str, Sequence[Any]], Any]
 """Execute one statement in the open transaction; returns a cursor."""
@@ -150,6 +157,12 @@ class SQLStore:
             break
         if report_id is not None:
             run(_sql.INSERT_RECEIPT, (report_id, record_id, now))
+            # each receipt written retires at most two expired ones: the table stays
+            # within RECEIPT_SECONDS of reports, at a constant cost per report
+            run(
+                _sql.EXPIRE_RECEIPTS.format(lock=self._lock_due),
+                (now - RECEIPT_SECONDS, 2),
+            )
         return record_id, created
 
     def _status(self, run: Run, record_id: str) -> Status:

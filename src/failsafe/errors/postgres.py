@@ -8,26 +8,44 @@ concurrent duplicate reports are counted on one record.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import logging
+import math
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Final, NoReturn
 
 import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
 
+from failsafe.clock import SYSTEM_CLOCK, Clock
 from failsafe.errors import _sql
 from failsafe.errors._sqlstore import Run, SQLStore
 from failsafe.errors.record import ErrorRecord, Report
+from failsafe.errors.store import StoreUnavailable
+from failsafe.exceptions import ConfigurationError
 
-__all__ = ["PostgresStore"]
+__all__ = ["FIRST_WAIT", "PostgresStore"]
 
 # taken (per transaction) while creating the tables, so two processes starting at once do not
 # race on CREATE ... IF NOT EXISTS (which is not safe against a concurrent creator)
 _SCHEMA_LOCK = 0x6661696C73616665  # "failsafe"
 _RECEIPT_KEY = "failsafe_error_receipts_pkey"
+
+_log = logging.getLogger("failsafe.errors.postgres")
+
+FIRST_WAIT: Final = 1.0
+"""Seconds a transaction waits for a pooled connection before asking whether the server is up.
+
+Up (the pool is busy): it waits on, up to the store's ``timeout``. Down: it fails at once with
+`StoreUnavailable`."""
+
+# SQLSTATEs of a lost or refused connection: class 08, and the server shutting down or starting
+_GONE_STATES: Final = ("08", "57P01", "57P02", "57P03")
 
 
 @functools.lru_cache(maxsize=512)
@@ -66,10 +84,26 @@ class PostgresStore(SQLStore):
             connection's default search path.
         min_size: Connections the pool keeps open.
         max_size: Connections the pool may open at most (concurrent transactions).
-        timeout: Seconds to wait for a pooled connection (at start and per transaction).
+        timeout: Seconds a transaction waits for a pooled connection while every one is
+            busy (and to open the pool at start).
+        connect_timeout: Seconds to wait for the server to accept a connection (libpq's
+            ``connect_timeout``, whole seconds, at least 2).
+        probe_interval: While the server is unreachable, seconds between two attempts to
+            reach it; calls in between fail at once.
+        clock: Times the probes (`FakeClock` in tests).
+
+    While the server cannot be reached (it refuses connections, a connection breaks, or no
+    connection frees up and a fresh one cannot be made), every call raises
+    [`StoreUnavailable`][failsafe.errors.StoreUnavailable] within about
+    ``FIRST_WAIT + connect_timeout`` seconds, then at once, until a probe (one at a time,
+    every ``probe_interval`` seconds) reaches the server again; the pool is then opened
+    anew, so the store works again within ``probe_interval`` seconds of the server's return.
+    Nothing is written in part: a transaction cut by a lost connection is rolled back by
+    the server.
 
     Raises:
         psycopg.OperationalError: The server cannot be reached (at construction).
+        ConfigurationError: A size or time is not a positive number.
 
     Example:
         ```python
@@ -90,28 +124,65 @@ class PostgresStore(SQLStore):
         min_size: int = 1,
         max_size: int = 10,
         timeout: float = 30.0,
+        connect_timeout: float = 5.0,
+        probe_interval: float = 2.0,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
+        for name, value in (
+            ("timeout", timeout),
+            ("connect_timeout", connect_timeout),
+            ("probe_interval", probe_interval),
+        ):
+            if not isinstance(value, int | float) or isinstance(value, bool) or not value > 0:
+                raise ConfigurationError(
+                    name, f"must be a positive number of seconds, got {value!r}"
+                )
+            if not math.isfinite(value):
+                raise ConfigurationError(name, f"must be finite, got {value!r}")
+        if not isinstance(min_size, int) or isinstance(min_size, bool) or min_size < 0:
+            raise ConfigurationError("min_size", f"must be an integer >= 0, got {min_size!r}")
+        if (
+            not isinstance(max_size, int)
+            or isinstance(max_size, bool)
+            or max_size < max(min_size, 1)
+        ):
+            raise ConfigurationError(
+                "max_size", f"must be an integer >= max(min_size, 1), got {max_size!r}"
+            )
         self.schema = schema
         self._where = _describe(dsn)
+        self._dsn = dsn
+        self._sizes = (min_size, max_size)
+        self._timeout = float(timeout)
+        # libpq takes whole seconds and treats anything under 2 as 2
+        self._connect_timeout = max(2, math.ceil(connect_timeout))
+        self._probe_interval = float(probe_interval)
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._next_probe = 0.0
+        self._closed = False
         # a plain connection first: an unreachable server fails here with libpq's message
-        with psycopg.connect(dsn, autocommit=True) as conn:
+        with psycopg.connect(dsn, autocommit=True, connect_timeout=self._connect_timeout) as conn:
             _create_tables(conn, schema)
-        self._pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
-            dsn,
-            min_size=min_size,
-            max_size=max_size,
-            timeout=timeout,
-            kwargs={"autocommit": True},
-            configure=self._configure,
-            check=ConnectionPool.check_connection,
-            name="failsafe-errors",
-            open=False,
-        )
+        self._pool: ConnectionPool[psycopg.Connection[Any]] | None = self._new_pool()
         try:
             self._pool.open(wait=True, timeout=timeout)
         except BaseException:
             self._pool.close()
             raise
+
+    def _new_pool(self) -> ConnectionPool[psycopg.Connection[Any]]:
+        return ConnectionPool(
+            self._dsn,
+            min_size=self._sizes[0],
+            max_size=self._sizes[1],
+            timeout=self._timeout,
+            kwargs={"autocommit": True, "connect_timeout": self._connect_timeout},
+            configure=self._configure,
+            check=ConnectionPool.check_connection,
+            name="failsafe-errors",
+            open=False,
+        )
 
     def _configure(self, conn: psycopg.Connection[Any]) -> None:
         if self.schema is not None:
@@ -170,16 +241,124 @@ class PostgresStore(SQLStore):
 
     @contextmanager
     def _transaction(self) -> Iterator[Run]:
-        with self._pool.connection() as conn, conn.transaction():
+        pool = self._ready()
+        conn = self._connection(pool)
+        try:
+            with conn.transaction():
 
-            def run(statement: str, params: Sequence[Any]) -> psycopg.Cursor[Any]:
-                return conn.execute(_pyformat(statement), params)
+                def run(statement: str, params: Sequence[Any]) -> psycopg.Cursor[Any]:
+                    return conn.execute(_pyformat(statement), params)
 
-            yield run
+                yield run
+        except psycopg.OperationalError as exc:
+            if not (conn.broken or conn.closed or _gone(exc)):
+                raise  # a lock timeout, a serialization failure: the caller's to handle
+            self._lost(pool, f"the connection broke: {_first_line(exc)}", exc)
+        finally:
+            with contextlib.suppress(PoolClosed):
+                pool.putconn(conn)
+
+    # -- reaching the server -----------------------------------------------------------------
+
+    def _ready(self) -> ConnectionPool[psycopg.Connection[Any]]:
+        """The pool while the server is reachable; else a probe when one is due, or refusal."""
+        with self._lock:
+            if self._closed:
+                raise StoreUnavailable(f"{self!r} is closed", retry_after=self._probe_interval)
+            if self._pool is not None:
+                return self._pool
+            now = self._clock.monotonic()
+            if now < self._next_probe:
+                raise StoreUnavailable(
+                    f"PostgreSQL at {self._where} is unreachable; next try in "
+                    f"{self._next_probe - now:.1f} s",
+                    retry_after=self._next_probe - now,
+                )
+            self._next_probe = now + self._probe_interval  # this caller probes; others wait
+        problem = self._probe()
+        if problem is not None:
+            raise StoreUnavailable(
+                f"PostgreSQL at {self._where} is unreachable: {problem}",
+                retry_after=self._probe_interval,
+            )
+        with self._lock:
+            if self._closed:
+                raise StoreUnavailable(f"{self!r} is closed", retry_after=self._probe_interval)
+            if self._pool is None:
+                # a fresh pool: the old one's reconnection backoff may have grown to minutes
+                pool = self._new_pool()
+                pool.open(wait=False)
+                self._pool = pool
+                _log.warning("PostgreSQL at %s is reachable again", self._where)
+            return self._pool
+
+    def _connection(self, pool: ConnectionPool[psycopg.Connection[Any]]) -> psycopg.Connection[Any]:
+        first = min(FIRST_WAIT, self._timeout)
+        try:
+            try:
+                return pool.getconn(timeout=first)
+            except PoolTimeout as exc:
+                problem = self._probe()
+                if problem is not None:
+                    self._lost(pool, problem, exc)
+            try:
+                return pool.getconn(timeout=max(self._timeout - first, 0.001))
+            except PoolTimeout as exc:
+                raise StoreUnavailable(
+                    f"every connection to PostgreSQL at {self._where} stayed busy for "
+                    f"{self._timeout:g} s",
+                    retry_after=1.0,
+                ) from exc
+        except PoolClosed as exc:  # the server went away (or the store closed) while waiting
+            raise StoreUnavailable(
+                f"PostgreSQL at {self._where} is unreachable", retry_after=self._probe_interval
+            ) from exc
+
+    def _probe(self) -> str | None:
+        """Why a new connection to the server fails, or ``None`` when it works."""
+        try:
+            with psycopg.connect(
+                self._dsn, autocommit=True, connect_timeout=self._connect_timeout
+            ) as conn:
+                conn.execute("SELECT 1")
+        except psycopg.Error as exc:
+            return _first_line(exc)
+        return None
+
+    def _lost(
+        self, pool: ConnectionPool[psycopg.Connection[Any]], problem: str, cause: BaseException
+    ) -> NoReturn:
+        """Mark the server unreachable (closing ``pool``) and raise `StoreUnavailable`."""
+        with self._lock:
+            if self._pool is pool:
+                self._pool = None
+                self._next_probe = self._clock.monotonic() + self._probe_interval
+                _log.warning(
+                    "PostgreSQL at %s is unreachable (%s); calls fail at once, trying again "
+                    "every %g s",
+                    self._where,
+                    problem,
+                    self._probe_interval,
+                )
+                # closed aside: its workers may be waiting on a connect that will time out
+                threading.Thread(
+                    target=pool.close,
+                    kwargs={"timeout": 1.0},
+                    name="failsafe-pool-close",
+                    daemon=True,
+                ).start()
+        raise StoreUnavailable(
+            f"PostgreSQL at {self._where} is unreachable: {problem}",
+            retry_after=self._probe_interval,
+        ) from cause
 
     def close(self) -> None:
-        """Close the pool and its connections."""
-        self._pool.close()
+        """Close the pool and its connections; later calls raise `StoreUnavailable`."""
+        with self._lock:
+            self._closed = True
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.close()
 
     def __repr__(self) -> str:
         schema = "" if self.schema is None else f", schema={self.schema!r}"
@@ -195,6 +374,17 @@ def _create_tables(conn: psycopg.Connection[Any], schema: str | None) -> None:
             conn.execute(sql.SQL("SET LOCAL search_path TO {}").format(name))
         for statement in _sql.SCHEMA:
             conn.execute(_pyformat(statement.format(serial="BIGSERIAL")), ())
+
+
+def _gone(exc: psycopg.OperationalError) -> bool:
+    """Whether ``exc`` says the connection was lost or refused (not a query's own failure)."""
+    state = exc.sqlstate
+    return state is None or state.startswith(_GONE_STATES)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:300] if text else type(exc).__name__
 
 
 def _describe(dsn: str) -> str:

@@ -42,7 +42,14 @@ from failsafe.errors.api import _MAX_ID, _MAX_OFFSET
 from failsafe.errors.auth import Tokens
 from failsafe.errors.desk import ErrorDesk
 from failsafe.errors.record import OPEN_STATUSES, ErrorRecord, Status
-from failsafe.errors.store import MOVES, InvalidMove, Query, RecordNotFound, StoreError
+from failsafe.errors.store import (
+    MOVES,
+    InvalidMove,
+    Query,
+    RecordNotFound,
+    StoreError,
+    StoreUnavailable,
+)
 
 __all__ = [
     "AUTH_COOKIE",
@@ -623,6 +630,8 @@ class _Pages:
             except InvalidMove as exc:
                 record = await run_in_threadpool(self.desk.get, record_id)
                 return self.record_page(request, record, error=str(exc), status=409)
+            except StoreUnavailable:
+                raise  # the app answers 503 with Retry-After
             except StoreError as exc:  # any other refusal by the store: say it, never a 500
                 record = await run_in_threadpool(self.desk.get, record_id)
                 return self.record_page(request, record, error=str(exc), status=409)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import threading
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from typing import Protocol
@@ -38,7 +39,7 @@ from failsafe.errors.api import (
 from failsafe.errors.auth import LoopbackOnly, Tokens
 from failsafe.errors.desk import ErrorDesk, RetrySchedule
 from failsafe.errors.review import review_routes
-from failsafe.errors.store import ErrorStore
+from failsafe.errors.store import ErrorStore, StoreUnavailable
 from failsafe.exceptions import ConfigurationError
 
 __all__ = ["BackgroundWorker", "create_app", "serve"]
@@ -116,6 +117,16 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return JSONResponse(
         {"error": message, "field": "path"}, status_code=exc.status_code, headers=exc.headers
     )
+
+
+async def _store_unavailable(request: Request, exc: Exception) -> Response:
+    # the database is down or overloaded: nothing was written; the client asks again later
+    assert isinstance(exc, StoreUnavailable)
+    headers = {"Retry-After": str(max(1, math.ceil(exc.retry_after)))}
+    message = f"the store is unavailable, try again later: {exc}"
+    if request.url.path.startswith("/review"):
+        return PlainTextResponse(message, status_code=503, headers=headers)
+    return JSONResponse({"error": message, "field": "store"}, status_code=503, headers=headers)
 
 
 async def _server_error(request: Request, exc: Exception) -> Response:
@@ -209,7 +220,11 @@ def _build_app(
     )
     return Starlette(
         routes=[*routes, Mount("/review", routes=review_routes(desk, tokens=tokens))],
-        exception_handlers={HTTPException: _http_error, Exception: _server_error},
+        exception_handlers={
+            HTTPException: _http_error,
+            StoreUnavailable: _store_unavailable,
+            Exception: _server_error,
+        },
         # an open door: only requests addressed to loopback, no cross-origin writes
         middleware=[] if tokens.complete else [Middleware(LoopbackOnly)],
         lifespan=lifespan,

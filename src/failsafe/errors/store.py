@@ -18,6 +18,7 @@ from failsafe.exceptions import FailsafeError
 
 __all__ = [
     "MOVES",
+    "RECEIPT_SECONDS",
     "REPEAT_SAMPLE",
     "ErrorStore",
     "InvalidMove",
@@ -25,6 +26,7 @@ __all__ = [
     "Query",
     "RecordNotFound",
     "StoreError",
+    "StoreUnavailable",
     "check_move",
 ]
 
@@ -54,12 +56,35 @@ class InvalidMove(StoreError):
         super().__init__(f"record {record_id} is {current.value}; it cannot become {wanted.value}")
 
 
+class StoreUnavailable(StoreError):
+    """The store cannot be reached now (its database refuses connections, or is overloaded).
+
+    Nothing was written. The service answers ``503`` with a ``Retry-After`` header, and a
+    client's spool keeps the report until then.
+
+    Attributes:
+        retry_after: Seconds after which asking again may succeed.
+    """
+
+    def __init__(self, message: str, *, retry_after: float) -> None:
+        self.retry_after = retry_after
+        super().__init__(message)
+
+
 REPEAT_SAMPLE: Final = 10
 """The repeats of a failure a record's history lists ("reported again"): the first ten.
 
 Later repeats only raise the record's ``count`` and ``updated_at`` (when it was last
 reported; ``created_at`` is when first), so a failure reported a million times costs the
 same to store, read and show as one reported eleven times."""
+
+RECEIPT_SECONDS: Final = 7 * 24 * 3600.0
+"""How long a report's id is remembered (7 days), so a report delivered again is applied once.
+
+A client that lost the answer to a delivery sends the same report again (the client's spool
+does, with its ``report_id``); within this time the store answers with the record it made
+the first time, without counting the report twice. Each report stored retires at most two
+expired ids, so the ids kept stay bounded by the reports of the last seven days."""
 
 MOVES: Final[dict[Status, frozenset[Status]]] = {
     Status.PENDING_RETRY: frozenset(

@@ -65,6 +65,7 @@ from urllib.parse import urlsplit
 
 from failsafe.errors.desk import ErrorDesk
 from failsafe.errors.record import ErrorRecord, InvalidReport
+from failsafe.errors.store import StoreUnavailable
 from failsafe.exceptions import ConfigurationError
 
 if TYPE_CHECKING:
@@ -400,11 +401,20 @@ class RetryWorker:
         at once (a round already running finishes first). A round that fails (the store is
         down) is logged and the next round tries again.
         """
+        store_down = False
         while not stop.is_set():
             try:
                 await asyncio.to_thread(self.run_once)
+            except StoreUnavailable as exc:  # said once per outage, not once per round
+                if not store_down:
+                    _log.warning("retry worker: %s; trying again every round", exc)
+                store_down = True
             except Exception:
                 _log.exception("retry worker round failed; trying again next round")
+            else:
+                if store_down:
+                    _log.warning("retry worker: the store is reachable again")
+                store_down = False
             if stop.is_set():
                 break
             await self._pause(stop)
