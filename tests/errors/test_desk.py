@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from typing import Any
 
 import pytest
 
@@ -18,6 +19,7 @@ from failsafe.errors import (
     Status,
 )
 from failsafe.errors.redact import REDACTED
+from failsafe.errors.store import StoreUnavailable
 from failsafe.testing import FakeClock
 
 
@@ -123,6 +125,33 @@ def test_person_actions_and_bulk() -> None:
     assert again.next_attempt_at == d.clock.time()
     with pytest.raises(ValueError, match="action"):
         d.bulk("explode", [a.id], actor="anna")
+
+
+def test_bulk_when_the_store_goes_away() -> None:
+    """Down from the start: StoreUnavailable (503). Down midway: the rest refused, untried."""
+    d = desk()
+    ids = [d.report(stock(n=n), actor="w")[0].id for n in range(4)]
+    real = d.store.move
+    calls: list[str] = []
+
+    def move_until(limit: int) -> Any:
+        def move(record_id: str, *args: Any, **kwargs: Any) -> Any:
+            calls.append(record_id)
+            if len(calls) > limit:
+                raise StoreUnavailable("connection refused", retry_after=2.0)
+            return real(record_id, *args, **kwargs)
+
+        return move
+
+    d.store.move = move_until(0)  # type: ignore[method-assign]
+    with pytest.raises(StoreUnavailable):
+        d.bulk("resolve", ids, actor="anna")
+    calls.clear()
+    d.store.move = move_until(2)  # type: ignore[method-assign]
+    result = d.bulk("resolve", ids, actor="anna")
+    assert [r.id for r in result.changed] == ids[:2]
+    assert result.refused == dict.fromkeys(ids[2:], "connection refused")
+    assert calls == ids[:3]  # the fourth was not tried
 
 
 def test_a_persons_retry_starts_a_fresh_series() -> None:

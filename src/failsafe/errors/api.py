@@ -5,12 +5,19 @@ store calls run in a worker thread so the event loop keeps serving. Bad input ne
 the store: a request is read with a hard size limit, decoded, and validated whole before
 anything is written, and every refusal is a 4xx whose JSON body names the problem::
 
-    {"error": "kind: is required", "field": "kind"}
+    {"error": "kind: must be 1-128 letters, digits, '.', '_', ':' or '-'", "field": "kind"}
 
 Statuses: 400 malformed JSON, 401 missing or wrong token, 404 no such record, 409 the
-record's status forbids the action, 413 body over the limit, 415 not JSON, 422 invalid.
-The routes, their bodies and answers are described by
-[`openapi_document`][failsafe.errors.api.openapi_document] (served at ``/openapi.json``).
+record's status forbids the action, 413 body over the limit, 415 not JSON, 422 invalid,
+503 the store cannot be reached (with ``Retry-After``).
+
+Each route is declared once, as an `Operation`: its door,
+its parameters and body fields (`Param`,
+`Field`, `Body`) and its answers
+(`Answer`). The same declarations validate every request and
+write the OpenAPI 3.1 document ([`openapi_document`][failsafe.errors.api.openapi_document],
+served at ``/openapi.json``): a field's type, length, pattern, enum and NUL rule are checked
+by the code that writes its JSON Schema, so the document cannot promise what the API refuses.
 """
 
 from __future__ import annotations
@@ -19,26 +26,39 @@ import json
 import logging
 import math
 import re
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import UTC, datetime
-from typing import Any, Final, NoReturn, Protocol
+from typing import Any, Final, Literal, NoReturn, Protocol
 from urllib.parse import urlsplit
 
-from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import BaseRoute, Route
+import attrs
+
+from failsafe._extras import missing_extra
+
+try:
+    from starlette.concurrency import run_in_threadpool
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse, Response
+    from starlette.routing import BaseRoute, Route
+except ImportError as exc:
+    raise missing_extra("errors", "failsafe.errors.api", exc) from exc
 
 from failsafe.errors.auth import Tokens
 from failsafe.errors.desk import ErrorDesk
 from failsafe.errors.record import InvalidReport, Report, Status
-from failsafe.errors.store import InvalidMove, Query, RecordNotFound
-from failsafe.errors.worker import HandlerPinned
+from failsafe.errors.store import InvalidMove, Query, RecordNotFound, StoreUnavailable
+from failsafe.errors.worker import DEFAULT_CALLBACK_HOSTS, HandlerPinned
 
 __all__ = [
     "DEFAULT_MAX_BODY_BYTES",
     "DEFAULT_MAX_PAYLOAD_BYTES",
+    "OPERATIONS",
+    "Answer",
+    "Body",
+    "Field",
     "HandlerRegistry",
+    "Operation",
+    "Param",
     "api_routes",
     "openapi_document",
 ]
@@ -54,34 +74,98 @@ _MAX_DEPTH: Final = 64
 _MAX_ID: Final = 200
 _MAX_BATCH: Final = 500
 _MAX_ACTOR: Final = 200
-_MAX_NOTE: Final = 64 * 1024
+_MAX_NOTE: Final = 10_000
 _MAX_BULK: Final = 500
 _MAX_URL: Final = 2000
 _MAX_OFFSET: Final = 10**9
-_KIND = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
+_MAX_SHORT: Final = 200  # record.py's limit on source, error_type, correlation_id, dedupe_key
+_MAX_TEXT: Final = 64 * 1024  # record.py's limit on error_message and traceback
 _SURROGATE = re.compile("[\ud800-\udfff]")
-_DIGITS = re.compile(r"^[0-9]{1,12}$")
-_LIST_PARAMS: Final = ("status", "kind", "source", "since", "until", "q", "limit", "offset")
+_DIGITS = re.compile(r"[0-9]{1,12}")
+
+# -- patterns, written once for the document (ECMA-262) and the checks (Python's re) ----------
+
+_WS: Final = (
+    "\\t\\n\\u000b\\u000c\\r\\u001c-\\u001f \\u0085\\u00a0\\u1680\\u2000-\\u200a"
+    "\\u2028\\u2029\\u202f\\u205f\\u3000"
+)
+"""What ``str.isspace`` (and so ``str.strip``) counts as white space, as a character class."""
+_CONTROL: Final = "\\u0000-\\u001f\\u007f"
+_NO_NUL: Final = "^[^\\u0000]*$"
+_NOT_BLANK_NO_NUL: Final = f"^[^\\u0000]*[^\\u0000{_WS}][^\\u0000]*$"
+_NOT_BLANK: Final = f"^[\\s\\S]*[^{_WS}][\\s\\S]*$"
+_KIND_PATTERN: Final = "^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
+
+_YEAR: Final = "(?:[0-9]{3}[1-9]|[0-9]{2}[1-9]0|[0-9][1-9]00|[1-9]000)"  # 0001-9999
+_LEAP: Final = "(?:[0-9]{2}(?:0[48]|[2468][048]|[13579][26])|(?:0[48]|[2468][048]|[13579][26])00)"
+_DATE: Final = (
+    f"(?:{_YEAR}-(?:(?:0[13578]|1[02])-(?:0[1-9]|[12][0-9]|3[01])"
+    "|(?:0[469]|11)-(?:0[1-9]|[12][0-9]|30)|02-(?:0[1-9]|1[0-9]|2[0-8]))"
+    f"|{_LEAP}-02-29)"
+)
+_TIME: Final = (
+    "(?:[T ](?:[01][0-9]|2[0-3]):[0-5][0-9](?::[0-5][0-9](?:\\.[0-9]{1,6})?)?"
+    "(?:Z|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])?)?"
+)
+_EPOCH: Final = "-?[0-9]{1,15}(?:\\.[0-9]{1,9})?"
+_INSTANT_PATTERN: Final = f"^(?:[{_WS}]*|{_EPOCH}|{_DATE}{_TIME})$"
+_PORT: Final = "(?:[0-9]{1,4}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
+_URL_REST: Final = f"(?:[/?#][^{_WS}{_CONTROL}]*)?"
 
 
-class HandlerRegistry(Protocol):
-    """What the API needs of the retry handlers: HTTP callbacks per kind.
+def _regex(pattern: str) -> re.Pattern[str]:
+    r"""``pattern`` (ECMA-262, as in the document) for Python: ``$`` ends the text (``\Z``).
 
-    [`Handlers`][failsafe.errors.worker.Handlers] is the implementation.
+    Python's ``$`` also matches before a final newline, ECMA's does not.
     """
+    return re.compile(pattern[:-1] + "\\Z" if pattern.endswith("$") else pattern)
 
-    def offer_url(self, kind: str, url: str) -> object:
-        """Send automatic retries of ``kind`` to ``url``, asked over HTTP.
 
-        Raises ``InvalidReport`` (422) for a bad kind or URL or a host that is not allowed,
-        and [`HandlerPinned`][failsafe.errors.worker.HandlerPinned] (409) for a kind whose
-        handler was set at start.
-        """
-        ...
+def _caseless(text: str) -> str:
+    """``text`` as a pattern matching it in any case (a host name as ``urlsplit`` reads it)."""
+    out = []
+    for char in text.lower():
+        if char.isalpha():
+            out.append(f"[{char}{char.upper()}]")
+        elif char in ".[]":
+            out.append("\\" + char)
+        else:
+            out.append(char)
+    return "".join(out)
 
-    def urls(self) -> dict[str, str]:
-        """The registered HTTP callbacks, by kind."""
-        ...
+
+def _url_pattern(hosts: Iterable[str] | None) -> str:
+    """An http(s) URL whose host is one of ``hosts`` (any host name when ``None``)."""
+    if hosts is None:
+        host = f"(?:[^{_WS}{_CONTROL}/?#@:\\[\\]]+|\\[[0-9A-Fa-f:.]+\\])"
+    else:
+        names = [
+            f"\\[{_caseless(h)}\\]" if ":" in h else f"{_caseless(h)}\\.?" for h in sorted(hosts)
+        ]
+        host = f"(?:{'|'.join(names)})" if names else "(?!)"
+    return f"^[Hh][Tt][Tt][Pp][Ss]?://{host}(?::{_PORT})?{_URL_REST}$"
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    return "an object"
+
+
+def _choices(values: Iterable[str]) -> str:
+    quoted = [f"'{v}'" for v in values]
+    return quoted[0] if len(quoted) == 1 else f"{', '.join(quoted[:-1])} or {quoted[-1]}"
+
+
+# -- refusals -------------------------------------------------------------------------------------
 
 
 class _Refused(Exception):
@@ -107,39 +191,1022 @@ def _error(
     return JSONResponse({"error": message, "field": field}, status_code=status, headers=headers)
 
 
-Endpoint = Callable[[Request], Awaitable[Response]]
+# -- the declarations -----------------------------------------------------------------------------
+
+FieldKind = Literal["string", "integer", "array", "object", "json"]
 
 
-def _guarded(door: str | None, tokens: Tokens, endpoint: Endpoint) -> Endpoint:
-    """Check the door's token, then map refusals and the store's errors to 4xx answers."""
+@attrs.frozen(kw_only=True)
+class Field:
+    """One value a request carries (a body field, or a parameter): its rules and its schema.
 
-    async def guarded(request: Request) -> Response:
-        if door is not None and not tokens.allows(door, request.headers.get("authorization")):
-            given = "authorization" in request.headers
-            problem = "wrong bearer token" if given else "missing bearer token"
-            return _error(
-                401,
-                f"{problem} for the {door} door (send 'Authorization: Bearer <token>')",
-                "authorization",
-                {"WWW-Authenticate": 'Bearer realm="failsafe-errors"'},
+    `check` enforces exactly what `schema` writes into the OpenAPI document: the type,
+    ``null``, the length, NUL characters, white space, the enum and the pattern.
+
+    Attributes:
+        name: The field's or parameter's name.
+        kind: ``string``; ``integer``; ``array`` (of ``items``); ``object`` (a ``body``);
+            ``json`` (a JSON object or array of any depth, no NUL in its strings and keys).
+        description: For the document.
+        required: Whether the field must be given (``null`` counts as given).
+        nullable: Whether ``null`` is accepted, meaning "not given".
+        default: The value when not given (or ``null``).
+        min_length: Strings: the fewest characters.
+        max_length: Strings: the most characters.
+        pattern: Strings: a regular expression (ECMA-262, anchored with ``^`` and ``$``)
+            the whole value must match. Without one, the NUL and blank rules write one.
+        enum: Strings: the accepted values; with ``separator``, the accepted items of a
+            list such as ``resolved,discarded`` (white space around items and empty items
+            are ignored).
+        separator: Strings: the list separator for ``enum``.
+        not_blank: Strings: must hold a character that is not white space.
+        nul: Strings: ``refuse`` NUL characters, or ``replace`` them with U+FFFD (SQL text
+            columns cannot hold them).
+        minimum: Integers: the smallest value.
+        maximum: Integers: the largest value.
+        items: Arrays: what each item is.
+        min_items: Arrays: the fewest items.
+        max_items: Arrays: the most items.
+        noun: Arrays: what the items are, for messages (``record ids``).
+        body: Objects: the object's fields.
+        json_types: ``json``: the JSON types of the value itself.
+        same_place: Objects: its fields are named as its parent's own in messages
+            (``reports[3].action`` rather than ``reports[3].report.action``).
+        problem: The message (after ``<field>: ``) for a value of the wrong type, length or
+            shape; ``{length}`` and ``{value}`` are filled in.
+        explain: Strings: says, for a value the pattern refused, what is wrong with it.
+        parse: Strings: turns a valid value into what the handler gets (a query's time).
+    """
+
+    name: str
+    kind: FieldKind = "string"
+    description: str | None = None
+    required: bool = False
+    nullable: bool = False
+    default: Any = None
+    min_length: int = 0
+    max_length: int | None = None
+    pattern: str | None = None
+    enum: tuple[str, ...] = ()
+    separator: str | None = None
+    not_blank: bool = False
+    nul: Literal["refuse", "replace"] = "refuse"
+    minimum: int | None = None
+    maximum: int | None = None
+    items: Field | None = None
+    min_items: int = 0
+    max_items: int | None = None
+    noun: str | None = None
+    body: Body | None = None
+    json_types: tuple[str, ...] = ("object", "array")
+    same_place: bool = False
+    problem: str | None = None
+    explain: Callable[[str], str] | None = attrs.field(default=None, eq=False, repr=False)
+    parse: Callable[[str], Any] | None = attrs.field(default=None, eq=False, repr=False)
+
+    # -- what the document says
+
+    @property
+    def effective_pattern(self) -> str | None:
+        """The pattern a string must match: the declared one, or the NUL and blank rules'."""
+        if self.kind != "string":
+            return None
+        if self.pattern is not None:
+            return self.pattern
+        if self.separator is not None:
+            word = f"[{_WS}]*(?:(?:{'|'.join(map(re.escape, self.enum))})[{_WS}]*)?"
+            return f"^{word}(?:{re.escape(self.separator)}{word})*$"
+        if self.enum:
+            return None
+        if self.nul == "refuse":
+            return _NOT_BLANK_NO_NUL if self.not_blank else _NO_NUL
+        return _NOT_BLANK if self.not_blank else None
+
+    @property
+    def expected(self) -> str:
+        """What a valid value is, in words (``a string``, ``'retry' or 'review'``)."""
+        if self.kind == "string":
+            return _choices(self.enum) if self.enum and self.separator is None else "a string"
+        if self.kind == "integer":
+            return f"an integer from {self.minimum} to {self.maximum}"
+        if self.kind == "array":
+            return f"an array of {self.noun or 'items'}"
+        if self.kind == "object":
+            return "a JSON object"
+        return " or ".join(f"a JSON {t}" for t in self.json_types)
+
+    def schema(self) -> dict[str, Any]:
+        """This field's JSON Schema, as the OpenAPI document gives it."""
+        schema: dict[str, Any]
+        if self.kind == "object":
+            assert self.body is not None
+            schema = self.body.reference()
+        elif self.kind == "json":
+            schema = {
+                "type": list(self.json_types),
+                "propertyNames": {"pattern": _NO_NUL},
+                "additionalProperties": _ref("JsonValue"),
+                "items": _ref("JsonValue"),
+            }
+        elif self.kind == "array":
+            assert self.items is not None
+            schema = {"type": "array", "items": self.items.schema()}
+            if self.min_items:
+                schema["minItems"] = self.min_items
+            if self.max_items is not None:
+                schema["maxItems"] = self.max_items
+        elif self.kind == "integer":
+            schema = {"type": "integer", "minimum": self.minimum, "maximum": self.maximum}
+        else:
+            schema = {"type": "string"}
+            if self.enum and self.separator is None:
+                schema["enum"] = [*self.enum, *([None] if self.nullable else [])]
+            low = max(self.min_length, 1 if self.not_blank else 0)
+            if low:
+                schema["minLength"] = low
+            if self.max_length is not None:
+                schema["maxLength"] = self.max_length
+            if self.effective_pattern is not None:
+                schema["pattern"] = self.effective_pattern
+        if self.nullable:
+            if "$ref" in schema:
+                schema = {"anyOf": [schema, {"type": "null"}]}
+            elif isinstance(schema.get("type"), str):
+                schema["type"] = [schema["type"], "null"]
+        if self.default is not None:
+            schema["default"] = self.default
+        if self.description:
+            schema = {**schema, "description": self.description}
+        return schema
+
+    # -- what the code checks
+
+    def _problem(self, where: str, value: Any, default: str) -> NoReturn:
+        if self.problem is None:
+            _refuse(422, f"{where}: {default}", where)
+        length = len(value) if isinstance(value, str | list) else "?"
+        shown = repr(value[:80]) if isinstance(value, str) else _json_type(value)
+        _refuse(422, f"{where}: {self.problem.format(length=length, value=shown)}", where)
+
+    def check(self, value: Any, where: str, *, max_payload_bytes: int) -> Any:
+        """``value`` checked (and cleaned) as this field, or a 422 naming ``where``.
+
+        Args:
+            value: A decoded JSON value, not ``None`` (the body deals with ``null``).
+            where: The field's place in the request, such as ``reports[3].id``.
+            max_payload_bytes: The report payload limit (the report body's own check).
+
+        Returns:
+            The value: a string with NUL replaced (``nul="replace"``), what ``body``
+            makes of an object, a list of checked items.
+        """
+        if self.kind == "object":
+            assert self.body is not None
+            return self.body.check(value, where, max_payload_bytes=max_payload_bytes)
+        if self.kind == "json":
+            if _json_type(value).split()[-1] not in self.json_types:
+                self._problem(where, value, f"must be {self.expected}, got {_json_type(value)}")
+            _check_no_nul(value, where)
+            return value
+        if self.kind == "array":
+            assert self.items is not None
+            if not isinstance(value, list):
+                self._problem(where, value, f"must be {self.expected}, got {_json_type(value)}")
+            high = self.max_items if self.max_items is not None else math.inf
+            if not self.min_items <= len(value) <= high:
+                self._problem(
+                    where,
+                    value,
+                    f"must hold {self.min_items} to {self.max_items} {self.name}, got {len(value)}",
+                )
+            return [
+                self.items.check(item, f"{where}[{index}]", max_payload_bytes=max_payload_bytes)
+                for index, item in enumerate(value)
+            ]
+        if self.kind == "integer":
+            if isinstance(value, bool) or not isinstance(value, int):
+                self._problem(where, value, f"must be {self.expected}, got {_json_type(value)}")
+            return self.check_text(str(value), where)
+        return self.check_string(value, where)
+
+    def check_string(self, value: Any, where: str) -> str:
+        """``value`` checked as a string field; NUL replaced if ``nul`` is ``replace``."""
+        if not isinstance(value, str):
+            self._problem(where, value, f"must be {self.expected}, got {_json_type(value)}")
+        return self._check_str(value, where)
+
+    def _check_str(self, value: str, where: str) -> str:
+        if "\x00" in value:
+            if self.nul == "replace":
+                value = value.replace("\x00", "\ufffd")
+            else:
+                _refuse(422, f"{where}: must not contain NUL characters", where)
+        if self.max_length is not None and len(value) > self.max_length:
+            self._problem(
+                where, value, f"is {len(value)} characters, over the limit of {self.max_length}"
             )
-        try:
-            return await endpoint(request)
-        except _Refused as exc:
-            return _error(exc.status, exc.message, exc.field, exc.headers)
-        except InvalidReport as exc:
-            return _error(422, str(exc), exc.field)
-        except RecordNotFound as exc:
-            return _error(404, str(exc), "id")
-        except InvalidMove as exc:
-            return _error(409, str(exc), "status")
+        if len(value) < self.min_length:
+            self._problem(where, value, f"must be at least {self.min_length} characters")
+        if self.not_blank and not value.strip():
+            self._problem(where, value, "must not be empty")
+        if self.enum and self.separator is None and value not in self.enum:
+            self._problem(where, value, f"must be {self.expected}, got {value[:80]!r}")
+        pattern = self.effective_pattern
+        if pattern is not None and not _regex(pattern).search(value):
+            if self.separator is not None:
+                bad = next(
+                    (p.strip() for p in value.split(self.separator) if p.strip() not in self.enum),
+                    value,
+                )
+                known = ", ".join(self.enum)
+                _refuse(422, f"{where}: unknown {self.name} {bad[:80]!r} (known: {known})", where)
+            if self.explain is not None:
+                _refuse(422, f"{where}: {self.explain(value)}", where)
+            self._problem(where, value, f"must match {pattern}, got {value[:80]!r}")
+        return value
 
-    guarded.__name__ = endpoint.__name__
-    guarded.__doc__ = endpoint.__doc__
-    return guarded
+    def check_text(self, text: str, where: str) -> Any:
+        """A parameter's text checked and read as this field (``None``: not given)."""
+        if self.kind == "integer":
+            if not _DIGITS.fullmatch(text) or not (
+                (self.minimum is None or self.minimum <= int(text))
+                and (self.maximum is None or int(text) <= self.maximum)
+            ):
+                _refuse(422, f"{where}: must be {self.expected}, got {text[:80]!r}", where)
+            return int(text)
+        value = self.check_string(text, where)
+        if not value.strip():
+            return None
+        return self.parse(value) if self.parse is not None else value
+
+
+def _check_no_nul(value: Any, where: str, depth: int = 0) -> None:
+    if isinstance(value, str):
+        if "\x00" in value:
+            _refuse(422, f"{where}: must not contain NUL characters", where)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            if "\x00" in key:
+                _refuse(422, f"{where}: must not contain NUL characters (in a key)", where)
+            _check_no_nul(item, f"{where}.{key}", depth + 1)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _check_no_nul(item, f"{where}[{index}]", depth + 1)
+
+
+@attrs.frozen(kw_only=True)
+class Body:
+    """A JSON object: its fields, all others refused.
+
+    Attributes:
+        fields: The known fields, in the order they are checked.
+        name: The name of its schema in the document's components (inline if ``None``).
+        description: For the document.
+        convert: Runs first (after NUL replacement), with its own messages; what it
+            returns is what the handler gets. The report's own rules
+            (`Report.from_json`) come in this way.
+    """
+
+    fields: tuple[Field, ...]
+    name: str | None = None
+    description: str | None = None
+    convert: Callable[[dict[str, Any], int], Any] | None = attrs.field(
+        default=None, eq=False, repr=False
+    )
+
+    def schema(self) -> dict[str, Any]:
+        """The object's JSON Schema (its fields inline)."""
+        schema: dict[str, Any] = {"type": "object"}
+        if self.description:
+            schema["description"] = self.description
+        required = [f.name for f in self.fields if f.required]
+        if required:
+            schema["required"] = required
+        schema["additionalProperties"] = False
+        schema["properties"] = {f.name: f.schema() for f in self.fields}
+        return schema
+
+    def reference(self) -> dict[str, Any]:
+        """A ``$ref`` to the named schema, or the schema itself."""
+        return _ref(self.name) if self.name is not None else self.schema()
+
+    def check(self, data: Any, where: str = "", *, max_payload_bytes: int) -> Any:
+        """``data`` checked as this object, or a 422 naming the first problem.
+
+        Args:
+            data: A decoded JSON value.
+            where: The object's place (``""`` for the request body itself).
+            max_payload_bytes: Passed to ``convert`` and nested bodies.
+
+        Returns:
+            What ``convert`` makes of it, or a dict of every field (defaults filled in).
+        """
+        prefix = f"{where}." if where else ""
+        if not isinstance(data, dict):
+            _refuse(
+                422,
+                f"{where or 'body'}: must be a JSON object, got {_json_type(data)}",
+                where or "body",
+            )
+        names = [f.name for f in self.fields]
+        unknown = sorted(set(data) - set(names))
+        if unknown:
+            _refuse(
+                422,
+                f"{prefix}{unknown[0]}: unknown field (known: {', '.join(names)})",
+                f"{prefix}{unknown[0]}",
+            )
+        replaced = {f.name for f in self.fields if f.kind == "string" and f.nul == "replace"}
+        data = {
+            k: v.replace("\x00", "\ufffd") if k in replaced and isinstance(v, str) else v
+            for k, v in data.items()
+        }
+        converted = None
+        if self.convert is not None:
+            try:
+                converted = self.convert(data, max_payload_bytes)
+            except InvalidReport as exc:
+                _refuse(422, f"{prefix}{exc}", f"{prefix}{exc.field}")
+        checked: dict[str, Any] = {}
+        for field in self.fields:
+            place = where if field.same_place and where else f"{prefix}{field.name}"
+            if field.name not in data:
+                if field.required:
+                    _refuse(422, f"{place}: is required (it must be {field.expected})", place)
+                checked[field.name] = field.default
+            elif data[field.name] is None:
+                if not field.nullable:
+                    field._problem(place, None, f"must be {field.expected}, got null")
+                checked[field.name] = field.default
+            else:
+                checked[field.name] = field.check(
+                    data[field.name], place, max_payload_bytes=max_payload_bytes
+                )
+        return converted if self.convert is not None else checked
+
+
+@attrs.frozen(kw_only=True)
+class Param:
+    """A query, path or header parameter.
+
+    Attributes:
+        field: Its name and rules (a query ``array`` is the parameter repeated).
+        location: ``query``, ``path`` or ``header``.
+        not_found: A path parameter whose invalid values name nothing: 404, as for an
+            unknown record id, rather than 422.
+    """
+
+    field: Field
+    location: Literal["query", "path", "header"]
+    not_found: bool = False
+
+    @property
+    def name(self) -> str:
+        """The parameter's name."""
+        return self.field.name
+
+    def document(self) -> dict[str, Any]:
+        """The parameter's OpenAPI object."""
+        field = self.field
+        described = attrs.evolve(field, description=None)
+        schema = described.schema()
+        out: dict[str, Any] = {
+            "name": field.name,
+            "in": self.location,
+            "required": self.location == "path" or field.required,
+        }
+        if field.description:
+            out["description"] = field.description
+        if self.location == "query" and field.kind == "array":
+            out.update(style="form", explode=True)
+        if self.location == "query" and field.kind != "integer":
+            out["allowEmptyValue"] = True  # an empty value is no filter
+        out["schema"] = schema
+        return out
+
+    def read(self, texts: list[str]) -> Any:
+        """The parameter's value from its texts (several only for a repeated query)."""
+        if self.location == "header":
+            try:
+                return self.field.check_text(texts[0], self.name)
+            except _Refused as exc:
+                raise _Refused(exc.status, exc.message, self.name.lower()) from None
+        field = self.field
+        where = field.name
+        if field.kind == "array":
+            assert field.items is not None
+            items = [field.items.check_text(t, where) for t in texts]
+            return [value for item in items if item is not None for value in item]
+        if len(texts) > 1:
+            _refuse(422, f"{where}: given more than once", where)
+        text = texts[0]
+        if self.not_found:
+            try:
+                return field.check_string(text, where)
+            except _Refused:
+                # no store holds such an id; do not hand it to one (PostgreSQL refuses NUL)
+                raise RecordNotFound(text[:_MAX_ID]) from None
+        if self.location == "path":
+            return field.check_string(text, where)
+        return field.check_text(text, where)
+
+
+_HEADERS: Final[dict[str, dict[str, Any]]] = {
+    "WWW-Authenticate": {
+        "description": 'The scheme to authenticate with: `Bearer realm="failsafe-errors"`.',
+        "required": True,
+        "schema": {"type": "string"},
+    },
+    "Retry-After": {
+        "description": "Seconds to wait before asking again.",
+        "required": True,
+        "schema": {"type": "string"},
+    },
+}
+
+
+@attrs.frozen(kw_only=True)
+class Answer:
+    """One answer an operation may give.
+
+    Attributes:
+        status: The HTTP status.
+        description: What it means.
+        schema: Its JSON body: a component's name, or a schema.
+        headers: The names of the headers it always carries (``WWW-Authenticate``,
+            ``Retry-After``).
+    """
+
+    status: int
+    description: str
+    schema: str | Mapping[str, Any] = "Error"
+    headers: tuple[str, ...] = ()
+
+    def document(self) -> dict[str, Any]:
+        """The answer's OpenAPI response object."""
+        schema = _ref(self.schema) if isinstance(self.schema, str) else dict(self.schema)
+        out: dict[str, Any] = {
+            "description": self.description,
+            "content": {"application/json": {"schema": schema}},
+        }
+        if self.headers:
+            out["headers"] = {name: _HEADERS[name] for name in self.headers}
+        return out
+
+
+@attrs.frozen(kw_only=True)
+class Operation:
+    """One route: its declaration, from which both its checks and its document come.
+
+    Attributes:
+        operation_id: The OpenAPI ``operationId``; also names the handler.
+        method: ``GET``, ``POST`` or ``PUT``.
+        path: The route, such as ``/v1/records/{id}``.
+        summary: One line for the document.
+        door: ``report`` (which the review token also opens), ``review``, or ``None``.
+        description: More, for the document.
+        params: Its query, path and header parameters. An operation with query
+            parameters refuses unknown ones (422).
+        body: Its JSON body, if it takes one.
+        body_required: Whether the body must be given (an empty body counts as ``{}``).
+        body_scale: Its body may be this many times ``max_body_bytes`` (a batch).
+        answers: Its own answers (success, 404, 409); the others follow from the rest of
+            the declaration: 401 from the door, 400/413/415/422 from the body, 422 from
+            the parameters, 404 from path parameters, 503 from ``store``.
+        store: Whether it reads or writes the store (503 with ``Retry-After`` when the
+            store cannot be reached).
+    """
+
+    operation_id: str
+    method: Literal["GET", "POST", "PUT"]
+    path: str
+    summary: str
+    door: Literal["report", "review"] | None
+    description: str | None = None
+    params: tuple[Param, ...] = ()
+    body: Body | None = None
+    body_required: bool = True
+    body_scale: int = 1
+    answers: tuple[Answer, ...] = ()
+    store: bool = True
+
+    def all_answers(self, *, door_open: bool, loopback_only: bool) -> list[Answer]:
+        """Every answer, its own and those its declaration implies, by status.
+
+        Args:
+            door_open: Whether its door has no token (no 401).
+            loopback_only: Whether the app refuses requests not addressed to loopback
+                and cross-origin writes (403), as it does while a door is open.
+        """
+        answers = {a.status: a for a in self.answers}
+
+        def add(status: int, description: str, *headers: str) -> None:
+            answers.setdefault(
+                status, Answer(status=status, description=description, headers=headers)
+            )
+
+        if self.door is not None and not door_open:
+            add(401, "Missing or wrong bearer token.", "WWW-Authenticate")
+        if loopback_only:
+            add(
+                403,
+                "A door is open (no token): the request's Host is not loopback, or a write"
+                " came from another origin.",
+            )
+        if self.body is not None:
+            add(400, "Malformed JSON (the message names the position), or an empty body.")
+            add(413, "The body is over the size limit.")
+            add(415, "The body is not JSON (Content-Type).")
+            add(422, "Invalid input; `field` names the problem's place.")
+        if any(p.location != "path" or not p.not_found for p in self.params):
+            add(422, "Invalid input; `field` names the problem's place.")
+        if any(p.location == "path" for p in self.params):
+            add(404, "No route for this path (a path parameter holding `/`).")
+        if self.store:
+            add(503, "The store cannot be reached now; ask again later.", "Retry-After")
+        return [answers[s] for s in sorted(answers)]
+
+    def document(self, *, door_open: bool, loopback_only: bool) -> dict[str, Any]:
+        """The operation's OpenAPI object."""
+        out: dict[str, Any] = {"operationId": self.operation_id, "summary": self.summary}
+        if self.description:
+            out["description"] = self.description
+        if self.door is None or door_open:
+            out["security"] = []
+        elif self.door == "report":
+            out["security"] = [{"report": []}, {"review": []}]
+        else:
+            out["security"] = [{"review": []}]
+        if self.params:
+            out["parameters"] = [p.document() for p in self.params]
+        if self.body is not None:
+            out["requestBody"] = {
+                "required": self.body_required,
+                "content": {"application/json": {"schema": self.body.reference()}},
+            }
+        out["responses"] = {
+            str(a.status): a.document()
+            for a in self.all_answers(door_open=door_open, loopback_only=loopback_only)
+        }
+        return out
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+# -- the API's fields ---------------------------------------------------------------------------
+
+
+def _instant(text: str) -> float:
+    """Epoch seconds, or an ISO 8601 time (UTC when it names no zone)."""
+    if re.fullmatch(_EPOCH, text):
+        return float(text)
+    moment = datetime.fromisoformat(text)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
+
+
+def _statuses(text: str) -> tuple[Status, ...]:
+    return tuple(Status(p.strip()) for p in text.split(",") if p.strip())
+
+
+def _explain_url(url: str, hosts: Iterable[str] | None) -> str:
+    """What is wrong with a callback URL its pattern refused."""
+    problem = None
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        return f"is not a valid URL ({exc}), got {url[:200]!r}"
+    if parts.scheme not in ("http", "https"):
+        problem = "must be an http:// or https:// URL"
+    elif not parts.hostname:
+        problem = "must name a host"
+    elif any(c.isspace() or ord(c) < 0x20 or ord(c) == 0x7F for c in url):
+        problem = "must not contain spaces or control characters"
+    elif "@" in parts.netloc:
+        problem = "must not hold a user name or password"
+    elif hosts is not None and (parts.hostname or "").rstrip(".") not in hosts:
+        allowed = ", ".join(sorted(hosts)) or "none"
+        return (
+            f"host {parts.hostname!r} is not one of the callback hosts allowed at start ({allowed})"
+        )
+    elif port is None and ":" in parts.netloc.rpartition("]")[2]:
+        problem = "must give a port number after ':'"
+    if problem is None:
+        problem = "must be http(s)://<host>[:<port>][/<path>], written plainly"
+    return f"{problem}, got {url[:200]!r}"
+
+
+def _report(data: dict[str, Any], max_payload_bytes: int) -> Report:
+    return Report.from_json(data, max_payload_bytes=max_payload_bytes)
+
+
+def _text(name: str, limit: int, description: str | None = None) -> Field:
+    """An optional text field of a report: ``null`` allowed, NUL stored as U+FFFD."""
+    return Field(name=name, nul="replace", nullable=True, max_length=limit, description=description)
+
+
+_REPORT: Final = Body(
+    name="Report",
+    description="One failure, as a service reports it. NUL characters in its text fields are"
+    " stored as U+FFFD; the payload may hold none. The payload is at most max_payload_bytes"
+    " as compact JSON (64 KiB by default; larger: 422) and nests at most 62 levels (59 in a"
+    " batch).",
+    convert=_report,
+    fields=(
+        Field(
+            name="kind",
+            required=True,
+            pattern=_KIND_PATTERN,
+            problem="must be 1-128 letters, digits, '.', '_', ':' or '-', got {value}",
+            description="What failed, such as `stock.decrement`.",
+        ),
+        Field(name="action", required=True, enum=("retry", "review")),
+        Field(
+            name="source",
+            required=True,
+            not_blank=True,
+            nul="replace",
+            max_length=_MAX_SHORT,
+            description="The reporting service, such as `warehouse`.",
+        ),
+        Field(
+            name="payload",
+            kind="json",
+            description="JSON data needed to act on the failure (default `{}`).",
+        ),
+        _text("error_type", _MAX_SHORT),
+        _text("error_message", _MAX_TEXT),
+        _text("traceback", _MAX_TEXT),
+        _text("correlation_id", _MAX_SHORT),
+        _text(
+            "dedupe_key",
+            _MAX_SHORT,
+            "Reports with the same key, while a record is open, are one record (default: a"
+            " hash of kind, source, error type and payload).",
+        ),
+    ),
+)
+"""The body of ``POST /v1/reports`` (and of each report in a batch)."""
+
+_ID: Final = Field(
+    name="id",
+    min_length=1,
+    max_length=_MAX_ID,
+    description="The record's id.",
+    problem="must be a record id (a short string)",
+)
+_NOTE: Final = Field(
+    name="note",
+    nullable=True,
+    max_length=_MAX_NOTE,
+    description="Kept in the record's history.",
+)
+_ACTOR: Final = Field(
+    name="actor",
+    nullable=True,
+    not_blank=True,
+    max_length=_MAX_ACTOR,
+    default="reviewer",
+    description="Who acts.",
+)
+_ACTION: Final = Body(name="ActionRequest", fields=(_NOTE, _ACTOR))
+"""The (optional) body of ``POST /v1/records/{id}/resolve``, ``/retry`` and ``/discard``."""
+_BULK: Final = Body(
+    name="BulkRequest",
+    fields=(
+        Field(name="action", required=True, enum=("resolve", "retry", "discard")),
+        Field(
+            name="ids",
+            kind="array",
+            required=True,
+            items=attrs.evolve(_ID, name="id", description=None),
+            min_items=1,
+            max_items=_MAX_BULK,
+            noun="record ids",
+        ),
+        _NOTE,
+        _ACTOR,
+    ),
+)
+"""The body of ``POST /v1/records/bulk``."""
+_BATCH: Final = Body(
+    name="ReportBatch",
+    fields=(
+        Field(
+            name="reports",
+            kind="array",
+            required=True,
+            min_items=1,
+            max_items=_MAX_BATCH,
+            noun="reports",
+            items=Field(
+                name="item",
+                kind="object",
+                body=Body(
+                    fields=(
+                        Field(
+                            name="id",
+                            nullable=True,
+                            not_blank=True,
+                            max_length=_MAX_ID,
+                            description="The report's id: a redelivery with the same id"
+                            " counts once.",
+                        ),
+                        Field(
+                            name="report",
+                            kind="object",
+                            required=True,
+                            body=_REPORT,
+                            same_place=True,
+                        ),
+                    )
+                ),
+            ),
+        ),
+    ),
+)
+"""The body of ``POST /v1/reports/batch``."""
+
+
+def _handler_body(hosts: Iterable[str] | None) -> Body:
+    allowed = None if hosts is None else sorted(hosts)
+    where = "any host" if allowed is None else f"a host allowed at start ({', '.join(allowed)})"
+    return Body(
+        name="HandlerRequest",
+        fields=(
+            Field(
+                name="url",
+                required=True,
+                max_length=_MAX_URL,
+                pattern=_url_pattern(allowed),
+                explain=lambda url: _explain_url(url, allowed),
+                description=f"An http(s) URL on {where}; no spaces or control characters.",
+            ),
+        ),
+    )
+
+
+_STATUS_NAMES: Final = tuple(s.value for s in Status)
+_INSTANT_PROBLEM: Final = (
+    "must be epoch seconds or an ISO 8601 time (epoch seconds: a finite number such as"
+    " 1700000000.5; ISO 8601: such as 2026-11-01 or 2026-11-01T09:30:00+01:00, UTC when"
+    " no zone is given), got {value}"
+)
+
+
+def _query(name: str, description: str, **rules: Any) -> Param:
+    return Param(location="query", field=Field(name=name, description=description, **rules))
+
+
+_LIST_PARAMS: Final = (
+    Param(
+        location="query",
+        field=Field(
+            name="status",
+            kind="array",
+            description="Only these statuses: comma-separated, or the parameter repeated;"
+            f" any of {', '.join(_STATUS_NAMES)}.",
+            items=Field(name="status", enum=_STATUS_NAMES, separator=",", parse=_statuses),
+        ),
+    ),
+    _query("kind", "Only this kind (empty: any)."),
+    _query("source", "Only this reporting service (empty: any)."),
+    _query(
+        "since",
+        "Created at or after: epoch seconds, or an ISO 8601 date or time such as"
+        " `2026-11-01T09:30:00Z` (UTC when no zone is given; empty: no limit).",
+        pattern=_INSTANT_PATTERN,
+        problem=_INSTANT_PROBLEM,
+        parse=_instant,
+    ),
+    _query(
+        "until",
+        "Created before (as `since`).",
+        pattern=_INSTANT_PATTERN,
+        problem=_INSTANT_PROBLEM,
+        parse=_instant,
+    ),
+    _query("q", "Text in the kind, error type, message or payload (any case; empty: any)."),
+    _query("limit", "Records per page.", kind="integer", minimum=1, maximum=500, default=50),
+    _query("offset", "Records to skip.", kind="integer", minimum=0, maximum=_MAX_OFFSET, default=0),
+)
+_ID_PARAM: Final = Param(location="path", field=_ID, not_found=True)
+_RECORD_ANSWERS: Final = (
+    Answer(status=404, description="No record with this id."),
+    Answer(status=409, description="The record's status does not allow this action."),
+)
+
+
+def _operations(callback_hosts: Iterable[str] | None) -> tuple[Operation, ...]:
+    """Every route of the JSON API, declared (``callback_hosts``: see `_handler_body`)."""
+
+    def acting(name: str, summary: str) -> Operation:
+        return Operation(
+            operation_id=f"{name}Record",
+            method="POST",
+            path=f"/v1/records/{{id}}/{name}",
+            summary=summary,
+            door="review",
+            params=(_ID_PARAM,),
+            body=_ACTION,
+            body_required=False,
+            answers=(
+                Answer(
+                    status=200, description="The record after the action.", schema="ErrorRecord"
+                ),
+                *_RECORD_ANSWERS,
+            ),
+        )
+
+    return (
+        Operation(
+            operation_id="report",
+            method="POST",
+            path="/v1/reports",
+            summary="Report a failure.",
+            door="report",
+            params=(
+                Param(
+                    location="header",
+                    field=Field(
+                        name="Idempotency-Key",
+                        min_length=1,
+                        max_length=_MAX_ID,
+                        not_blank=True,
+                        problem="must be 1 to 200 characters (not only spaces), got {length}",
+                        description="The client's id for this report: a redelivery with the"
+                        " same key counts once.",
+                    ),
+                ),
+            ),
+            body=_REPORT,
+            answers=(
+                Answer(
+                    status=200,
+                    description="Joined an open record, or a redelivery.",
+                    schema="ReportAccepted",
+                ),
+                Answer(status=201, description="A new record.", schema="ReportAccepted"),
+            ),
+        ),
+        Operation(
+            operation_id="reportBatch",
+            method="POST",
+            path="/v1/reports/batch",
+            summary="Report up to 500 failures in one transaction: all are stored, or none.",
+            description="The body may be up to 8 times the service's body limit.",
+            door="report",
+            body=_BATCH,
+            body_scale=8,
+            answers=(
+                Answer(
+                    status=200,
+                    description="Each report's record id and whether the record is new, in order.",
+                    schema="BatchResult",
+                ),
+            ),
+        ),
+        Operation(
+            operation_id="listRecords",
+            method="GET",
+            path="/v1/records",
+            summary="List records, newest first.",
+            door="review",
+            params=_LIST_PARAMS,
+            answers=(Answer(status=200, description="One page.", schema="Page"),),
+        ),
+        Operation(
+            operation_id="bulkAction",
+            method="POST",
+            path="/v1/records/bulk",
+            summary="Resolve, retry or discard many records, each on its own.",
+            door="review",
+            body=_BULK,
+            answers=(
+                Answer(
+                    status=200,
+                    description="What changed and what was refused.",
+                    schema="BulkResult",
+                ),
+            ),
+        ),
+        Operation(
+            operation_id="getRecord",
+            method="GET",
+            path="/v1/records/{id}",
+            summary="One record with its attempts and history.",
+            door="review",
+            params=(_ID_PARAM,),
+            answers=(
+                Answer(status=200, description="The record.", schema="ErrorRecord"),
+                _RECORD_ANSWERS[0],
+            ),
+        ),
+        acting("resolve", "Close a record as dealt with."),
+        acting("retry", "Queue a record for an automatic retry now."),
+        acting("discard", "Close a record as not worth acting on."),
+        Operation(
+            operation_id="listHandlers",
+            method="GET",
+            path="/v1/handlers",
+            summary="The HTTP callbacks that automatic retries are sent to, by kind.",
+            door="review",
+            store=False,
+            answers=(Answer(status=200, description="The callbacks.", schema="Handlers"),),
+        ),
+        Operation(
+            operation_id="putHandler",
+            method="PUT",
+            path="/v1/handlers/{kind}",
+            summary="Send automatic retries of a kind to an HTTP callback.",
+            description='The service POSTs {"record": <ErrorRecord>} with'
+            " `Idempotency-Key: <record id>`; a 2xx answer resolves the record. The URL's"
+            " host must be one of the callback hosts allowed at start (loopback by"
+            " default).",
+            door="review",
+            store=False,
+            params=(
+                Param(
+                    location="path",
+                    field=Field(
+                        name="kind",
+                        pattern=_KIND_PATTERN,
+                        problem="must be 1-128 letters, digits, '.', '_', ':' or '-', got {value}",
+                    ),
+                ),
+            ),
+            body=_handler_body(callback_hosts),
+            answers=(
+                Answer(status=200, description="The registered callback.", schema="Handler"),
+                Answer(
+                    status=409,
+                    description="The kind's handler was set when the service started (in"
+                    " code or with --callback): it cannot be changed over HTTP.",
+                ),
+            ),
+        ),
+        Operation(
+            operation_id="health",
+            method="GET",
+            path="/healthz",
+            summary="Whether the service can reach its store; records per status.",
+            door=None,
+            store=False,
+            answers=(
+                Answer(status=200, description="Healthy.", schema="Health"),
+                Answer(
+                    status=503,
+                    description="The store cannot be reached (then with Retry-After), or the"
+                    " retry worker stopped.",
+                    schema="Health",
+                ),
+            ),
+        ),
+        Operation(
+            operation_id="openapi",
+            method="GET",
+            path="/openapi.json",
+            summary="This document.",
+            door=None,
+            store=False,
+            answers=(
+                Answer(status=200, description="The OpenAPI document.", schema={"type": "object"}),
+            ),
+        ),
+    )
+
+
+OPERATIONS: Final = _operations(DEFAULT_CALLBACK_HOSTS)
+"""Every route of the JSON API, as declared (callbacks allowed on the default hosts)."""
 
 
 # -- reading requests ---------------------------------------------------------------------------
+
+
+class HandlerRegistry(Protocol):
+    """What the API needs of the retry handlers: HTTP callbacks per kind.
+
+    [`Handlers`][failsafe.errors.worker.Handlers] is the implementation. A registry with a
+    ``callback_hosts`` attribute (as ``Handlers`` has) has those hosts written into the
+    served document's URL pattern.
+    """
+
+    def offer_url(self, kind: str, url: str) -> object:
+        """Send automatic retries of ``kind`` to ``url``, asked over HTTP.
+
+        Raises ``InvalidReport`` (422) for a bad kind or URL or a host that is not allowed,
+        and [`HandlerPinned`][failsafe.errors.worker.HandlerPinned] (409) for a kind whose
+        handler was set at start.
+        """
+        ...
+
+    def urls(self) -> dict[str, str]:
+        """The registered HTTP callbacks, by kind."""
+        ...
 
 
 def _is_json(content_type: str) -> bool:
@@ -164,7 +1231,7 @@ async def _read_body(request: Request, limit: int) -> bytes:
     """The request body, refusing (413) one over ``limit`` bytes, declared or actual."""
     declared = request.headers.get("content-length")
     if declared is not None:
-        if not _DIGITS.match(declared.strip()):
+        if not _DIGITS.fullmatch(declared.strip()):
             _refuse(400, f"Content-Length must be a number of bytes, got {declared[:40]!r}", "body")
         if int(declared) > limit:
             _refuse(413, f"body is {int(declared)} bytes, over the limit of {limit} bytes", "body")
@@ -208,12 +1275,16 @@ def _clean(value: Any, depth: int = 1) -> Any:
     return value
 
 
+_ABSENT: Final = object()
+"""An optional body that was not sent (empty), as opposed to a JSON ``null``."""
+
+
 async def _read_json(request: Request, limit: int, *, optional: bool = False) -> Any:
-    """Read and decode a JSON body (``None`` when ``optional`` and the body is empty)."""
+    """Read and decode a JSON body (``_ABSENT`` when ``optional`` and the body is empty)."""
     content_type = request.headers.get("content-type")
     body = await _read_body(request, limit)
     if not body.strip() and optional:
-        return None
+        return _ABSENT
     if content_type is None or not _is_json(content_type):
         shown = "no Content-Type" if content_type is None else f"Content-Type {content_type[:80]!r}"
         _refuse(415, f"expected Content-Type application/json (UTF-8), got {shown}", "content-type")
@@ -238,148 +1309,99 @@ async def _read_json(request: Request, limit: int, *, optional: bool = False) ->
     return _clean(data)
 
 
-def _object(data: Any, known: tuple[str, ...]) -> dict[str, Any]:
-    if not isinstance(data, dict):
-        _refuse(422, f"body must be a JSON object, got {_json_type(data)}", "body")
-    unknown = sorted(set(data) - set(known))
-    if unknown:
-        _refuse(422, f"{unknown[0]}: unknown field (known: {', '.join(known)})", unknown[0])
-    return data
+@attrs.frozen
+class _Inputs:
+    """A request's parameters and body, checked against its operation's declaration."""
+
+    params: dict[str, Any]
+    body: Any
 
 
-def _json_type(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "an array"
-    return "an object"
+async def _inputs(
+    operation: Operation, request: Request, *, max_body_bytes: int, max_payload_bytes: int
+) -> _Inputs:
+    """Check everything the request carries against ``operation``; refuse the first problem."""
+    params: dict[str, Any] = {}
+    query = [p for p in operation.params if p.location == "query"]
+    if query:
+        known = [p.name for p in query]
+        given: dict[str, list[str]] = {}
+        for name, value in request.query_params.multi_items():
+            if name not in known:
+                _refuse(
+                    422,
+                    f"{name[:80]}: unknown query parameter (known: {', '.join(known)})",
+                    name[:80],
+                )
+            given.setdefault(name, []).append(value)
+        for param in query:
+            texts = given.get(param.name)
+            read = None if texts is None else param.read(texts)
+            params[param.name] = param.field.default if read is None else read
+    for param in operation.params:
+        if param.location == "path":
+            params[param.name] = param.read([request.path_params[param.name]])
+        elif param.location == "header":
+            text = request.headers.get(param.name)
+            params[param.name] = None if text is None else param.read([text])
+    body = None
+    if operation.body is not None:
+        data = await _read_json(
+            request,
+            max_body_bytes * operation.body_scale,
+            optional=not operation.body_required,
+        )
+        body = operation.body.check(
+            {} if data is _ABSENT else data, max_payload_bytes=max_payload_bytes
+        )
+    return _Inputs(params, body)
 
 
-def _string(data: Mapping[str, Any], name: str, *, limit: int, default: str | None = None) -> Any:
-    value = data.get(name)
-    if value is None:
-        return default
-    if not isinstance(value, str):
-        _refuse(422, f"{name}: must be a string, got {_json_type(value)}", name)
-    if len(value) > limit:
-        _refuse(422, f"{name}: is {len(value)} characters, over the limit of {limit}", name)
-    if "\x00" in value:
-        _refuse(422, f"{name}: must not contain NUL characters", name)
-    return value
+Endpoint = Callable[[Request], Awaitable[Response]]
+Handler = Callable[[_Inputs], Awaitable[Response]]
 
 
-def _actor_note(data: Mapping[str, Any]) -> tuple[str, str | None]:
-    actor = _string(data, "actor", limit=_MAX_ACTOR, default="reviewer")
-    if not actor.strip():
-        _refuse(422, "actor: must not be empty", "actor")
-    return actor, _string(data, "note", limit=_MAX_NOTE)
+def _endpoint(
+    operation: Operation,
+    handler: Handler,
+    *,
+    tokens: Tokens,
+    max_body_bytes: int,
+    max_payload_bytes: int,
+) -> Endpoint:
+    """Check the door's token and the request, run ``handler``, map refusals to 4xx answers."""
+    door = operation.door
 
-
-def _record_id(request: Request) -> str:
-    record_id: str = request.path_params["id"]
-    if len(record_id) > _MAX_ID or "\x00" in record_id:
-        # no store holds such an id; do not hand it to one (PostgreSQL refuses NUL)
-        raise RecordNotFound(record_id[:_MAX_ID])
-    return record_id
-
-
-def _report_text(data: Mapping[str, Any]) -> dict[str, Any]:
-    """The report's text fields with NUL characters replaced (SQL text columns refuse them)."""
-    return {
-        k: v.replace("\x00", "\ufffd") if isinstance(v, str) and k != "payload" else v
-        for k, v in data.items()
-    }
-
-
-# -- query parameters ----------------------------------------------------------------------------
-
-
-def _instant(name: str, text: str) -> float:
-    """Epoch seconds, or an ISO 8601 time (UTC when it names no zone)."""
-    try:
-        value = float(text)
-    except ValueError:
+    async def endpoint(request: Request) -> Response:
+        if door is not None and not tokens.allows(door, request.headers.get("authorization")):
+            given = "authorization" in request.headers
+            problem = "wrong bearer token" if given else "missing bearer token"
+            return _error(
+                401,
+                f"{problem} for the {door} door (send 'Authorization: Bearer <token>')",
+                "authorization",
+                {"WWW-Authenticate": 'Bearer realm="failsafe-errors"'},
+            )
         try:
-            moment = datetime.fromisoformat(text.strip())
-            if moment.tzinfo is None:
-                moment = moment.replace(tzinfo=UTC)
-            return moment.timestamp()
-        except (ValueError, OverflowError):
-            _refuse(
-                422,
-                f"{name}: must be epoch seconds or an ISO 8601 time, got {text[:80]!r}",
-                name,
+            inputs = await _inputs(
+                operation,
+                request,
+                max_body_bytes=max_body_bytes,
+                max_payload_bytes=max_payload_bytes,
             )
-    if not math.isfinite(value):
-        _refuse(422, f"{name}: must be a finite number of seconds, got {text[:80]!r}", name)
-    return value
+            return await handler(inputs)
+        except _Refused as exc:
+            return _error(exc.status, exc.message, exc.field, exc.headers)
+        except InvalidReport as exc:
+            return _error(422, str(exc), exc.field)
+        except RecordNotFound as exc:
+            return _error(404, str(exc), "id")
+        except InvalidMove as exc:
+            return _error(409, str(exc), "status")
 
-
-def _count(name: str, text: str, low: int, high: int) -> int:
-    if not _DIGITS.match(text) or not low <= int(text) <= high:
-        _refuse(422, f"{name}: must be an integer from {low} to {high}, got {text[:80]!r}", name)
-    return int(text)
-
-
-def _query(request: Request) -> Query:
-    given: dict[str, str] = {}
-    statuses: list[Status] = []
-    for name, value in request.query_params.multi_items():
-        if name not in _LIST_PARAMS:
-            _refuse(
-                422,
-                f"{name[:80]}: unknown query parameter (known: {', '.join(_LIST_PARAMS)})",
-                name[:80],
-            )
-        if "\x00" in value:
-            _refuse(422, f"{name}: must not contain NUL characters", name)
-        if name == "status":
-            for part in value.split(","):
-                if not part.strip():
-                    continue
-                try:
-                    statuses.append(Status(part.strip()))
-                except ValueError:
-                    known = ", ".join(s.value for s in Status)
-                    _refuse(422, f"status: unknown status {part[:80]!r} (known: {known})", "status")
-            continue
-        if name in given:
-            _refuse(422, f"{name}: given more than once", name)
-        given[name] = value
-    present = {k: v for k, v in given.items() if v.strip()}
-    return Query(
-        statuses=tuple(dict.fromkeys(statuses)),
-        kind=present.get("kind"),
-        source=present.get("source"),
-        since=_instant("since", present["since"]) if "since" in present else None,
-        until=_instant("until", present["until"]) if "until" in present else None,
-        text=present.get("q"),
-        limit=_count("limit", present["limit"], 1, 500) if "limit" in present else 50,
-        offset=_count("offset", present["offset"], 0, _MAX_OFFSET) if "offset" in present else 0,
-    )
-
-
-def _check_url(url: str) -> None:
-    problem = None
-    try:
-        parts = urlsplit(url)
-    except ValueError as exc:
-        problem = str(exc)
-    else:
-        if parts.scheme not in ("http", "https"):
-            problem = "must be an http:// or https:// URL"
-        elif not parts.hostname:
-            problem = "must name a host"
-        elif any(c.isspace() or ord(c) < 0x20 or ord(c) == 0x7F for c in url):
-            problem = "must not contain spaces or control characters"
-    if problem is not None:
-        _refuse(422, f"url: {problem}, got {url[:200]!r}", "url")
+    endpoint.__name__ = operation.operation_id
+    endpoint.__doc__ = f"{operation.method} {operation.path}: {operation.summary}"
+    return endpoint
 
 
 # -- the routes ----------------------------------------------------------------------------------
@@ -396,6 +1418,10 @@ def api_routes(
 ) -> list[BaseRoute]:
     """The JSON routes: ``/v1/...``, ``/healthz`` and ``/openapi.json``.
 
+    Each is built from its declaration in `OPERATIONS`,
+    which also writes the document served at ``/openapi.json`` (for these tokens: an open
+    door's routes need none, and answer 403 to requests not addressed to loopback).
+
     Args:
         desk: Every route acts through it.
         tokens: ``report`` opens ``POST /v1/reports`` (and its batch form); ``review``
@@ -410,59 +1436,37 @@ def api_routes(
     Returns:
         Starlette routes, to mount at the root of an app.
     """
+    hosts = getattr(handlers, "callback_hosts", None)
+    operations = _operations(None if hosts is None else [h for h in hosts if isinstance(h, str)])
 
-    async def report(request: Request) -> Response:
-        """POST /v1/reports: store a report (201 new record, 200 joined or redelivered)."""
-        key = request.headers.get("idempotency-key")
-        if key is not None and (not key.strip() or len(key) > _MAX_ID or "\x00" in key):
-            _refuse(
-                422,
-                f"Idempotency-Key: must be 1 to {_MAX_ID} characters, got {len(key)}",
-                "idempotency-key",
-            )
-        data = await _read_json(request, max_body_bytes)
-        if isinstance(data, dict):
-            data = _report_text(data)
-        parsed = Report.from_json(data, max_payload_bytes=max_payload_bytes)
+    async def report(inputs: _Inputs) -> Response:
+        parsed: Report = inputs.body
         record, created = await run_in_threadpool(
-            desk.report, parsed, actor=parsed.source, report_id=key
+            desk.report, parsed, actor=parsed.source, report_id=inputs.params["Idempotency-Key"]
         )
         return JSONResponse(
             {"record": record.to_json(), "created": created}, status_code=201 if created else 200
         )
 
-    async def report_batch(request: Request) -> Response:
-        """POST /v1/reports/batch: store up to 500 reports in one transaction, all or none."""
-        data = _object(await _read_json(request, max_body_bytes * 8), ("reports",))
-        items = data.get("reports")
-        if not isinstance(items, list) or not 1 <= len(items) <= _MAX_BATCH:
-            _refuse(422, f"reports: must be a list of 1 to {_MAX_BATCH} items", "reports")
-        parsed: list[tuple[Report, str | None]] = []
-        for index, item in enumerate(items):
-            where = f"reports[{index}]"
-            if not isinstance(item, dict) or set(item) - {"id", "report"} or "report" not in item:
-                _refuse(422, f'{where}: must be an object {{"id"?, "report"}}', where)
-            key = item.get("id")
-            if key is not None and (
-                not isinstance(key, str) or not key.strip() or len(key) > _MAX_ID or "\x00" in key
-            ):
-                _refuse(422, f"{where}.id: must be a string of 1 to {_MAX_ID} characters", where)
-            body = item["report"]
-            if isinstance(body, dict):
-                body = _report_text(body)
-            try:
-                report = Report.from_json(body, max_payload_bytes=max_payload_bytes)
-            except InvalidReport as exc:
-                _refuse(422, f"{where}.{exc}", f"{where}.{exc.field}")
-            parsed.append((report, key))
+    async def report_batch(inputs: _Inputs) -> Response:
+        parsed = [(item["report"], item["id"]) for item in inputs.body["reports"]]
         results = await run_in_threadpool(desk.report_many, parsed)
         return JSONResponse(
             {"results": [{"record_id": rid, "created": created} for rid, created in results]}
         )
 
-    async def list_records(request: Request) -> Response:
-        """GET /v1/records: one page of records matching the filters, newest first."""
-        query = _query(request)
+    async def list_records(inputs: _Inputs) -> Response:
+        p = inputs.params
+        query = Query(
+            statuses=tuple(dict.fromkeys(p["status"] or ())),
+            kind=p["kind"],
+            source=p["source"],
+            since=p["since"],
+            until=p["until"],
+            text=p["q"],
+            limit=p["limit"],
+            offset=p["offset"],
+        )
         page = await run_in_threadpool(desk.find, query)
         return JSONResponse(
             {
@@ -473,62 +1477,37 @@ def api_routes(
             }
         )
 
-    async def get_record(request: Request) -> Response:
-        """GET /v1/records/{id}: one record with its attempts and history."""
-        record = await run_in_threadpool(desk.get, _record_id(request))
+    async def get_record(inputs: _Inputs) -> Response:
+        record = await run_in_threadpool(desk.get, inputs.params["id"])
         return JSONResponse(record.to_json())
 
-    def acting(name: str) -> Endpoint:
+    def acting(name: str) -> Handler:
         operation = {"resolve": desk.resolve, "retry": desk.retry, "discard": desk.discard}[name]
 
-        async def act(request: Request) -> Response:
-            record_id = _record_id(request)
-            data = await _read_json(request, max_body_bytes, optional=True)
-            actor, note = _actor_note(_object({} if data is None else data, ("note", "actor")))
-            record = await run_in_threadpool(operation, record_id, actor=actor, note=note)
+        async def act(inputs: _Inputs) -> Response:
+            body = inputs.body
+            record = await run_in_threadpool(
+                operation, inputs.params["id"], actor=body["actor"], note=body["note"]
+            )
             return JSONResponse(record.to_json())
 
-        act.__name__ = name
-        act.__doc__ = f"POST /v1/records/{{id}}/{name}: {name} one record."
         return act
 
-    async def bulk(request: Request) -> Response:
-        """POST /v1/records/bulk: one action on many records, each on its own."""
-        data = _object(
-            await _read_json(request, max_body_bytes), ("action", "ids", "note", "actor")
-        )
-        if "action" not in data:
-            _refuse(422, "action: is required", "action")
-        if data["action"] not in ("resolve", "retry", "discard"):
-            _refuse(422, "action: must be 'resolve', 'retry' or 'discard'", "action")
-        ids = data.get("ids")
-        if not isinstance(ids, list):
-            _refuse(422, f"ids: must be an array of record ids, got {_json_type(ids)}", "ids")
-        if not 1 <= len(ids) <= _MAX_BULK:
-            _refuse(422, f"ids: must hold 1 to {_MAX_BULK} ids, got {len(ids)}", "ids")
-        for index, record_id in enumerate(ids):
-            if not isinstance(record_id, str) or not 1 <= len(record_id) <= _MAX_ID:
-                _refuse(422, f"ids[{index}]: must be a record id (a short string)", f"ids[{index}]")
-            if "\x00" in record_id:
-                _refuse(422, f"ids[{index}]: must not contain NUL characters", f"ids[{index}]")
-        actor, note = _actor_note(data)
+    async def bulk(inputs: _Inputs) -> Response:
+        body = inputs.body
         result = await run_in_threadpool(
-            desk.bulk, data["action"], list(dict.fromkeys(ids)), actor=actor, note=note
+            desk.bulk,
+            body["action"],
+            list(dict.fromkeys(body["ids"])),
+            actor=body["actor"],
+            note=body["note"],
         )
         return JSONResponse(
             {"changed": [r.to_json() for r in result.changed], "refused": result.refused}
         )
 
-    async def put_handler(request: Request) -> Response:
-        """PUT /v1/handlers/{kind}: send automatic retries of a kind to an HTTP callback."""
-        kind: str = request.path_params["kind"]
-        if not _KIND.match(kind):
-            _refuse(422, "kind: must be 1-128 letters, digits, '.', '_', ':' or '-'", "kind")
-        data = _object(await _read_json(request, max_body_bytes), ("url",))
-        url = _string(data, "url", limit=_MAX_URL)
-        if url is None:
-            _refuse(422, "url: is required", "url")
-        _check_url(url)
+    async def put_handler(inputs: _Inputs) -> Response:
+        kind, url = inputs.params["kind"], inputs.body["url"]
         try:
             handlers.offer_url(kind, url)
         except HandlerPinned as exc:
@@ -536,14 +1515,20 @@ def api_routes(
         logger.info("retries of %s now go to %s", kind, url)
         return JSONResponse({"kind": kind, "url": url})
 
-    async def get_handlers(request: Request) -> Response:
-        """GET /v1/handlers: the registered HTTP callbacks, by kind."""
+    async def get_handlers(inputs: _Inputs) -> Response:
         return JSONResponse({"handlers": handlers.urls()})
 
-    async def healthz(request: Request) -> Response:
-        """GET /healthz: whether the service can reach its store, and records per status."""
+    async def healthz(inputs: _Inputs) -> Response:
         try:
             counts = await run_in_threadpool(desk.store.counts)
+        except StoreUnavailable as exc:
+            # an outage the store has already logged, not a bug: no traceback
+            logger.warning("health check: the store is unavailable: %s", exc)
+            return JSONResponse(
+                {"ok": False, "error": f"store: {exc}"},
+                status_code=503,
+                headers={"Retry-After": str(max(1, math.ceil(exc.retry_after)))},
+            )
         except Exception as exc:
             logger.exception("health check: the store failed")
             return JSONResponse({"ok": False, "error": f"store: {exc}"}, status_code=503)
@@ -555,112 +1540,69 @@ def api_routes(
             )
         return JSONResponse({"ok": True, "counts": counts})
 
-    document = openapi_document()
+    document = _document(operations, tokens)
 
-    async def openapi(request: Request) -> Response:
-        """GET /openapi.json: the OpenAPI 3.1 description of these routes."""
+    async def openapi(inputs: _Inputs) -> Response:
         return JSONResponse(document)
 
-    def route(path: str, endpoint: Endpoint, method: str, door: str | None) -> Route:
-        return Route(path, _guarded(door, tokens, endpoint), methods=[method])
-
+    implementations: dict[str, Handler] = {
+        "report": report,
+        "reportBatch": report_batch,
+        "listRecords": list_records,
+        "bulkAction": bulk,
+        "getRecord": get_record,
+        "resolveRecord": acting("resolve"),
+        "retryRecord": acting("retry"),
+        "discardRecord": acting("discard"),
+        "listHandlers": get_handlers,
+        "putHandler": put_handler,
+        "health": healthz,
+        "openapi": openapi,
+    }
+    assert set(implementations) == {o.operation_id for o in operations}
     return [
-        route("/v1/reports", report, "POST", "report"),
-        route("/v1/reports/batch", report_batch, "POST", "report"),
-        route("/v1/records", list_records, "GET", "review"),
-        route("/v1/records/bulk", bulk, "POST", "review"),
-        route("/v1/records/{id}", get_record, "GET", "review"),
-        route("/v1/records/{id}/resolve", acting("resolve"), "POST", "review"),
-        route("/v1/records/{id}/retry", acting("retry"), "POST", "review"),
-        route("/v1/records/{id}/discard", acting("discard"), "POST", "review"),
-        route("/v1/handlers", get_handlers, "GET", "review"),
-        route("/v1/handlers/{kind}", put_handler, "PUT", "review"),
-        route("/healthz", healthz, "GET", None),
-        route("/openapi.json", openapi, "GET", None),
+        Route(
+            o.path,
+            _endpoint(
+                o,
+                implementations[o.operation_id],
+                tokens=tokens,
+                max_body_bytes=max_body_bytes,
+                max_payload_bytes=max_payload_bytes,
+            ),
+            methods=[o.method],
+        )
+        for o in operations
     ]
 
 
 # -- the OpenAPI document ------------------------------------------------------------------------
 
 
-def _ref(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
-def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": schema}}}
-
-
-def _errors(*codes: int) -> dict[str, Any]:
-    meaning = {
-        400: "Malformed JSON (the message names the position).",
-        401: "Missing or wrong bearer token.",
-        404: "No record with this id.",
-        409: "The record's status does not allow this action.",
-        413: "The body is over the size limit.",
-        415: "The body is not JSON.",
-        422: "Invalid input; `field` names the problem's place.",
+def _response_schemas() -> dict[str, Any]:
+    """The schemas of what the API answers (what it accepts comes from the declarations)."""
+    text = {"type": ["string", "null"]}
+    statuses = list(_STATUS_NAMES)
+    record: dict[str, Any] = {
+        "id": {"type": "string"},
+        "kind": {"type": "string"},
+        "source": {"type": "string"},
+        "action": {"type": "string", "enum": ["retry", "review"]},
+        "payload": {"type": ["object", "array"]},
+        "error_type": text,
+        "error_message": text,
+        "traceback": text,
+        "correlation_id": text,
+        "dedupe_key": {"type": "string"},
+        "count": {"type": "integer", "minimum": 1},
+        "status": {"type": "string", "enum": statuses},
+        "attempts": {"type": "array", "items": _ref("Attempt")},
+        "history": {"type": "array", "items": _ref("AuditEntry")},
+        "created_at": {"type": "number"},
+        "updated_at": {"type": "number"},
+        "next_attempt_at": {"type": ["number", "null"]},
     }
-    return {str(code): _json(_ref("Error"), meaning[code]) for code in codes}
-
-
-_ID_PARAM: Final = {
-    "name": "id",
-    "in": "path",
-    "required": True,
-    "description": "The record's id.",
-    "schema": {"type": "string", "minLength": 1, "maxLength": _MAX_ID},
-}
-_TEXT: Final = {"type": ["string", "null"]}
-
-
-def _action(name: str, summary: str) -> dict[str, Any]:
     return {
-        "post": {
-            "operationId": f"{name}Record",
-            "summary": summary,
-            "security": [{"review": []}],
-            "parameters": [_ID_PARAM],
-            "requestBody": {
-                "required": False,
-                "content": {"application/json": {"schema": _ref("ActionRequest")}},
-            },
-            "responses": {
-                "200": _json(_ref("ErrorRecord"), "The record after the action."),
-                **_errors(400, 401, 404, 409, 413, 415, 422),
-            },
-        }
-    }
-
-
-def openapi_document() -> dict[str, Any]:
-    """The OpenAPI 3.1 document of the JSON API, as served at ``/openapi.json``."""
-    statuses = [s.value for s in Status]
-    schemas: dict[str, Any] = {
-        "Report": {
-            "type": "object",
-            "description": "One failure, as a service reports it.",
-            "required": ["kind", "action", "source"],
-            "additionalProperties": False,
-            "properties": {
-                "kind": {
-                    "type": "string",
-                    "pattern": _KIND.pattern,
-                    "description": "What failed, such as `stock.decrement`.",
-                },
-                "action": {"type": "string", "enum": ["retry", "review"]},
-                "source": {"type": "string", "minLength": 1, "maxLength": 200},
-                "payload": {
-                    "type": ["object", "array"],
-                    "description": "JSON data needed to act on the failure (default `{}`).",
-                },
-                "error_type": {"type": ["string", "null"], "maxLength": 200},
-                "error_message": _TEXT,
-                "traceback": _TEXT,
-                "correlation_id": {"type": ["string", "null"], "maxLength": 200},
-                "dedupe_key": {"type": ["string", "null"], "maxLength": 200},
-            },
-        },
         "Attempt": {
             "type": "object",
             "required": ["at", "ok", "detail"],
@@ -677,31 +1619,14 @@ def openapi_document() -> dict[str, Any]:
                 "at": {"type": "number"},
                 "actor": {"type": "string"},
                 "action": {"type": "string"},
-                "note": _TEXT,
+                "note": text,
             },
         },
         "ErrorRecord": {
             "type": "object",
             "description": "A reported failure as the service keeps it (times: epoch seconds).",
-            "properties": {
-                "id": {"type": "string"},
-                "kind": {"type": "string"},
-                "source": {"type": "string"},
-                "action": {"type": "string", "enum": ["retry", "review"]},
-                "payload": {"type": ["object", "array"]},
-                "error_type": _TEXT,
-                "error_message": _TEXT,
-                "traceback": _TEXT,
-                "correlation_id": _TEXT,
-                "dedupe_key": {"type": "string"},
-                "count": {"type": "integer", "minimum": 1},
-                "status": {"type": "string", "enum": statuses},
-                "attempts": {"type": "array", "items": _ref("Attempt")},
-                "history": {"type": "array", "items": _ref("AuditEntry")},
-                "created_at": {"type": "number"},
-                "updated_at": {"type": "number"},
-                "next_attempt_at": {"type": ["number", "null"]},
-            },
+            "required": list(record),
+            "properties": record,
         },
         "ReportAccepted": {
             "type": "object",
@@ -715,6 +1640,23 @@ def openapi_document() -> dict[str, Any]:
                 },
             },
         },
+        "BatchResult": {
+            "type": "object",
+            "required": ["results"],
+            "properties": {
+                "results": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["record_id", "created"],
+                        "properties": {
+                            "record_id": {"type": "string"},
+                            "created": {"type": "boolean"},
+                        },
+                    },
+                }
+            },
+        },
         "Page": {
             "type": "object",
             "required": ["records", "total", "limit", "offset"],
@@ -723,40 +1665,6 @@ def openapi_document() -> dict[str, Any]:
                 "total": {"type": "integer", "minimum": 0},
                 "limit": {"type": "integer", "minimum": 1, "maximum": 500},
                 "offset": {"type": "integer", "minimum": 0},
-            },
-        },
-        "ActionRequest": {
-            "type": "object",
-            "additionalProperties": False,
-            "properties": {
-                "note": {"type": ["string", "null"], "maxLength": _MAX_NOTE},
-                "actor": {
-                    "type": ["string", "null"],
-                    "minLength": 1,
-                    "maxLength": _MAX_ACTOR,
-                    "description": "Who acts (default `reviewer`).",
-                },
-            },
-        },
-        "BulkRequest": {
-            "type": "object",
-            "required": ["action", "ids"],
-            "additionalProperties": False,
-            "properties": {
-                "action": {"type": "string", "enum": ["resolve", "retry", "discard"]},
-                "ids": {
-                    "type": "array",
-                    "minItems": 1,
-                    "maxItems": _MAX_BULK,
-                    "items": {"type": "string", "minLength": 1, "maxLength": _MAX_ID},
-                },
-                "note": {"type": ["string", "null"], "maxLength": _MAX_NOTE},
-                "actor": {
-                    "type": ["string", "null"],
-                    "minLength": 1,
-                    "maxLength": _MAX_ACTOR,
-                    "description": "Who acts (default `reviewer`).",
-                },
             },
         },
         "BulkResult": {
@@ -770,12 +1678,6 @@ def openapi_document() -> dict[str, Any]:
                     "description": "Record id to the reason it was not changed.",
                 },
             },
-        },
-        "HandlerRequest": {
-            "type": "object",
-            "required": ["url"],
-            "additionalProperties": False,
-            "properties": {"url": {"type": "string", "format": "uri", "maxLength": _MAX_URL}},
         },
         "Handler": {
             "type": "object",
@@ -808,262 +1710,51 @@ def openapi_document() -> dict[str, Any]:
                 "error": {"type": "string", "description": "What is wrong, for a person."},
                 "field": {
                     "type": "string",
-                    "description": "Where: a body field, a query parameter, `body`, "
-                    "`authorization`, `content-type`, `id` or `status`.",
+                    "description": "Where: a body field, a parameter, `body`, `authorization`,"
+                    " `content-type`, `host`, `origin`, `id`, `status`, `path` or `store`.",
                 },
             },
         },
-    }
-
-    def query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
-        return {
-            "name": name,
-            "in": "query",
-            "required": False,
-            "schema": schema,
-            "description": description,
-        }
-
-    paths: dict[str, Any] = {
-        "/v1/reports": {
-            "post": {
-                "operationId": "report",
-                "summary": "Report a failure.",
-                "security": [{"report": []}, {"review": []}],
-                "parameters": [
-                    {
-                        "name": "Idempotency-Key",
-                        "in": "header",
-                        "required": False,
-                        "description": "The client's id for this report: a redelivery with "
-                        "the same key counts once.",
-                        "schema": {"type": "string", "minLength": 1, "maxLength": _MAX_ID},
-                    }
-                ],
-                "requestBody": {
-                    "required": True,
-                    "content": {"application/json": {"schema": _ref("Report")}},
+        "JsonValue": {
+            "description": "Any JSON value whose strings and keys hold no NUL character.",
+            "anyOf": [
+                {"type": ["null", "boolean", "number"]},
+                {"type": "string", "pattern": _NO_NUL},
+                {"type": "array", "items": _ref("JsonValue")},
+                {
+                    "type": "object",
+                    "propertyNames": {"pattern": _NO_NUL},
+                    "additionalProperties": _ref("JsonValue"),
                 },
-                "responses": {
-                    "201": _json(_ref("ReportAccepted"), "A new record."),
-                    "200": _json(_ref("ReportAccepted"), "Joined an open record, or a redelivery."),
-                    **_errors(400, 401, 413, 415, 422),
-                },
-            }
-        },
-        "/v1/reports/batch": {
-            "post": {
-                "operationId": "reportBatch",
-                "summary": "Report up to 500 failures in one transaction: all are stored, or none.",
-                "security": [{"report": []}, {"review": []}],
-                "requestBody": {
-                    "required": True,
-                    "content": {
-                        "application/json": {
-                            "schema": {
-                                "type": "object",
-                                "additionalProperties": False,
-                                "required": ["reports"],
-                                "properties": {
-                                    "reports": {
-                                        "type": "array",
-                                        "minItems": 1,
-                                        "maxItems": _MAX_BATCH,
-                                        "items": {
-                                            "type": "object",
-                                            "additionalProperties": False,
-                                            "required": ["report"],
-                                            "properties": {
-                                                "id": {
-                                                    "type": "string",
-                                                    "minLength": 1,
-                                                    "maxLength": _MAX_ID,
-                                                    "description": "The report id: a "
-                                                    "redelivery with the same id counts once.",
-                                                },
-                                                "report": _ref("Report"),
-                                            },
-                                        },
-                                    }
-                                },
-                            }
-                        }
-                    },
-                },
-                "responses": {
-                    "200": _json(
-                        {
-                            "type": "object",
-                            "required": ["results"],
-                            "properties": {
-                                "results": {
-                                    "type": "array",
-                                    "items": {
-                                        "type": "object",
-                                        "required": ["record_id", "created"],
-                                        "properties": {
-                                            "record_id": {"type": "string"},
-                                            "created": {"type": "boolean"},
-                                        },
-                                    },
-                                }
-                            },
-                        },
-                        "Each report's record id and whether the record is new, in order.",
-                    ),
-                    **_errors(400, 401, 413, 415, 422),
-                },
-            }
-        },
-        "/v1/records": {
-            "get": {
-                "operationId": "listRecords",
-                "summary": "List records, newest first.",
-                "security": [{"review": []}],
-                "parameters": [
-                    query(
-                        "status",
-                        {"type": "string"},
-                        f"Comma-separated statuses, any of: {', '.join(statuses)}.",
-                    ),
-                    query("kind", {"type": "string"}, "Only this kind."),
-                    query("source", {"type": "string"}, "Only this reporting service."),
-                    query(
-                        "since",
-                        {"type": "string"},
-                        "Created at or after: epoch seconds or ISO 8601 (UTC if no zone).",
-                    ),
-                    query("until", {"type": "string"}, "Created before (as `since`)."),
-                    query(
-                        "q",
-                        {"type": "string"},
-                        "Text in the kind, error type, message or payload (any case).",
-                    ),
-                    query(
-                        "limit",
-                        {"type": "integer", "minimum": 1, "maximum": 500, "default": 50},
-                        "Records per page.",
-                    ),
-                    query(
-                        "offset",
-                        {"type": "integer", "minimum": 0, "maximum": _MAX_OFFSET, "default": 0},
-                        "Records to skip.",
-                    ),
-                ],
-                "responses": {"200": _json(_ref("Page"), "One page."), **_errors(401, 422)},
-            }
-        },
-        "/v1/records/bulk": {
-            "post": {
-                "operationId": "bulkAction",
-                "summary": "Resolve, retry or discard many records, each on its own.",
-                "security": [{"review": []}],
-                "requestBody": {
-                    "required": True,
-                    "content": {"application/json": {"schema": _ref("BulkRequest")}},
-                },
-                "responses": {
-                    "200": _json(_ref("BulkResult"), "What changed and what was refused."),
-                    **_errors(400, 401, 413, 415, 422),
-                },
-            }
-        },
-        "/v1/records/{id}": {
-            "get": {
-                "operationId": "getRecord",
-                "summary": "One record with its attempts and history.",
-                "security": [{"review": []}],
-                "parameters": [_ID_PARAM],
-                "responses": {
-                    "200": _json(_ref("ErrorRecord"), "The record."),
-                    **_errors(401, 404),
-                },
-            }
-        },
-        "/v1/records/{id}/resolve": _action("resolve", "Close a record as dealt with."),
-        "/v1/records/{id}/retry": _action("retry", "Queue a record for an automatic retry now."),
-        "/v1/records/{id}/discard": _action("discard", "Close a record as not worth acting on."),
-        "/v1/handlers": {
-            "get": {
-                "operationId": "listHandlers",
-                "summary": "The HTTP callbacks that automatic retries are sent to, by kind.",
-                "security": [{"review": []}],
-                "responses": {"200": _json(_ref("Handlers"), "The callbacks."), **_errors(401)},
-            }
-        },
-        "/v1/handlers/{kind}": {
-            "put": {
-                "operationId": "putHandler",
-                "summary": "Send automatic retries of a kind to an HTTP callback.",
-                "description": 'The service POSTs {"record": <ErrorRecord>} with '
-                "`Idempotency-Key: <record id>`; a 2xx answer resolves the record. The URL's"
-                " host must be one of the callback hosts allowed at start (loopback by"
-                " default).",
-                "security": [{"review": []}],
-                "parameters": [
-                    {
-                        "name": "kind",
-                        "in": "path",
-                        "required": True,
-                        "schema": {"type": "string", "pattern": _KIND.pattern},
-                    }
-                ],
-                "requestBody": {
-                    "required": True,
-                    "content": {"application/json": {"schema": _ref("HandlerRequest")}},
-                },
-                "responses": {
-                    "200": _json(_ref("Handler"), "The registered callback."),
-                    **_errors(400, 401, 413, 415, 422),
-                    "409": _json(
-                        _ref("Error"),
-                        "The kind's handler was set when the service started (in code or"
-                        " with --callback): it cannot be changed over HTTP.",
-                    ),
-                },
-            }
-        },
-        "/healthz": {
-            "get": {
-                "operationId": "health",
-                "summary": "Whether the service can reach its store; records per status.",
-                "security": [],
-                "responses": {
-                    "200": _json(_ref("Health"), "Healthy."),
-                    "503": _json(_ref("Health"), "The store or the retry worker failed."),
-                },
-            }
-        },
-        "/openapi.json": {
-            "get": {
-                "operationId": "openapi",
-                "summary": "This document.",
-                "security": [],
-                "responses": {
-                    "200": {
-                        "description": "The OpenAPI document.",
-                        "content": {"application/json": {"schema": {"type": "object"}}},
-                    }
-                },
-            }
-        },
-        "/review/": {
-            "get": {
-                "operationId": "review",
-                "summary": "The review pages for people (HTML).",
-                "security": [{"review": []}],
-                "responses": {
-                    "200": {
-                        "description": "The list of open errors.",
-                        "content": {"text/html": {}},
-                    },
-                    "303": {"description": "Not logged in: to the login form."},
-                },
-            }
+            ],
         },
     }
-    record = schemas["ErrorRecord"]
-    record["required"] = list(record["properties"])
+
+
+def _bodies(fields: Iterable[Field]) -> Iterable[Body]:
+    """The bodies nested in ``fields``, depth first."""
+    for field in fields:
+        if field.body is not None:
+            yield field.body
+            yield from _bodies(field.body.fields)
+        if field.items is not None:
+            yield from _bodies([field.items])
+
+
+def _document(operations: Iterable[Operation], tokens: Tokens) -> dict[str, Any]:
+    """The OpenAPI 3.1 document of ``operations`` as served with ``tokens``."""
+    open_doors = {d for d, t in (("report", tokens.report), ("review", tokens.review)) if t is None}
+    schemas: dict[str, Any] = {}
+    paths: dict[str, Any] = {}
+    for operation in operations:
+        if operation.body is not None:
+            for body in (operation.body, *_bodies(operation.body.fields)):
+                if body.name is not None:
+                    schemas[body.name] = body.schema()
+        paths.setdefault(operation.path, {})[operation.method.lower()] = operation.document(
+            door_open=operation.door in open_doors, loopback_only=bool(open_doors)
+        )
+    schemas.update(_response_schemas())
     return {
         "openapi": "3.1.0",
         "info": {
@@ -1071,12 +1762,12 @@ def openapi_document() -> dict[str, Any]:
             "version": "1",
             "description": "Services report failures; the service retries them by its own "
             "logic or keeps them for a person to review. Errors answer "
-            '{"error": <message>, "field": <where>}.',
+            '{"error": <message>, "field": <where>}. The review pages (`/review/`, HTML) are '
+            "not part of this API.",
         },
-        "security": [{"review": []}],
         "paths": paths,
         "components": {
-            "schemas": schemas,
+            "schemas": dict(sorted(schemas.items())),
             "securitySchemes": {
                 "report": {
                     "type": "http",
@@ -1092,3 +1783,13 @@ def openapi_document() -> dict[str, Any]:
             },
         },
     }
+
+
+def openapi_document() -> dict[str, Any]:
+    """The OpenAPI 3.1 document of the JSON API, as served at ``/openapi.json``.
+
+    As served with both tokens set and the default callback hosts (loopback): it is
+    written from `OPERATIONS`, the declarations the
+    routes validate requests with.
+    """
+    return _document(OPERATIONS, Tokens(report="set", review="set"))

@@ -16,7 +16,7 @@ from failsafe.backoff import Backoff
 from failsafe.clock import SYSTEM_CLOCK, Clock
 from failsafe.errors.record import ErrorRecord, Report, Status
 from failsafe.errors.redact import Redactor
-from failsafe.errors.store import ErrorStore, Page, Query, StoreError
+from failsafe.errors.store import ErrorStore, Page, Query, StoreError, StoreUnavailable
 
 __all__ = ["BulkResult", "ErrorDesk", "RetrySchedule"]
 
@@ -161,19 +161,29 @@ class ErrorDesk:
         """Apply ``resolve``, ``retry`` or ``discard`` to many records, each on its own.
 
         A record that cannot take the action is listed in ``refused`` with the reason; the
-        others change.
+        others change. If the store becomes unreachable midway, the records not yet changed
+        are refused with the reason, untried.
 
         Raises:
             ValueError: If ``action`` is not one of the three.
+            StoreUnavailable: If the store is unreachable before any record changed.
         """
         operations = {"resolve": self.resolve, "retry": self.retry, "discard": self.discard}
         if action not in operations:
             raise ValueError(f"action must be resolve, retry or discard, got {action!r}")
         changed: list[ErrorRecord] = []
         refused: dict[str, str] = {}
-        for record_id in record_ids:
+        ids = list(record_ids)
+        for n, record_id in enumerate(ids):
             try:
                 changed.append(operations[action](record_id, actor=actor, note=note))
+            except StoreUnavailable as exc:
+                if not changed:
+                    raise  # nothing done: the caller hears 503 and asks again later
+                # some were done: say which, and refuse the rest untried
+                for rest in ids[n:]:
+                    refused.setdefault(rest, str(exc))
+                break
             except StoreError as exc:
                 refused[record_id] = str(exc)
         return BulkResult(tuple(changed), refused)

@@ -17,10 +17,15 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Final, NoReturn
 
-import psycopg
-from psycopg import sql
-from psycopg.conninfo import conninfo_to_dict
-from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
+from failsafe._extras import missing_extra
+
+try:
+    import psycopg
+    from psycopg import sql
+    from psycopg.conninfo import conninfo_to_dict
+    from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
+except ImportError as exc:
+    raise missing_extra("postgres", "failsafe.errors.postgres", exc) from exc
 
 from failsafe.clock import SYSTEM_CLOCK, Clock
 from failsafe.errors import _sql
@@ -177,7 +182,18 @@ class PostgresStore(SQLStore):
             min_size=self._sizes[0],
             max_size=self._sizes[1],
             timeout=self._timeout,
-            kwargs={"autocommit": True, "connect_timeout": self._connect_timeout},
+            kwargs={
+                "autocommit": True,
+                "connect_timeout": self._connect_timeout,
+                # a peer that vanishes without a word (a dropped network path, a powered-off
+                # host) is noticed by TCP within seconds, not the kernel's default 2 hours:
+                # unanswered sends give up after connect_timeout, idle ones after ~11 s
+                "keepalives": 1,
+                "keepalives_idle": 5,
+                "keepalives_interval": 2,
+                "keepalives_count": 3,
+                "tcp_user_timeout": self._connect_timeout * 1000,
+            },
             configure=self._configure,
             check=ConnectionPool.check_connection,
             name="failsafe-errors",
