@@ -5,7 +5,7 @@
 #   make lint       ruff check
 #   make typecheck  mypy --strict (config in pyproject.toml)
 #   make docs       mkdocs build --strict into site/
-#   make demo       play the seed's scenarios on real processes (examples/*: demo)
+#   make demo       play the order flow and the payment flow on real processes (examples/*: demo)
 #   make bench      run the benchmarks (python -m bench)
 #   make services   start the local servers the tests use (Redis, PostgreSQL, RabbitMQ)
 #   make clean      remove build outputs and caches (keeps .venv)

@@ -1,1 +1,1 @@
-"""The seed's reference applications (scenario A: warehouse_flow, B: payment_flow)."""
+"""The reference applications: the order flow (warehouse_flow), the payment flow (payment_flow)."""

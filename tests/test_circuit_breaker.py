@@ -527,6 +527,17 @@ def test_without_threshold_or_trip_the_default_is_five_in_a_row() -> None:
     assert breaker.threshold is None
 
 
+def test_without_storage_each_breaker_gets_a_memory_storage_of_its_own() -> None:
+    """``storage=None`` (the default) gives each breaker a new pybreaker memory storage."""
+    import pybreaker
+
+    first, second = CircuitBreaker(), CircuitBreaker(storage=None)
+    assert isinstance(first.storage, pybreaker.CircuitMemoryStorage)
+    assert isinstance(second.storage, pybreaker.CircuitMemoryStorage)
+    assert first.storage is not second.storage
+    assert first.storage_available
+
+
 @pytest.mark.parametrize(
     "trip_option", [ConsecutiveFailures(threshold=5), ConsecutiveFailures(), FailureRate()]
 )

@@ -10,11 +10,11 @@ import pytest
 
 @pytest.mark.real_time
 def test_demo_runs_and_every_step_behaves() -> None:
-    """The demo exits 0 and reports each of its eight steps as behaving as the seed says."""
+    """The demo exits 0 and reports each of its eight steps as behaving as described."""
     out = subprocess.run(
         [sys.executable, "-m", "failsafe.demo"], capture_output=True, text=True, timeout=60
     )
     assert out.returncode == 0, out.stdout + out.stderr
     assert out.stdout.count("   => ok:") == 8
     assert "NOT AS EXPECTED" not in out.stdout
-    assert "Every step behaved as the seed says." in out.stdout
+    assert "Every step of the tour behaved as described." in out.stdout

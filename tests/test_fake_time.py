@@ -110,6 +110,7 @@ def test_the_fixture(failsafe_fake_time: FakeClock) -> None:
     assert failsafe_fake_time.sleeps == [30, 30, 30]
 
 
+@pytest.mark.real_time  # waits on a child pytest (subprocess polls with a real sleep)
 def test_the_fixture_is_installed_as_a_pytest_plugin(tmp_path: Path) -> None:
     """A user's suite gets failsafe_fake_time with failsafe installed, and no real sleep."""
     (tmp_path / "test_user.py").write_text(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import importlib
 import inspect
 import pkgutil
@@ -47,6 +48,40 @@ def test_all_names_exist_and_are_documented() -> None:
             obj = getattr(module, name)
             if inspect.isclass(obj) or inspect.isfunction(obj):
                 assert obj.__doc__, f"{info.name}.{name} has no docstring"
+
+
+def test_public_constants_are_documented() -> None:
+    """Every constant a module lists in ``__all__`` is followed by its docstring.
+
+    An attribute docstring (a string right after the assignment) is what the API reference
+    shows under the constant's name; without one the reference shows the name alone.
+    """
+    undocumented = []
+    for info in pkgutil.walk_packages(failsafe.__path__, "failsafe."):
+        if any(part.startswith("_") for part in info.name.split(".")):
+            continue
+        module = importlib.import_module(info.name)
+        source = inspect.getsource(module)
+        body = ast.parse(source).body
+        exported = set(getattr(module, "__all__", ()))
+        for statement, following in zip(body, [*body[1:], None], strict=True):
+            if isinstance(statement, ast.Assign) and len(statement.targets) == 1:
+                target = statement.targets[0]
+            elif isinstance(statement, ast.AnnAssign):
+                target = statement.target
+            else:
+                continue
+            if not isinstance(target, ast.Name) or target.id not in exported:
+                continue
+            documented = (
+                isinstance(following, ast.Expr)
+                and isinstance(following.value, ast.Constant)
+                and isinstance(following.value.value, str)
+                and following.value.value.strip()
+            )
+            if not documented:
+                undocumented.append(f"{info.name}.{target.id}")
+    assert undocumented == []
 
 
 def test_top_level_reexports_everything_it_lists() -> None:

@@ -161,6 +161,17 @@ def test_jitter_uses_the_injected_rng(driver: Driver) -> None:
     assert len(set(runs[0])) == 3
 
 
+def test_without_rng_the_shared_generator_jitters(driver: Driver) -> None:
+    """``rng=None`` (the default) draws the jitter from one generator shared by every Retry."""
+    retry = Retry(backoff=Backoff.exponential(1, maximum=8))
+    assert retry.rng is None
+    assert retry == Retry(backoff=Backoff.exponential(1, maximum=8))
+    clock = FakeClock()
+    driver.call(Retry(clock=clock, rng=None), fail_first(3, ConnectionError, returns=0))
+    assert len(clock.sleeps) == 3
+    assert all(0 <= d <= 1.0 for d in clock.sleeps)
+
+
 @pytest.mark.parametrize(
     ("kwargs", "option"),
     [
@@ -169,6 +180,8 @@ def test_jitter_uses_the_injected_rng(driver: Driver) -> None:
         ({"deadline": -1}, "deadline"),
         ({"backoff": 3}, "backoff"),
         ({"on": "ConnectionError"}, "on"),
+        ({"rng": 7}, "rng"),
+        ({"rng": random}, "rng"),
     ],
 )
 def test_bad_configuration_names_the_option(kwargs: dict[str, object], option: str) -> None:

@@ -20,6 +20,7 @@ from griffe import (
     Class,
     Expr,
     ExprCall,
+    ExprLambda,
     Extension,
     Function,
     Module,
@@ -74,7 +75,12 @@ def _own_parameters(cls: Class) -> list[Parameter]:
             continue
         kw_only = class_kw_only or str(field.get("kw_only")) == "True"
         if "factory" in field:
-            default: Any = ExprCall(function=field["factory"], arguments=[])
+            factory = field["factory"]
+            # a fresh value per instance: show what it is (``factory=lambda: X()`` shows X())
+            if isinstance(factory, ExprLambda) and not factory.parameters:
+                default: Any = factory.body
+            else:
+                default = ExprCall(function=factory, arguments=[])
         elif field:
             default = field.get("default")
         else:

@@ -26,17 +26,17 @@ from examples._support.settings import RunSettings
 
 __all__ = ["Services", "main", "run_dir", "wait_until_stopped"]
 
-_HELP = """``python -m {package} up|demo``: run the services, or play the seed.
+_HELP = """``python -m {package} up|demo``: run the services, or play {scenario}.
 
 - ``up``: start every service, print their addresses, log to the run folder; Ctrl-C stops
   them all.
-- ``demo``: start them and play scenario {scenario} step by step, printing what really
-  happened; exit 0 only if every step behaved as the seed says.
+- ``demo``: start them and play {scenario} step by step, printing what really happened;
+  exit 0 only if every step behaved as described.
 - ``serve NAME --settings PATH --fd N``: one service (what the supervisor runs).
 
 Options of ``up`` and ``demo``: ``--run-dir`` (default: a new folder under ``{folder}/``),
 {options}``--dsn`` (PostgreSQL instead of SQLite files), ``--schema``, and for ``up``
-``--fast`` (the demo's short waits instead of the seed's).
+``--fast`` (the demo's short waits instead of the default ones).
 """
 
 
@@ -108,7 +108,8 @@ def main(
         settings: The example's settings class: its defaults of ``run_dir`` (where new run
             folders go) and ``schema`` (``--schema``'s default).
         services: The service names ``serve`` accepts.
-        scenario: The seed's scenario the demo plays (``A``, ``B``), for the help.
+        scenario: The flow the demo plays (``"the order flow"``, ``"the payment flow"``),
+            for the help.
         up: Runs ``up`` with the parsed arguments.
         demo: Runs ``demo`` with the parsed arguments.
         options: Adds the example's own options to ``up`` and ``demo``.
@@ -120,7 +121,10 @@ def main(
     )
     parser = argparse.ArgumentParser(prog=f"python -m {package}", description=description)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name, text in (("up", "start every service until Ctrl-C"), ("demo", "play the seed")):
+    for name, text in (
+        ("up", "start every service until Ctrl-C"),
+        ("demo", f"play {scenario} step by step"),
+    ):
         command = commands.add_parser(name, help=text)
         command.add_argument("--run-dir", help="the run folder (default: a new one)")
         if options is not None:

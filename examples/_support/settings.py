@@ -40,7 +40,7 @@ class RunSettings:
     """
 
     FAST: ClassVar[dict[str, Any]] = {"retry_backoff": 0.2, "poll_interval": 0.1, "sink_poll": 0.5}
-    """The settings `fast` changes: short waits instead of the seed's (a subclass's `FAST`
+    """The settings `fast` changes: short waits instead of the default ones (a subclass's `FAST`
     adds its own)."""
 
     run_dir: str = "."

@@ -1,7 +1,7 @@
 """``python -m examples.payment_flow up|demo|serve``: the example's command line.
 
-``up`` starts every service and prints where they listen; ``demo`` plays scenario B of the
-seed (`demo.run_demo`, with the fast settings). Both take the broker (``--broker``, default
+``up`` starts every service and prints where they listen; ``demo`` plays the payment flow
+(`demo.run_demo`, with the fast settings). Both take the broker (``--broker``, default
 the embedded SQLite broker) and the DLQ's delay (``--redelivery-delay``); the rest, and the
 help, is shared with warehouse_flow (`examples._support.cli`).
 """
@@ -84,7 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "examples.payment_flow",
         Settings,
         SERVICES,
-        scenario="B",
+        scenario="the payment flow",
         up=_up,
         demo=_demo,
         options=_options,

@@ -1,4 +1,4 @@
-"""The demo: scenario B of the seed, step by step, against the real processes.
+"""The demo: the payment flow, step by step, against the real processes.
 
 `run_demo` starts every service (`runner.Supervisor`, fast settings), then plays:
 
@@ -11,7 +11,8 @@
 4. an unknown order: a review record; a person finds the order and sends the record back for
    a retry, which applies the status and resolves the record.
 
-It prints what really happened and returns 0 only if every step behaved as the seed says.
+It prints what really happened and returns 0 only if every step behaved as described (the
+payment flow's steps are listed in the example's README).
 `Flow` is the demo's (and the tests') client of a running set of services.
 """
 
@@ -235,7 +236,7 @@ class _Demo:
 
     def normal_payment(self) -> None:
         flow = self.flow
-        print("\n1. A normal payment (seed steps 1, 2 and 4)")
+        print("\n1. A normal payment (payment flow steps 1, 2 and 4)")
         handled = flow.stats().get("MessageHandled", 0)
         started = time.monotonic()
         answer = flow.pay("o-1001", 49.90)
@@ -264,7 +265,7 @@ class _Demo:
     def order_service_down(self) -> None:
         flow, settings = self.flow, self.flow.settings
         delay = settings.redelivery_delay
-        print(f"\n2. The Order service is down (seed step 3; DLQ every {delay:g} s)")
+        print(f"\n2. The Order service is down (payment flow step 3; DLQ every {delay:g} s)")
         supervisor = self.supervisor
         supervisor.kill("order")
         print("   the Order service was killed (kill -9)")
@@ -305,7 +306,7 @@ class _Demo:
 
     def write_fails(self) -> None:
         flow = self.flow
-        print("\n3. The status write fails (seed step 5)")
+        print("\n3. The status write fails (payment flow step 5)")
         flow.faults("order", fail_writes=3)
         print("   the Orders database will refuse the next 3 writes")
         answer = flow.pay("o-1004", 120.0)
@@ -329,7 +330,7 @@ class _Demo:
 
     def unknown_order(self) -> None:
         flow = self.flow
-        print("\n4. An unknown order (seed step 6)")
+        print("\n4. An unknown order (payment flow step 6)")
         answer = flow.pay("o-404", 9.99)
         self.check(answer.status_code == 202, f"POST /payments o-404: {answer.status_code}")
         record = flow.wait_record(REVIEW_KIND, "o-404", ("needs_review",))
@@ -353,8 +354,9 @@ class _Demo:
 
 
 def run_demo(settings: Settings) -> int:
-    """Start the services, play scenario B, and return 0 if all went as the seed says."""
-    print("Scenario B: after a payment, change the order's status through a queue")
+    """Start the services, play the payment flow, and return 0 if all went as described."""
+    print("The payment flow: after a payment, change the order's status through a queue")
+    print("(the step numbers in brackets are those of examples/payment_flow/README.md)")
     with Supervisor(settings) as supervisor:
         print(f"run folder: {supervisor.settings.path.resolve()}")
         print(f"broker: {settings.broker or 'SQLite ' + supervisor.settings.broker_url}")
@@ -378,9 +380,9 @@ def run_demo(settings: Settings) -> int:
     if supervisor.settings.dsn is None:
         print(f"review pages: failsafe errors list --db {supervisor.settings.path / 'errors.db'}")
     if demo.failures:
-        print(f"\n{demo.failures} step(s) did not behave as the seed says")
+        print(f"\n{demo.failures} step(s) of the payment flow did not behave as described")
         return 1
-    print("\nevery step behaved as the seed says")
+    print("\nEvery step of the payment flow behaved as described.")
     return 0
 
 

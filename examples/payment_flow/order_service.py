@@ -1,4 +1,4 @@
-"""The Order service (seed steps 4-6): writes an order's new status to the Orders database.
+"""The Order service (payment flow steps 4-6): writes an order's new status to the Orders database.
 
 ``PUT /orders/{orderId}/status`` takes ``{"status": "paid"}`` with the queue message's id as
 ``Idempotency-Key`` (`domain.parse_status_update`; 422 naming the field otherwise), and

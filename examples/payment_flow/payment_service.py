@@ -1,4 +1,4 @@
-"""The Payment service (seed step 1): ``POST /payments``, then a message on the queue.
+"""The Payment service (payment flow step 1): ``POST /payments``, then a message on the queue.
 
 ``POST /payments`` takes ``{"orderId": ..., "amount": ..., "card": ...}`` (`domain.parse_payment`;
 422 naming the field otherwise) and runs the simulated card (`domain.charge`; 402 when it is

@@ -2,7 +2,7 @@
 
 The supervisor (``runner``) writes ``settings.json`` once the ports are chosen, and each
 service process reads it back, so that all of them agree on the addresses, the broker and
-the policies. The defaults follow the seed (the DLQ redelivers every 60 s); `Settings.fast`
+the policies. The defaults follow the payment flow (the DLQ redelivers every 60 s); `Settings.fast`
 shortens every wait for the demo, the tests and the benchmark.
 """
 
@@ -46,7 +46,7 @@ class Settings(RunSettings):
         broker: ``None`` for the embedded SQLite broker (``queue.db`` in the run folder), or
             an ``amqp://`` URL for RabbitMQ.
         queue: The work queue's name.
-        redelivery_delay: Seconds a message waits in the DLQ between rounds (seed: 60).
+        redelivery_delay: Seconds a message waits in the DLQ between rounds (payment flow: 60).
         redelivery_rounds: Rounds through the DLQ before a message goes to review.
         immediate: Immediate retries of a delivery in the consumer, before the DLQ.
         immediate_backoff: First pause between them, in seconds (doubling, jittered).

@@ -1,4 +1,4 @@
-"""The Status consumer (seed steps 2-4): the ``order-status`` queue to the Order service.
+"""The Status consumer (payment flow steps 2-4): the ``order-status`` queue to the Order service.
 
 A failsafe [`Consumer`][failsafe.queue.Consumer] hands each message to `deliver`, which
 sends ``PUT /orders/{orderId}/status`` with the message id as ``Idempotency-Key``. Which

@@ -2,7 +2,7 @@
 
 Every resilience decision of the example is made here, once, by configuring failsafe:
 
-- `redelivery`: the Status consumer's `Redelivery` (seed step 3): a couple of immediate
+- `redelivery`: the Status consumer's `Redelivery` (payment flow step 3): a couple of immediate
   retries in process, then the DLQ every ``redelivery_delay`` seconds (60 by default),
   ``redelivery_rounds`` times, then review (the Error-handling service and the parking
   queue); nothing is dropped;
@@ -64,7 +64,7 @@ def queue_review_kind(settings: Settings) -> str:
 
 
 def redelivery(settings: Settings) -> Redelivery:
-    """The Status consumer's recoverability policy (seed step 3)."""
+    """The Status consumer's recoverability policy (payment flow step 3)."""
     return Redelivery(
         immediate=settings.immediate,
         immediate_backoff=Backoff.exponential(settings.immediate_backoff, maximum=1.0),
@@ -102,7 +102,7 @@ def async_broker(settings: Settings) -> AsyncBroker:
 
 
 def order_client(settings: Settings) -> httpx.Client:
-    """The Status consumer's client for the Order service (seed steps 2-4).
+    """The Status consumer's client for the Order service (payment flow steps 2-4).
 
     One attempt per call: the consumer's `Redelivery` decides what a failure leads to. The
     circuit breaker opens after ``breaker_failures`` transport errors or 502/503/504 answers

@@ -1,4 +1,4 @@
-"""Scenario A of the seed, "add a product to an order", on real processes.
+"""The order flow, "add a product to an order", on real processes.
 
 Run ``python -m examples.warehouse_flow demo`` (or ``up``); see the README beside this file.
 """

@@ -1,7 +1,7 @@
 """``python -m examples.warehouse_flow up|demo|serve``: the example's command line.
 
-``up`` starts every service and prints where they listen; ``demo`` plays scenario A of the
-seed (`demo.run_demo`). The commands, their options and their help are those of both
+``up`` starts every service and prints where they listen; ``demo`` plays the order flow
+(`demo.run_demo`). The commands, their options and their help are those of both
 examples (`examples._support.cli`); ``python -m examples.warehouse_flow --help`` lists them.
 """
 
@@ -45,7 +45,13 @@ def _demo(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit code."""
     return cli.main(
-        argv, "examples.warehouse_flow", Settings, SERVICES, scenario="A", up=_up, demo=_demo
+        argv,
+        "examples.warehouse_flow",
+        Settings,
+        SERVICES,
+        scenario="the order flow",
+        up=_up,
+        demo=_demo,
     )
 
 

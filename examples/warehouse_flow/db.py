@@ -184,8 +184,8 @@ class StockDB:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    def create(self, seed: Mapping[str, int]) -> None:
-        """Create the tables, and put ``seed`` in an empty stock table."""
+    def create(self, initial: Mapping[str, int]) -> None:
+        """Create the tables, and put ``initial`` in an empty stock table."""
         with self.db.transaction() as run:
             self.db.take_turns(run)
             run(
@@ -200,7 +200,7 @@ class StockDB:
                 (),
             )
             if run("SELECT COUNT(*) FROM stock", ()).fetchone()[0] == 0:
-                for component, quantity in sorted(seed.items()):
+                for component, quantity in sorted(initial.items()):
                     run(
                         "INSERT INTO stock (component, quantity) VALUES (?, ?)",
                         (component, quantity),

@@ -1,9 +1,9 @@
-"""``python -m examples.warehouse_flow demo``: scenario A, played on the real processes.
+"""``python -m examples.warehouse_flow demo``: the order flow, played on the real processes.
 
 Each step sends what the site would send, prints what really happened (the status, the
 message, which Warehouse instance answered after how many attempts, the stock before and
-after, the Error-handling service's records), and checks it against the seed. The demo
-exits 0 only if every step behaved.
+after, the Error-handling service's records), and checks it against the order flow's steps
+(listed in the example's README). The demo exits 0 only if every step behaved.
 """
 
 from __future__ import annotations
@@ -155,7 +155,7 @@ def _step(demo: Demo, title: str) -> None:
 
 
 def _normal_add(demo: Demo) -> None:
-    _step(demo, "1. A normal add (seed steps 1-2, 6, 9, 11)")
+    _step(demo, "1. A normal add (order flow steps 1-2, 6, 9, 11)")
     before = demo.stock()
     reply = demo.add("o-1001", "p-desk")
     after = demo.stock()
@@ -173,7 +173,7 @@ def _normal_add(demo: Demo) -> None:
 
 
 def _failover(demo: Demo) -> None:
-    _step(demo, "2. Warehouse 1 is killed (kill -9): served by Warehouse 2 (seed steps 3-4)")
+    _step(demo, "2. Warehouse 1 is killed (kill -9): served by Warehouse 2 (order flow steps 3-4)")
     demo.supervisor.kill("warehouse-1")
     demo.out("  warehouse-1 killed")
     before = demo.stock()
@@ -191,7 +191,7 @@ def _failover(demo: Demo) -> None:
 
 
 def _both_down(demo: Demo) -> None:
-    _step(demo, "3. Both Warehouse instances are killed: 500, try again later (seed step 5)")
+    _step(demo, "3. Both Warehouse instances are killed: 500, try again later (order flow step 5)")
     demo.supervisor.kill("warehouse-2")
     demo.out("  warehouse-2 killed too")
     reply = demo.add("o-1003", "p-lamp")
@@ -205,7 +205,7 @@ def _both_down(demo: Demo) -> None:
 
 
 def _unknown_product(demo: Demo) -> str | None:
-    _step(demo, "4. An unknown product: 404, and a record for review (seed steps 7-8)")
+    _step(demo, "4. An unknown product: 404, and a record for review (order flow steps 7-8)")
     reply = demo.add("o-1004", "p-404")
     demo.check(reply.status == 404 and reply.text == INFO_LATER, "404, information available later")
     found: list[dict[str, Any]] = []
@@ -225,7 +225,7 @@ def _unknown_product(demo: Demo) -> str | None:
 
 
 def _not_enough(demo: Demo) -> None:
-    _step(demo, "5. Not enough stock: the custom 202, nothing decremented (seed step 9)")
+    _step(demo, "5. Not enough stock: the custom 202, nothing decremented (order flow step 9)")
     before = demo.stock()
     reply = demo.add("o-1005", "p-shelf", 2)
     after = demo.stock()
@@ -236,7 +236,7 @@ def _not_enough(demo: Demo) -> None:
 
 def _write_fails(demo: Demo) -> None:
     _step(demo, "6. The stock write fails: the client is told success, the Error-handling")
-    demo.out("   service retries the write until the stock is right (seed steps 10-11)")
+    demo.out("   service retries the write until the stock is right (order flow steps 10-11)")
     for name in ("warehouse-1", "warehouse-2"):
         demo.faults(name, fail_writes=2)
     demo.out("  fault switch: the next 2 stock writes fail, on each Warehouse instance")
@@ -272,7 +272,7 @@ def _write_fails(demo: Demo) -> None:
 
 
 def _review(demo: Demo, record_id: str | None) -> None:
-    _step(demo, "7. What a Warehouse employee sees, and resolving it (seed step 8)")
+    _step(demo, "7. What a Warehouse employee sees, and resolving it (order flow step 8)")
     if record_id is None:
         demo.check(False, "a record to review")
         return
@@ -341,11 +341,12 @@ def _postgres_schema(settings: Settings) -> Iterator[None]:
 
 
 def run_demo(run_dir: str, *, dsn: str | None = None, schema: str = "warehouse_flow") -> int:
-    """Start the services in ``run_dir``, play the seed, stop them; return the exit code."""
+    """Start the services in ``run_dir``, play the order flow, stop them; return the exit status."""
     settings = Settings.fast(run_dir)
     if dsn is not None:
         settings = settings.replace(dsn=dsn, schema=f"{schema}_demo_{uuid.uuid4().hex[:8]}")
-    print("Scenario A: adding a product to an order (examples/warehouse_flow)")
+    print("The order flow: adding a product to an order (examples/warehouse_flow)")
+    print("(the step numbers in brackets are those of examples/warehouse_flow/README.md)")
     print(f"run folder: {settings.path.resolve()}")
     started = time.monotonic()
     with _postgres_schema(settings), Supervisor(settings) as supervisor:
@@ -357,7 +358,7 @@ def run_demo(run_dir: str, *, dsn: str | None = None, schema: str = "warehouse_f
     took = time.monotonic() - started
     print("")
     if ok:
-        print(f"Every step behaved as the seed says ({took:.1f} s).")
+        print(f"Every step of the order flow behaved as described ({took:.1f} s).")
         return 0
     print(f"{len(demo.failures)} step(s) did not behave: " + "; ".join(demo.failures))
     return 1

@@ -1,4 +1,4 @@
-"""The seed's rules for "add a product to an order", as plain Python over plain data.
+"""The order flow's rules for "add a product to an order", as plain Python over plain data.
 
 Nothing here does I/O: the services (``order_service``, ``warehouse``, ``products``) call
 these functions with what they read, and do what the answer says. Tests can check every rule
@@ -50,7 +50,7 @@ CATALOGUE: Final[Mapping[str, Mapping[str, int]]] = {
     "p-lamp": {"c-bulb": 1, "c-shade": 1, "c-cable": 1},
     "p-shelf": {"c-board": 4, "c-screw": 12},
 }
-"""The seed catalogue of the Products service: each product's components."""
+"""The initial catalogue of the Products service: each product's components."""
 
 STOCK: Final[Mapping[str, int]] = {
     "c-top": 200,
@@ -62,7 +62,7 @@ STOCK: Final[Mapping[str, int]] = {
     "c-cable": 500,
     "c-board": 6,  # enough for one shelf: the demo's "not enough stock" step
 }
-"""The seed stock of the Warehouse database, by component."""
+"""The initial stock of the Warehouse database, by component."""
 
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
 MAX_QUANTITY: Final = 1000

@@ -1,4 +1,4 @@
-"""The Order service (seed steps 1-5 and 11): what the site calls to add a product.
+"""The Order service (order flow steps 1-5 and 11): what the site calls to add a product.
 
 ``POST /orders/{orderId}/products`` with ``{"clientId": ..., "productId": ..., "quantity":
 n}`` (422 naming the field otherwise). It calls the Warehouse through

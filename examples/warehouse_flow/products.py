@@ -1,4 +1,4 @@
-"""The Products service (seed step 6): which components a product needs.
+"""The Products service (order flow step 6): which components a product needs.
 
 ``GET /products/{productId}/components`` answers ``200 {"productId": ..., "components":
 {component: per product}}`` from its own database, or ``404`` when the product is unknown
@@ -25,7 +25,7 @@ __all__ = ["create_app"]
 
 
 def create_app(settings: Settings) -> Starlette:
-    """The Products service's ASGI app, on the run's catalogue (seeded if empty)."""
+    """The Products service's ASGI app, on the run's catalogue (filled in if empty)."""
     faults = Faults()
     catalogue = ProductsDB(open_database(settings, "products"))
     catalogue.create(CATALOGUE)

@@ -2,7 +2,7 @@
 
 The supervisor (``runner``) writes ``settings.json`` once the ports are chosen, and each
 service process reads it back, so that all of them agree on the addresses and the policies.
-The defaults follow the seed (the first try plus three retries per Warehouse instance, with
+The defaults follow the order flow (the first try plus three retries per Warehouse instance, with
 backoff and jitter); `Settings.fast` shortens every wait for the demo, the tests and the
 benchmark.
 """
@@ -30,7 +30,7 @@ class Settings(RunSettings):
     Warehouse calls' policies are this class's:
 
     Attributes:
-        warehouse_attempts: Attempts per Warehouse instance, the first included (seed: 4).
+        warehouse_attempts: Attempts per Warehouse instance, the first included (order flow: 4).
         warehouse_backoff: First backoff delay between them, in seconds (doubling, full
             jitter).
         warehouse_backoff_max: The longest backoff delay, in seconds.

@@ -1,4 +1,4 @@
-"""The Warehouse (seed steps 6-11); two instances of this app share one stock database.
+"""The Warehouse (order flow steps 6-11); two instances of this app share one stock database.
 
 ``POST /warehouse/v1/order/products`` takes an order line (`domain.parse_order_line`; 422
 naming the field otherwise) and its ``Idempotency-Key``:

@@ -92,7 +92,7 @@ def warehouse_breakers(settings: Settings, name: str) -> KeyedCircuitBreaker:
 
 
 def warehouse_client(settings: Settings) -> httpx.Client:
-    """The Order service's client for the Warehouse (seed steps 2-5).
+    """The Order service's client for the Warehouse (order flow steps 2-5).
 
     One client for the whole service: it holds the connection pools and, in its transport,
     the instances' circuit breakers, which protect only if they outlive a request.

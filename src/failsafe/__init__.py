@@ -1,11 +1,13 @@
 """failsafe: composable resilience policies for plain functions and coroutines.
 
-Everything public is re-exported here; see the modules for details::
+The policies and everything they share are re-exported here, so one import is enough:
 
-    import failsafe
+```python
+import failsafe
 
-    pipeline = failsafe.Pipeline(failsafe.Retry(), failsafe.CircuitBreaker(), failsafe.Timeout(2))
-    pipeline.call(fetch, "sku-1")
+pipeline = failsafe.Pipeline(failsafe.Retry(), failsafe.CircuitBreaker(), failsafe.Timeout(2))
+pipeline.call(fetch, "sku-1")
+```
 """
 
 from failsafe._policy import Policy

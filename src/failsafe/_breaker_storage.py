@@ -23,6 +23,7 @@ from typing import Any, Protocol
 
 import pybreaker
 
+from failsafe._extras import missing_extra
 from failsafe.clock import Clock
 from failsafe.events import CircuitStorageRestored, CircuitStorageUnavailable, Event
 
@@ -490,9 +491,12 @@ def fail_fast_client(url: str, *, timeout: float) -> Any:
     ``time.sleep`` on the caller's thread); a breaker's storage must answer quickly or not at
     all, so the client has short socket timeouts and no retries.
     """
-    import redis
-    from redis.backoff import NoBackoff
-    from redis.retry import Retry
+    try:
+        import redis
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
+    except ImportError as exc:
+        raise missing_extra("redis", "a circuit breaker shared through Redis", exc) from exc
 
     return redis.Redis.from_url(
         url,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import random
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -59,6 +60,14 @@ def number(
             raise ConfigurationError(attr.name, f"must be {wanted}, got {value!r}")
 
     return check
+
+
+def random_source(inst: object, attr: Any, value: object) -> None:
+    """A `random.Random` (a seeded one, a `random.SystemRandom`...) or ``None``."""
+    if value is not None and not isinstance(value, random.Random):
+        raise ConfigurationError(
+            attr.name, f"must be a random.Random (or None for the shared one), got {value!r}"
+        )
 
 
 def listeners(value: Iterable[Listener]) -> tuple[Listener, ...]:

@@ -1,11 +1,13 @@
 """Delays between attempts: constant, linear, exponential, with jitter, capped.
 
 A [`Backoff`][failsafe.backoff.Backoff] is a frozen value; ``delay(attempt, previous, rng)``
-is a pure function of its arguments (the randomness comes from the injected ``rng``)::
+is a pure function of its arguments (the randomness comes from the injected ``rng``):
 
-    Backoff.exponential(initial=0.1, maximum=2.0, jitter="full")
-    Backoff.constant(60)               # the seed's "redeliver every minute"
-    Backoff.none()                     # retry at once: no sleep call at all
+```python
+Backoff.exponential(initial=0.1, maximum=2.0, jitter="full")
+Backoff.constant(60)               # the payment flow's "redeliver every minute"
+Backoff.none()                     # retry at once: no sleep call at all
+```
 
 Jitter, from the AWS architecture blog's "Exponential Backoff and Jitter":
 
@@ -29,6 +31,11 @@ from failsafe.exceptions import ConfigurationError
 __all__ = ["Backoff", "Jitter"]
 
 Jitter: TypeAlias = Literal["none", "full", "equal", "decorrelated"]
+"""How a computed delay is randomised (``Backoff(jitter=...)``).
+
+``"none"``, ``"full"``, ``"equal"`` or ``"decorrelated"``, as the module's description says.
+"""
+
 _JITTERS = ("none", "full", "equal", "decorrelated")
 _KINDS = ("constant", "linear", "exponential")
 
@@ -47,7 +54,7 @@ class Backoff:
         step: For linear backoff, seconds added per attempt.
         multiplier: For exponential backoff, the growth factor per attempt.
         maximum: The cap on every delay, in seconds.
-        jitter: See the module documentation.
+        jitter: How each delay is randomised: a [`Jitter`][failsafe.backoff.Jitter].
 
     Raises:
         ConfigurationError: On a negative delay, ``maximum < initial``, a multiplier below

@@ -222,10 +222,6 @@ class FailureRate:
 
 _NEVER = -(2**62)
 
-# What ``trip`` is when it is not given, told apart by identity so that ``threshold=`` can
-# refuse an explicit ``trip=`` (even an equal one) and ``trip`` keeps its plain type.
-_DEFAULT_TRIP = ConsecutiveFailures()
-
 
 def _exact(threshold: float) -> tuple[int, int]:
     """A failure-rate threshold as the integers of the decimal it is written as.
@@ -333,9 +329,12 @@ class CircuitBreaker(Policy):
             exceptions pass through and count neither way.
         on_result: A test on returned values; a true result counts as a failure (the value
             is still returned to the caller).
-        storage: A pybreaker ``CircuitBreakerStorage``: ``CircuitMemoryStorage`` (default)
-            or a Redis storage ([`redis_storage`][failsafe.circuit_breaker.redis_storage],
-            or pybreaker's ``CircuitRedisStorage``) to share the state between processes.
+        storage: A pybreaker ``CircuitBreakerStorage``: ``None`` (default) for a new
+            ``CircuitMemoryStorage`` of this breaker's own, in process memory, or a Redis
+            storage ([`redis_storage`][failsafe.circuit_breaker.redis_storage], or
+            pybreaker's ``CircuitRedisStorage``) to share the state between processes. The
+            ``storage`` attribute holds the storage in use (the memory one when none was
+            given).
         storage_retry: Seconds (monotonic) a breaker on a shared storage leaves the storage
             alone after it failed, before trying it again (default 5). Unused with the
             memory storage.
@@ -345,6 +344,12 @@ class CircuitBreaker(Policy):
         listeners: failsafe listeners (callables taking an event) and/or pybreaker
             ``CircuitBreakerListener`` instances (``state_change``, ``failure``,
             ``success`` are called).
+        key: What this breaker is for, within a family of breakers of one ``name``, such as
+            an endpoint. A [`KeyedCircuitBreaker`][failsafe.KeyedCircuitBreaker] sets it on
+            each breaker it creates. It names the breaker ``name[key]`` in
+            [`CircuitOpenError`][failsafe.CircuitOpenError] and reprs, and every circuit
+            event carries it. ``None`` (default): a breaker of its own, named
+            ``name``.
 
     Raises:
         ConfigurationError: At construction, on a bad option.
@@ -383,7 +388,7 @@ class CircuitBreaker(Policy):
     threshold: int | None = attrs.field(
         default=None, validator=attrs.validators.optional(integer(1))
     )
-    trip: ConsecutiveFailures | FailureRate = _DEFAULT_TRIP
+    trip: ConsecutiveFailures | FailureRate = ConsecutiveFailures(threshold=5)
     reset_timeout: float = attrs.field(default=30.0, validator=number(above=0))
     max_reset_timeout: float | None = attrs.field(
         default=None, validator=number(above=0, optional=True)
@@ -392,7 +397,7 @@ class CircuitBreaker(Policy):
     success_threshold: int = attrs.field(default=1, validator=integer(1))
     on: Classifier = ANY_EXCEPTION
     on_result: ResultTest | None = None
-    storage: pybreaker.CircuitBreakerStorage = attrs.field(factory=_memory_storage)
+    storage: pybreaker.CircuitBreakerStorage | None = None
     storage_retry: float = attrs.field(default=5.0, validator=number(above=0))
     clock: Clock = SYSTEM_CLOCK
     listeners: Sequence[Any] = attrs.field(default=(), converter=_v.objects)
@@ -448,9 +453,12 @@ class CircuitBreaker(Policy):
             raise ConfigurationError(
                 "trip", f"must be ConsecutiveFailures or FailureRate, got {self.trip!r}"
             )
-        if not isinstance(self.storage, pybreaker.CircuitBreakerStorage):
+        if self.storage is None:
+            self.storage = _memory_storage()
+        storage = self.storage
+        if not isinstance(storage, pybreaker.CircuitBreakerStorage):
             raise ConfigurationError(
-                "storage", f"must be a pybreaker CircuitBreakerStorage, got {self.storage!r}"
+                "storage", f"must be a pybreaker CircuitBreakerStorage, got {storage!r}"
             )
         self._predicate = classify(self.on, self.on_result)
         if isinstance(self.trip, FailureRate):
@@ -465,13 +473,13 @@ class CircuitBreaker(Policy):
         for x in self._events:
             if not callable(x):
                 raise ConfigurationError("listeners", f"{x!r} is not callable")
-        if _is_memory(self.storage):
-            self._store = self.storage
+        if _is_memory(storage):
+            self._store = storage
         else:
             from failsafe._breaker_storage import GuardedStorage
 
             self._store = self._guard = GuardedStorage(
-                self.storage,
+                storage,
                 policy=self.name,
                 key=self.key,
                 retry_interval=self.storage_retry,
@@ -870,6 +878,12 @@ class CircuitBreaker(Policy):
         )
 
 
+# What ``trip`` is when it is not given (the field's default object), told apart by identity
+# so that ``threshold=`` can refuse an explicit ``trip=`` (even an equal one) and ``trip``
+# keeps its plain type.
+_DEFAULT_TRIP = attrs.fields(CircuitBreaker).trip.default
+
+
 class BreakerOptions(TypedDict, total=False):
     """The options of [`CircuitBreaker`][failsafe.CircuitBreaker] that a keyed breaker repeats."""
 
@@ -903,7 +917,10 @@ class KeyedCircuitBreaker(Policy):
             [`redis_storage`][failsafe.circuit_breaker.redis_storage]); default: in memory.
             It is called when a key is first used, so it should not talk to the storage:
             pybreaker's own ``CircuitRedisStorage`` does, and raises while Redis is down.
-        **options: Any other [`CircuitBreaker`][failsafe.CircuitBreaker] option.
+        **options: Any other [`CircuitBreaker`][failsafe.CircuitBreaker] option (see
+            [`BreakerOptions`][failsafe.circuit_breaker.BreakerOptions]), given to each
+            key's breaker; not ``storage``: each key needs one of its own, from
+            ``storage_factory``.
 
     Raises:
         ConfigurationError: At construction, on a bad option; at call time, when no key

@@ -1,27 +1,32 @@
 """The ``failsafe`` command: the Error-handling service and its records, and a queue's DLQ.
 
-Usage::
+Usage:
 
-    failsafe errors serve [--db errors.db | --dsn postgresql://...] [--host 127.0.0.1]
-                          [--port 8090] [--callback KIND=URL ...] [--callback-host HOST ...]
-                          [--poll-interval 1.0]
-                          [--schedule KIND=ATTEMPTS:FIRST[:MAX] ...]
-    failsafe errors list [--status open] [--kind K] [--source S] [--text T] [--limit N] [--json]
-    failsafe errors show ID [--json]
-    failsafe errors resolve|retry|discard ID [--note TEXT] [--actor NAME] [--json]
+```text
+failsafe --version
+failsafe errors serve [--db errors.db | --dsn postgresql://...] [--host 127.0.0.1]
+                      [--port 8090] [--callback KIND=URL ...] [--callback-host HOST ...]
+                      [--poll-interval 1.0]
+                      [--schedule KIND=ATTEMPTS:FIRST[:MAX] ...]
+failsafe errors list [--status open] [--kind K] [--source S] [--text T] [--limit N] [--json]
+failsafe errors show ID [--json]
+failsafe errors resolve|retry|discard ID [--note TEXT] [--actor NAME] [--json]
+```
 
 ``list``, ``show`` and the actions work on a local store (``--db``, default ``errors.db``,
 or ``--dsn``) or on a running service (``--url http://127.0.0.1:8090``, with the review
 token from ``FAILSAFE_ERRORS_REVIEW_TOKEN``). Exit codes: 0 done, 1 refused or not found
 (the reason on stderr), 2 bad usage or configuration.
 
-For the person on call, a queue's dead letters (see ``failsafe.queue.cli``)::
+For the person on call, a queue's dead letters (see ``failsafe.queue.cli``):
 
-    failsafe queue dlq list --queue NAME [--broker URL] [--place delayed|parked|all]
-                            [--older-than AGE] [--error-type TYPE] [--id ID] [--limit N] [--json]
-    failsafe queue dlq show ID --queue NAME [--broker URL] [--json]
-    failsafe queue dlq replay --queue NAME [FILTERS] [--batch 100] [--rate N] [--dry-run]
-    failsafe queue dlq purge --queue NAME [FILTERS | --all] [--batch 100] [--dry-run] [--yes]
+```text
+failsafe queue dlq list --queue NAME [--broker URL] [--place delayed|parked|all]
+                        [--older-than AGE] [--error-type TYPE] [--id ID] [--limit N] [--json]
+failsafe queue dlq show ID --queue NAME [--broker URL] [--json]
+failsafe queue dlq replay --queue NAME [FILTERS] [--batch 100] [--rate N] [--dry-run]
+failsafe queue dlq purge --queue NAME [FILTERS | --all] [--batch 100] [--dry-run] [--yes]
+```
 
 ``--broker`` is ``sqlite:///path.db``, a file path or ``amqp://...`` (default:
 ``$FAILSAFE_QUEUE_BROKER``, else ``queue.db``).
@@ -37,6 +42,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final, TextIO
 
+from failsafe._version import __version__
 from failsafe.exceptions import ConfigurationError
 
 __all__ = ["errors_main", "main"]
@@ -564,6 +570,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ```
     """
     parser = argparse.ArgumentParser(prog="failsafe", description="failsafe tools")
+    parser.add_argument("--version", action="version", version=f"failsafe {__version__}")
     commands = parser.add_subparsers(dest="tool", metavar="TOOL")
     _add_errors(commands)
     _add_queue(commands)

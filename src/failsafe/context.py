@@ -1,17 +1,19 @@
 """What an operation can learn about the call it runs in: its failover target and deadline.
 
 Policies publish this through a `contextvars.ContextVar`, so it follows the call into
-threads started with `contextvars.copy_context` and into asyncio tasks::
+threads started with `contextvars.copy_context` and into asyncio tasks:
 
-    import failsafe
+```python
+import failsafe
 
-    def fetch(path):
-        ctx = failsafe.current_context()
-        return http_get(ctx.target + path, timeout=ctx.remaining())
+def fetch(path):
+    ctx = failsafe.current_context()
+    return http_get(ctx.target + path, timeout=ctx.remaining())
 
-    failsafe.Pipeline(failsafe.Failover(["http://a", "http://b"]), failsafe.Timeout(2)).call(
-        fetch, "/v1/x"
-    )
+failsafe.Pipeline(failsafe.Failover(["http://a", "http://b"]), failsafe.Timeout(2)).call(
+    fetch, "/v1/x"
+)
+```
 """
 
 from __future__ import annotations

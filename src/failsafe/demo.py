@@ -1,8 +1,9 @@
-"""A short tour of failsafe's policies on the seed's HTTP scenario, in one process.
+"""A short tour of failsafe's policies on the order flow's HTTP calls, in one process.
 
-Run it with ``python -m failsafe.demo`` (``make demo``). It plays the Order service calling
-two Warehouse instances, simulated as functions, and prints every decision the policies
-take. It exits with status 1 if any step does not behave as the seed says.
+Run it with ``python -m failsafe.demo``. It plays the Order service calling two Warehouse
+instances, simulated as functions, prints every decision the policies take and checks each
+step against what it announces; it exits with status 1 if any step does not behave as
+described.
 """
 
 from __future__ import annotations
@@ -80,7 +81,7 @@ def _check(ok: bool, what: str, failures: list[str]) -> None:
 
 
 def main() -> int:
-    """Play the scenario; return 0 when every step behaved as the seed says."""
+    """Play the tour; return 0 when every step behaved as described."""
     failures: list[str] = []
     failsafe.add_listener(_print_event)
     warehouse = Warehouse()
@@ -90,7 +91,7 @@ def main() -> int:
     order_to_warehouse = Pipeline(
         Failover(
             ["http://127.0.0.1:8001", "http://127.0.0.1:8002"],
-            # the seed: the first try plus three retries on each instance, then the next one
+            # the order flow: the first try plus three retries on each instance, then the next one
             policy=Pipeline(
                 Retry(attempts=4, backoff=Backoff.exponential(0.001, maximum=0.004)), breakers
             ),
@@ -203,7 +204,7 @@ def main() -> int:
     if failures:
         print(f"{len(failures)} step(s) did not behave as expected: {failures}")
         return 1
-    print("Every step behaved as the seed says.")
+    print("Every step of the tour behaved as described.")
     return 0
 
 

@@ -1,15 +1,17 @@
 """Exceptions raised by failsafe's own decisions.
 
-The tree::
+The tree:
 
-    FailsafeError
-    ├── ConfigurationError (also ValueError)      bad option at construction
-    ├── UsageError (also TypeError)               failsafe called the wrong way
-    ├── PolicyRejected                            a policy refused to run the call
-    │   ├── CircuitOpenError                      .retry_after, .breaker
-    │   └── BulkheadFull                          .max_concurrent, .max_queued
-    ├── TimeoutExceeded (also TimeoutError)       .timeout
-    └── AllTargetsFailed                          .failures (one per target)
+```text
+FailsafeError
+├── ConfigurationError (also ValueError)      bad option at construction
+├── UsageError (also TypeError)               failsafe called the wrong way
+├── PolicyRejected                            a policy refused to run the call
+│   ├── CircuitOpenError                      .retry_after, .breaker
+│   └── BulkheadFull                          .max_concurrent, .max_queued
+├── TimeoutExceeded (also TimeoutError)       .timeout
+└── AllTargetsFailed                          .failures (one per target)
+```
 
 The user's own exceptions are never wrapped: when a retry gives up, the caller gets the last
 exception the operation raised, unchanged, with a note added

@@ -18,8 +18,6 @@ from failsafe.predicates import TRANSIENT, Classifier, Predicate, ResultTest, cl
 
 __all__ = ["Failover"]
 
-_DEFAULT_ON = TRANSIENT | PolicyRejected
-
 
 def _targets(value: Sequence[object]) -> tuple[object, ...]:
     if isinstance(value, str | bytes) or not isinstance(value, Sequence):
@@ -35,7 +33,7 @@ class Failover(Policy):
 
     The operation learns its target from ``failsafe.current_context().target``. ``policy``
     (often a [`Retry`][failsafe.Retry], or a pipeline with a keyed breaker) runs around each
-    target's attempts: the seed's "the first try plus three retries on Warehouse 1, then
+    target's attempts: the order flow's "the first try plus three retries on Warehouse 1, then
     Warehouse 2" is ``Failover([w1, w2], policy=Retry(attempts=4))``.
 
     A failure (``on`` / ``on_result``; by default connection errors, timeouts and policy
@@ -74,7 +72,7 @@ class Failover(Policy):
 
     targets: Sequence[object] = attrs.field(converter=_targets)
     policy: Policy | None = attrs.field(default=None, kw_only=True)
-    on: Classifier = attrs.field(default=_DEFAULT_ON, kw_only=True)
+    on: Classifier = attrs.field(default=TRANSIENT | PolicyRejected, kw_only=True)
     on_result: ResultTest | None = attrs.field(default=None, kw_only=True)
     on_discard: Callable[[Any], object] | None = attrs.field(default=None, kw_only=True)
     listeners: Sequence[Listener] = attrs.field(default=(), converter=_v.listeners, kw_only=True)

@@ -1,11 +1,13 @@
 """A listener that records failsafe's events as OpenTelemetry metrics (the ``otel`` extra).
 
-Install with ``pip install 'failsafe-kit[otel]'``, then::
+Install with ``pip install 'failsafe-kit[otel]'``, then:
 
-    import failsafe
-    from failsafe.opentelemetry import OpenTelemetryListener
+```python
+import failsafe
+from failsafe.opentelemetry import OpenTelemetryListener
 
-    failsafe.add_listener(OpenTelemetryListener())
+failsafe.add_listener(OpenTelemetryListener())
+```
 
 The metrics, each with the attribute ``failsafe.policy`` (the policy's name):
 
@@ -26,7 +28,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from opentelemetry import metrics
+from failsafe._extras import missing_extra
+
+try:
+    from opentelemetry import metrics
+except ImportError as exc:
+    raise missing_extra("otel", "failsafe.opentelemetry", exc) from exc
 
 from failsafe._version import __version__
 from failsafe.events import (

@@ -2,13 +2,15 @@
 
 A [`Predicate`][failsafe.predicates.Predicate] has an exception side and a result side;
 either may be absent (it then matches nothing on that side). Predicates combine with
-``|`` (either), ``&`` (both) and ``~`` (negate each side that is present)::
+``|`` (either), ``&`` (both) and ``~`` (negate each side that is present):
 
-    from failsafe.predicates import exception, result
+```python
+from failsafe.predicates import exception, result
 
-    transient = exception(ConnectionError, TimeoutError)
-    overloaded = result(lambda r: r.status_code in (429, 503))
-    Retry(on=transient | overloaded)
+transient = exception(ConnectionError, TimeoutError)
+overloaded = result(lambda r: r.status_code in (429, 503))
+Retry(on=transient | overloaded)
+```
 
 Every policy option named ``on`` accepts a predicate, an exception type, a tuple of types,
 or a plain function of the exception.

@@ -30,6 +30,7 @@ from failsafe.predicates import TRANSIENT, Classifier, Predicate, ResultTest, cl
 
 __all__ = ["Retry"]
 
+# The random source of every Retry built without ``rng=``
 _RNG = random.Random()
 
 
@@ -66,7 +67,9 @@ class Retry(Policy):
         budget: A [`RetryBudget`][failsafe.RetryBudget] shared with other calls; when it
             is spent, the policy gives up instead of retrying.
         clock: The clock to sleep on (a fake one in tests).
-        rng: The random source for jitter.
+        rng: The random source for jitter; ``None`` (default): one generator shared by
+            every `Retry` built without one. Pass a seeded `random.Random` for repeatable
+            delays in tests.
         listeners: Receive [`events`][failsafe.events] for every decision.
         name: Names this policy in events and reprs.
 
@@ -96,7 +99,7 @@ class Retry(Policy):
     on_discard: Callable[[Any], object] | None = None
     budget: RetryBudget | None = None
     clock: Clock = SYSTEM_CLOCK
-    rng: random.Random = _RNG
+    rng: random.Random | None = attrs.field(default=None, validator=_v.random_source)
     listeners: Sequence[Listener] = attrs.field(default=(), converter=_v.listeners)
     name: str = "retry"
     _predicate: Predicate = attrs.field(init=False, eq=False)
@@ -122,7 +125,8 @@ class Retry(Policy):
             if hinted is not None:  # a date in the past (or NaN) means "now"
                 delay = hinted if hinted > 0 else 0.0
         if delay is None:
-            delay = self.backoff.delay(attempt, previous, self.rng)
+            rng = self.rng if self.rng is not None else _RNG
+            delay = self.backoff.delay(attempt, previous, rng)
         if self.deadline is not None and (self.clock.monotonic() - started + delay > self.deadline):
             self._give_up(attempt, "deadline", outcome)
             return None

@@ -1,14 +1,16 @@
 """Test helpers for users of failsafe: fake time, a recording listener, fault injection.
 
-Everything here is public and stable, for your own tests::
+Everything here is public and stable, for your own tests:
 
-    from failsafe import Retry, Backoff
-    from failsafe.testing import FakeClock, RecordingListener, fail_first
+```python
+from failsafe import Retry, Backoff
+from failsafe.testing import FakeClock, RecordingListener, fail_first
 
-    clock, events = FakeClock(), RecordingListener()
-    retry = Retry(backoff=Backoff.constant(1.0), clock=clock, listeners=[events])
-    assert retry.call(fail_first(2, ConnectionError, returns="ok")) == "ok"
-    assert clock.sleeps == [1.0, 1.0]        # recorded, never waited
+clock, events = FakeClock(), RecordingListener()
+retry = Retry(backoff=Backoff.constant(1.0), clock=clock, listeners=[events])
+assert retry.call(fail_first(2, ConnectionError, returns="ok")) == "ok"
+assert clock.sleeps == [1.0, 1.0]        # recorded, never waited
+```
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from contextlib import contextmanager
 from typing import Any, Generic, TypeVar
 
 from failsafe import clock as _clock
+from failsafe.clock import AsyncTimeout
 from failsafe.events import Event
 
 __all__ = [
@@ -197,8 +200,8 @@ class FakeClock:
         self._advance_to(self._now + seconds, asyncio.current_task())
         await asyncio.sleep(0)
 
-    def timeout_async(self, seconds: float) -> _FakeTimeout:
-        """Return a timeout scope measured on this clock."""
+    def timeout_async(self, seconds: float) -> AsyncTimeout:
+        """Return a timeout scope measured on this clock (as ``asyncio.timeout`` would be)."""
         return _FakeTimeout(self, seconds)
 
     def __repr__(self) -> str:

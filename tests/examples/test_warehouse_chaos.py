@@ -266,7 +266,7 @@ def test_while_one_instance_is_up_orders_are_served(tmp_path: Path) -> None:
     sends to Warehouse 1, which is back (its last resort).
     """
     settings = Settings.fast(tmp_path)
-    StockDB(open_database(settings, "stock")).create(dict.fromkeys(STOCK, 10 ** 6))
+    StockDB(open_database(settings, "stock")).create(dict.fromkeys(STOCK, 10**6))
     with Supervisor(settings) as services:
         services.start()
         placed: list[Placed] = []

@@ -488,9 +488,7 @@ def test_no_wasted_delay_once_the_circuit_opens(
     assert clock.sleeps == [1.0]  # after the first refusal only: the second opened the circuit
 
 
-def test_open_circuit_without_endpoints_is_an_httpx_error(
-    http: Http, closed_port: str
-) -> None:
+def test_open_circuit_without_endpoints_is_an_httpx_error(http: Http, closed_port: str) -> None:
     """With no endpoint list, an open circuit still raises an httpx.HTTPError subclass."""
     results = http.run(
         [GET(f"{closed_port}/ok"), GET(f"{closed_port}/ok")],

@@ -423,6 +423,7 @@ def test_bad_options_are_refused(options: dict[str, Any], option: str) -> None:
         ({"delay": float("nan")}, "delay"),
         ({"unrecoverable": ("nope",)}, "unrecoverable"),
         ({"immediate_backoff": 0.5}, "immediate_backoff"),
+        ({"rng": 7}, "rng"),
     ],
 )
 def test_bad_policy_is_refused(options: dict[str, Any], option: str) -> None:

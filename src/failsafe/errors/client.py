@@ -44,7 +44,13 @@ from pathlib import Path
 from typing import Any, Final, Literal
 
 import attrs
-import httpx
+
+from failsafe._extras import missing_extra
+
+try:
+    import httpx
+except ImportError as exc:
+    raise missing_extra("errors", "failsafe.errors", exc) from exc
 
 from failsafe.backoff import Backoff
 from failsafe.circuit_breaker import CircuitBreaker, CircuitState, ConsecutiveFailures

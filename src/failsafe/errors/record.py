@@ -4,14 +4,16 @@ A service reports a [`Report`][failsafe.errors.Report]; the Error-handling servi
 as an [`ErrorRecord`][failsafe.errors.ErrorRecord] with a status, every attempt, and an
 audit trail of every change.
 
-Statuses and their moves::
+Statuses and their moves:
 
-    report(action="retry")  -> pending_retry --claim--> retrying --ok--> resolved
-                                    ^                     |--failed, attempts left--> pending_retry
-                                    |                     '--failed, none left-----> needs_review
-    report(action="review") -> needs_review --resolve--> resolved
-                                    |        --discard--> discarded
-                                    '--------retry------> pending_retry
+```text
+report(action="retry")  -> pending_retry --claim--> retrying --ok--> resolved
+                                ^                     |--failed, attempts left--> pending_retry
+                                |                     '--failed, none left-----> needs_review
+report(action="review") -> needs_review --resolve--> resolved
+                                |        --discard--> discarded
+                                '--------retry------> pending_retry
+```
 """
 
 from __future__ import annotations

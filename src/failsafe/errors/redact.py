@@ -29,6 +29,13 @@ from failsafe.errors.record import Report, default_dedupe_key
 __all__ = ["DEFAULT_SECRET_KEYS", "REDACTED", "Redactor"]
 
 REDACTED: Final = "[REDACTED]"
+"""What a secret is replaced by: the string ``[REDACTED]``.
+
+It takes the place of a secret key's value, of the credential after ``Bearer`` / ``Basic`` /
+``Token``, of a URL's password and of a card number (a JSON number too becomes this
+string); the text around it is kept.
+"""
+
 DEFAULT_SECRET_KEYS: Final = (
     "password",
     "passwd",
@@ -43,6 +50,15 @@ DEFAULT_SECRET_KEYS: Final = (
     "card_number",
     "cvv",
 )
+"""The key names a [`Redactor`][failsafe.errors.Redactor] treats as secret by default.
+
+A key is secret when one of these is part of its name, in any case and with ``-`` and
+``_`` alike: ``Password``, ``X-Api-Key``, ``access_token`` and ``Set-Cookie`` all are. Its
+value is replaced by [`REDACTED`][failsafe.errors.redact.REDACTED], under a payload key at
+any depth, after ``key=`` / ``key: `` / ``"key": `` in text, and as the second item of a
+``[name, value]`` pair (a header list's entry).
+[`Redactor.with_keys`][failsafe.errors.Redactor.with_keys] adds names to these.
+"""
 # not inside a longer word: a hex id such as 5df390bf4738437283204a68 holds a digit run
 _CARD = re.compile(r"(?<![0-9A-Za-z])(?:\d[ -]?){12,18}\d(?![0-9A-Za-z])")
 # the credential of an Authorization value, wherever it appears

@@ -33,10 +33,15 @@ from datetime import UTC, datetime
 from typing import Final
 from urllib.parse import parse_qs, quote, urlencode
 
-from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
-from starlette.responses import HTMLResponse, RedirectResponse, Response
-from starlette.routing import BaseRoute, Route
+from failsafe._extras import missing_extra
+
+try:
+    from starlette.concurrency import run_in_threadpool
+    from starlette.requests import Request
+    from starlette.responses import HTMLResponse, RedirectResponse, Response
+    from starlette.routing import BaseRoute, Route
+except ImportError as exc:
+    raise missing_extra("errors", "failsafe.errors.review", exc) from exc
 
 from failsafe.errors.api import _MAX_ID, _MAX_OFFSET
 from failsafe.errors.auth import Tokens

@@ -2,13 +2,15 @@
 
 [`create_app`][failsafe.errors.service.create_app] builds the Starlette app around a desk
 (for tests and for embedding); [`serve`][failsafe.errors.service.serve] is the whole service
-on a store file or a PostgreSQL database, run by uvicorn::
+on a store file or a PostgreSQL database, run by uvicorn:
 
-    from failsafe.errors.auth import Tokens
-    from failsafe.errors.service import serve
+```python
+from failsafe.errors.auth import Tokens
+from failsafe.errors.service import serve
 
-    serve(db="errors.db", dsn=None, host="127.0.0.1", port=8700,
-          tokens=Tokens.from_env(), callbacks={})
+serve(db="errors.db", dsn=None, host="127.0.0.1", port=8700,
+      tokens=Tokens.from_env(), callbacks={})
+```
 
 Without both tokens the service refuses to listen anywhere but loopback.
 """
@@ -23,12 +25,17 @@ import threading
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from typing import Protocol
 
-from starlette.applications import Starlette
-from starlette.exceptions import HTTPException
-from starlette.middleware import Middleware
-from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.routing import Mount
+from failsafe._extras import missing_extra
+
+try:
+    from starlette.applications import Starlette
+    from starlette.exceptions import HTTPException
+    from starlette.middleware import Middleware
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse, PlainTextResponse, Response
+    from starlette.routing import Mount
+except ImportError as exc:
+    raise missing_extra("errors", "failsafe.errors.service", exc) from exc
 
 from failsafe.errors.api import (
     DEFAULT_MAX_BODY_BYTES,

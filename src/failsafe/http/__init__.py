@@ -1,18 +1,20 @@
 """failsafe.http: httpx transports with retry, per-endpoint circuit breakers and failover.
 
-Install with ``pip install 'failsafe-kit[http]'``::
+Install with ``pip install 'failsafe-kit[http]'``, then:
 
-    import httpx
-    from failsafe.http import ResilientTransport
+```python
+import httpx
+from failsafe.http import ResilientTransport
 
-    warehouse = httpx.Client(
-        transport=ResilientTransport(
-            endpoints=["http://127.0.0.1:8001", "http://127.0.0.1:8002"],
-            idempotency_key=True,
-        ),
-        base_url="http://warehouse",
-    )
-    warehouse.post("/warehouse/v1/order/products", json={...})
+warehouse = httpx.Client(
+    transport=ResilientTransport(
+        endpoints=["http://127.0.0.1:8001", "http://127.0.0.1:8002"],
+        idempotency_key=True,
+    ),
+    base_url="http://warehouse",
+)
+warehouse.post("/warehouse/v1/order/products", json={...})
+```
 """
 
 from failsafe.http.classify import (

@@ -17,7 +17,12 @@ import re
 from datetime import UTC, datetime
 from typing import Final
 
-import httpx
+from failsafe._extras import missing_extra
+
+try:
+    import httpx
+except ImportError as exc:
+    raise missing_extra("http", "failsafe.http", exc) from exc
 
 from failsafe.predicates import Predicate, exception, result
 

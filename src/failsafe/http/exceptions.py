@@ -1,11 +1,13 @@
 """Exceptions of failsafe's HTTP transports, within httpx's own tree.
 
-``except httpx.HTTPError`` keeps catching everything a resilient client raises::
+``except httpx.HTTPError`` keeps catching everything a resilient client raises:
 
-    httpx.TransportError
-    ├── AllEndpointsFailed (also failsafe.FailsafeError)    .failures, one per endpoint
-    └── httpx.TimeoutException
-        └── DeadlineExceeded (also failsafe.TimeoutExceeded) the request's deadline passed
+```text
+httpx.TransportError
+├── AllEndpointsFailed (also failsafe.FailsafeError)    .failures, one per endpoint
+└── httpx.TimeoutException
+    └── DeadlineExceeded (also failsafe.TimeoutExceeded) the request's deadline passed
+```
 """
 
 from __future__ import annotations

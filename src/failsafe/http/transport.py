@@ -1,19 +1,21 @@
 """`ResilientTransport` and `AsyncResilientTransport`: retry, per-endpoint breakers, failover.
 
 Both wrap an inner httpx transport (httpx's own by default) and run every request through
-the core policies, outermost first::
+the core policies, outermost first:
 
-    Failover(endpoints)                     # then the next endpoint
-      └── Retry(attempts=4, ...)            # per endpoint: the first try plus three retries
-            └── KeyedCircuitBreaker()       # one breaker per endpoint
-                  └── one request to the endpoint
+```text
+Failover(endpoints)                     # then the next endpoint
+  └── Retry(attempts=4, ...)            # per endpoint: the first try plus three retries
+        └── KeyedCircuitBreaker()       # one breaker per endpoint
+              └── one request to the endpoint
+```
 
 With a single endpoint (or none: the request's own origin) the endpoint is known before the
 request starts, so the failover layer is left out (the transport does what it would do) and
 the endpoint's breaker is bound in directly rather than looked up on every attempt.
 
-The two transports share all their decisions (``_Resilience``); only the sending and the
-releasing of discarded responses differ (one blocks, one awaits).
+The two transports share all their decisions; only the sending and the releasing of
+discarded responses differ (one blocks, one awaits).
 """
 
 from __future__ import annotations
@@ -627,8 +629,8 @@ class ResilientTransport(httpx.BaseTransport):
             "http://127.0.0.1:8002"]``. Each attempt replaces the request's scheme, host and
             port (and prefixes the endpoint's path) and keeps its path and query. ``None``:
             the request's own URL is the one endpoint.
-        attempts: Attempts per endpoint, the first included (default 4: the seed's first
-            try plus three retries).
+        attempts: Attempts per endpoint, the first included (default 4: the order flow's
+            first try plus three retries).
         backoff: Delays between attempts on one endpoint (default: exponential from 50 ms,
             full jitter, at most 1 s). A server's ``Retry-After`` (on 429 and 503) wins,
             capped by ``max_retry_after``.

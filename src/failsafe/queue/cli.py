@@ -1,16 +1,18 @@
 """``failsafe queue dlq``: list, show, replay and purge a queue's dead letters.
 
-Usage::
+Usage:
 
-    failsafe queue dlq list   --queue NAME [--broker URL] [FILTERS] [--json]
-    failsafe queue dlq show   ID --queue NAME [--broker URL] [--json]
-    failsafe queue dlq replay --queue NAME [--broker URL] [FILTERS] [--batch 100] [--rate N]
-                              [--dry-run]
-    failsafe queue dlq purge  --queue NAME [--broker URL] [FILTERS | --all] [--batch 100]
-                              [--dry-run] [--yes]
+```text
+failsafe queue dlq list   --queue NAME [--broker URL] [FILTERS] [--json]
+failsafe queue dlq show   ID --queue NAME [--broker URL] [--json]
+failsafe queue dlq replay --queue NAME [--broker URL] [FILTERS] [--batch 100] [--rate N]
+                          [--dry-run]
+failsafe queue dlq purge  --queue NAME [--broker URL] [FILTERS | --all] [--batch 100]
+                          [--dry-run] [--yes]
 
-    FILTERS: [--place delayed|parked|all] [--older-than AGE] [--error-type TYPE ...]
-             [--id ID ...] [--limit N]
+FILTERS: [--place delayed|parked|all] [--older-than AGE] [--error-type TYPE ...]
+         [--id ID ...] [--limit N]
+```
 
 ``--broker`` is a URL that ``failsafe.queue.connect.open_broker`` accepts
 (default: ``$FAILSAFE_QUEUE_BROKER``, else ``queue.db``). ``list`` looks at both places by

@@ -1,11 +1,13 @@
 """Open a broker from a URL: what the ``failsafe queue`` command line and configuration use.
 
-The accepted forms::
+The accepted forms:
 
-    sqlite:///var/lib/app/queue.db   a SQLite file, absolute path   -> SQLiteBroker
-    sqlite:queue.db                  a SQLite file, relative path   -> SQLiteBroker
-    queue.db                         a plain file path              -> SQLiteBroker
-    amqp://user:pass@host:5672/vhost RabbitMQ (amqps:// for TLS)    -> RabbitMQBroker, blocking
+```text
+sqlite:///var/lib/app/queue.db   a SQLite file, absolute path   -> SQLiteBroker
+sqlite:queue.db                  a SQLite file, relative path   -> SQLiteBroker
+queue.db                         a plain file path              -> SQLiteBroker
+amqp://user:pass@host:5672/vhost RabbitMQ (amqps:// for TLS)    -> RabbitMQBroker, blocking
+```
 
 RabbitMQ needs the ``failsafe-kit[rabbitmq]`` extra; aio-pika is imported only for an
 ``amqp://`` or ``amqps://`` URL.

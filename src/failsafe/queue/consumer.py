@@ -1,8 +1,8 @@
 """`Consumer` and `AsyncConsumer`: run a handler on a queue's messages under a `Redelivery`.
 
-Both drivers share one set of decisions (`_Core`): how many attempts a delivery may make,
-what a failed round leads to, what is reported for review. Only the I/O differs: threads and
-a blocking `Broker`, or tasks and an `AsyncBroker`.
+Both drivers share one set of decisions: how many attempts a delivery may make, what a
+failed round leads to, what is reported for review. Only the I/O differs: threads and a
+blocking `Broker`, or tasks and an `AsyncBroker`.
 
 At-least-once: a delivery is settled (acked, deferred to the DLQ, or parked after its report
 to the error sink returned) only once its outcome is decided; a consumer that dies before
@@ -44,6 +44,7 @@ from failsafe.queue.redelivery import (
     Decision,
     DeliveryLimitWarning,
     Redelivery,
+    _random,
 )
 from failsafe.retry import Retry
 
@@ -321,7 +322,7 @@ class Consumer(_ConsumerBase):
         queue: The work queue's name.
         handler: Called with each [`Envelope`][failsafe.queue.Envelope]; returning means
             handled (the message is acked), raising means failed.
-        redelivery: The policy (default: `Redelivery()`, the seed's 60 s rounds).
+        redelivery: The policy (default: `Redelivery()`, the payment flow's 60 s rounds).
         errors: Where messages sent to review are reported (an
             [`ErrorSink`][failsafe.errors.ErrorSink]); ``None``: parked and logged only.
         concurrency: Messages handled at once (threads); also how many are reserved.
@@ -463,7 +464,7 @@ class Consumer(_ConsumerBase):
                     deliveries = self.broker.receive(self.queue, limit=free, wait=self.poll)
                 except Exception as exc:
                     failures += 1
-                    pause = _RECONNECT.delay(failures, 0.0, self.redelivery.rng)
+                    pause = _RECONNECT.delay(failures, 0.0, _random(self.redelivery))
                     _log.warning(
                         "queue %s: broker unavailable (%s); trying again in %.2f s",
                         self.queue,
@@ -722,7 +723,7 @@ class AsyncConsumer(_ConsumerBase):
     async def _broker_failed(
         self, exc: BaseException, failures: int, stopping: asyncio.Event
     ) -> None:
-        pause = _RECONNECT.delay(failures, 0.0, self.redelivery.rng)
+        pause = _RECONNECT.delay(failures, 0.0, _random(self.redelivery))
         _log.warning(
             "queue %s: broker unavailable (%s); trying again in %.2f s", self.queue, exc, pause
         )

@@ -87,10 +87,15 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequenc
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-import aio_pika
-import aio_pika.abc
-import aio_pika.exceptions
-import aiormq.exceptions
+from failsafe._extras import missing_extra
+
+try:
+    import aio_pika
+    import aio_pika.abc
+    import aio_pika.exceptions
+    import aiormq.exceptions
+except ImportError as exc:
+    raise missing_extra("rabbitmq", "failsafe.queue.rabbitmq", exc) from exc
 import attrs
 
 from failsafe import _validators as _v

@@ -21,7 +21,7 @@ from typing import Any
 
 import attrs
 
-from failsafe._validators import integer
+from failsafe._validators import integer, random_source
 from failsafe.backoff import Backoff
 from failsafe.exceptions import ConfigurationError, FailsafeError
 from failsafe.queue.envelope import Envelope, ErrorInfo, MalformedMessage
@@ -35,6 +35,11 @@ __all__ = [
 ]
 
 _RNG = random.Random()
+
+
+def _random(policy: Redelivery) -> random.Random:
+    """The random source of ``policy``: its own ``rng``, else the shared one."""
+    return policy.rng if policy.rng is not None else _RNG
 
 
 class Unrecoverable(Exception):
@@ -105,7 +110,9 @@ class Redelivery:
             [`Backoff`][failsafe.Backoff] over the round number (1 for the first round).
         unrecoverable: Exception types that go straight to review (besides
             `Unrecoverable` and `MalformedMessage`, which always do).
-        rng: Randomness for a backoff's jitter.
+        rng: Randomness for a backoff's jitter (the immediate retries' and the DLQ
+            delay's); ``None`` (default): a generator shared by every `Redelivery` built
+            without one.
 
     Raises:
         ConfigurationError: At construction, naming a bad option.
@@ -115,7 +122,7 @@ class Redelivery:
         from failsafe import Backoff
         from failsafe.queue import Redelivery
 
-        seed = Redelivery()  # 3 immediate retries, then every 60 s, 5 times, then review
+        default = Redelivery()  # 3 immediate retries, then every 60 s, 5 times, then review
         quick = Redelivery(immediate=1, delayed=3, delay=Backoff.exponential(5, maximum=60))
         ```
     """
@@ -130,7 +137,9 @@ class Redelivery:
     unrecoverable: tuple[type[BaseException], ...] = attrs.field(
         default=(), converter=_unrecoverable
     )
-    rng: random.Random = attrs.field(default=_RNG, eq=False, repr=False)
+    rng: random.Random | None = attrs.field(
+        default=None, validator=random_source, eq=False, repr=False
+    )
 
     @property
     def attempts_per_round(self) -> int:
@@ -160,7 +169,7 @@ class Redelivery:
     def delay_for(self, round_: int) -> float:
         """Seconds in the DLQ before delayed round ``round_`` (1 for the first)."""
         if isinstance(self.delay, Backoff):
-            return self.delay.delay(round_, 0.0, self.rng)
+            return self.delay.delay(round_, 0.0, _random(self))
         return self.delay
 
     def after_failure(
