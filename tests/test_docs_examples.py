@@ -1,9 +1,11 @@
 """Every ```python block in README.md and docs/ runs, as written, in a fresh namespace.
 
 A block is skipped only when the line before its opening fence (blank lines aside) is the
-HTML comment ``<!-- no-test -->``; keep that for the few examples that need a server. Blocks
-run under the suite's real-sleep guard, so they must wait on ``FakeClock`` or
-``Backoff.none()``; an async block runs its own ``asyncio.run``.
+HTML comment ``<!-- no-test -->``; keep that for the few examples that run until stopped (a
+consumer, a service). A block that talks to a server the test suite has (PostgreSQL, Redis,
+RabbitMQ on loopback) says so with ``<!-- needs: redis -->`` (names separated by spaces) and
+runs, with that pytest marker. Blocks run under the suite's real-sleep guard, so they must
+wait on ``FakeClock`` or ``Backoff.none()``; an async block runs its own ``asyncio.run``.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 NO_TEST = "<!-- no-test -->"
+_NEEDS = re.compile(r"^<!-- needs: (?P<servers>[a-z ]+) -->$")
+SERVERS = frozenset({"postgres", "redis", "rabbitmq"})
 _FENCE = re.compile(r"^(?P<indent>[ \t]*)(?P<fence>`{3,}|~{3,})[ \t]*(?P<info>[^`\s]*)")
 
 
@@ -55,13 +59,34 @@ def _documents() -> list[Path]:
     return [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 
 
+def needs(text: str) -> dict[int, frozenset[str]]:
+    """The servers each python block of a Markdown text needs, by its fence's line."""
+    found: dict[int, frozenset[str]] = {}
+    previous = ""
+    for number, line in enumerate(text.splitlines(), start=1):
+        stripped = line.strip()
+        if stripped.startswith("```python") and previous:
+            match = _NEEDS.match(previous)
+            if match is not None:
+                servers = frozenset(match["servers"].split())
+                unknown = servers - SERVERS
+                assert not unknown, f"line {number}: unknown servers {sorted(unknown)}"
+                found[number] = servers
+        if stripped:
+            previous = stripped
+    return found
+
+
 def _cases() -> list[pytest.ParameterSet]:
     cases = []
     for path in _documents():
         name = path.relative_to(ROOT).as_posix()
-        for line, code, skipped in collect_blocks(path.read_text(encoding="utf-8")):
+        text = path.read_text(encoding="utf-8")
+        servers = needs(text)
+        for line, code, skipped in collect_blocks(text):
             if not skipped:
-                cases.append(pytest.param(name, line, code, id=f"{name}:{line}"))
+                marks = [getattr(pytest.mark, s) for s in sorted(servers.get(line, ()))]
+                cases.append(pytest.param(name, line, code, id=f"{name}:{line}", marks=marks))
     return cases
 
 
@@ -113,3 +138,9 @@ def test_no_test_marker_skips_only_the_next_block() -> None:
         (7, "needs_a_server()\n", True),
         (15, "b = 2\n", False),
     ]
+
+
+def test_needs_marker_names_the_servers_of_the_next_block() -> None:
+    text = "\n".join(["<!-- needs: redis postgres -->", "", "```python", "x = 1", "```"])
+    assert needs(text) == {3: frozenset({"redis", "postgres"})}
+    assert collect_blocks(text) == [(3, "x = 1\n", False)]

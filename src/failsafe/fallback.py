@@ -21,15 +21,18 @@ from failsafe.predicates import (
     classify,
 )
 
-__all__ = ["Fallback"]
+__all__ = ["NO_VALUE", "Fallback"]
 
 
-class _Missing:
+class _NoValue:
     def __repr__(self) -> str:
-        return "MISSING"
+        return "NO_VALUE"
 
 
-_MISSING: Final = _Missing()
+NO_VALUE: Final = _NoValue()
+"""``Fallback``'s ``value`` when none is given (a ``handler`` answers instead).
+
+A marker of its own, since ``None`` is a fine replacement value."""
 
 
 @attrs.frozen(repr=False)
@@ -43,7 +46,8 @@ class Fallback(Policy):
     caller (with the original failure as its ``__context__``).
 
     Args:
-        value: The value to return instead of the failure.
+        value: The value to return instead of the failure (`NO_VALUE`, the default: none;
+            give ``handler`` then).
         handler: A function of the failed [`Outcome`][failsafe.Outcome] that returns the
             replacement.
         on: Which exceptions to replace (default: every `Exception`, including failsafe's
@@ -63,7 +67,7 @@ class Fallback(Policy):
         ```
     """
 
-    value: Any = _MISSING
+    value: Any = NO_VALUE
     handler: Callable[[Outcome[Any]], Any] | None = attrs.field(default=None, kw_only=True)
     on: Classifier = attrs.field(default=ANY_EXCEPTION, kw_only=True)
     on_result: ResultTest | None = attrs.field(default=None, kw_only=True)
@@ -72,7 +76,7 @@ class Fallback(Policy):
     _predicate: Predicate = attrs.field(init=False, eq=False)
 
     def __attrs_post_init__(self) -> None:
-        if (self.value is _MISSING) == (self.handler is None):
+        if (self.value is NO_VALUE) == (self.handler is None):
             raise ConfigurationError("value", "give exactly one of value and handler")
         if self.handler is not None and not callable(self.handler):
             raise ConfigurationError("handler", f"must be callable, got {self.handler!r}")
