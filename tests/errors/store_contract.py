@@ -394,3 +394,108 @@ def _receipts(store: ErrorStore) -> int:
     with store._transaction() as run:  # type: ignore[attr-defined]
         count: int = run("SELECT COUNT(*) FROM failsafe_error_receipts", ()).fetchone()[0]
     return count
+
+
+class GroupCommitContract:
+    """Reports that arrive together share a transaction; each is answered for itself.
+
+    These drive threads against a real store, so they wait on real events (``real_time``).
+    """
+
+    @pytest.fixture
+    def store(self) -> ErrorStore:
+        raise NotImplementedError
+
+    def _held_open(self, store: Any) -> tuple[list[int], threading.Event, threading.Event]:
+        """Count transactions; hold the first until ``gate`` is set (``first`` says it waits)."""
+        opened: list[int] = []
+        first, gate = threading.Event(), threading.Event()
+        real = store._transaction
+
+        def counting() -> Any:
+            opened.append(1)
+            if len(opened) == 1:
+                first.set()
+                gate.wait(10)
+            return real()
+
+        store._transaction = counting
+        return opened, first, gate
+
+    @staticmethod
+    def _queued(store: Any, n: int) -> None:
+        pause = threading.Event()
+        for _ in range(1000):
+            if store._group is not None and len(store._group._queue) >= n:
+                return
+            pause.wait(0.005)
+        raise AssertionError(f"{n} reports never queued")
+
+    @pytest.mark.real_time
+    def test_reports_arriving_together_share_one_transaction(self, store: Any) -> None:
+        opened, first, gate = self._held_open(store)
+        results: dict[int, tuple[Any, bool]] = {}
+
+        def add(n: int) -> None:
+            results[n] = store.add(
+                report(dedupe_key=f"k{n}", payload={"n": n}),
+                now=1.0,
+                next_attempt_at=None,
+                actor="w",
+                report_id=f"r{n}",
+            )
+
+        leader = threading.Thread(target=add, args=(0,))
+        leader.start()
+        first.wait(10)
+        others = [threading.Thread(target=add, args=(n,)) for n in range(1, 8)]
+        for t in others:
+            t.start()
+        self._queued(store, 8)  # the leader is still in the queue until its transaction opens
+        gate.set()
+        for t in [leader, *others]:
+            t.join(10)
+        assert len(opened) == 1  # eight reports, one transaction
+        assert sorted(results) == list(range(8))
+        assert all(created for _, created in results.values())
+        assert {record.payload["n"] for record, _ in results.values()} == set(range(8))
+        for n, (record, _) in results.items():
+            assert store.get(record.id).payload == {"n": n}
+
+    @pytest.mark.real_time
+    def test_one_failing_report_in_a_group_fails_only_its_caller(self, store: Any) -> None:
+        opened, first, gate = self._held_open(store)
+        real_add = store._add
+
+        def add_or_fail(run: Any, rep: Report, *args: Any) -> Any:
+            if rep.kind == "boom":
+                real_add(run, rep, *args)  # written, then undone with its savepoint
+                raise RuntimeError("this report's own failure")
+            return real_add(run, rep, *args)
+
+        store._add = add_or_fail
+        outcomes: dict[str, Any] = {}
+
+        def add(kind: str) -> None:
+            try:
+                outcomes[kind] = store.add(
+                    report(kind=kind), now=1.0, next_attempt_at=None, actor="w"
+                )[0]
+            except RuntimeError as exc:
+                outcomes[kind] = exc
+
+        leader = threading.Thread(target=add, args=("first",))
+        leader.start()
+        first.wait(10)
+        rest = [threading.Thread(target=add, args=(k,)) for k in ("boom", "last")]
+        for t in rest:
+            t.start()
+        self._queued(store, 3)
+        gate.set()
+        for t in [leader, *rest]:
+            t.join(10)
+        assert len(opened) == 1
+        assert isinstance(outcomes["boom"], RuntimeError)
+        assert store.get(outcomes["first"].id).kind == "first"
+        assert store.get(outcomes["last"].id).kind == "last"
+        assert store.find(Query(kind="boom")).total == 0

@@ -19,7 +19,7 @@ from psycopg import sql
 from failsafe.errors import ErrorRecord, Query, Status
 from failsafe.errors import _sql as store_sql
 from failsafe.errors.postgres import PostgresStore
-from tests.errors.store_contract import StoreContract, report
+from tests.errors.store_contract import GroupCommitContract, StoreContract, report
 
 DSN = os.environ.get("FAILSAFE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 
@@ -48,6 +48,14 @@ class TestPostgresStore(StoreContract):
     def store(self, schema: str) -> Iterator[PostgresStore]:
         # connections ready for every thread, so the concurrency tests really overlap
         store = PostgresStore(DSN, schema=schema, min_size=8)
+        yield store
+        store.close()
+
+
+class TestPostgresGroupCommit(GroupCommitContract):
+    @pytest.fixture
+    def store(self, schema: str) -> Iterator[PostgresStore]:
+        store = PostgresStore(DSN, schema=schema, min_size=2)
         yield store
         store.close()
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
 
-from failsafe.errors import SQLiteStore, Status
-from tests.errors.store_contract import StoreContract, report
+from failsafe.errors import Query, SQLiteStore, Status
+from failsafe.exceptions import ConfigurationError
+from tests.errors.store_contract import GroupCommitContract, StoreContract, report
 
 
 class TestSQLiteStore(StoreContract):
@@ -18,6 +20,55 @@ class TestSQLiteStore(StoreContract):
     @pytest.fixture
     def store(self, tmp_path: Path) -> SQLiteStore:  # type: ignore[override]
         return SQLiteStore(tmp_path / "errors.db")
+
+
+class TestSQLiteGroupCommit(GroupCommitContract):
+    @pytest.fixture
+    def store(self, tmp_path: Path) -> SQLiteStore:  # type: ignore[override]
+        return SQLiteStore(tmp_path / "errors.db")
+
+
+@pytest.mark.real_time
+def test_reads_do_not_wait_for_a_write(tmp_path: Path) -> None:
+    """A listing and a record are read while another thread holds the write transaction."""
+    store = SQLiteStore(tmp_path / "errors.db")
+    record, _ = store.add(report(), now=1.0, next_attempt_at=None, actor="w")
+    held, release = threading.Event(), threading.Event()
+
+    def writer() -> None:
+        with store._transaction():
+            held.set()
+            release.wait(10)
+
+    holding = threading.Thread(target=writer)
+    holding.start()
+    held.wait(10)
+    seen: list[object] = []
+    reader = threading.Thread(
+        target=lambda: seen.extend([store.get(record.id), store.find(Query()), store.counts()])
+    )
+    reader.start()
+    reader.join(5)
+    finished = not reader.is_alive()
+    release.set()
+    holding.join(10)
+    reader.join(10)
+    assert finished  # it did not wait for the writer
+    assert seen[0] == record
+    store.close()
+
+
+def test_a_memory_store_reads_on_its_one_connection() -> None:
+    store = SQLiteStore(":memory:")
+    record, _ = store.add(report(), now=1.0, next_attempt_at=None, actor="w")
+    assert store.get(record.id) == record
+    assert store.find(Query()).total == 1
+
+
+@pytest.mark.parametrize("readers", [0, -1, True, 1.5])
+def test_bad_readers_is_refused(tmp_path: Path, readers: object) -> None:
+    with pytest.raises(ConfigurationError, match="readers"):
+        SQLiteStore(tmp_path / "e.db", readers=readers)  # type: ignore[arg-type]
 
 
 def test_several_processes_share_one_file(tmp_path: Path) -> None:

@@ -6,10 +6,11 @@ placeholder, and lock rows; every decision (dedupe, moves, claims) lives here.
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
-from typing import Any
+from typing import Any, Final
 
 from failsafe.errors import _sql
 from failsafe.errors.record import Action, ErrorRecord, Report, Status
@@ -25,6 +26,84 @@ from failsafe.errors.store import (
 Run = Callable[[str, Sequence[Any]], Any]
 """Execute one statement in the open transaction; returns a cursor."""
 
+GROUP_MAX: Final = 128
+"""The most reports one group commit stores in a transaction."""
+
+
+class _Pending:
+    """One `add` waiting in a group: its arguments, then its outcome."""
+
+    __slots__ = ("args", "done", "error", "lead", "result")
+
+    def __init__(self, args: tuple[Any, ...]) -> None:
+        self.args = args
+        self.done = threading.Event()
+        self.lead = False  # set (with done) when this caller is to commit the next group
+        self.result: Any = None
+        self.error: BaseException | None = None
+
+
+class _GroupCommit:
+    """Concurrent `add` calls share one transaction (leader and followers, no thread of its own).
+
+    A caller that finds no group being committed opens a transaction and commits its own
+    report and every report queued until the transaction opened (at most `GROUP_MAX`), each
+    in a savepoint, so one report's failure is its caller's alone. Its followers wait until
+    that commit is done, then return: an answer is never given before its report is
+    committed. Under no concurrency a group is one report, as before.
+    """
+
+    def __init__(self, commit: Callable[[Callable[[], list[_Pending]]], None]) -> None:
+        self._commit = commit
+        self._lock = threading.Lock()
+        self._queue: list[_Pending] = []
+        self._busy = False
+
+    def submit(self, args: tuple[Any, ...]) -> Any:
+        mine = _Pending(args)
+        with self._lock:
+            self._queue.append(mine)
+            lead = not self._busy
+            self._busy = True
+        if not lead:
+            mine.done.wait()
+            lead = mine.lead
+        if lead:
+            self._lead()
+        if mine.error is not None:
+            raise mine.error
+        return mine.result
+
+    def _lead(self) -> None:
+        group: list[_Pending] = []
+
+        def take() -> list[_Pending]:
+            # called once the transaction is open: it takes everyone who queued meanwhile
+            with self._lock:
+                group[:] = self._queue[:GROUP_MAX]
+                del self._queue[:GROUP_MAX]
+            return group
+
+        try:
+            self._commit(take)
+        except BaseException as exc:  # the transaction failed whole: every report in it did
+            if not group:
+                take()  # it never opened: the reports queued now fail with it
+            for pending in group:
+                if pending.error is None:
+                    pending.result, pending.error = None, exc
+        finally:
+            with self._lock:
+                following = self._queue[0] if self._queue else None
+                if following is None:
+                    self._busy = False
+                else:
+                    following.lead = True  # it commits the next group
+            for pending in group:
+                pending.done.set()
+            if following is not None:
+                following.done.set()
+
 
 class SQLStore:
     """Implements the `ErrorStore` protocol over ``_transaction()``; see the subclasses."""
@@ -33,8 +112,19 @@ class SQLStore:
     _lock_rows = ""
     _lock_due = ""
 
+    _group: _GroupCommit | None = None
+    _lock_group = threading.Lock()  # only to create ``_group`` once
+
     def _transaction(self) -> AbstractContextManager[Run]:
         raise NotImplementedError
+
+    def _reading(self) -> AbstractContextManager[Run]:
+        """A transaction that only reads (a store may give it a connection of its own)."""
+        return self._transaction()
+
+    def _same_add_again(self, error: Exception, report_id: str | None) -> bool:
+        """Whether ``error`` from one add means: try that add once more (a store's rule)."""
+        return False
 
     # -- reads ----------------------------------------------------------------------------
     def _load(self, run: Run, record_id: str) -> ErrorRecord:
@@ -47,13 +137,13 @@ class SQLStore:
 
     def get(self, record_id: str) -> ErrorRecord:
         """Return one record. Raises `RecordNotFound`."""
-        with self._transaction() as run:
+        with self._reading() as run:
             return self._load(run, record_id)
 
     def find(self, query: Query) -> Page:
         """Return the records matching ``query``, newest first, and their total."""
         clause, params = _sql.where(query)
-        with self._transaction() as run:
+        with self._reading() as run:
             total = int(run(f"SELECT COUNT(*) FROM failsafe_errors{clause}", params).fetchone()[0])
             ids = run(
                 f"SELECT id FROM failsafe_errors{clause} ORDER BY created_at DESC, id"
@@ -64,7 +154,7 @@ class SQLStore:
 
     def counts(self) -> dict[str, int]:
         """Records per status (every status present, zero included)."""
-        with self._transaction() as run:
+        with self._reading() as run:
             found = {row[0]: int(row[1]) for row in run(_sql.COUNTS, ()).fetchall()}
         return {s.value: found.get(s.value, 0) for s in Status}
 
@@ -82,9 +172,44 @@ class SQLStore:
 
         A ``report_id`` seen before returns that report's record unchanged.
         """
+        group = self._group
+        if group is None:
+            with self._lock_group:
+                group = self._group
+                if group is None:
+                    group = self._group = _GroupCommit(self._commit_group)
+        result: tuple[ErrorRecord, bool] = group.submit(
+            (report, now, next_attempt_at, actor, report_id)
+        )
+        return result
+
+    def _commit_group(self, take: Callable[[], list[_Pending]]) -> None:
+        """Store a group of reports in one transaction, each in a savepoint of its own."""
         with self._transaction() as run:
-            record_id, created = self._add(run, report, now, next_attempt_at, actor, report_id)
-            return self._load(run, record_id), created
+            group = take()
+            if len(group) == 1:
+                [pending] = group
+                pending.result = self._add_loaded(run, pending.args)
+                return
+            for pending in group:
+                for again in (False, True):
+                    run("SAVEPOINT failsafe_report", ())
+                    try:
+                        pending.result = self._add_loaded(run, pending.args)
+                    except Exception as exc:
+                        run("ROLLBACK TO SAVEPOINT failsafe_report", ())
+                        run("RELEASE SAVEPOINT failsafe_report", ())
+                        if not again and self._same_add_again(exc, pending.args[4]):
+                            continue
+                        pending.error = exc
+                        break
+                    run("RELEASE SAVEPOINT failsafe_report", ())
+                    break
+
+    def _add_loaded(self, run: Run, args: tuple[Any, ...]) -> tuple[ErrorRecord, bool]:
+        report, now, next_attempt_at, actor, report_id = args
+        record_id, created = self._add(run, report, now, next_attempt_at, actor, report_id)
+        return self._load(run, record_id), created
 
     def add_many(
         self,

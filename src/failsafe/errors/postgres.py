@@ -236,6 +236,14 @@ class PostgresStore(SQLStore):
             report, now=now, next_attempt_at=next_attempt_at, actor=actor, report_id=report_id
         )
 
+    def _same_add_again(self, error: Exception, report_id: str | None) -> bool:
+        # in a group: a concurrent delivery of the same report committed its receipt first
+        return (
+            report_id is not None
+            and isinstance(error, psycopg.errors.UniqueViolation)
+            and error.diag.constraint_name == _RECEIPT_KEY
+        )
+
     def add_many(
         self,
         reports: Sequence[tuple[Report, str | None]],

@@ -2,30 +2,40 @@
 
 from __future__ import annotations
 
+import queue
 import sqlite3
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from failsafe.errors import _sql
 from failsafe.errors._sqlstore import Run, SQLStore
+from failsafe.exceptions import ConfigurationError
 
-__all__ = ["SQLiteStore"]
+__all__ = ["READERS", "SQLiteStore"]
+
+READERS: Final = 4
+"""Read connections a file store keeps at most: reads (a record, a listing, a search, the
+counts) run on them beside the writer (WAL), never waiting for a write."""
 
 
 class SQLiteStore(SQLStore):
     """Error records in one SQLite file: the embedded default.
 
     The file is in WAL mode with a busy timeout, so several processes (the service, its
-    worker, a CLI) can use it at once; every write is one ``BEGIN IMMEDIATE`` transaction.
-    Thread-safe: one connection, used under a lock.
+    worker, a CLI) can use it at once; every write is one ``BEGIN IMMEDIATE`` transaction
+    on the store's write connection, and reports arriving together from several threads
+    share one (a group commit; each still answered only once it is committed). Reads run on
+    up to ``readers`` connections of their own, so a search never waits for a write nor
+    holds one up. Thread-safe.
 
     Args:
         path: The database file (created with its tables if missing); ``":memory:"`` for
-            a private in-memory store.
+            a private in-memory store (one connection for everything).
         busy_timeout: Seconds to wait for another process's write lock.
+        readers: Read connections kept at most (more concurrent reads wait for one).
 
     Example:
         ```python
@@ -35,12 +45,24 @@ class SQLiteStore(SQLStore):
         ```
     """
 
-    def __init__(self, path: str | Path, *, busy_timeout: float = 10.0) -> None:
+    def __init__(
+        self, path: str | Path, *, busy_timeout: float = 10.0, readers: int = READERS
+    ) -> None:
+        if not isinstance(readers, int) or isinstance(readers, bool) or readers < 1:
+            raise ConfigurationError("readers", f"must be an integer >= 1, got {readers!r}")
         self.path = str(path)
+        self._busy_timeout = busy_timeout
         self._lock = threading.Lock()
         self._db = sqlite3.connect(
             self.path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
         )
+        # a private in-memory database cannot be opened twice: it reads on the writer
+        self._memory = self.path == ":memory:" or self.path.startswith("file::memory:")
+        self._readers: queue.LifoQueue[sqlite3.Connection] = queue.LifoQueue()
+        self._reader_slots = threading.BoundedSemaphore(readers)
+        self._all_readers: list[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()  # not the writer's: a read never waits on it
+        self._closed = False
         self._db.execute("PRAGMA journal_mode=WAL")
         # WAL + NORMAL: a commit survives a killed process (kill -9); only an OS crash or power
         # loss can drop the last commits. FULL would fsync every commit.
@@ -64,10 +86,50 @@ class SQLiteStore(SQLStore):
     def _run(self, sql: str, params: Any) -> sqlite3.Cursor:
         return self._db.execute(sql, params)
 
+    @contextmanager
+    def _reading(self) -> Iterator[Run]:
+        if self._memory:
+            with self._transaction() as run:
+                yield run
+            return
+        with self._reader_slots:
+            try:
+                db = self._readers.get_nowait()
+            except queue.Empty:
+                db = self._open_reader()
+            try:
+                db.execute("BEGIN")  # a snapshot: the listing and its count agree
+                try:
+                    yield db.execute
+                finally:
+                    db.execute("COMMIT")
+            except BaseException:
+                db.close()  # never hand on a connection in an unknown state
+                with self._readers_lock:
+                    self._all_readers.remove(db)
+                raise
+            self._readers.put(db)
+
+    def _open_reader(self) -> sqlite3.Connection:
+        db = sqlite3.connect(
+            self.path, timeout=self._busy_timeout, isolation_level=None, check_same_thread=False
+        )
+        db.execute("PRAGMA query_only=ON")
+        with self._readers_lock:
+            if self._closed:
+                db.close()
+                raise sqlite3.ProgrammingError("Cannot operate on a closed database.")
+            self._all_readers.append(db)
+        return db
+
     def close(self) -> None:
-        """Close the database connection."""
-        with self._lock:
+        """Close the database connections."""
+        with self._lock, self._readers_lock:
+            self._closed = True
             self._db.close()
+            for db in self._all_readers:
+                db.close()
+            self._all_readers.clear()
 
     def __repr__(self) -> str:
         return f"SQLiteStore({self.path!r})"
