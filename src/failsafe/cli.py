@@ -129,6 +129,7 @@ class _Local(_Target):
         return {
             "records": [r.to_json() for r in page.records],
             "total": page.total,
+            "total_exact": page.total_exact,
             "limit": q.limit,
             "offset": q.offset,
         }
@@ -259,7 +260,8 @@ def _print_list(page: dict[str, Any], out: TextIO) -> None:
         out.write("\n")
     offset = int(page.get("offset", 0))
     out.write(
-        f"{len(records)} of {page.get('total', len(records))} records"
+        f"{len(records)} of {page.get('total', len(records))}"
+        f"{'' if page.get('total_exact', True) else '+'} records"
         f" (from {offset + 1}; --offset for more)\n"
     )
 

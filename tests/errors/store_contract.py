@@ -323,6 +323,50 @@ class StoreContract:
         assert [r.payload["n"] for r in page.records] == [3, 2]
         assert store.find(Query(text="100%_")).total == 0  # LIKE wildcards are literal
 
+    def test_text_search_finds_a_substring_of_any_field_in_any_case(
+        self, store: ErrorStore
+    ) -> None:
+        """The text is a substring (any case) of the kind, error type, message or payload."""
+        made = {
+            "kind": report(kind="warehouse.restock", dedupe_key="a"),
+            "type": report(error_type="DeadlockDetected", dedupe_key="b"),
+            "message": report(error_message='row "p-7" 100% locked_out', dedupe_key="c"),
+            "payload": report(payload={"order": "O-12345", "why": "Ünïcode"}, dedupe_key="d"),
+        }
+        ids = {
+            name: store.add(r, now=1.0, next_attempt_at=None, actor="w")[0].id
+            for name, r in made.items()
+        }
+
+        def found(text: str) -> set[str]:
+            matched = {r.id for r in store.find(Query(text=text, limit=500)).records}
+            return {name for name, record_id in ids.items() if record_id in matched}
+
+        assert found("RESTOCK") == {"kind"}
+        assert found("adlockdet") == {"type"}
+        assert found('"p-7" 100% lock') == {"message"}  # quotes and % are plain characters
+        assert found("100%_") == set()  # LIKE wildcards are literal
+        assert found("o-123") == {"payload"}
+        assert found("Ünï") == {"payload"}  # stored as sent, not escaped
+        assert found("O-") == {"payload"}  # shorter than three characters: still found
+        assert found("12346") == set()
+        assert found("database is locked") == {"kind", "type", "payload"}  # the default message
+
+    def test_a_count_past_the_limit_stops_there(
+        self, store: ErrorStore, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Past COUNT_LIMIT matches, total is the limit and total_exact is false."""
+        import failsafe.errors._sqlstore as sqlstore
+
+        monkeypatch.setattr(sqlstore, "COUNT_LIMIT", 4)
+        for n in range(6):
+            store.add(report(dedupe_key=f"k{n}"), now=float(n), next_attempt_at=None, actor="w")
+        page = store.find(Query(limit=2))
+        assert (page.total, page.total_exact) == (4, False)
+        assert len(page.records) == 2
+        exact = store.find(Query(since=3.0))
+        assert (exact.total, exact.total_exact) == (3, True)
+
     def test_counts_per_status(self, store: ErrorStore) -> None:
         """Counts cover every status, zeros included."""
         store.add(report(), now=0.0, next_attempt_at=1.0, actor="w")

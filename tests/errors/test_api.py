@@ -271,6 +271,7 @@ async def test_listing_pages_newest_first_with_the_total(
     response = await service.client.get("/v1/records?limit=3&offset=0")
     body = response.json()
     assert (body["total"], body["limit"], body["offset"]) == (4, 3, 0)
+    assert body["total_exact"] is True
     first = [r["id"] for r in body["records"]]
     second, total = await listed(service, "limit=3&offset=3")
     assert first == [listing["payment"], listing["order"], listing["stock2"]]

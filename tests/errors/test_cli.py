@@ -97,7 +97,7 @@ def test_list_json_parses_and_filters(seeded: Seeded, capsys: pytest.CaptureFixt
     def listed(*args: str) -> list[str]:
         assert seeded.run("list", "--json", *args) == 0
         page = json.loads(capsys.readouterr().out)
-        assert set(page) == {"records", "total", "limit", "offset"}
+        assert set(page) == {"records", "total", "total_exact", "limit", "offset"}
         return sorted(r["id"] for r in page["records"])
 
     assert listed() == sorted([seeded.stock, seeded.lost])

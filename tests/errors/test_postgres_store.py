@@ -122,3 +122,21 @@ def test_concurrent_deliveries_of_one_report_count_once(schema: str) -> None:
         assert store.find(Query()).records[0].count == 1
     finally:
         store.close()
+
+
+def test_a_text_search_can_use_the_trigram_index(schema: str) -> None:
+    """The search's SQL is the indexed expression, so PostgreSQL may answer from the index."""
+    store = PostgresStore(DSN, schema=schema)
+    try:
+        clause, params = store._text_clause("locked 42")
+        with store._transaction() as run:
+            run("SET LOCAL enable_seqscan = off", ())
+            plan = "\n".join(
+                row[0]
+                for row in run(
+                    f"EXPLAIN SELECT id FROM failsafe_errors WHERE {clause}", params
+                ).fetchall()
+            )
+        assert "failsafe_errors_text_trgm" in plan
+    finally:
+        store.close()

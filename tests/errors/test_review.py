@@ -189,6 +189,22 @@ def test_pagination_links_keep_the_filters(seeded: Seeded) -> None:
     drive(seeded.desk, go)
 
 
+def test_past_the_counted_limit_the_page_says_plus_and_offers_the_next_page(
+    seeded: Seeded, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """More matches than COUNT_LIMIT: "N+ records match", and a full page links onwards."""
+    import failsafe.errors._sqlstore as sqlstore
+
+    monkeypatch.setattr(sqlstore, "COUNT_LIMIT", 2)
+
+    async def go(c: httpx.AsyncClient) -> None:
+        r = await c.get("/review/", params={"limit": "2", "offset": "2"})
+        assert "2+ records match" in r.text
+        assert 'rel="next"' in r.text  # the count stopped at 2, yet there may be more
+
+    drive(seeded.desk, go)
+
+
 def test_values_are_escaped_so_a_script_payload_is_inert(seeded: Seeded) -> None:
     """A payload or message holding a script tag renders as text on both pages, under a CSP."""
 

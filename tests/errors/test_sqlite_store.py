@@ -71,6 +71,27 @@ def test_bad_readers_is_refused(tmp_path: Path, readers: object) -> None:
         SQLiteStore(tmp_path / "e.db", readers=readers)  # type: ignore[arg-type]
 
 
+def test_a_file_from_before_the_text_index_gets_it_built_on_open(tmp_path: Path) -> None:
+    """Records stored before the search index existed are found once the file is reopened."""
+    import sqlite3
+
+    path = tmp_path / "errors.db"
+    store = SQLiteStore(path)
+    old, _ = store.add(
+        report(error_message="legacy failure 4711"), now=1.0, next_attempt_at=None, actor="w"
+    )
+    store.close()
+    db = sqlite3.connect(path)
+    for trigger in ("insert", "delete", "update"):
+        db.execute(f"DROP TRIGGER failsafe_errors_text_{trigger}")
+    db.execute("DROP TABLE failsafe_errors_text")
+    db.commit()
+    db.close()
+    reopened = SQLiteStore(path)
+    assert [r.id for r in reopened.find(Query(text="failure 4711")).records] == [old.id]
+    reopened.close()
+
+
 def test_several_processes_share_one_file(tmp_path: Path) -> None:
     """A record written by another process is visible and movable here."""
     path = tmp_path / "errors.db"

@@ -6,7 +6,7 @@ Placeholders are written ``?``; the PostgreSQL store turns them into ``%s``.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from failsafe.errors.record import Action, Attempt, AuditEntry, ErrorRecord, Status
@@ -42,8 +42,16 @@ SCHEMA = (
         ON failsafe_errors (dedupe_key) WHERE status IN {OPEN_IN}""",
     """CREATE INDEX IF NOT EXISTS failsafe_errors_due
         ON failsafe_errors (status, next_attempt_at)""",
-    """CREATE INDEX IF NOT EXISTS failsafe_errors_created
-        ON failsafe_errors (created_at)""",
+    # newest first, by any one filter: a page of a listing reads its rows off an index
+    "DROP INDEX IF EXISTS failsafe_errors_created",
+    """CREATE INDEX IF NOT EXISTS failsafe_errors_newest
+        ON failsafe_errors (created_at, id)""",
+    """CREATE INDEX IF NOT EXISTS failsafe_errors_status_newest
+        ON failsafe_errors (status, created_at, id)""",
+    """CREATE INDEX IF NOT EXISTS failsafe_errors_kind_newest
+        ON failsafe_errors (kind, created_at, id)""",
+    """CREATE INDEX IF NOT EXISTS failsafe_errors_source_newest
+        ON failsafe_errors (source, created_at, id)""",
     """CREATE TABLE IF NOT EXISTS failsafe_error_attempts (
         seq {serial} PRIMARY KEY,
         record_id TEXT NOT NULL REFERENCES failsafe_errors (id),
@@ -114,7 +122,22 @@ SELECT_HISTORY = (
 )
 
 
-def where(query: Query) -> tuple[str, list[Any]]:
+TextClause = Callable[[str], tuple[str, list[Any]]]
+"""A store's test for "the text is in the kind, error type, message or payload"."""
+
+
+def text_like(text: str) -> tuple[str, list[Any]]:
+    """The text search as a scan: a case-insensitive ``LIKE`` on each column."""
+    pattern = "%" + text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    return (
+        "(LOWER(kind) LIKE ? ESCAPE '\\' OR LOWER(COALESCE(error_type, '')) LIKE ? ESCAPE '\\'"
+        " OR LOWER(COALESCE(error_message, '')) LIKE ? ESCAPE '\\'"
+        " OR LOWER(payload) LIKE ? ESCAPE '\\')",
+        [pattern] * 4,
+    )
+
+
+def where(query: Query, text_clause: TextClause = text_like) -> tuple[str, list[Any]]:
     """The WHERE clause and parameters of a listing."""
     clauses: list[str] = []
     params: list[Any] = []
@@ -133,18 +156,25 @@ def where(query: Query) -> tuple[str, list[Any]]:
         clauses.append("created_at < ?")
         params.append(query.until)
     if query.text:
-        pattern = (
-            "%"
-            + query.text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-            + "%"
-        )
-        clauses.append(
-            "(LOWER(kind) LIKE ? ESCAPE '\\' OR LOWER(COALESCE(error_type, '')) LIKE ? ESCAPE '\\'"
-            " OR LOWER(COALESCE(error_message, '')) LIKE ? ESCAPE '\\'"
-            " OR LOWER(payload) LIKE ? ESCAPE '\\')"
-        )
-        params += [pattern] * 4
+        clause, more = text_clause(query.text)
+        clauses.append(clause)
+        params += more
     return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
+
+
+def payload_text(payload: Any) -> str:
+    """The payload as stored: compact JSON with non-ASCII text as it was sent.
+
+    So a search for a non-ASCII word finds it; escaped only where the payload holds a lone
+    surrogate, which UTF-8 cannot carry.
+    """
+    text = json.dumps(payload, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            return json.dumps(payload, separators=(",", ":"), sort_keys=True)
+    return text
 
 
 def record_row(record: ErrorRecord) -> tuple[Any, ...]:
@@ -154,7 +184,7 @@ def record_row(record: ErrorRecord) -> tuple[Any, ...]:
         record.kind,
         record.source,
         record.action.value,
-        json.dumps(record.payload, separators=(",", ":"), sort_keys=True),
+        payload_text(record.payload),
         record.error_type,
         record.error_message,
         record.traceback,

@@ -1472,6 +1472,7 @@ def api_routes(
             {
                 "records": [r.to_json() for r in page.records],
                 "total": page.total,
+                "total_exact": page.total_exact,
                 "limit": query.limit,
                 "offset": query.offset,
             }
@@ -1659,10 +1660,18 @@ def _response_schemas() -> dict[str, Any]:
         },
         "Page": {
             "type": "object",
-            "required": ["records", "total", "limit", "offset"],
+            "required": ["records", "total", "total_exact", "limit", "offset"],
             "properties": {
                 "records": {"type": "array", "items": _ref("ErrorRecord")},
-                "total": {"type": "integer", "minimum": 0},
+                "total": {
+                    "type": "integer",
+                    "minimum": 0,
+                    "description": "How many records match, counted up to 10,000.",
+                },
+                "total_exact": {
+                    "type": "boolean",
+                    "description": "False when more than 10,000 match (total is then 10,000).",
+                },
                 "limit": {"type": "integer", "minimum": 1, "maximum": 500},
                 "offset": {"type": "integer", "minimum": 0},
             },

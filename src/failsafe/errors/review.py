@@ -440,7 +440,10 @@ class _Pages:
         page = await run_in_threadpool(self.desk.find, query)
         filters = {"status": status_value, "kind": kind, "source": source, "text": text}
         shown = f"; showing {offset + 1}-{offset + len(page.records)}" if page.records else ""
-        matching = "1 record matches" if page.total == 1 else f"{page.total} records match"
+        if not page.total_exact:
+            matching = f"{page.total:,}+ records match"
+        else:
+            matching = "1 record matches" if page.total == 1 else f"{page.total} records match"
         body = [
             "<h1>Error records</h1>",
             self.filter_form(request, filters),
@@ -456,7 +459,11 @@ class _Pages:
                 f"{reports} report{'s' * (reports != 1)})</span></h2>"
             )
             body.append(self.record_table(request, records))
-        body.append(self.pager(request, filters, limit, offset, page.total))
+        # past the counted limit, a full page says there may be more
+        more = offset + len(page.records) < page.total or (
+            not page.total_exact and len(page.records) == limit
+        )
+        body.append(self.pager(request, filters, limit, offset, more))
         return self.page(request, "Error records", "".join(body))
 
     def filter_form(self, request: Request, filters: Mapping[str, str]) -> str:
@@ -494,7 +501,7 @@ class _Pages:
         )
 
     def pager(
-        self, request: Request, filters: Mapping[str, str], limit: int, offset: int, total: int
+        self, request: Request, filters: Mapping[str, str], limit: int, offset: int, more: bool
     ) -> str:
         """Previous/next links that keep the filters."""
         base = self.base(request)
@@ -505,7 +512,7 @@ class _Pages:
 
         if offset > 0:
             links.append(f'<a rel="prev" href="{_e(href(max(0, offset - limit)))}">previous</a>')
-        if offset + limit < total:
+        if more:
             links.append(f'<a rel="next" href="{_e(href(offset + limit))}">next</a>')
         return f'<nav class="pages">{"".join(links)}</nav>' if links else ""
 

@@ -71,6 +71,7 @@ class SQLiteStore(SQLStore):
         with self._transaction() as run:
             for statement in _sql.SCHEMA:
                 run(statement.format(serial="INTEGER"), ())
+            _create_text_index(run)
 
     @contextmanager
     def _transaction(self) -> Iterator[Run]:
@@ -82,6 +83,16 @@ class SQLiteStore(SQLStore):
                 self._db.execute("ROLLBACK")
                 raise
             self._db.execute("COMMIT")
+
+    def _text_clause(self, text: str) -> tuple[str, list[Any]]:
+        # three characters or more: the trigram index; shorter ones cannot use it
+        if len(text) < 3:
+            return _sql.text_like(text)
+        phrase = '"' + text.replace('"', '""') + '"'
+        return (
+            "rowid IN (SELECT rowid FROM failsafe_errors_text WHERE failsafe_errors_text MATCH ?)",
+            [phrase],
+        )
 
     def _run(self, sql: str, params: Any) -> sqlite3.Cursor:
         return self._db.execute(sql, params)
@@ -133,3 +144,42 @@ class SQLiteStore(SQLStore):
 
     def __repr__(self) -> str:
         return f"SQLiteStore({self.path!r})"
+
+
+_TEXT_COLUMNS = "kind, error_type, error_message, payload"
+
+
+def _create_text_index(run: Run) -> None:
+    """The text search's index: FTS5 with trigrams (any substring of 3+ characters, any case).
+
+    Kept in step with the records by triggers; built from the records already there when a
+    file from before it is opened. The indexed columns never change once a record exists.
+    """
+    exists = run(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'failsafe_errors_text'", ()
+    ).fetchone()
+    new = ", ".join(f"new.{c}" for c in _TEXT_COLUMNS.split(", "))
+    old = ", ".join(f"old.{c}" for c in _TEXT_COLUMNS.split(", "))
+    for statement in (
+        f"""CREATE VIRTUAL TABLE IF NOT EXISTS failsafe_errors_text USING fts5(
+            {_TEXT_COLUMNS}, content='failsafe_errors', content_rowid='rowid',
+            tokenize='trigram')""",
+        f"""CREATE TRIGGER IF NOT EXISTS failsafe_errors_text_insert AFTER INSERT
+            ON failsafe_errors BEGIN
+            INSERT INTO failsafe_errors_text (rowid, {_TEXT_COLUMNS}) VALUES (new.rowid, {new});
+            END""",
+        f"""CREATE TRIGGER IF NOT EXISTS failsafe_errors_text_delete AFTER DELETE
+            ON failsafe_errors BEGIN
+            INSERT INTO failsafe_errors_text (failsafe_errors_text, rowid, {_TEXT_COLUMNS})
+            VALUES ('delete', old.rowid, {old});
+            END""",
+        f"""CREATE TRIGGER IF NOT EXISTS failsafe_errors_text_update AFTER UPDATE
+            OF {_TEXT_COLUMNS} ON failsafe_errors BEGIN
+            INSERT INTO failsafe_errors_text (failsafe_errors_text, rowid, {_TEXT_COLUMNS})
+            VALUES ('delete', old.rowid, {old});
+            INSERT INTO failsafe_errors_text (rowid, {_TEXT_COLUMNS}) VALUES (new.rowid, {new});
+            END""",
+    ):
+        run(statement, ())
+    if exists is None:
+        run("INSERT INTO failsafe_errors_text (failsafe_errors_text) VALUES ('rebuild')", ())

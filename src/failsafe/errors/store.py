@@ -17,6 +17,7 @@ from failsafe.errors.record import OPEN_STATUSES, ErrorRecord, Report, Status
 from failsafe.exceptions import FailsafeError
 
 __all__ = [
+    "COUNT_LIMIT",
     "MOVES",
     "RECEIPT_SECONDS",
     "REPEAT_SAMPLE",
@@ -141,12 +142,25 @@ class Query:
     offset: int = attrs.field(default=0, validator=_offset)
 
 
+COUNT_LIMIT: Final = 10_000
+"""How far a listing counts the records that match: a count costs at most this many index
+entries, whatever the store's size. Past it, `Page.total` is ``COUNT_LIMIT`` and
+`Page.total_exact` is false (shown as "10,000+")."""
+
+
 @attrs.frozen
 class Page:
-    """One page of a listing: the records and how many match in all."""
+    """One page of a listing: the records and how many match in all.
+
+    Attributes:
+        records: This page's records, newest first.
+        total: How many records match, counted up to `COUNT_LIMIT`.
+        total_exact: False when more than `COUNT_LIMIT` match (``total`` is then the limit).
+    """
 
     records: tuple[ErrorRecord, ...]
     total: int
+    total_exact: bool = True
 
 
 class ErrorStore(Protocol):

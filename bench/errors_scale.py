@@ -1,0 +1,143 @@
+"""``python -m bench.errors_scale [--sizes 10000,100000,1000000] [--postgres]``: reads at scale.
+
+Fills a store (SQLite by default, PostgreSQL with ``--postgres``) with N records through
+``add_many`` (distinct failures of a few kinds and sources, 1 in 5 resolved), then times the
+reads a reviewer makes: list by status, by kind, a text search (a word that matches, and one
+that matches nothing), a deep page, the counts. Each figure is the median of several runs of
+the same call, in milliseconds. The target (issue #15): at most 50 ms each, flat from 10k to
+1M. The store is filled once per size and grown in place.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from failsafe.errors.record import Action, Report, Status
+from failsafe.errors.sqlite import SQLiteStore
+from failsafe.errors.store import ErrorStore, Query
+
+KINDS = ("stock.decrement", "order.status", "product.not_found", "payment.capture")
+SOURCES = ("warehouse", "orders", "payments")
+TARGET_MS = 50.0
+PG_DSN = os.environ.get("FAILSAFE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def _report(n: int) -> Report:
+    kind = KINDS[n % len(KINDS)]
+    return Report(
+        kind=kind,
+        action=Action.RETRY if n % 2 else Action.REVIEW,
+        source=SOURCES[n % len(SOURCES)],
+        payload={"productId": f"p-{n}", "quantity": n % 7, "note": f"order o-{n * 7919 % 10**6}"},
+        error_type="OperationalError" if n % 3 else "HTTPStatusError",
+        error_message=f"could not write row {n}: database is locked",
+        dedupe_key=f"bench-{n}",
+    )
+
+
+def _fill(store: ErrorStore, start: int, stop: int) -> None:
+    batch = 500
+    for first in range(start, stop, batch):
+        last = min(first + batch, stop)
+        reports = [(_report(n), None) for n in range(first, last)]
+        statuses: list[float | None] = [None] * (last - first)
+        store.add_many(
+            reports,
+            now=1.7e9 + first,
+            next_attempt_at=statuses,
+            actor=["bench"] * (last - first),
+        )
+
+
+def _median_ms(call: Callable[[], object], runs: int = 7) -> float:
+    call()  # warm the cache
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        call()
+        times.append((time.perf_counter() - start) * 1000)
+    return statistics.median(times)
+
+
+@contextmanager
+def _store(postgres: bool) -> Iterator[ErrorStore]:
+    if not postgres:
+        with tempfile.TemporaryDirectory() as tmp:
+            store = SQLiteStore(Path(tmp) / "errors.db")
+            try:
+                yield store
+            finally:
+                store.close()
+        return
+    import psycopg
+    from psycopg import sql
+
+    from failsafe.errors.postgres import PostgresStore
+
+    schema = f"failsafe_scale_{uuid.uuid4().hex[:12]}"
+    store_pg = PostgresStore(PG_DSN, schema=schema)
+    try:
+        yield store_pg
+    finally:
+        store_pg.close()
+        with psycopg.connect(PG_DSN, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+
+
+def _analyze(store: ErrorStore) -> None:
+    """Fresh statistics after a bulk fill, as autovacuum (PostgreSQL) would gather soon after."""
+    with store._transaction() as run:  # type: ignore[attr-defined]
+        run("ANALYZE", ())
+
+
+CASES: dict[str, Query] = {
+    "open, newest 50": Query(statuses=(Status.PENDING_RETRY, Status.NEEDS_REVIEW)),
+    "by kind": Query(kind="order.status"),
+    "by source": Query(source="payments"),
+    "text (matches)": Query(text="o-4242"),
+    "text (no match)": Query(text="no such words"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.errors_scale", description=__doc__)
+    parser.add_argument("--sizes", default="10000,100000")
+    parser.add_argument("--postgres", action="store_true")
+    args = parser.parse_args(argv)
+    sizes = [int(s) for s in args.sizes.split(",")]
+    rows: dict[str, list[str]] = {}
+    with _store(args.postgres) as store:
+        filled = 0
+        for size in sizes:
+            start = time.perf_counter()
+            _fill(store, filled, size)
+            fill_s = time.perf_counter() - start
+            filled = size
+            _analyze(store)
+            for name, query in CASES.items():
+                rows.setdefault(name, []).append(f"{_median_ms(lambda q=query: store.find(q)):.1f}")
+            deep = Query(offset=min(size - 50, 900_000))
+            rows.setdefault("deep page (offset)", []).append(
+                f"{_median_ms(lambda q=deep: store.find(q), runs=3):.1f}"
+            )
+            rows.setdefault("counts", []).append(f"{_median_ms(store.counts):.1f}")
+            print(f"filled to {size:,} in {fill_s:.0f} s", flush=True)
+    where = "PostgreSQL" if args.postgres else "SQLite"
+    print(f"\n{where}: median ms per call (target <= {TARGET_MS:g} ms, flat)")
+    print("| read | " + " | ".join(f"{s:,}" for s in sizes) + " |")
+    print("| --- |" + " --- |" * len(sizes))
+    for name, values in rows.items():
+        print(f"| {name} | " + " | ".join(values) + " |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
