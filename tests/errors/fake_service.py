@@ -10,7 +10,9 @@ Two faces of one behaviour:
   storing the report) for the kill tests; ``in_flight`` counts answers being delayed.
 
 A report is *stored* once per Idempotency-Key (like the real service): ``stored`` maps each
-key to its body, ``requests`` lists every key received, redeliveries included.
+key to its body, ``requests`` lists every key received, redeliveries included. A batch
+(``POST /v1/reports/batch``) stores each report under its ``id`` and lists each id in
+``requests``; ``batches`` keeps the ids of each batch request.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ class FakeService:
         self.requests: list[str] = []
         self.stored: dict[str, dict[str, Any]] = {}
         self.headers: list[httpx.Headers] = []
+        self.batches: list[list[str]] = []  # the ids of each batch request, in order
+        self.refuse: set[str] = set()  # report ids answered 422, alone or in a batch
         self.received = threading.Event()
         self.expect = 1
         self._lock = threading.Lock()
@@ -42,8 +46,10 @@ class FakeService:
         if self.mode == "down":
             raise httpx.ConnectError("connection refused", request=request)
         key = request.headers.get("idempotency-key")
+        batch = request.url.path == "/v1/reports/batch"
         with self._lock:
-            self.requests.append(key or "")
+            if not batch:
+                self.requests.append(key or "")
             self.headers.append(request.headers)
         if (
             self.token is not None
@@ -54,6 +60,27 @@ class FakeService:
             )
         if self.mode == "status":
             return httpx.Response(self.status, json=self.answer)
+        if batch:
+            # all or none, like the real service: each report stored under its own id
+            items = json.loads(request.content)["reports"]
+            bad = [i for i, item in enumerate(items) if item["id"] in self.refuse]
+            if bad:
+                with self._lock:
+                    self.batches.append([item["id"] for item in items])
+                field = f"reports[{bad[0]}].report.kind"
+                return httpx.Response(422, json={"error": f"{field}: bad", "field": field})
+            with self._lock:
+                self.batches.append([item["id"] for item in items])
+                self.requests.extend(item["id"] for item in items)
+            results = [
+                {"record_id": item["id"], "created": self._store(item["id"], item["report"])}
+                for item in items
+            ]
+            if self.mode == "lost_answer":
+                raise httpx.RemoteProtocolError("server disconnected", request=request)
+            return httpx.Response(200, json={"results": results})
+        if key in self.refuse:
+            return httpx.Response(422, json={"error": "kind: bad", "field": "kind"})
         created = self._store(key, json.loads(request.content))
         if self.mode == "lost_answer":
             raise httpx.RemoteProtocolError("server disconnected", request=request)
@@ -92,6 +119,16 @@ async def _reply(send: Any, status: int, body: Any) -> None:
     await send({"type": "http.response.body", "body": data})
 
 
+async def _delay() -> None:
+    """Answer late (after storing), if the test asked for it, counting the answers held."""
+    if _state["delay"]:
+        _state["in_flight"] += 1
+        try:
+            await asyncio.sleep(_state["delay"])
+        finally:
+            _state["in_flight"] -= 1
+
+
 async def app(scope: Any, receive: Any, send: Any) -> None:
     """The fake service as a raw ASGI app."""
     if scope["type"] != "http":
@@ -109,18 +146,22 @@ async def app(scope: Any, receive: Any, send: Any) -> None:
     elif path == "/_config" and method == "POST":
         _state.update(json.loads(body))
         await _reply(send, 200, {"ok": True})
+    elif path == "/v1/reports/batch" and method == "POST":
+        results = []
+        for item in json.loads(body)["reports"]:
+            _state["requests"].append(item["id"])
+            created = item["id"] not in _state["stored"]
+            _state["stored"].setdefault(item["id"], item["report"])
+            results.append({"record_id": item["id"], "created": created})
+        await _delay()
+        await _reply(send, 200, {"results": results})
     elif path == "/v1/reports" and method == "POST":
         headers = dict(scope["headers"])
         key = headers.get(b"idempotency-key", b"").decode() or None
         _state["requests"].append(key)
         created = key not in _state["stored"]
         _state["stored"].setdefault(key, json.loads(body))
-        if _state["delay"]:
-            _state["in_flight"] += 1
-            try:
-                await asyncio.sleep(_state["delay"])
-            finally:
-                _state["in_flight"] -= 1
+        await _delay()
         await _reply(send, 201 if created else 200, {"record": {}, "created": created})
     else:
         await _reply(send, 404, {"error": "not found"})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import threading
 from collections.abc import Iterator
@@ -125,6 +126,48 @@ def test_down_then_up_flush_delivers_every_report_exactly_once(
     assert len(sink.spool) == 0
     assert sink.flush() == 0
     assert service.seen == 7
+
+
+def test_the_spool_is_delivered_in_batches(make: Any, service: FakeService) -> None:
+    """Spooled reports go in one batch request, oldest first, not one request each."""
+    sink = make()
+    service.mode = "down"
+    ids = [sink.report("stock.decrement", "retry", payload={"n": n}) for n in range(6)]
+    service.mode = "up"
+    assert sink.flush() == 0
+    assert service.batches == [ids]
+    assert list(service.stored) == ids
+
+
+def test_a_batch_stays_under_the_size_limit(
+    make: Any, service: FakeService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Reports that do not fit one batch's bytes go in the next batch."""
+    import failsafe.errors.client as client
+
+    sink = make()
+    service.mode = "down"
+    ids = [sink.report("stock.decrement", "retry", payload={"pad": "x" * 300}) for _ in range(5)]
+    one = len(json.dumps({"id": ids[0], "report": sink.spool.due(math.inf, 1)[0].body}))
+    sink.spool.release(ids[:1], 0.0)
+    monkeypatch.setattr(client, "_BATCH_BYTES", 2 * one + 20)  # two reports per batch
+    service.mode = "up"
+    assert sink.flush() == 0
+    assert service.batches == [ids[0:2], ids[2:4]]  # the last one alone: a single request
+    assert list(service.stored) == ids
+
+
+def test_a_refused_batch_falls_back_to_one_at_a_time(make: Any, service: FakeService) -> None:
+    """One bad report refuses the whole batch: each is then sent alone; the bad one is parked."""
+    sink = make()
+    service.mode = "down"
+    ids = [sink.report("stock.decrement", "retry", payload={"n": n}) for n in range(3)]
+    service.mode = "up"
+    service.refuse = {ids[1]}
+    assert sink.flush() == 0
+    assert service.batches == [ids]
+    assert list(service.stored) == [ids[0], ids[2]]
+    assert [r.report_id for r in sink.spool.rejected()] == [ids[1]]
 
 
 def test_a_lost_answer_is_redelivered_and_counted_once(make: Any, service: FakeService) -> None:
@@ -457,7 +500,9 @@ def test_async_down_then_up_delivers_each_report_once(
 
     ids = asyncio.run(main())
     assert list(service.stored) == ids
-    assert sorted(service.requests) == sorted(ids[:1] * 2 + ids[1:])
+    # one batch request, its answer lost, then the same batch again: each stored once
+    assert service.batches == [ids, ids]
+    assert sorted(service.requests) == sorted(ids * 2)
 
 
 def test_async_open_breaker_and_rejection(

@@ -258,3 +258,30 @@ def test_a_served_service_without_tokens_refuses_a_rebound_host(db: Path) -> Non
             assert client.get("/v1/records").json()["total"] == 1
     finally:
         service.kill()
+
+
+@pytest.mark.real_time
+def test_a_spool_left_while_the_service_was_down_arrives_in_one_batch(
+    db: Path, tmp_path: Path
+) -> None:
+    """Reports spooled while nothing listened are delivered by the batch endpoint, once each."""
+    from failsafe.errors import ErrorSink
+
+    spool = tmp_path / "spool.db"
+    down = ErrorSink(
+        f"http://127.0.0.1:{free_port()}", source="warehouse", spool=spool, background=False
+    )
+    ids = [down.report("stock.decrement", "retry", payload={"n": n}) for n in range(30)]
+    down.close()
+    service = ServiceProcess(db)
+    try:
+        sink = ErrorSink(service.url, source="warehouse", spool=spool, background=False)
+        assert sink.flush() == 0
+        sink.close()
+        with httpx.Client(base_url=service.url, timeout=5) as client:
+            listing = client.get("/v1/records", params={"limit": "100"}).json()
+        assert listing["total"] == 30
+        assert sorted(r["payload"]["n"] for r in listing["records"]) == list(range(30))
+        assert len(ids) == 30
+    finally:
+        service.kill()

@@ -75,6 +75,10 @@ _TRANSIENT = frozenset({408, 425, 429})
 # from the deliverer (401, 403, 404) are configuration faults that a restart with the right
 # token or URL fixes, so those reports wait, with backoff, instead of being parked.
 _BAD_REPORT = frozenset({400, 413, 415, 422})
+# the spool is delivered through POST /v1/reports/batch, at most this many bytes (the service
+# reads a batch of up to 8 times its body limit, 2 MiB by default) or _BATCH_MOST reports
+_BATCH_BYTES = 1024 * 1024
+_BATCH_MOST = 500
 
 
 class ReportRejected(FailsafeError, ValueError):
@@ -231,6 +235,7 @@ class _SinkBase:
             raise ConfigurationError("url", f"must be an http(s) URL with a host, got {url!r}")
         self.url = url.rstrip("/")
         self._endpoint = f"{self.url}/v1/reports"
+        self._batch_endpoint = f"{self.url}/v1/reports/batch"
         if token is None:
             token = Tokens.from_env(
                 {k: v for k, v in os.environ.items() if k.startswith("FAILSAFE_ERRORS_REPORT_")}
@@ -313,6 +318,23 @@ class _SinkBase:
         if self._desk is None:  # redacted before the spool or the network sees it
             body = self._redactor.body(body)
         return uuid.uuid4().hex, body
+
+    @staticmethod
+    def _batch_of(items: list[SpooledReport]) -> tuple[list[SpooledReport], bytes]:
+        """The longest prefix of ``items`` that fits one batch request, and its body."""
+        parts: list[bytes] = []
+        size = 2
+        taken: list[SpooledReport] = []
+        for item in items[:_BATCH_MOST]:
+            part = json.dumps(
+                {"id": item.report_id, "report": item.body}, separators=(",", ":")
+            ).encode()
+            if taken and size + len(part) + 1 > _BATCH_BYTES:
+                break
+            taken.append(item)
+            parts.append(part)
+            size += len(part) + 1
+        return taken, b'{"reports":[' + b",".join(parts) + b"]}"
 
     def _request_headers(self, report_id: str) -> dict[str, str]:
         return {**self._headers, "Idempotency-Key": report_id}
@@ -547,7 +569,34 @@ class ErrorSink(_SinkBase):
             raise _Unavailable(response)  # a redirect: a wrong URL, not a bad report
         return response
 
+    def _post_batch(self, content: bytes) -> httpx.Response:
+        response = self._http.post(
+            self._batch_endpoint,
+            content=content,
+            headers=self._headers,
+            timeout=self._deliver_timeout,
+        )
+        if response.status_code >= 500 or response.status_code in _TRANSIENT:
+            raise _Unavailable(response)
+        if response.status_code < 200 or 300 <= response.status_code < 400:
+            raise _Unavailable(response)
+        return response
+
     # -- delivering the spool --------------------------------------------------------------
+    def _send_batch(self, content: bytes, *, force: bool) -> _Outcome:
+        try:
+            if force and self.breaker.state is not CircuitState.CLOSED:
+                response = self._post_batch(content)
+                if response.is_success:
+                    self.breaker.close()
+            else:
+                response = self.breaker.call(self._post_batch, content)
+        except CircuitOpenError as exc:
+            return _Outcome("open", wait=exc.retry_after)
+        except Exception as exc:
+            return _Outcome("failed", _describe(exc))
+        return self._judge(response)
+
     def _send(self, item: SpooledReport, *, force: bool) -> _Outcome:
         try:
             if force and self.breaker.state is not CircuitState.CLOSED:
@@ -577,6 +626,22 @@ class ErrorSink(_SinkBase):
             if not force and (wait := self._waiting(now)) > 0:
                 return wait, 0
             items = spool.due(math.inf if force else now, self._batch, lease=self._lease)
+            if len(items) > 1:
+                batch, content = self._batch_of(items)
+                outcome = self._send_batch(content, force=force)
+                if outcome.kind == "delivered":
+                    spool.done_many(x.report_id for x in batch)
+                    spool.release([x.report_id for x in items[len(batch) :]], now)
+                    self._delivered()
+                    more = len(items) == self._batch or len(batch) < len(items)
+                    return (None if more else math.inf), len(batch)
+                if outcome.kind != "rejected":  # down, or the circuit is open: as one report
+                    now = self._clock.time()
+                    pause = self._after_round(outcome, items[0], now)
+                    rest = items[1:] if outcome.kind == "failed" else items
+                    spool.release([x.report_id for x in rest], now + pause)
+                    return pause, 0
+                # refused as a whole (one report in it is bad): one at a time, below
             for i, item in enumerate(items):
                 if self._stop.is_set() or (
                     deadline is not None and self._clock.monotonic() >= deadline
@@ -841,6 +906,34 @@ class AsyncErrorSink(_SinkBase):
             raise _Unavailable(response)
         return response
 
+    async def _post_batch(self, content: bytes) -> httpx.Response:
+        async with self._clock.timeout_async(self._deliver_total):
+            response = await self._http.post(
+                self._batch_endpoint,
+                content=content,
+                headers=self._headers,
+                timeout=self._deliver_timeout,
+            )
+        if response.status_code >= 500 or response.status_code in _TRANSIENT:
+            raise _Unavailable(response)
+        if response.status_code < 200 or 300 <= response.status_code < 400:
+            raise _Unavailable(response)
+        return response
+
+    async def _send_batch(self, content: bytes, *, force: bool) -> _Outcome:
+        try:
+            if force and self.breaker.state is not CircuitState.CLOSED:
+                response = await self._post_batch(content)
+                if response.is_success:
+                    self.breaker.close()
+            else:
+                response = await self.breaker.call_async(self._post_batch, content)
+        except CircuitOpenError as exc:
+            return _Outcome("open", wait=exc.retry_after)
+        except Exception as exc:
+            return _Outcome("failed", _describe(exc))
+        return self._judge(response)
+
     async def _send(self, item: SpooledReport, *, force: bool) -> _Outcome:
         try:
             if force and self.breaker.state is not CircuitState.CLOSED:
@@ -868,6 +961,23 @@ class AsyncErrorSink(_SinkBase):
             items = await asyncio.to_thread(
                 spool.due, math.inf if force else now, self._batch, lease=self._lease
             )
+            if len(items) > 1:
+                batch, content = self._batch_of(items)
+                outcome = await self._send_batch(content, force=force)
+                if outcome.kind == "delivered":
+                    await asyncio.to_thread(spool.done_many, [x.report_id for x in batch])
+                    await asyncio.to_thread(
+                        spool.release, [x.report_id for x in items[len(batch) :]], now
+                    )
+                    self._delivered()
+                    more = len(items) == self._batch or len(batch) < len(items)
+                    return (None if more else math.inf), len(batch)
+                if outcome.kind != "rejected":
+                    now = self._clock.time()
+                    pause = await asyncio.to_thread(self._after_round, outcome, items[0], now)
+                    rest = items[1:] if outcome.kind == "failed" else items
+                    await asyncio.to_thread(spool.release, [x.report_id for x in rest], now + pause)
+                    return pause, 0
             for i, item in enumerate(items):
                 if self._stopping or (deadline is not None and self._clock.monotonic() >= deadline):
                     await asyncio.to_thread(spool.release, [x.report_id for x in items[i:]], now)

@@ -381,6 +381,14 @@ class Spool:
             )
 
     @_heal
+    def done_many(self, report_ids: Iterable[str]) -> int:
+        """Delete delivered reports in one transaction; return how many were still there."""
+        with self._transaction() as db:
+            return db.executemany(
+                "DELETE FROM failsafe_spool WHERE report_id = ?", [(i,) for i in report_ids]
+            ).rowcount
+
+    @_heal
     def failed(self, report_id: str, next_at: float, *, error: str | None = None) -> None:
         """Count a failed delivery attempt and make the report due again at ``next_at``."""
         with self._transaction() as db:
