@@ -24,6 +24,7 @@ import pytest
 
 from failsafe.exceptions import ConfigurationError
 from failsafe.queue import Broker, Delivery, Envelope, ErrorInfo, Place, SettleConflict
+from failsafe.queue.broker import DeadLetterCount, DeadLetterCursor, DeadLetterFilter
 
 DELAY = 0.5  # seconds: the delays the contract uses (short, for brokers on real time)
 
@@ -269,3 +270,140 @@ class BrokerContract:
         broker.defer(b, b.message, 30.0)
         parked = broker.dead_letters(queue, place=Place.PARKED)
         assert [x.message.body for x in parked] == [b"a"]
+
+    # -- paged listing and batches (issue #15) -------------------------------------------------
+    def park_all(self, broker: Broker, queue: str, errors: list[str | None]) -> list[str]:
+        """Park one message per entry of ``errors`` (its last error's type), in order.
+
+        A little time passes between them, so that each has its own ``since``.
+        """
+        ids = []
+        for n, error in enumerate(errors):
+            sent = msg(body=f"m{n}".encode())
+            broker.publish(queue, sent)
+            [delivery] = self.take(broker, queue, wait=2.0)
+            last = None if error is None else ErrorInfo(type=error, message="x", at=1.0)
+            broker.park(delivery, attrs.evolve(delivery.message, last_error=last))
+            ids.append(sent.id)
+            self.elapse(broker, 0.02 if self.real_time else 1.0)
+        return ids
+
+    def walk(
+        self, broker: Broker, queue: str, size: int, where: DeadLetterFilter | None = None
+    ) -> list[list[str]]:
+        """The ids of every page of a listing, page by page."""
+        pages: list[list[str]] = []
+        cursor = None
+        while True:
+            page = broker.dead_letter_page(queue, where=where, after=cursor, limit=size)
+            assert len(page.letters) <= size
+            assert not page.truncated
+            pages.append([letter.message.id for letter in page.letters])
+            cursor = page.cursor
+            if cursor is None:
+                return pages
+            assert len(pages) < 20, "the listing does not end"
+
+    def test_pages_list_every_dead_letter_once_oldest_first(
+        self, broker: Broker, queue: str
+    ) -> None:
+        """Pages of 3 over 7 parked messages list each once, in the order they were parked."""
+        ids = self.park_all(broker, queue, [None] * 7)
+        pages = self.walk(broker, queue, 3)
+        assert [len(p) for p in pages][:3] == [3, 3, 1]
+        assert [i for page in pages for i in page] == ids
+        assert [x.message.id for x in broker.dead_letters(queue, limit=4)] == ids[:4]
+
+    def test_a_page_filters_by_error_type_id_and_time(self, broker: Broker, queue: str) -> None:
+        """Error type (full or last part), ids and ``until`` narrow a page; all must hold."""
+        ids = self.park_all(
+            broker,
+            queue,
+            ["app.errors.OrderNotFound", "ValueError", None, "app.errors.OrderNotFound"],
+        )
+
+        def listed(**where: Any) -> list[str]:
+            page = broker.dead_letter_page(queue, where=DeadLetterFilter(**where), limit=10)
+            return [letter.message.id for letter in page.letters]
+
+        assert listed(error_types=["OrderNotFound"]) == [ids[0], ids[3]]
+        assert listed(error_types=["app.errors.OrderNotFound"]) == [ids[0], ids[3]]
+        assert listed(error_types=["errors.OrderNotFound"]) == []
+        assert listed(error_types=["ValueError", "OrderNotFound"]) == [ids[0], ids[1], ids[3]]
+        assert listed(ids=[ids[2], ids[1], "nope"]) == [ids[1], ids[2]]
+        assert listed(ids=[ids[0], ids[1]], error_types=["ValueError"]) == [ids[1]]
+        assert listed(place=Place.PARKED) == ids
+        [second] = broker.dead_letter_page(
+            queue, where=DeadLetterFilter(ids=[ids[1]]), limit=1
+        ).letters
+        assert listed(until=second.since) == ids[:2]
+        assert listed(until=second.since, error_types=["OrderNotFound"]) == ids[:1]
+
+    def test_a_cursor_survives_replaying_its_page(self, broker: Broker, queue: str) -> None:
+        """Replaying each page before asking for the next still reaches every letter once."""
+        ids = self.park_all(broker, queue, [None] * 5)
+        seen: list[str] = []
+        cursor = None
+        while True:
+            page = broker.dead_letter_page(queue, after=cursor, limit=2)
+            seen += [letter.message.id for letter in page.letters]
+            assert broker.replay(queue, [letter.message.id for letter in page.letters]) == len(
+                page.letters
+            )
+            if page.cursor is None:
+                break
+            cursor = page.cursor
+        assert seen == ids
+        assert broker.dead_letters(queue) == []
+
+    def test_count_dead_letters_by_place_and_bounded(self, broker: Broker, queue: str) -> None:
+        """The count matches the filter, by place, and stops at ``at_most`` (then not exact)."""
+        self.park_all(broker, queue, ["ValueError", "KeyError", "ValueError"])
+        assert broker.count_dead_letters(queue) == DeadLetterCount(parked=3)
+        where = DeadLetterFilter(error_types=["ValueError"])
+        assert broker.count_dead_letters(queue, where=where) == DeadLetterCount(parked=2)
+        capped = broker.count_dead_letters(queue, at_most=2)
+        assert (capped.total, capped.exact) == (2, False)
+        assert broker.count_dead_letters(queue, where=DeadLetterFilter(place=Place.DELAYED)) == (
+            DeadLetterCount()
+        )
+
+    def test_replay_batch_walks_only_the_selection(self, broker: Broker, queue: str) -> None:
+        """Batches of 2 replay exactly the matching letters, with fresh counts; others stay."""
+        ids = self.park_all(broker, queue, ["ValueError", "KeyError", "ValueError", "ValueError"])
+        where = DeadLetterFilter(error_types=["ValueError"])
+        moved: list[str] = []
+        cursor = None
+        while True:
+            batch = broker.replay_batch(queue, where=where, after=cursor, limit=2)
+            assert len(batch.ids) <= 2
+            moved += batch.ids
+            if batch.cursor is None:
+                break
+            cursor = batch.cursor
+        assert moved == [ids[0], ids[2], ids[3]]
+        assert [x.message.id for x in broker.dead_letters(queue)] == [ids[1]]
+        back: list[Delivery] = []
+        while len(back) < 3:
+            got = self.take(broker, queue, limit=3, wait=2.0)
+            assert got, f"only {len(back)} of 3 replayed messages came back"
+            back += got
+        assert sorted(d.message.id for d in back) == sorted(moved)
+        assert all(d.message.delayed_attempts == 0 for d in back)
+
+    def test_purge_batch_deletes_only_the_selection(self, broker: Broker, queue: str) -> None:
+        """``purge_batch`` deletes the matching letters in batches and keeps the rest."""
+        ids = self.park_all(broker, queue, ["KeyError", "ValueError", "KeyError"])
+        where = DeadLetterFilter(error_types=["KeyError"])
+        first = broker.purge_batch(queue, where=where, limit=1)
+        assert first.ids == (ids[0],)
+        assert first.cursor is not None
+        rest = broker.purge_batch(queue, where=where, after=first.cursor, limit=5)
+        assert (rest.ids, rest.cursor) == ((ids[2],), None)
+        assert [x.message.id for x in broker.dead_letters(queue)] == [ids[1]]
+
+    def test_a_cursor_of_another_broker_is_refused(self, broker: Broker, queue: str) -> None:
+        """A cursor made by another adapter is a configuration error naming ``after``."""
+        foreign = DeadLetterCursor("elsewhere", (1,))
+        with pytest.raises(ConfigurationError, match="after"):
+            broker.dead_letter_page(queue, after=foreign)

@@ -7,6 +7,7 @@ import io
 import json
 import os
 import socket
+import sqlite3
 import subprocess
 import sys
 import uuid
@@ -19,9 +20,12 @@ import attrs
 import pytest
 
 import failsafe.queue.cli
+import failsafe.queue.sqlite
 from failsafe.cli import main
 from failsafe.exceptions import ConfigurationError
-from failsafe.queue import BlockingView, Envelope, ErrorInfo, InMemoryBroker, Place
+from failsafe.queue import BlockingView, Envelope, ErrorInfo, InMemoryBroker, Place, decode
+from failsafe.queue.broker import DeadLetterBatch
+from failsafe.queue.cli import _Pacer
 from failsafe.queue.connect import open_broker
 from failsafe.queue.sqlite import SQLiteBroker
 from failsafe.testing import FakeClock
@@ -117,6 +121,14 @@ def many_parked(path: Path, clock: FakeClock, count: int) -> list[str]:
     finally:
         broker.close()
     return ids
+
+
+def _rows(path: Path, sql: str) -> list[Any]:
+    db = sqlite3.connect(path)
+    try:
+        return db.execute(sql).fetchall()
+    finally:
+        db.close()
 
 
 class TtyIO(io.StringIO):
@@ -549,15 +561,15 @@ def test_a_failing_broker_mid_replay_exits_1_with_what_was_done(
     for delivery in broker.receive("orders", limit=4):
         broker.park(delivery, delivery.message)
     calls = []
-    real_replay = broker.replay
+    real_replay = broker.replay_batch
 
-    def flaky(queue: str, ids: Any) -> int:
-        calls.append(list(ids))
+    def flaky(queue: str, **batch: Any) -> DeadLetterBatch:
+        calls.append(batch)
         if len(calls) == 2:
             raise BrokerUnavailable("the disk went away")
-        return real_replay(queue, ids)
+        return real_replay(queue, **batch)
 
-    monkeypatch.setattr(broker, "replay", flaky)
+    monkeypatch.setattr(broker, "replay_batch", flaky)
     monkeypatch.setattr(failsafe.queue.connect, "open_broker", lambda url, **kw: broker)
     assert (
         main(["queue", "dlq", "replay", "--broker", "mem", "--queue", "orders", "--batch", "2"])
@@ -717,3 +729,152 @@ def test_the_commands_on_the_real_rabbitmq(
         broker.close()
     assert sorted(m.id for m in got) == ["r1", "r3"]
     assert all(m.delayed_attempts == 0 for m in got)
+
+
+# -- a large backlog (issue #15) ------------------------------------------------------------
+def bulk_parked(path: Path, clock: FakeClock, count: int) -> None:
+    """Park ``count`` messages of ``orders``, ``m00000`` and on, straight in the table.
+
+    Odd numbers failed with KeyError, even ones with ValueError; message ``k`` got there
+    ``count - k`` seconds ago (oldest first).
+    """
+    broker = SQLiteBroker(path, clock=clock)
+    try:
+        broker.publish_many(
+            "orders",
+            [
+                Envelope(
+                    body=b"{}",
+                    id=f"m{i:05d}",
+                    delayed_attempts=5,
+                    last_error=ErrorInfo(
+                        type="KeyError" if i % 2 else "ValueError", message="x", at=1.0
+                    ),
+                )
+                for i in range(count)
+            ],
+        )
+    finally:
+        broker.close()
+    db = sqlite3.connect(path)
+    with db:
+        db.execute(
+            "UPDATE failsafe_messages SET place = 'parked', since = ? + seq",
+            (clock.time() - count - 1,),
+        )
+    db.close()
+
+
+@pytest.fixture
+def decodes(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """Every envelope the SQLite broker decodes, from now on."""
+    seen: list[object] = []
+
+    def counting(raw: bytes | str) -> Envelope:
+        seen.append(raw)
+        return decode(raw)
+
+    monkeypatch.setattr(failsafe.queue.sqlite, "decode", counting)
+    return seen
+
+
+def test_listing_100_of_20000_decodes_100(
+    tmp_path: Path,
+    clock: FakeClock,
+    capsys: pytest.CaptureFixture[str],
+    decodes: list[object],
+) -> None:
+    """``list`` reads a page, not the backlog: 100 of 20,000 decodes 100 and counts the rest."""
+    path = tmp_path / "q.db"
+    bulk_parked(path, clock, 20_000)
+    decodes.clear()
+    assert main(["queue", "dlq", "list", "--broker", str(path), "--queue", "orders"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(decodes) == 100
+    assert len(lines) == 102
+    assert lines[1].startswith("m00000 ")
+    assert lines[-1] == (
+        "the oldest 100 of 20000 dead letters of 'orders' (delayed: 0, parked: 20000); "
+        "raise --limit for more"
+    )
+    assert main(["queue", "dlq", "show", "m12345", "--broker", str(path), "--queue", "orders"]) == 0
+    assert len(decodes) == 101  # show reads the one letter, by its id
+
+
+def test_list_json_is_what_json_dump_writes(
+    seeded: Seeded, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The streamed ``--json`` output is byte for byte what ``json.dump(indent=2)`` writes."""
+    for args in ([], ["--limit", "1"], ["--error-type", "KeyError"]):
+        assert seeded.run("list", "--json", *args) == 0
+        out = capsys.readouterr().out
+        assert out == json.dumps(json.loads(out), indent=2) + "\n"
+
+
+def test_replay_of_a_large_selection_touches_only_it(
+    tmp_path: Path,
+    clock: FakeClock,
+    capsys: pytest.CaptureFixture[str],
+    decodes: list[object],
+) -> None:
+    """Replaying one error type of 5,000 moves those 2,500 in batches, decoding none."""
+    path = tmp_path / "q.db"
+    bulk_parked(path, clock, 5000)
+    rows = "SELECT * FROM failsafe_messages WHERE envelope LIKE '%ValueError%' ORDER BY seq"
+    untouched = _rows(path, rows)
+    decodes.clear()
+    base = ["queue", "dlq", "replay", "--broker", str(path), "--queue", "orders"]
+    assert main([*base, "--error-type", "KeyError", "--batch", "500"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out == "replayed 2500, not found 0\n"
+    assert captured.err.splitlines() == [f"replayed {n}/2500" for n in range(500, 2501, 500)]
+    assert decodes == []
+    assert _rows(path, rows) == untouched
+    assert _rows(path, "SELECT place, COUNT(*) FROM failsafe_messages GROUP BY place") == [
+        ("parked", 2500),
+        ("ready", 2500),
+    ]
+
+
+def test_purge_older_than_on_a_large_selection(
+    tmp_path: Path, clock: FakeClock, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--older-than`` purges exactly the older ones, in batches, the rest left alone."""
+    path = tmp_path / "q.db"
+    bulk_parked(path, clock, 5000)
+    base = ["queue", "dlq", "purge", "--broker", str(path), "--queue", "orders"]
+    assert main([*base, "--older-than", "2001s", "--batch", "1000", "--yes"]) == 0
+    assert capsys.readouterr().out == "purged 3000, not found 0\n"
+    left = _rows(path, "SELECT message_id FROM failsafe_messages ORDER BY seq")
+    assert [i for (i,) in left] == [f"m{i:05d}" for i in range(3000, 5000)]
+
+
+def test_replay_at_a_rate_takes_n_over_r_on_the_clock(
+    tmp_path: Path, clock: FakeClock, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """1,000 messages at 200/s in batches of 50 take 5 s on the fake clock, within a batch."""
+    path = tmp_path / "q.db"
+    bulk_parked(path, clock, 1000)
+    start = clock.monotonic()
+    base = ["queue", "dlq", "replay", "--broker", str(path), "--queue", "orders"]
+    assert main([*base, "--rate", "200", "--batch", "50"]) == 0
+    assert capsys.readouterr().out == "replayed 1000, not found 0\n"
+    took = clock.monotonic() - start
+    assert 1000 / 200 - 50 / 200 <= took <= 1000 / 200
+    assert clock.sleeps == pytest.approx([50 / 200] * 19)
+
+
+def test_the_rate_limiter_catches_up_by_a_burst_at_most() -> None:
+    """After a stall the bucket lets a quarter second's worth through at once, then paces."""
+    clock = FakeClock()
+    pacer = _Pacer(100.0, 10, clock)  # burst: max(10, 100 * 0.25) = 25 messages
+    pacer.take(10)
+    pacer.take(10)
+    assert clock.sleeps == pytest.approx([0.1])
+    clock.advance(60.0)  # the broker was slow: a minute's worth is not saved up
+    clock.sleeps.clear()
+    for _ in range(6):
+        pacer.take(10)
+    # 25 saved: three batches start at once (the third runs the bucket into debt), then
+    # one every 0.1 s
+    assert clock.sleeps == pytest.approx([0.05, 0.1, 0.1])

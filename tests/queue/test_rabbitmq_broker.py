@@ -21,6 +21,7 @@ import aio_pika
 import attrs
 import pytest
 
+import failsafe.queue.rabbitmq
 from failsafe.exceptions import ConfigurationError
 from failsafe.queue import (
     AsyncBroker,
@@ -34,6 +35,7 @@ from failsafe.queue import (
     SettleConflict,
     as_blocking,
 )
+from failsafe.queue.broker import DeadLetterCount, DeadLetterFilter
 from failsafe.queue.rabbitmq import RabbitMQBroker, _channel_open
 from failsafe.testing import FakeClock
 from tests.queue.broker_contract import BrokerContract
@@ -455,3 +457,113 @@ async def _take(broker: RabbitMQBroker, queue: str, n: int, wait: float = 3.0) -
         assert remaining > 0, f"only {len(got)} of {n} messages arrived within {wait} s"
         got.extend(await broker.receive(queue, limit=n - len(got), wait=remaining))
     return got
+
+
+# -- the DLQ tools on a larger parking queue (issue #15) ------------------------------------
+async def _park_raw(s: Session, queue: str, n: int, error: str = "ValueError") -> list[str]:
+    """Publish ``n`` messages straight to ``queue``'s parking queue, as `park` writes them."""
+    connection = await aio_pika.connect(URL)
+    s.connections.append(connection)
+    confirmed = await connection.channel(publisher_confirms=True)
+    ids = [f"p{i:04d}" for i in range(n)]
+    await asyncio.gather(
+        *(
+            confirmed.default_exchange.publish(
+                aio_pika.Message(
+                    b"{}",
+                    message_id=i,
+                    headers={
+                        "x-failsafe-delayed-attempts": 5,
+                        "x-failsafe-error-type": error,
+                        "x-failsafe-error-message": "x",
+                        "x-failsafe-error-at": "1.0",
+                        "x-failsafe-parked-at": repr(1_700_000_000.0 + k),
+                    },
+                ),
+                routing_key=f"{queue}.parked",
+            )
+            for k, i in enumerate(ids)
+        )
+    )
+    await confirmed.close()
+    return ids
+
+
+async def _ready(s: Session, name: str) -> int:
+    channel = await s.raw()
+    declared = await channel.declare_queue(name, passive=True)
+    return declared.declaration_result.message_count or 0
+
+
+def test_a_page_takes_no_more_than_it_lists(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A page of 5 of 30 parked has 5 messages delivered to it, and leaves all 30 there."""
+    delivered: list[object] = []
+    arrived = failsafe.queue.rabbitmq._Reader._arrived
+
+    async def counting(self: Any, message: Any) -> None:
+        delivered.append(message)
+        await arrived(self, message)
+
+    monkeypatch.setattr(failsafe.queue.rabbitmq._Reader, "_arrived", counting)
+
+    async def body(s: Session) -> None:
+        queue = s.queue()
+        broker = s.broker()
+        await broker.declare(queue)
+        ids = await _park_raw(s, queue, 30)
+        page = await broker.dead_letter_page(queue, limit=5)
+        assert [x.message.id for x in page.letters] == ids[:5]
+        assert len(delivered) == 5
+        second = await broker.dead_letter_page(queue, after=page.cursor, limit=5)
+        assert [x.message.id for x in second.letters] == ids[5:10]
+        assert len(delivered) == 5 + 10  # the first page's again, stepped over by id
+        assert await broker.count_dead_letters(queue) == DeadLetterCount(parked=30)
+
+    run(body)
+
+
+def test_the_browse_limit_bounds_a_pass() -> None:
+    """A pass reads ``dlq_browse_limit`` messages at most, and says it was truncated."""
+
+    async def body(s: Session) -> None:
+        queue = s.queue()
+        broker = s.broker(dlq_browse_limit=10)
+        await broker.declare(queue)
+        ids = await _park_raw(s, queue, 20)
+        nothing = DeadLetterFilter(error_types=["KeyError"])
+        page = await broker.dead_letter_page(queue, where=nothing, limit=5)
+        assert (page.letters, page.cursor, page.truncated) == ((), None, True)
+        counted = await broker.count_dead_letters(queue, where=nothing)
+        assert (counted.total, counted.exact) == (0, False)
+        assert await broker.count_dead_letters(queue) == DeadLetterCount(parked=20)
+        assert await broker.replay(queue, [ids[15]]) == 0  # beyond the limit: not reached
+        assert await broker.replay(queue, [ids[5]]) == 1
+
+    run(body)
+
+
+def test_replay_batches_leave_no_duplicates() -> None:
+    """300 replayed in batches of 100 are in the work queue once each, none left parked.
+
+    Without the fence before the channel closes, RabbitMQ 3.10 put back some acknowledged
+    messages (rabbitmq/rabbitmq-server#10327): duplicates of the replayed copies.
+    """
+
+    async def body(s: Session) -> None:
+        queue = s.queue()
+        broker = s.broker()
+        await broker.declare(queue)
+        ids = await _park_raw(s, queue, 300)
+        moved: list[str] = []
+        cursor = None
+        while True:
+            batch = await broker.replay_batch(queue, after=cursor, limit=100)
+            moved += batch.ids
+            if batch.cursor is None:
+                break
+            cursor = batch.cursor
+        assert sorted(moved) == ids
+        assert await _ready(s, f"{queue}.parked") == 0
+        assert await _ready(s, queue) == 300
+
+    run(body)

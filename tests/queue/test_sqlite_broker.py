@@ -17,6 +17,7 @@ from typing import Any
 import attrs
 import pytest
 
+import failsafe.queue.sqlite
 from failsafe.exceptions import ConfigurationError
 from failsafe.queue import (
     AsyncBroker,
@@ -27,7 +28,10 @@ from failsafe.queue import (
     ErrorInfo,
     Place,
     SettleConflict,
+    decode,
+    encode,
 )
+from failsafe.queue.broker import DeadLetterCount, DeadLetterFilter
 from failsafe.queue.sqlite import AsyncSQLiteBroker, SQLiteBroker
 from failsafe.testing import FakeClock
 from tests.queue.broker_contract import BrokerContract
@@ -541,3 +545,187 @@ def test_dead_letters_refuse_a_bad_place(broker: SQLiteBroker) -> None:
     assert broker.dead_letters("q", place="parked") == []  # type: ignore[arg-type]
     with pytest.raises(ConfigurationError, match="place"):
         broker.dead_letters("q", place="ready")  # type: ignore[arg-type]
+
+
+# -- the DLQ at scale (issue #15) -----------------------------------------------------------
+# The schema of a file made before issue #15: no message-id index, a DLQ index without place.
+_OLD_SCHEMA = (
+    """
+    CREATE TABLE failsafe_messages (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        queue TEXT NOT NULL,
+        message_id TEXT NOT NULL,
+        place TEXT NOT NULL,
+        visible_at REAL NOT NULL,
+        deliveries INTEGER NOT NULL DEFAULT 0,
+        token INTEGER,
+        since REAL NOT NULL,
+        envelope BLOB NOT NULL
+    )
+    """,
+    "CREATE INDEX failsafe_messages_receive "
+    "ON failsafe_messages (queue, visible_at, seq) WHERE place <> 'parked'",
+    "CREATE INDEX failsafe_messages_dead "
+    "ON failsafe_messages (queue, since, seq) WHERE place <> 'ready'",
+    "CREATE TABLE failsafe_queues (name TEXT PRIMARY KEY)",
+)
+
+
+def _plan(path: Path, sql: str, *params: Any) -> str:
+    return " / ".join(row[3] for row in _rows(path, f"EXPLAIN QUERY PLAN {sql}", *params))
+
+
+def test_an_old_file_gets_the_dlq_indexes_on_open(tmp_path: Path, clock: FakeClock) -> None:
+    """A file without the message-id index gets it (and the new DLQ index) when opened."""
+    path = tmp_path / "old.db"
+    db = sqlite3.connect(path)
+    for statement in _OLD_SCHEMA:
+        db.execute(statement)
+    sent = [Envelope(body=str(i).encode()) for i in range(3)]
+    with db:
+        db.execute("INSERT INTO failsafe_queues VALUES ('q')")
+        db.executemany(
+            "INSERT INTO failsafe_messages (queue, message_id, place, visible_at, since, envelope)"
+            " VALUES ('q', ?, 'parked', ?, ?, ?)",
+            [(m.id, float(i), float(i), encode(m)) for i, m in enumerate(sent)],
+        )
+    db.close()
+    lookup = (
+        "SELECT seq FROM failsafe_messages WHERE queue = 'q' AND place <> 'ready' "
+        "AND place IN ('delayed', 'parked') AND message_id IN ('a', 'b')"
+    )
+    assert "failsafe_messages_dead_id" not in _plan(path, lookup)
+
+    broker = SQLiteBroker(path, clock=clock)
+    try:
+        indexes = {name for (name,) in _rows(path, "SELECT name FROM sqlite_master")}
+        assert {"failsafe_messages_dead_id", "failsafe_messages_dead_since"} <= indexes
+        assert "failsafe_messages_dead" not in indexes
+        assert "USING INDEX failsafe_messages_dead_id" in _plan(path, lookup)
+        assert [x.message.id for x in broker.dead_letters("q")] == [m.id for m in sent]
+        assert broker.replay("q", [sent[1].id]) == 1
+        assert [d.message.id for d in broker.receive("q")] == [sent[1].id]
+    finally:
+        broker.close()
+    SQLiteBroker(path, clock=clock).close()  # opening again changes nothing
+
+
+def test_dlq_queries_use_their_indexes(broker: SQLiteBroker) -> None:
+    """Pages, counts and id lookups are index searches, never a scan of the table."""
+    from failsafe.queue.sqlite import _conditions
+
+    path = Path(broker.path)
+    for where in (
+        None,
+        DeadLetterFilter(place=Place.PARKED, until=5.0),
+        DeadLetterFilter(ids=["a", "b"]),
+        DeadLetterFilter(error_types=["OrderNotFound", "app.Other"]),
+    ):
+        conditions, params, indexed = _conditions(where)
+        page = _plan(
+            path,
+            f"SELECT seq FROM failsafe_messages {indexed} WHERE {' AND '.join(conditions)} "
+            "AND (since, seq) > (?, ?) ORDER BY since, seq LIMIT 10",
+            "q",
+            *params,
+            0.0,
+            0,
+        )
+        assert "INDEX failsafe_messages_dead" in page, page
+        assert "SCAN failsafe_messages" not in page, page
+        if not where or not where.ids:
+            assert "TEMP B-TREE" not in page, page  # in index order: no sort of the selection
+    count = _plan(
+        path,
+        "SELECT place, COUNT(*) FROM (SELECT place FROM failsafe_messages WHERE queue = ? "
+        "AND place <> 'ready' AND place IN (?, ?) LIMIT ?) GROUP BY place",
+        "q",
+        "parked",
+        "parked",
+        10,
+    )
+    assert "USING COVERING INDEX failsafe_messages_dead_since" in count, count
+
+
+def test_replay_batch_resets_the_counts_in_sql_and_keeps_the_rest(
+    broker: SQLiteBroker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The counts are reset by SQLite (no decoding): the envelope comes back exactly."""
+    error = ErrorInfo(type="app.Über", message="naïve \u2028 line", at=0.1 + 0.2)
+    sent = Envelope(
+        body=b"\xff\xfebinary",
+        headers={"tenant": "café", "n": "1"},
+        immediate_attempts=3,
+        delayed_attempts=4,
+        first_seen=1e-7,
+        last_error=error,
+    )
+    broker.publish("q", sent)
+    [d] = broker.receive("q")
+    broker.park(d, sent)
+    decoded: list[object] = []
+
+    def counting(raw: bytes | str) -> Envelope:
+        decoded.append(raw)
+        return decode(raw)
+
+    monkeypatch.setattr(failsafe.queue.sqlite, "decode", counting)
+    batch = broker.replay_batch("q", where=DeadLetterFilter(error_types=["Über"]))
+    assert (batch.ids, batch.cursor) == ((sent.id,), None)
+    assert decoded == []
+    [back] = broker.receive("q")
+    assert back.message == attrs.evolve(sent, immediate_attempts=0, delayed_attempts=0)
+
+
+def test_replay_batch_of_unreadable_rows(
+    broker: SQLiteBroker, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A row SQLite cannot reset gets a stand-in; one that only looks valid is parked again.
+
+    The second kind is JSON of the envelope's version with integer counts: SQLite resets
+    them, the row goes back to the work queue as stored, and receive parks it as malformed.
+    """
+    broker.publish_many("q", [Envelope(body=b"a"), Envelope(body=b"b")], delay=5.0)
+    (a_seq,), (b_seq,) = _rows(broker.path, "SELECT seq FROM failsafe_messages ORDER BY seq")
+    _rows(broker.path, "UPDATE failsafe_messages SET envelope = ? WHERE seq = ?", b"{oops", a_seq)
+    looks_ok = b'{"v": 1, "immediate_attempts": 2, "delayed_attempts": 2}'
+    _rows(broker.path, "UPDATE failsafe_messages SET envelope = ? WHERE seq = ?", looks_ok, b_seq)
+    assert len(broker.replay_batch("q").ids) == 2
+    [stand_in] = broker.receive("q", limit=5)
+    assert stand_in.message.body == b"{oops"
+    assert stand_in.message.delayed_attempts == 0
+    [parked] = broker.dead_letters("q")
+    assert parked.message.last_error is not None
+    assert parked.message.last_error.type.endswith("MalformedMessage")
+    assert b'"delayed_attempts":0' in parked.message.body.replace(b" ", b"")
+
+
+def test_a_large_selection_is_walked_by_id_index_and_batches(
+    broker: SQLiteBroker, clock: FakeClock
+) -> None:
+    """Replaying every other one of 3,000 parked touches exactly those, batch by batch."""
+    sent = [
+        Envelope(
+            body=str(i).encode(),
+            last_error=ErrorInfo(type="KeyError" if i % 2 else "ValueError", message="", at=1.0),
+        )
+        for i in range(3000)
+    ]
+    broker.publish_many("q", sent)
+    _rows(broker.path, "UPDATE failsafe_messages SET place = 'parked', since = seq")
+    before = _rows(broker.path, "SELECT * FROM failsafe_messages ORDER BY seq")
+    where = DeadLetterFilter(error_types=["KeyError"])
+    moved, cursor, calls = 0, None, 0
+    while True:
+        batch = broker.replay_batch("q", where=where, after=cursor, limit=400)
+        moved, cursor, calls = moved + len(batch.ids), batch.cursor, calls + 1
+        if cursor is None:
+            break
+    assert (moved, calls) == (1500, 4)
+    after = {row[0]: row for row in _rows(broker.path, "SELECT * FROM failsafe_messages")}
+    for row in before:
+        if row[0] % 2:  # ValueError rows (seq is 1-based): untouched
+            assert after[row[0]] == row
+        else:
+            assert after[row[0]][3] == "ready"
+    assert broker.count_dead_letters("q") == DeadLetterCount(parked=1500)

@@ -14,7 +14,19 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, TypeVar
 
 from failsafe.clock import SYSTEM_CLOCK, Clock
-from failsafe.queue.broker import AsyncBroker, Broker, DeadLetter, Delivery, Place
+from failsafe.queue.broker import (
+    COUNT_LIMIT,
+    AsyncBroker,
+    Broker,
+    DeadLetter,
+    DeadLetterBatch,
+    DeadLetterCount,
+    DeadLetterCursor,
+    DeadLetterFilter,
+    DeadLetterPage,
+    Delivery,
+    Place,
+)
 from failsafe.queue.envelope import Envelope
 
 __all__ = ["AsyncView", "BlockingView", "as_async", "as_blocking"]
@@ -87,6 +99,25 @@ class AsyncView:
         """See `Broker.dead_letters`."""
         return await self._run(self.broker.dead_letters, queue, place=place, limit=limit)
 
+    async def dead_letter_page(
+        self,
+        queue: str,
+        *,
+        where: DeadLetterFilter | None = None,
+        after: DeadLetterCursor | None = None,
+        limit: int = 100,
+    ) -> DeadLetterPage:
+        """See `Broker.dead_letter_page`."""
+        return await self._run(
+            self.broker.dead_letter_page, queue, where=where, after=after, limit=limit
+        )
+
+    async def count_dead_letters(
+        self, queue: str, *, where: DeadLetterFilter | None = None, at_most: int = COUNT_LIMIT
+    ) -> DeadLetterCount:
+        """See `Broker.count_dead_letters`."""
+        return await self._run(self.broker.count_dead_letters, queue, where=where, at_most=at_most)
+
     async def replay(self, queue: str, ids: Sequence[str]) -> int:
         """See `Broker.replay`."""
         return await self._run(self.broker.replay, queue, ids)
@@ -94,6 +125,32 @@ class AsyncView:
     async def purge(self, queue: str, ids: Sequence[str]) -> int:
         """See `Broker.purge`."""
         return await self._run(self.broker.purge, queue, ids)
+
+    async def replay_batch(
+        self,
+        queue: str,
+        *,
+        where: DeadLetterFilter | None = None,
+        after: DeadLetterCursor | None = None,
+        limit: int = 100,
+    ) -> DeadLetterBatch:
+        """See `Broker.replay_batch`."""
+        return await self._run(
+            self.broker.replay_batch, queue, where=where, after=after, limit=limit
+        )
+
+    async def purge_batch(
+        self,
+        queue: str,
+        *,
+        where: DeadLetterFilter | None = None,
+        after: DeadLetterCursor | None = None,
+        limit: int = 100,
+    ) -> DeadLetterBatch:
+        """See `Broker.purge_batch`."""
+        return await self._run(
+            self.broker.purge_batch, queue, where=where, after=after, limit=limit
+        )
 
     async def delivery_limit(self, queue: str) -> int | None:
         """See `Broker.delivery_limit`."""
@@ -180,6 +237,25 @@ class BlockingView:
         """See `Broker.dead_letters`."""
         return self._call(self.broker.dead_letters(queue, place=place, limit=limit))
 
+    def dead_letter_page(
+        self,
+        queue: str,
+        *,
+        where: DeadLetterFilter | None = None,
+        after: DeadLetterCursor | None = None,
+        limit: int = 100,
+    ) -> DeadLetterPage:
+        """See `Broker.dead_letter_page`."""
+        return self._call(
+            self.broker.dead_letter_page(queue, where=where, after=after, limit=limit)
+        )
+
+    def count_dead_letters(
+        self, queue: str, *, where: DeadLetterFilter | None = None, at_most: int = COUNT_LIMIT
+    ) -> DeadLetterCount:
+        """See `Broker.count_dead_letters`."""
+        return self._call(self.broker.count_dead_letters(queue, where=where, at_most=at_most))
+
     def replay(self, queue: str, ids: Sequence[str]) -> int:
         """See `Broker.replay`."""
         return self._call(self.broker.replay(queue, ids))
@@ -187,6 +263,28 @@ class BlockingView:
     def purge(self, queue: str, ids: Sequence[str]) -> int:
         """See `Broker.purge`."""
         return self._call(self.broker.purge(queue, ids))
+
+    def replay_batch(
+        self,
+        queue: str,
+        *,
+        where: DeadLetterFilter | None = None,
+        after: DeadLetterCursor | None = None,
+        limit: int = 100,
+    ) -> DeadLetterBatch:
+        """See `Broker.replay_batch`."""
+        return self._call(self.broker.replay_batch(queue, where=where, after=after, limit=limit))
+
+    def purge_batch(
+        self,
+        queue: str,
+        *,
+        where: DeadLetterFilter | None = None,
+        after: DeadLetterCursor | None = None,
+        limit: int = 100,
+    ) -> DeadLetterBatch:
+        """See `Broker.purge_batch`."""
+        return self._call(self.broker.purge_batch(queue, where=where, after=after, limit=limit))
 
     def delivery_limit(self, queue: str) -> int | None:
         """See `Broker.delivery_limit`."""

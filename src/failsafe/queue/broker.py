@@ -13,17 +13,25 @@ a person replays or purges it. Adapters: `InMemoryBroker` (tests, on a fake cloc
 Every method that settles a delivery (`ack`, `release`, `defer`, `park`) returns only once
 the broker has durably recorded the outcome; until then the delivery stays reserved, and if
 its consumer dies the broker hands it out again (at-least-once).
+
+The DLQ tools read dead letters a page at a time (`dead_letter_page`, issue #15): a
+`DeadLetterFilter` says which, a `DeadLetterCursor` where the last page ended, and
+`count_dead_letters` how many match, counting no further than a bound. A listing of 100
+dead letters therefore reads and decodes about 100 of them however many are parked.
+`replay_batch` and `purge_batch` act on the next batch of a selection the same way, the
+choice and the move in one step (one transaction on SQLite), so a command that replays a
+large selection walks it batch by batch and never holds it whole.
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
-from typing import Any, Protocol, runtime_checkable
+from collections.abc import Iterable, Sequence
+from typing import Any, Final, Protocol, runtime_checkable
 
 import attrs
 
-from failsafe.exceptions import FailsafeError
+from failsafe.exceptions import ConfigurationError, FailsafeError
 from failsafe.queue.envelope import Envelope
 
 __all__ = [
@@ -31,11 +39,21 @@ __all__ = [
     "Broker",
     "BrokerError",
     "BrokerUnavailable",
+    "COUNT_LIMIT",
     "DeadLetter",
+    "DeadLetterCount",
+    "DeadLetterBatch",
+    "DeadLetterCursor",
+    "DeadLetterFilter",
+    "DeadLetterPage",
     "Delivery",
     "Place",
     "SettleConflict",
+    "error_type_matches",
 ]
+
+COUNT_LIMIT: Final = 1_000_000
+"""The default bound of `Broker.count_dead_letters`: rows counted at most before it stops."""
 
 
 class BrokerError(FailsafeError):
@@ -98,6 +116,166 @@ class DeadLetter:
     due_at: float | None = None
 
 
+def error_type_matches(kind: str | None, wanted: Iterable[str]) -> bool:
+    """Whether an error type ``kind`` is one of ``wanted``, by its full or its last name.
+
+    A wanted name with a dot matches the full name only (``app.errors.OrderNotFound``); one
+    without a dot matches the full name or its last dotted part (``OrderNotFound`` matches
+    ``app.errors.OrderNotFound``, ``errors.OrderNotFound`` does not). ``None`` (no error)
+    matches nothing.
+    """
+    if kind is None:
+        return False
+    short = kind.rsplit(".", 1)[-1]
+    return any(w == kind or ("." not in w and w == short) for w in wanted)
+
+
+def _names(field: str, value: Iterable[str]) -> tuple[str, ...]:
+    """``value`` as a tuple of distinct non-empty strings (a bare string is refused)."""
+    if isinstance(value, str | bytes) or not all(isinstance(item, str) and item for item in value):
+        raise ConfigurationError(field, f"must be a sequence of non-empty strings, got {value!r}")
+    return tuple(dict.fromkeys(value))
+
+
+def _error_types(value: Iterable[str]) -> tuple[str, ...]:
+    return _names("error_types", value)
+
+
+def _ids(value: Iterable[str]) -> tuple[str, ...]:
+    return _names("ids", value)
+
+
+def _place(value: Place | str | None) -> Place | None:
+    if value is None:
+        return None
+    try:
+        return Place(value)
+    except ValueError:
+        raise ConfigurationError(
+            "place", f"must be Place.DELAYED, Place.PARKED or None, got {value!r}"
+        ) from None
+
+
+def _until(inst: object, attr: Any, value: object) -> None:
+    if value is not None and (not isinstance(value, int | float) or isinstance(value, bool)):
+        raise ConfigurationError("until", f"must be a wall-clock time or None, got {value!r}")
+
+
+@attrs.frozen(kw_only=True)
+class DeadLetterFilter:
+    """Which dead letters a listing, a count or a DLQ command takes: every condition given.
+
+    Attributes:
+        place: `Place.DELAYED` or `Place.PARKED` (or its value); ``None``: both.
+        until: Only those that got to their place at or before this wall-clock time
+            (``DeadLetter.since <= until``); ``None``: whenever. ``--older-than 1h`` is
+            ``until=now - 3600``.
+        error_types: Only those whose last error's type is one of these, by its full name
+            or its last dotted part (see `error_type_matches`); empty: any, and those
+            without an error too.
+        ids: Only these message ids; empty: any id.
+
+    Raises:
+        ConfigurationError: For a bad place, a time that is not a number, or a bare string
+            where a sequence of names is wanted.
+
+    Example:
+        ```python
+        from failsafe.queue import Place
+        from failsafe.queue.broker import DeadLetterFilter
+
+        stale = DeadLetterFilter(place=Place.PARKED, until=1_700_000_000.0,
+                                 error_types=["OrderNotFound"])
+        ```
+    """
+
+    place: Place | None = attrs.field(default=None, converter=_place)
+    until: float | None = attrs.field(default=None, validator=_until)
+    error_types: tuple[str, ...] = attrs.field(default=(), converter=_error_types)
+    ids: tuple[str, ...] = attrs.field(default=(), converter=_ids)
+
+    def matches(self, letter: DeadLetter) -> bool:
+        """Whether ``letter`` meets every condition (what the adapters compute, in Python)."""
+        if self.place is not None and letter.place is not self.place:
+            return False
+        if self.until is not None and letter.since > self.until:
+            return False
+        if self.ids and letter.message.id not in self.ids:
+            return False
+        if self.error_types:
+            error = letter.message.last_error
+            return error_type_matches(error.type if error is not None else None, self.error_types)
+        return True
+
+
+@attrs.frozen
+class DeadLetterCursor:
+    """Where a page of dead letters ended: pass it as ``after`` to get the next page.
+
+    Opaque: only the adapter that made it reads ``key``, and refuses a cursor of another
+    adapter with `ConfigurationError`. A cursor stays valid when the letters of its page
+    are replayed or purged meanwhile: the next page starts after them all the same.
+    """
+
+    adapter: str
+    key: tuple[Any, ...]
+
+
+@attrs.frozen(kw_only=True)
+class DeadLetterPage:
+    """One page of a dead-letter listing, oldest first.
+
+    Attributes:
+        letters: At most the ``limit`` asked for (fewer, even none, does not mean the end).
+        cursor: Pass it as ``after`` for the next page; ``None`` when there is no more.
+        truncated: The broker stopped at its own bound on how far it looks (RabbitMQ's
+            ``dlq_browse_limit``): more dead letters may match beyond it, unreachable by
+            listing (``cursor`` is then ``None``).
+    """
+
+    letters: tuple[DeadLetter, ...]
+    cursor: DeadLetterCursor | None
+    truncated: bool = False
+
+
+@attrs.frozen(kw_only=True)
+class DeadLetterBatch:
+    """What one `Broker.replay_batch` or `Broker.purge_batch` did.
+
+    Attributes:
+        ids: The ids of the dead letters replayed (or purged), oldest first.
+        cursor: Pass it as ``after`` for the next batch; ``None`` when the selection is
+            done.
+        truncated: As `DeadLetterPage.truncated`: the broker stopped at its bound on how
+            far it looks, and more may match beyond it.
+    """
+
+    ids: tuple[str, ...]
+    cursor: DeadLetterCursor | None
+    truncated: bool = False
+
+
+@attrs.frozen(kw_only=True)
+class DeadLetterCount:
+    """How many dead letters match a filter, by place.
+
+    Attributes:
+        delayed: Those in the DLQ.
+        parked: Those in the parking queue.
+        exact: ``False`` when counting stopped at its bound (``at_most``, or the broker's
+            own): then there are at least ``delayed`` + ``parked`` (more than ``at_most``).
+    """
+
+    delayed: int = 0
+    parked: int = 0
+    exact: bool = True
+
+    @property
+    def total(self) -> int:
+        """``delayed + parked``."""
+        return self.delayed + self.parked
+
+
 @runtime_checkable
 class Broker(Protocol):
     """A blocking broker adapter: what `Consumer` and the DLQ tools need.
@@ -150,7 +328,38 @@ class Broker(Protocol):
         """List messages of ``queue`` in the DLQ and the parking queue, oldest first.
 
         An adapter whose broker cannot list delayed messages without disturbing them lists
-        only parked ones (its documentation says so).
+        only parked ones (its documentation says so). The first page of `dead_letter_page`,
+        as a list.
+        """
+        ...
+
+    def dead_letter_page(
+        self,
+        queue: str,
+        *,
+        where: DeadLetterFilter | None = None,
+        after: DeadLetterCursor | None = None,
+        limit: int = 100,
+    ) -> DeadLetterPage:
+        """Read one page of ``queue``'s dead letters that match ``where``, oldest first.
+
+        Reads and decodes about ``limit`` dead letters (plus, on a broker that cannot skip
+        ahead, those it steps over), however many there are. ``after``: the ``cursor`` of
+        the previous page (``None``: from the oldest). Letters that arrive while a listing
+        is walked may or may not be seen; none is listed twice by one walk.
+
+        Raises:
+            ConfigurationError: For a ``limit`` below 1 or another adapter's cursor.
+        """
+        ...
+
+    def count_dead_letters(
+        self, queue: str, *, where: DeadLetterFilter | None = None, at_most: int = COUNT_LIMIT
+    ) -> DeadLetterCount:
+        """Count ``queue``'s dead letters that match ``where``, by place.
+
+        Stops after ``at_most`` of them (the count is then not ``exact``), so its cost is
+        bounded; without a filter on the error type it reads no message body.
         """
         ...
 
@@ -161,8 +370,39 @@ class Broker(Protocol):
         """
         ...
 
+    def replay_batch(
+        self,
+        queue: str,
+        *,
+        where: DeadLetterFilter | None = None,
+        after: DeadLetterCursor | None = None,
+        limit: int = 100,
+    ) -> DeadLetterBatch:
+        """Replay the next ``limit`` dead letters matching ``where`` (oldest first).
+
+        As `replay` (fresh counts, back in the work queue now), for the letters that
+        `dead_letter_page` with the same arguments would list, chosen and moved in one step
+        (one transaction where the broker has them). Walk a large selection by passing each
+        batch's ``cursor`` as the next ``after``.
+        """
+        ...
+
     def purge(self, queue: str, ids: Sequence[str]) -> int:
         """Delete the listed dead letters for good; return how many were deleted."""
+        ...
+
+    def purge_batch(
+        self,
+        queue: str,
+        *,
+        where: DeadLetterFilter | None = None,
+        after: DeadLetterCursor | None = None,
+        limit: int = 100,
+    ) -> DeadLetterBatch:
+        """Delete the next ``limit`` dead letters matching ``where`` for good.
+
+        As `replay_batch`, deleting instead of replaying.
+        """
         ...
 
     def delivery_limit(self, queue: str) -> int | None:
@@ -212,12 +452,51 @@ class AsyncBroker(Protocol):
         """See `Broker.dead_letters`."""
         ...
 
+    async def dead_letter_page(
+        self,
+        queue: str,
+        *,
+        where: DeadLetterFilter | None = None,
+        after: DeadLetterCursor | None = None,
+        limit: int = 100,
+    ) -> DeadLetterPage:
+        """See `Broker.dead_letter_page`."""
+        ...
+
+    async def count_dead_letters(
+        self, queue: str, *, where: DeadLetterFilter | None = None, at_most: int = COUNT_LIMIT
+    ) -> DeadLetterCount:
+        """See `Broker.count_dead_letters`."""
+        ...
+
     async def replay(self, queue: str, ids: Sequence[str]) -> int:
         """See `Broker.replay`."""
         ...
 
+    async def replay_batch(
+        self,
+        queue: str,
+        *,
+        where: DeadLetterFilter | None = None,
+        after: DeadLetterCursor | None = None,
+        limit: int = 100,
+    ) -> DeadLetterBatch:
+        """See `Broker.replay_batch`."""
+        ...
+
     async def purge(self, queue: str, ids: Sequence[str]) -> int:
         """See `Broker.purge`."""
+        ...
+
+    async def purge_batch(
+        self,
+        queue: str,
+        *,
+        where: DeadLetterFilter | None = None,
+        after: DeadLetterCursor | None = None,
+        limit: int = 100,
+    ) -> DeadLetterBatch:
+        """See `Broker.purge_batch`."""
         ...
 
     async def delivery_limit(self, queue: str) -> int | None:

@@ -17,7 +17,9 @@ FILTERS: [--place delayed|parked|all] [--older-than AGE] [--error-type TYPE ...]
 ``--broker`` is a URL that ``failsafe.queue.connect.open_broker`` accepts
 (default: ``$FAILSAFE_QUEUE_BROKER``, else ``queue.db``). ``list`` looks at both places by
 default (and shows the oldest 100: ``--limit`` for more), ``replay`` and ``purge`` at the
-parking queue only, with no limit. ``AGE`` is a number with a unit:
+parking queue only, with no limit, and only at the dead letters that were there when the
+command started (a replayed message that fails and is parked again meanwhile is left for
+the next run). ``AGE`` is a number with a unit:
 ``30s``, ``15m``, ``2h``, ``3d``, ``1w`` (or several, ``1h30m``), counted from the time the
 message got to its place. ``--error-type`` matches the last error's type exactly or by its
 last dotted part (``OrderNotFound`` matches ``app.errors.OrderNotFound``). ``purge`` refuses
@@ -26,6 +28,18 @@ asks before deleting when its input is a terminal (``--yes`` skips the question)
 
 On RabbitMQ only parked messages are listed, replayed and purged: it cannot read its delay
 queues without disturbing them.
+
+Bounds (issue #15): nothing reads the whole DLQ at once. ``list``, ``show`` and the dry runs
+read dead letters a page at a time (``--limit`` or 500, whichever is smaller) and print as
+they go, so ``list --limit 100`` decodes about 100 dead letters however many are parked;
+the "N of M" footer comes from a count that stops at 1,000,000
+(``failsafe.queue.broker.COUNT_LIMIT``). ``replay`` and ``purge`` act on the selection a
+batch at a time (``--batch``, 100 by default: one broker call, one transaction on SQLite,
+each). ``--rate`` is a token bucket on the clock:
+each batch is paid for when it starts and the next one waits until that is earned back at
+``--rate`` messages a second; the bucket saves up a quarter of a second's worth at most
+(one batch if that is more), so after a slow batch the command catches up by that much and
+no more.
 
 Exit codes: 0 done, 1 refused (not found, broker unreachable, not confirmed; the reason on
 stderr), 2 bad usage or configuration.
@@ -43,13 +57,23 @@ import math
 import os
 import re
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any, Final, TextIO
 
 from failsafe.clock import SYSTEM_CLOCK, Clock
 from failsafe.exceptions import ConfigurationError
-from failsafe.queue.broker import Broker, BrokerError, DeadLetter, Place
+from failsafe.queue.broker import (
+    COUNT_LIMIT,
+    Broker,
+    BrokerError,
+    DeadLetter,
+    DeadLetterBatch,
+    DeadLetterCount,
+    DeadLetterCursor,
+    DeadLetterFilter,
+    Place,
+)
 
 __all__ = ["fill_queue_parser"]
 
@@ -64,7 +88,8 @@ ENV_BROKER: Final = "FAILSAFE_QUEUE_BROKER"
 DEFAULT_BROKER: Final = "queue.db"
 
 _LIST_LIMIT: Final = 100  # list's default --limit
-_SCAN: Final = 1_000_000  # dead letters read at most per command (filters apply client-side)
+_PAGE: Final = 500  # dead letters read (and decoded) at most per page: list, show, dry runs
+_BURST_SECONDS: Final = 0.25  # --rate's token bucket holds this many seconds' worth at most
 _UNITS: Final = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 _AGE: Final = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
 
@@ -172,47 +197,97 @@ def _failed(exc: BaseException) -> _Refused:
 
 
 # -- selection --------------------------------------------------------------------------------
-def _error_type(letter: DeadLetter) -> str | None:
-    error = letter.message.last_error
-    return error.type if error is not None else None
+def _where(args: argparse.Namespace, default_place: str, until: float | None) -> DeadLetterFilter:
+    """The filter the options ask for; ``until``: the latest ``since`` to take."""
+    if args.older_than is not None:
+        now = clock.time()
+        until = now - args.older_than if until is None else min(until, now - args.older_than)
+    return DeadLetterFilter(
+        place=_PLACES[args.place or default_place],
+        until=until,
+        error_types=args.error_type or (),
+        ids=args.id or (),
+    )
 
 
-def _type_matches(kind: str | None, wanted: Sequence[str]) -> bool:
-    if kind is None:
-        return False
-    short = kind.rsplit(".", 1)[-1]
-    return any(w in (kind, short) for w in wanted)
+def _selection(args: argparse.Namespace) -> tuple[DeadLetterFilter, DeadLetterFilter]:
+    """What ``replay`` or ``purge`` asks for, and the same bounded to now, to walk.
+
+    The walk takes only dead letters that got there by now, so that one replayed and
+    parked again meanwhile is not replayed again (and again). The count at the start needs
+    no such bound (nothing has got there after now yet), which spares RabbitMQ a pass.
+    """
+    return _where(args, "parked", None), _where(args, "parked", clock.time())
 
 
-class _Selection:
-    """The dead letters a command acts on, and the ids asked for that were not there."""
+class _Letters:
+    """The dead letters ``where`` selects, oldest first, read a page at a time.
 
-    def __init__(self, matched: list[DeadLetter], missing: list[str], limit: int | None) -> None:
-        self.matched = matched  # every one that matches the filters
-        self.letters = matched[:limit] if limit is not None else matched  # within --limit
-        self.missing = missing
+    Iterate it once; afterwards ``more`` says whether the listing stopped at ``limit`` with
+    more left (the broker gave a cursor), ``truncated`` whether the broker stopped at its
+    own bound.
+    """
+
+    def __init__(
+        self, broker: Broker, queue: str, where: DeadLetterFilter, limit: int | None
+    ) -> None:
+        self.broker = broker
+        self.queue = queue
+        self.where = where
+        self.limit = limit
+        self.more = False
+        self.truncated = False
+        self.count = 0
+        self.places = {Place.DELAYED: 0, Place.PARKED: 0}
+
+    def __iter__(self) -> Iterator[DeadLetter]:
+        cursor: DeadLetterCursor | None = None
+        while self.limit is None or self.count < self.limit:
+            size = _PAGE if self.limit is None else min(_PAGE, self.limit - self.count)
+            try:
+                page = self.broker.dead_letter_page(
+                    self.queue, where=self.where, after=cursor, limit=size
+                )
+            except (BrokerError, OSError) as exc:
+                raise _failed(exc) from None
+            for letter in page.letters:
+                self.count += 1
+                self.places[letter.place] += 1
+                yield letter
+            self.truncated = self.truncated or page.truncated
+            cursor = page.cursor
+            if cursor is None:
+                self.more = False
+                return
+            self.more = True
 
 
-def _select(broker: Broker, args: argparse.Namespace, default_place: str) -> _Selection:
-    place = _PLACES[args.place or default_place]
+def _missing(broker: Broker, queue: str, where: DeadLetterFilter) -> list[str]:
+    """The ids asked for (``--id``) that are not dead letters of the place at all."""
+    if not where.ids:
+        return []
+    present = {
+        letter.message.id
+        for letter in _Letters(
+            broker, queue, DeadLetterFilter(place=where.place, ids=where.ids), None
+        )
+    }
+    return [i for i in where.ids if i not in present]
+
+
+def _note_truncated(truncated: bool) -> None:
+    if truncated:
+        sys.stderr.write(
+            "note: the broker stopped at its bound on how far it reads the parking queue "
+            "(RabbitMQ: dlq_browse_limit); more may match beyond it\n"
+        )
+
+
+def _count(broker: Broker, queue: str, where: DeadLetterFilter) -> DeadLetterCount:
     try:
-        found = broker.dead_letters(args.queue, place=place, limit=_SCAN)
+        return broker.count_dead_letters(queue, where=where, at_most=COUNT_LIMIT)
     except (BrokerError, OSError) as exc:
         raise _failed(exc) from None
-    if len(found) >= _SCAN:
-        sys.stderr.write(f"note: only the oldest {_SCAN} dead letters were looked at\n")
-    ids = list(dict.fromkeys(args.id or ()))
-    present = {letter.message.id for letter in found}
-    missing = [i for i in ids if i not in present]
-    now = clock.time()
-    chosen = [
-        letter
-        for letter in found
-        if (not ids or letter.message.id in ids)
-        and (args.older_than is None or now - letter.since >= args.older_than)
-        and (not args.error_type or _type_matches(_error_type(letter), args.error_type))
-    ]
-    return _Selection(chosen, missing, args.limit)
 
 
 # -- output -------------------------------------------------------------------------------------
@@ -256,37 +331,91 @@ def _letter_json(letter: DeadLetter) -> dict[str, Any]:
     }
 
 
-def _table(letters: Sequence[DeadLetter], out: TextIO) -> None:
-    now = clock.time()
-    columns = ("id", "place", "since (UTC)", "age", "rounds", "last error")
-    rows = [
-        (
-            letter.message.id,
-            letter.place.value,
-            _iso(letter.since),
-            _duration(now - letter.since),
-            str(letter.message.delayed_attempts),
-            _error_line(letter),
+_COLUMNS: Final = ("id", "place", "since (UTC)", "age", "rounds", "last error")
+
+
+class _Table:
+    """The dead-letter table, written as the rows come, a page at a time.
+
+    The column widths are those of the first page (a later, wider cell pushes its row out
+    instead of holding every row to measure them all).
+    """
+
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+        self.widths: list[int] | None = None
+        self.rows: list[tuple[str, ...]] = []
+
+    def add(self, letter: DeadLetter) -> None:
+        now = clock.time()
+        self.rows.append(
+            (
+                letter.message.id,
+                letter.place.value,
+                _iso(letter.since),
+                _duration(now - letter.since),
+                str(letter.message.delayed_attempts),
+                _error_line(letter),
+            )
         )
-        for letter in letters
-    ]
-    widths = [max(len(c), *(len(row[i]) for row in rows)) for i, c in enumerate(columns)]
-    for row in (columns, *rows):
-        out.write("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
-        out.write("\n")
+        if len(self.rows) >= _PAGE:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.rows:
+            return
+        if self.widths is None:
+            self.widths = [
+                max(len(c), *(len(row[i]) for row in self.rows)) for i, c in enumerate(_COLUMNS)
+            ]
+            self._line(_COLUMNS)
+        for row in self.rows:
+            self._line(row)
+        self.rows = []
+
+    def _line(self, row: Sequence[str]) -> None:
+        assert self.widths is not None
+        cells = zip(row, self.widths, strict=True)
+        self.out.write("  ".join(cell.ljust(w) for cell, w in cells).rstrip() + "\n")
 
 
-def _count_line(chosen: _Selection, queue: str) -> str:
-    matched = chosen.matched
-    delayed = sum(1 for letter in matched if letter.place is Place.DELAYED)
-    places = f"(delayed: {delayed}, parked: {len(matched) - delayed})"
-    noun = "dead letter" if len(matched) == 1 else "dead letters"
-    if len(chosen.letters) < len(matched):
+class _JsonList:
+    """A JSON array written an item at a time, as ``json.dump(items, indent=2)`` writes it."""
+
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+        self.count = 0
+
+    def add(self, item: dict[str, Any]) -> None:
+        self.out.write("[\n" if self.count == 0 else ",\n")
+        text = json.dumps(item, indent=2)
+        self.out.write("\n".join("  " + line for line in text.splitlines()))
+        self.count += 1
+
+    def close(self) -> None:
+        self.out.write("\n]\n" if self.count else "[]\n")
+
+
+def _noun(count: int) -> str:
+    return "dead letter" if count == 1 else "dead letters"
+
+
+def _count_line(letters: _Letters, total: DeadLetterCount | None, queue: str) -> str:
+    """The footer: how many match (``total``: counted, when the listing stopped early)."""
+    shown = letters.count
+    if total is None or (total.exact and total.total <= shown):
+        delayed, parked = letters.places[Place.DELAYED], letters.places[Place.PARKED]
+        return f"{shown} {_noun(shown)} of {queue!r} (delayed: {delayed}, parked: {parked})"
+    if not total.exact:
         return (
-            f"the oldest {len(chosen.letters)} of {len(matched)} {noun} of {queue!r} {places}; "
-            "raise --limit for more"
+            f"the oldest {shown} of more than {total.total} {_noun(2)} of {queue!r} "
+            f"(counting stopped there); raise --limit for more"
         )
-    return f"{len(matched)} {noun} of {queue!r} {places}"
+    places = f"(delayed: {total.delayed}, parked: {total.parked})"
+    return (
+        f"the oldest {shown} of {total.total} {_noun(total.total)} of {queue!r} {places}; "
+        "raise --limit for more"
+    )
 
 
 def _body_lines(letter: DeadLetter) -> tuple[str, list[str]]:
@@ -343,7 +472,7 @@ def _print_letter(letter: DeadLetter, out: TextIO) -> None:
 class _Progress:
     """``replayed 200/350`` on stderr: rewritten in place on a terminal, else one line each."""
 
-    def __init__(self, verb: str, total: int, stream: TextIO) -> None:
+    def __init__(self, verb: str, total: str, stream: TextIO) -> None:
         self.verb = verb
         self.total = total
         self.stream = stream
@@ -365,35 +494,136 @@ class _Progress:
             self.stream.flush()
 
 
+class _Pacer:
+    """A token bucket on ``clock``: ``rate`` messages a second, a batch paid for as it starts.
+
+    ``take(n)`` waits until the bucket is out of debt, then charges the batch's ``n``
+    messages, running it into debt again; the bucket refills at ``rate`` meanwhile, the
+    broker call's own time included, so batches that take less than ``n / rate`` go at
+    ``rate`` exactly. The bucket starts empty and holds at most ``burst`` tokens (a quarter
+    of a second's worth, and at least one batch): after a slow batch (a checkpoint of the
+    SQLite file, another process on the CPU) the next ones catch up by that much and no
+    more. Over any stretch of ``t`` seconds at most ``rate * t + burst`` plus one batch
+    are sent.
+    """
+
+    def __init__(self, rate: float, batch: int, pace_clock: Clock) -> None:
+        self.rate = rate
+        self.burst = max(float(batch), rate * _BURST_SECONDS)
+        self.clock = pace_clock
+        self.tokens = 0.0  # < 0: what the batches started so far still owe
+        self.at: float | None = None  # when ``tokens`` was last brought up to date
+
+    def _refill(self) -> None:
+        now = self.clock.monotonic()
+        if self.at is not None:
+            self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
+        self.at = now
+
+    def take(self, n: int) -> None:
+        """Wait until the batches before are paid for, then charge ``n`` messages."""
+        self._refill()
+        if self.tokens < 0:
+            self.clock.sleep(-self.tokens / self.rate)
+            self._refill()
+        self.tokens -= n
+
+
+def _total_label(total: DeadLetterCount, limit: int | None) -> tuple[int | None, str]:
+    """How many the walk will take (``None``: unknown, walk to the end), and how to say it."""
+    if total.exact:
+        n = total.total if limit is None else min(limit, total.total)
+        return n, str(n)
+    if limit is not None and limit <= total.total:
+        return limit, str(limit)
+    return limit, f"{total.total}+"
+
+
+def _walk(
+    verb: str,
+    act: Callable[..., DeadLetterBatch],
+    args: argparse.Namespace,
+    where: DeadLetterFilter,
+    total: DeadLetterCount,
+    rate: float | None,
+) -> int:
+    """Run ``act`` (``replay_batch``/``purge_batch``) batch by batch; return how many it took.
+
+    Each batch is one broker call on the next ``--batch`` of the selection (the cursor of
+    the one before), paced by a `_Pacer` when ``rate`` is given. Stops after the number
+    counted at the start (or ``--limit``), or when the broker has no more.
+    """
+    wanted, label = _total_label(total, args.limit)
+    progress = _Progress(verb, label, sys.stderr)
+    pacer = _Pacer(rate, args.batch, clock) if rate is not None else None
+    cursor: DeadLetterCursor | None = None
+    truncated = False
+    done = 0
+    try:
+        while wanted is None or done < wanted:
+            size = args.batch if wanted is None else min(args.batch, wanted - done)
+            if pacer is not None:
+                pacer.take(size)
+            batch = act(args.queue, where=where, after=cursor, limit=size)
+            done += len(batch.ids)
+            truncated = truncated or batch.truncated
+            if batch.ids:
+                progress.update(done)
+            cursor = batch.cursor
+            if cursor is None:
+                break
+    except (BrokerError, OSError) as exc:
+        progress.finish()
+        raise _Refused(f"{verb} {done} of {label}, then the broker failed: {exc}") from None
+    except KeyboardInterrupt:
+        progress.finish()
+        raise _Refused(f"interrupted: {verb} {done} of {label}") from None
+    progress.finish()
+    _note_truncated(truncated)
+    return done
+
+
+def _not_found(missing: list[str], total: DeadLetterCount, limit: int | None, done: int) -> int:
+    """Ids asked for that are not there, and counted ones that were gone when their turn came."""
+    wanted, _ = _total_label(total, limit)
+    gone = max(0, wanted - done) if total.exact and wanted is not None else 0
+    return len(missing) + gone
+
+
 # -- commands ------------------------------------------------------------------------------------
 def _cmd_list(args: argparse.Namespace) -> int:
     broker = _open(args)
     try:
-        chosen = _select(broker, args, "all")
+        letters = _Letters(broker, args.queue, _where(args, "all", None), args.limit)
+        if args.json:
+            array = _JsonList(sys.stdout)
+            for letter in letters:
+                array.add(_letter_json(letter))
+            array.close()
+            _note_truncated(letters.truncated)
+            return OK
+        table = _Table(sys.stdout)
+        for letter in letters:
+            table.add(letter)
+        table.flush()
+        _note_truncated(letters.truncated)
+        if not letters.count:
+            sys.stdout.write(f"no dead letters of {args.queue!r} match\n")
+            return OK
+        total = _count(broker, args.queue, letters.where) if letters.more else None
     finally:
         broker.close()
-    letters = chosen.letters
-    if args.json:
-        json.dump([_letter_json(letter) for letter in letters], sys.stdout, indent=2)
-        sys.stdout.write("\n")
-        return OK
-    if not letters:
-        sys.stdout.write(f"no dead letters of {args.queue!r} match\n")
-        return OK
-    _table(letters, sys.stdout)
-    sys.stdout.write(_count_line(chosen, args.queue) + "\n")
+    sys.stdout.write(_count_line(letters, total, args.queue) + "\n")
     return OK
 
 
 def _cmd_show(args: argparse.Namespace) -> int:
     broker = _open(args)
     try:
-        found = broker.dead_letters(args.queue, limit=_SCAN)
-    except (BrokerError, OSError) as exc:
-        raise _failed(exc) from None
+        where = DeadLetterFilter(ids=[args.message_id])
+        letter = next(iter(_Letters(broker, args.queue, where, 1)), None)
     finally:
         broker.close()
-    letter = next((x for x in found if x.message.id == args.message_id), None)
     if letter is None:
         raise _Refused(
             f"no dead letter with id {args.message_id!r} in {args.queue!r} "
@@ -407,48 +637,18 @@ def _cmd_show(args: argparse.Namespace) -> int:
     return OK
 
 
-def _batches(letters: Sequence[DeadLetter], size: int) -> list[list[str]]:
-    ids = [letter.message.id for letter in letters]
-    return [ids[i : i + size] for i in range(0, len(ids), size)]
-
-
-def _apply(
-    verb: str,
-    action: Callable[[Sequence[str]], int],
-    letters: Sequence[DeadLetter],
-    *,
-    batch: int,
-    rate: float | None,
+def _dry_run(
+    verb: str, args: argparse.Namespace, broker: Broker, where: DeadLetterFilter, missing: list[str]
 ) -> int:
-    """Run ``action`` batch by batch at most ``rate`` messages a second; return the count."""
-    progress = _Progress(verb, len(letters), sys.stderr)
-    start = clock.monotonic()
-    sent = done = 0
-    try:
-        for ids in _batches(letters, batch):
-            if rate is not None and sent:
-                pause = start + sent / rate - clock.monotonic()
-                if pause > 0:
-                    clock.sleep(pause)
-            done += action(ids)
-            sent += len(ids)
-            progress.update(sent)
-    except (BrokerError, OSError) as exc:
-        progress.finish()
-        raise _Refused(f"{verb} {done} of {len(letters)}, then the broker failed: {exc}") from None
-    except KeyboardInterrupt:
-        progress.finish()
-        raise _Refused(f"interrupted: {verb} {done} of {len(letters)}") from None
-    progress.finish()
-    return done
-
-
-def _dry_run(verb: str, args: argparse.Namespace, chosen: _Selection) -> int:
-    if chosen.letters:
-        _table(chosen.letters, sys.stdout)
+    table = _Table(sys.stdout)
+    letters = _Letters(broker, args.queue, where, args.limit)
+    for letter in letters:
+        table.add(letter)
+    table.flush()
+    _note_truncated(letters.truncated)
     sys.stdout.write(
-        f"dry run: would {verb} {len(chosen.letters)} of {args.queue!r}, "
-        f"not found {len(chosen.missing)} (nothing changed)\n"
+        f"dry run: would {verb} {letters.count} of {args.queue!r}, "
+        f"not found {len(missing)} (nothing changed)\n"
     )
     return OK
 
@@ -456,26 +656,21 @@ def _dry_run(verb: str, args: argparse.Namespace, chosen: _Selection) -> int:
 def _cmd_replay(args: argparse.Namespace) -> int:
     broker = _open(args)
     try:
-        chosen = _select(broker, args, "parked")
+        asked, where = _selection(args)
+        missing = _missing(broker, args.queue, where)
         if args.dry_run:
-            return _dry_run("replay", args, chosen)
-        moved = _apply(
-            "replayed",
-            lambda ids: broker.replay(args.queue, ids),
-            chosen.letters,
-            batch=args.batch,
-            rate=args.rate,
-        )
+            return _dry_run("replay", args, broker, where, missing)
+        total = _count(broker, args.queue, asked)
+        moved = _walk("replayed", broker.replay_batch, args, where, total, args.rate)
     finally:
         broker.close()
-    not_found = len(chosen.missing) + len(chosen.letters) - moved
+    not_found = _not_found(missing, total, args.limit, moved)
     sys.stdout.write(f"replayed {moved}, not found {not_found}\n")
     return OK
 
 
-def _confirm(count: int, queue: str) -> bool:
-    noun = "dead letter" if count == 1 else "dead letters"
-    sys.stderr.write(f"purge {count} {noun} of {queue!r} for good? [y/N] ")
+def _confirm(label: str, count: int, queue: str) -> bool:
+    sys.stderr.write(f"purge {label} {_noun(count)} of {queue!r} for good? [y/N] ")
     sys.stderr.flush()
     answer = sys.stdin.readline().strip().lower()
     return answer in ("y", "yes")
@@ -489,23 +684,20 @@ def _cmd_purge(args: argparse.Namespace) -> int:
         )
     broker = _open(args)
     try:
-        chosen = _select(broker, args, "parked")
+        asked, where = _selection(args)
+        missing = _missing(broker, args.queue, where)
         if args.dry_run:
-            return _dry_run("purge", args, chosen)
-        asking = chosen.letters and not args.yes and sys.stdin.isatty()
-        if asking and not _confirm(len(chosen.letters), args.queue):
+            return _dry_run("purge", args, broker, where, missing)
+        total = _count(broker, args.queue, asked)
+        wanted, label = _total_label(total, args.limit)
+        asking = (wanted is None or wanted > 0) and not args.yes and sys.stdin.isatty()
+        if asking and not _confirm(label, wanted or total.total, args.queue):
             sys.stderr.write("nothing purged\n")
             return REFUSED
-        deleted = _apply(
-            "purged",
-            lambda ids: broker.purge(args.queue, ids),
-            chosen.letters,
-            batch=args.batch,
-            rate=None,
-        )
+        deleted = _walk("purged", broker.purge_batch, args, where, total, None)
     finally:
         broker.close()
-    not_found = len(chosen.missing) + len(chosen.letters) - deleted
+    not_found = _not_found(missing, total, args.limit, deleted)
     sys.stdout.write(f"purged {deleted}, not found {not_found}\n")
     return OK
 

@@ -16,7 +16,18 @@ import attrs
 from failsafe import _validators as _v
 from failsafe.clock import SYSTEM_CLOCK, Clock
 from failsafe.exceptions import ConfigurationError
-from failsafe.queue.broker import DeadLetter, Delivery, Place, SettleConflict
+from failsafe.queue.broker import (
+    COUNT_LIMIT,
+    DeadLetter,
+    DeadLetterBatch,
+    DeadLetterCount,
+    DeadLetterCursor,
+    DeadLetterFilter,
+    DeadLetterPage,
+    Delivery,
+    Place,
+    SettleConflict,
+)
 from failsafe.queue.envelope import Envelope
 
 __all__ = ["InMemoryBroker"]
@@ -34,6 +45,16 @@ class _Entry:
     seq: int
     deliveries: int = 0
     token: int | None = None  # the current reservation
+
+
+def _key(after: DeadLetterCursor | None) -> tuple[float, int] | None:
+    """The ``(since, seq)`` a cursor of this broker holds (``None``: from the start)."""
+    if after is None:
+        return None
+    if not isinstance(after, DeadLetterCursor) or after.adapter != "memory" or len(after.key) != 2:
+        raise ConfigurationError("after", f"must be a cursor from an InMemoryBroker, got {after!r}")
+    since, seq = after.key
+    return float(since), int(seq)
 
 
 def check_queue_name(queue: object) -> str:
@@ -194,46 +215,132 @@ class InMemoryBroker:
         self, queue: str, *, place: Place | None = None, limit: int = 1000
     ) -> list[DeadLetter]:
         """List delayed and parked messages of ``queue``, oldest first."""
-        _v.check("limit", limit, _v.integer(1))
+        where = DeadLetterFilter(place=place)
+        return list(self.dead_letter_page(queue, where=where, limit=limit).letters)
+
+    def dead_letter_page(
+        self,
+        queue: str,
+        *,
+        where: DeadLetterFilter | None = None,
+        after: DeadLetterCursor | None = None,
+        limit: int = 100,
+    ) -> DeadLetterPage:
+        """One page of ``queue``'s dead letters matching ``where``, oldest first.
+
+        Keyset pagination on ``(since, seq)``, as the SQLite broker does (in memory every
+        entry is looked at: this broker is for tests).
+        """
         with self._lock:
-            found = sorted(
-                (
-                    e
-                    for e in self._entries.values()
-                    if e.queue == queue
-                    and e.place != _READY
-                    and (place is None or e.place == place.value)
-                ),
-                key=lambda e: (e.since, e.seq),
-            )[:limit]
-            return [
-                DeadLetter(
-                    queue=queue,
-                    message=e.message,
-                    place=Place(e.place),
-                    since=e.since,
-                    due_at=e.visible_at if e.place == Place.DELAYED.value else None,
-                )
-                for e in found
-            ]
+            chosen, cursor = self._choose(queue, where, after, limit)
+            letters = tuple(self._letter(e) for e in chosen)
+        return DeadLetterPage(letters=letters, cursor=cursor)
+
+    def replay_batch(
+        self,
+        queue: str,
+        *,
+        where: DeadLetterFilter | None = None,
+        after: DeadLetterCursor | None = None,
+        limit: int = 100,
+    ) -> DeadLetterBatch:
+        """Replay the next ``limit`` dead letters matching ``where`` (see `replay`)."""
+        with self._lock:
+            chosen, cursor = self._choose(queue, where, after, limit)
+            self._replay(chosen)
+        return DeadLetterBatch(ids=tuple(e.message.id for e in chosen), cursor=cursor)
+
+    def purge_batch(
+        self,
+        queue: str,
+        *,
+        where: DeadLetterFilter | None = None,
+        after: DeadLetterCursor | None = None,
+        limit: int = 100,
+    ) -> DeadLetterBatch:
+        """Delete the next ``limit`` dead letters matching ``where`` for good."""
+        with self._lock:
+            chosen, cursor = self._choose(queue, where, after, limit)
+            for entry in chosen:
+                del self._entries[entry.seq]
+        return DeadLetterBatch(ids=tuple(e.message.id for e in chosen), cursor=cursor)
+
+    def _choose(
+        self,
+        queue: str,
+        where: DeadLetterFilter | None,
+        after: DeadLetterCursor | None,
+        limit: int,
+    ) -> tuple[list[_Entry], DeadLetterCursor | None]:
+        """The next ``limit`` dead letters matching ``where`` after ``after`` (under the lock)."""
+        _v.check("limit", limit, _v.integer(1))
+        where = where if where is not None else DeadLetterFilter()
+        start = _key(after)
+        found = sorted(
+            (
+                e
+                for e in self._entries.values()
+                if e.queue == queue
+                and e.place != _READY
+                and (start is None or (e.since, e.seq) > start)
+                and where.matches(self._letter(e))
+            ),
+            key=lambda e: (e.since, e.seq),
+        )
+        chosen = found[:limit]
+        cursor = None
+        if len(found) > limit:
+            cursor = DeadLetterCursor("memory", (chosen[-1].since, chosen[-1].seq))
+        return chosen, cursor
+
+    def count_dead_letters(
+        self, queue: str, *, where: DeadLetterFilter | None = None, at_most: int = COUNT_LIMIT
+    ) -> DeadLetterCount:
+        """Count ``queue``'s dead letters matching ``where``, by place (up to ``at_most``)."""
+        _v.check("at_most", at_most, _v.integer(1))
+        where = where if where is not None else DeadLetterFilter()
+        counts = {Place.DELAYED: 0, Place.PARKED: 0}
+        seen = 0
+        with self._lock:
+            for e in sorted(self._entries.values(), key=lambda e: (e.since, e.seq)):
+                if e.queue != queue or e.place == _READY:
+                    continue
+                letter = self._letter(e)
+                if where.matches(letter):
+                    if seen == at_most:
+                        return DeadLetterCount(
+                            delayed=counts[Place.DELAYED], parked=counts[Place.PARKED], exact=False
+                        )
+                    counts[letter.place] += 1
+                    seen += 1
+        return DeadLetterCount(delayed=counts[Place.DELAYED], parked=counts[Place.PARKED])
+
+    @staticmethod
+    def _letter(e: _Entry) -> DeadLetter:
+        return DeadLetter(
+            queue=e.queue,
+            message=e.message,
+            place=Place(e.place),
+            since=e.since,
+            due_at=e.visible_at if e.place == Place.DELAYED.value else None,
+        )
 
     def replay(self, queue: str, ids: Sequence[str]) -> int:
         """Move the listed dead letters back to the work queue now, with fresh counts."""
-        wanted = set(ids)
-        moved = 0
         with self._lock:
-            now = self.clock.time()
-            for entry in self._dead(queue, wanted):
-                entry.message = attrs.evolve(
-                    entry.message, immediate_attempts=0, delayed_attempts=0
-                )
-                entry.place = _READY
-                entry.visible_at = now
-                entry.since = now
-                moved += 1
-            if moved:
-                self._arrived.notify_all()
-        return moved
+            return self._replay(self._dead(queue, set(ids)))
+
+    def _replay(self, entries: list[_Entry]) -> int:
+        """Move ``entries`` to their work queue with fresh counts (under the lock)."""
+        now = self.clock.time()
+        for entry in entries:
+            entry.message = attrs.evolve(entry.message, immediate_attempts=0, delayed_attempts=0)
+            entry.place = _READY
+            entry.visible_at = now
+            entry.since = now
+        if entries:
+            self._arrived.notify_all()
+        return len(entries)
 
     def purge(self, queue: str, ids: Sequence[str]) -> int:
         """Delete the listed dead letters for good."""
