@@ -40,6 +40,7 @@ import random
 import threading
 import traceback
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Final, Literal
 
@@ -214,7 +215,7 @@ class _SinkBase:
 
     def _setup_remote(
         self,
-        url: str,
+        url: str | Sequence[str],
         *,
         token: str | None,
         spool: str | Path | Spool,
@@ -227,15 +228,18 @@ class _SinkBase:
         lease: float,
         poll_interval: float,
     ) -> None:
-        try:
-            parsed = httpx.URL(url)
-        except (httpx.InvalidURL, TypeError) as exc:
-            raise ConfigurationError("url", f"is not a URL: {exc}") from None
-        if parsed.scheme not in ("http", "https") or not parsed.host:
-            raise ConfigurationError("url", f"must be an http(s) URL with a host, got {url!r}")
-        self.url = url.rstrip("/")
-        self._endpoint = f"{self.url}/v1/reports"
-        self._batch_endpoint = f"{self.url}/v1/reports/batch"
+        given = [url] if isinstance(url, str) else list(url)
+        if not given:
+            raise ConfigurationError("url", "give at least one URL")
+        for one in given:
+            try:
+                parsed = httpx.URL(one)
+            except (httpx.InvalidURL, TypeError) as exc:
+                raise ConfigurationError("url", f"is not a URL: {exc}") from None
+            if parsed.scheme not in ("http", "https") or not parsed.host:
+                raise ConfigurationError("url", f"must be an http(s) URL with a host, got {one!r}")
+        self.urls = tuple(one.rstrip("/") for one in given)
+        self._active = 0  # the instance that answered last: tried first
         if token is None:
             token = Tokens.from_env(
                 {k: v for k, v in os.environ.items() if k.startswith("FAILSAFE_ERRORS_REPORT_")}
@@ -319,6 +323,25 @@ class _SinkBase:
             body = self._redactor.body(body)
         return uuid.uuid4().hex, body
 
+    @property
+    def url(self) -> str:
+        """The service instance the sink sends to first: the last one that answered."""
+        return self.urls[self._active]
+
+    def _order(self) -> list[int]:
+        """The instances in the order to try them: the last one that answered, then the rest."""
+        first = self._active
+        return [(first + n) % len(self.urls) for n in range(len(self.urls))]
+
+    @staticmethod
+    def _check(response: httpx.Response) -> httpx.Response:
+        """The response, or `_Unavailable` if the instance could not take the report now."""
+        if response.status_code >= 500 or response.status_code in _TRANSIENT:
+            raise _Unavailable(response)
+        if response.status_code < 200 or 300 <= response.status_code < 400:
+            raise _Unavailable(response)  # a redirect: a wrong URL, not a bad report
+        return response
+
     @staticmethod
     def _batch_of(items: list[SpooledReport]) -> tuple[list[SpooledReport], bytes]:
         """The longest prefix of ``items`` that fits one batch request, and its body."""
@@ -393,7 +416,10 @@ class ErrorSink(_SinkBase):
     """Report failures to the Error-handling service; never lose one.
 
     Args:
-        url: The service's base URL, such as ``http://127.0.0.1:8080``.
+        url: The service's base URL, such as ``http://127.0.0.1:8080``, or the URLs of
+            several instances sharing one PostgreSQL store: each delivery tries the
+            instance that answered last, then the others in turn, before it counts as
+            failed (the report is then spooled, as with one instance).
         source: The reporting service's name (each report's default ``source``).
         token: The bearer token of the service's ``report`` door (default: the
             ``FAILSAFE_ERRORS_REPORT_TOKEN`` environment variable, or the file
@@ -431,7 +457,7 @@ class ErrorSink(_SinkBase):
 
     def __init__(
         self,
-        url: str,
+        url: str | Sequence[str],
         *,
         source: str,
         token: str | None = None,
@@ -557,30 +583,31 @@ class ErrorSink(_SinkBase):
         return report_id
 
     def _post(self, report_id: str, body: dict[str, Any], timeout: httpx.Timeout) -> httpx.Response:
-        response = self._http.post(
-            self._endpoint,
-            content=json.dumps(body, separators=(",", ":")).encode(),
-            headers=self._request_headers(report_id),
-            timeout=timeout,
-        )
-        if response.status_code >= 500 or response.status_code in _TRANSIENT:
-            raise _Unavailable(response)
-        if response.status_code < 200 or 300 <= response.status_code < 400:
-            raise _Unavailable(response)  # a redirect: a wrong URL, not a bad report
-        return response
+        content = json.dumps(body, separators=(",", ":")).encode()
+        return self._failover("/v1/reports", content, self._request_headers(report_id), timeout)
 
     def _post_batch(self, content: bytes) -> httpx.Response:
-        response = self._http.post(
-            self._batch_endpoint,
-            content=content,
-            headers=self._headers,
-            timeout=self._deliver_timeout,
-        )
-        if response.status_code >= 500 or response.status_code in _TRANSIENT:
-            raise _Unavailable(response)
-        if response.status_code < 200 or 300 <= response.status_code < 400:
-            raise _Unavailable(response)
-        return response
+        return self._failover("/v1/reports/batch", content, self._headers, self._deliver_timeout)
+
+    def _failover(
+        self, path: str, content: bytes, headers: dict[str, str], timeout: httpx.Timeout
+    ) -> httpx.Response:
+        """POST to each instance in turn until one takes it; raise the last failure."""
+        failure: Exception | None = None
+        for index in self._order():
+            try:
+                response = self._check(
+                    self._http.post(
+                        self.urls[index] + path, content=content, headers=headers, timeout=timeout
+                    )
+                )
+            except (httpx.TransportError, _Unavailable) as exc:
+                failure = exc
+                continue
+            self._active = index
+            return response
+        assert failure is not None
+        raise failure
 
     # -- delivering the spool --------------------------------------------------------------
     def _send_batch(self, content: bytes, *, force: bool) -> _Outcome:
@@ -776,7 +803,7 @@ class AsyncErrorSink(_SinkBase):
 
     def __init__(
         self,
-        url: str,
+        url: str | Sequence[str],
         *,
         source: str,
         token: str | None = None,
@@ -893,32 +920,44 @@ class AsyncErrorSink(_SinkBase):
         self, report_id: str, body: dict[str, Any], limits: httpx.Timeout
     ) -> httpx.Response:
         total = self._timeout_total if limits is self._timeout else self._deliver_total
-        async with self._clock.timeout_async(total):
-            response = await self._http.post(
-                self._endpoint,
-                content=json.dumps(body, separators=(",", ":")).encode(),
-                headers=self._request_headers(report_id),
-                timeout=limits,
-            )
-        if response.status_code >= 500 or response.status_code in _TRANSIENT:
-            raise _Unavailable(response)
-        if response.status_code < 200 or 300 <= response.status_code < 400:
-            raise _Unavailable(response)
-        return response
+        content = json.dumps(body, separators=(",", ":")).encode()
+        return await self._failover(
+            "/v1/reports", content, self._request_headers(report_id), limits, total
+        )
 
     async def _post_batch(self, content: bytes) -> httpx.Response:
-        async with self._clock.timeout_async(self._deliver_total):
-            response = await self._http.post(
-                self._batch_endpoint,
-                content=content,
-                headers=self._headers,
-                timeout=self._deliver_timeout,
-            )
-        if response.status_code >= 500 or response.status_code in _TRANSIENT:
-            raise _Unavailable(response)
-        if response.status_code < 200 or 300 <= response.status_code < 400:
-            raise _Unavailable(response)
-        return response
+        return await self._failover(
+            "/v1/reports/batch",
+            content,
+            self._headers,
+            self._deliver_timeout,
+            self._deliver_total,
+        )
+
+    async def _failover(
+        self,
+        path: str,
+        content: bytes,
+        headers: dict[str, str],
+        limits: httpx.Timeout,
+        total: float,
+    ) -> httpx.Response:
+        """POST to each instance in turn until one takes it; raise the last failure."""
+        failure: Exception | None = None
+        for index in self._order():
+            try:
+                async with self._clock.timeout_async(total):
+                    response = await self._http.post(
+                        self.urls[index] + path, content=content, headers=headers, timeout=limits
+                    )
+                self._check(response)
+            except (httpx.TransportError, _Unavailable, TimeoutError) as exc:
+                failure = exc
+                continue
+            self._active = index
+            return response
+        assert failure is not None
+        raise failure
 
     async def _send_batch(self, content: bytes, *, force: bool) -> _Outcome:
         try:
