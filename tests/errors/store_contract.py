@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+import attrs
 import pytest
 
 from failsafe.errors import (
@@ -351,6 +352,30 @@ class StoreContract:
         assert found("O-") == {"payload"}  # shorter than three characters: still found
         assert found("12346") == set()
         assert found("database is locked") == {"kind", "type", "payload"}  # the default message
+
+    def test_keyset_pages_walk_every_record_once_newest_first(self, store: ErrorStore) -> None:
+        """Following next_after visits each match once, in order, ties in time included."""
+        for n in range(7):
+            at = float(n // 2)  # pairs share a created_at: the id orders them
+            store.add(
+                report(dedupe_key=f"k{n}", payload={"n": n}),
+                now=at,
+                next_attempt_at=None,
+                actor="w",
+            )
+        store.add(report(kind="other", dedupe_key="x"), now=9.0, next_attempt_at=None, actor="w")
+        everything = store.find(Query(kind="stock.decrement", limit=500)).records
+        seen: list[str] = []
+        query = Query(kind="stock.decrement", limit=3)
+        while True:
+            page = store.find(query)
+            assert page.total == 7  # the count is of all matches, not those past the cursor
+            seen += [r.id for r in page.records]
+            if page.next_after is None:
+                break
+            query = attrs.evolve(query, after=page.next_after)
+        assert seen == [r.id for r in everything]
+        assert len(set(seen)) == 7
 
     def test_a_count_past_the_limit_stops_there(
         self, store: ErrorStore, monkeypatch: pytest.MonkeyPatch

@@ -232,6 +232,24 @@ async def listed(service: Service, params: str) -> tuple[list[str], int]:
     return [r["id"] for r in body["records"]], body["total"]
 
 
+async def test_next_walks_the_pages_by_keyset(service: Service, listing: dict[str, str]) -> None:
+    """Each answer's ``next`` is the ``after`` of the following page; the last has none."""
+    seen: list[str] = []
+    after = ""
+    while True:
+        response = await service.client.get("/v1/records", params={"limit": "3", "after": after})
+        body = response.json()
+        assert body["total"] == 4
+        seen += [r["id"] for r in body["records"]]
+        if body["next"] is None:
+            break
+        after = body["next"]
+    assert seen == [listing["payment"], listing["order"], listing["stock2"], listing["stock1"]]
+    refused = await service.client.get("/v1/records", params={"after": "yesterday"})
+    assert refused.status_code == 422
+    assert refused.json()["field"] == "after"
+
+
 async def test_listing_filters_by_status(service: Service, listing: dict[str, str]) -> None:
     """Status filters take a comma-separated list, or the parameter repeated."""
     ids, total = await listed(service, "status=needs_review,resolved")

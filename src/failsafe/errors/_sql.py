@@ -155,6 +155,10 @@ def where(query: Query, text_clause: TextClause = text_like) -> tuple[str, list[
     if query.until is not None:
         clauses.append("created_at < ?")
         params.append(query.until)
+    if query.after is not None:
+        # keyset: older than the last record shown (the order is created_at, id, descending)
+        clauses.append("(created_at < ? OR (created_at = ? AND id < ?))")
+        params += [query.after[0], query.after[0], query.after[1]]
     if query.text:
         clause, more = text_clause(query.text)
         clauses.append(clause)

@@ -12,6 +12,8 @@ from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, Final
 
+import attrs
+
 from failsafe.errors import _sql
 from failsafe.errors.record import Action, ErrorRecord, Report, Status
 from failsafe.errors.store import (
@@ -175,11 +177,17 @@ class SQLStore:
         The count stops at `COUNT_LIMIT` (``total_exact`` is then false).
         """
         clause, params = _sql.where(query, self._text_clause)
+        # the count is of every match, not only those past the cursor
+        counted, counted_params = (
+            (clause, params)
+            if query.after is None
+            else _sql.where(attrs.evolve(query, after=None), self._text_clause)
+        )
         with self._reading() as run:
             total = int(
                 run(
-                    f"SELECT COUNT(*) FROM (SELECT 1 FROM failsafe_errors{clause} LIMIT ?) AS m",
-                    [*params, COUNT_LIMIT + 1],
+                    f"SELECT COUNT(*) FROM (SELECT 1 FROM failsafe_errors{counted} LIMIT ?) AS m",
+                    [*counted_params, COUNT_LIMIT + 1],
                 ).fetchone()[0]
             )
             ids = run(
@@ -188,7 +196,13 @@ class SQLStore:
                 [*params, query.limit, query.offset],
             ).fetchall()
             records = self._load_many(run, [row[0] for row in ids])
-        return Page(records, min(total, COUNT_LIMIT), total_exact=total <= COUNT_LIMIT)
+        last = records[-1] if len(records) == query.limit else None
+        return Page(
+            records,
+            min(total, COUNT_LIMIT),
+            total_exact=total <= COUNT_LIMIT,
+            next_after=None if last is None else (last.created_at, last.id),
+        )
 
     def _text_clause(self, text: str) -> tuple[str, list[Any]]:
         """The SQL of a text search (a store may use an index of its own)."""

@@ -46,7 +46,14 @@ except ImportError as exc:
 from failsafe.errors.auth import Tokens
 from failsafe.errors.desk import ErrorDesk
 from failsafe.errors.record import InvalidReport, Report, Status
-from failsafe.errors.store import InvalidMove, Query, RecordNotFound, StoreUnavailable
+from failsafe.errors.store import (
+    InvalidMove,
+    Query,
+    RecordNotFound,
+    StoreUnavailable,
+    cursor_text,
+    parse_cursor,
+)
 from failsafe.errors.worker import DEFAULT_CALLBACK_HOSTS, HandlerPinned
 
 __all__ = [
@@ -951,6 +958,11 @@ def _handler_body(hosts: Iterable[str] | None) -> Body:
 
 
 _STATUS_NAMES: Final = tuple(s.value for s in Status)
+# cursor_text's form: a float's repr (digits, a point, an exponent of two digits at most:
+# always finite), "_", a record id
+_CURSOR_NUMBER: Final = "-?[0-9]{1,17}(?:\\.[0-9]{1,24})?(?:e[+-]?[0-9]{1,2})?"
+_CURSOR_PATTERN: Final = f"^(?:[{_WS}]*|{_CURSOR_NUMBER}_[0-9a-f]{{1,64}})$"
+_NEXT_PATTERN: Final = f"^{_CURSOR_NUMBER}_[0-9a-f]{{1,64}}$"
 _INSTANT_PROBLEM: Final = (
     "must be epoch seconds or an ISO 8601 time (epoch seconds: a finite number such as"
     " 1700000000.5; ISO 8601: such as 2026-11-01 or 2026-11-01T09:30:00+01:00, UTC when"
@@ -992,6 +1004,14 @@ _LIST_PARAMS: Final = (
     ),
     _query("q", "Text in the kind, error type, message or payload (any case; empty: any)."),
     _query("limit", "Records per page.", kind="integer", minimum=1, maximum=500, default=50),
+    _query(
+        "after",
+        "The next page: the `next` of the previous answer (keyset pagination: any page costs"
+        " the same, where `offset` costs as many records as it skips; empty: the first).",
+        pattern=_CURSOR_PATTERN,
+        problem="must be the `next` of a previous answer, got {value}",
+        parse=parse_cursor,
+    ),
     _query("offset", "Records to skip.", kind="integer", minimum=0, maximum=_MAX_OFFSET, default=0),
 )
 _ID_PARAM: Final = Param(location="path", field=_ID, not_found=True)
@@ -1466,11 +1486,13 @@ def api_routes(
             text=p["q"],
             limit=p["limit"],
             offset=p["offset"],
+            after=p["after"],
         )
         page = await run_in_threadpool(desk.find, query)
         return JSONResponse(
             {
                 "records": [r.to_json() for r in page.records],
+                "next": None if page.next_after is None else cursor_text(page.next_after),
                 "total": page.total,
                 "total_exact": page.total_exact,
                 "limit": query.limit,
@@ -1660,9 +1682,14 @@ def _response_schemas() -> dict[str, Any]:
         },
         "Page": {
             "type": "object",
-            "required": ["records", "total", "total_exact", "limit", "offset"],
+            "required": ["records", "next", "total", "total_exact", "limit", "offset"],
             "properties": {
                 "records": {"type": "array", "items": _ref("ErrorRecord")},
+                "next": {
+                    "type": ["string", "null"],
+                    "pattern": _NEXT_PATTERN,
+                    "description": "Pass it as `after` for the next page; null on the last.",
+                },
                 "total": {
                     "type": "integer",
                     "minimum": 0,

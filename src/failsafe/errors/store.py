@@ -8,6 +8,7 @@ transaction, so a record is never written in part.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Final, Protocol
 
@@ -29,6 +30,8 @@ __all__ = [
     "StoreError",
     "StoreUnavailable",
     "check_move",
+    "cursor_text",
+    "parse_cursor",
 ]
 
 
@@ -117,6 +120,37 @@ def _offset(inst: object, attr: object, value: int) -> None:
         raise ValueError(f"offset must be an integer from 0 to 1000000000, got {value!r}")
 
 
+def _after(inst: object, attr: object, value: tuple[float, str] | None) -> None:
+    if value is None:
+        return
+    if (
+        not isinstance(value, tuple)
+        or len(value) != 2
+        or not isinstance(value[0], int | float)
+        or isinstance(value[0], bool)
+        or not math.isfinite(value[0])
+        or not isinstance(value[1], str)
+    ):
+        raise ValueError(f"after must be a (created_at, record id) pair, got {value!r}")
+
+
+def cursor_text(after: tuple[float, str]) -> str:
+    """A page's cursor as text (for a URL): ``<created_at>_<record id>``."""
+    return f"{float(after[0])!r}_{after[1]}"
+
+
+def parse_cursor(text: str) -> tuple[float, str]:
+    """The inverse of `cursor_text`. Raises ``ValueError`` naming the problem."""
+    moment, sep, record_id = text.partition("_")
+    try:
+        at = float(moment)
+    except ValueError:
+        at = math.nan
+    if not sep or not record_id or not math.isfinite(at):
+        raise ValueError(f"not a page cursor: {text[:80]!r}")
+    return at, record_id
+
+
 @attrs.frozen(kw_only=True)
 class Query:
     """Filters for listing records; every filter given must hold. Newest first.
@@ -129,7 +163,10 @@ class Query:
         until: Created before (epoch seconds).
         text: A substring of the kind, error type, error message or payload (any case).
         limit: Records per page (1-500).
-        offset: Records to skip.
+        offset: Records to skip (costs as many index steps: prefer ``after``).
+        after: Only records older than this one: the ``(created_at, id)`` of the last
+            record of the previous page (`Page.next_after`). Keyset pagination: a page
+            costs the same however deep it is.
     """
 
     statuses: tuple[Status, ...] = ()
@@ -140,6 +177,7 @@ class Query:
     text: str | None = None
     limit: int = attrs.field(default=50, validator=_limit)
     offset: int = attrs.field(default=0, validator=_offset)
+    after: tuple[float, str] | None = attrs.field(default=None, validator=_after)
 
 
 COUNT_LIMIT: Final = 10_000
@@ -156,11 +194,14 @@ class Page:
         records: This page's records, newest first.
         total: How many records match, counted up to `COUNT_LIMIT`.
         total_exact: False when more than `COUNT_LIMIT` match (``total`` is then the limit).
+        next_after: When the page is full, the ``after`` of the next page (`Query.after`);
+            ``None`` when this page is the last.
     """
 
     records: tuple[ErrorRecord, ...]
     total: int
     total_exact: bool = True
+    next_after: tuple[float, str] | None = None
 
 
 class ErrorStore(Protocol):
