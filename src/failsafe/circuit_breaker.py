@@ -21,8 +21,10 @@ from __future__ import annotations
 
 import enum
 import logging
+import math
 import threading
-from collections.abc import Callable, Hashable, Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from fractions import Fraction
 from operator import attrgetter
@@ -260,6 +262,14 @@ class _Window:
                 failures += self.failures[i]
         return calls, failures
 
+    def failing(self, now: float) -> bool:
+        """Whether a failure falls in the window that ends at ``now``."""
+        tick = int(now // self.width)
+        return any(
+            failures and tick - self.n < stamp <= tick
+            for failures, stamp in zip(self.failures, self.stamps, strict=True)
+        )
+
     def reset(self) -> None:
         # a stamp no tick can be near, so an emptied slice never counts (whatever the clock)
         self.stamps = [_NEVER] * self.n
@@ -281,8 +291,13 @@ def _readers(
     (no Python call) when they are there, else the properties.
     """
     if _is_memory(storage) and hasattr(storage, "_state") and hasattr(storage, "_fail_counter"):
-        return attrgetter("_state"), attrgetter("_fail_counter")
-    return attrgetter("state"), attrgetter("counter")
+        return _FIELDS
+    return _PROPERTIES
+
+
+# shared by every runner (a pair per runner was 200 bytes a key of a keyed breaker)
+_FIELDS = attrgetter("_state"), attrgetter("_fail_counter")
+_PROPERTIES = attrgetter("state"), attrgetter("counter")
 
 
 def _guarded(method: Callable[..., object], *args: object) -> None:
@@ -564,6 +579,26 @@ class CircuitBreaker(Policy):
         self._publish(events)
         return True
 
+    # -- what a keyed breaker asks before it drops this breaker ------------------------------
+    def _at_rest(self) -> bool:
+        """Whether dropping this breaker loses nothing that a new one would not have.
+
+        True when its state lives in a shared storage (a new breaker of the key reads it
+        there), or when its circuit is closed with no failure counted. Reads process memory
+        only: a keyed breaker asks this with its own lock held.
+        """
+        if self._guard is not None:
+            return True
+        store = self._store
+        if store.state != _CLOSED or store.counter:
+            return False
+        window = self._window
+        return window is None or not window.failing(self.clock.monotonic())
+
+    def _resting(self) -> bool:
+        """Whether the circuit is open in process memory and its open period has not ended."""
+        return self._guard is None and self._store.state == _OPEN and self._remaining() > 0
+
     # -- transitions (called with the lock held; they return the events to publish) -------
     def _remaining(self) -> float:
         opened = self._store.opened_at
@@ -777,90 +812,81 @@ class CircuitBreaker(Policy):
     # -- drivers ------------------------------------------------------------------------------
     def _bind_sync(self, nxt: SyncRunner) -> SyncRunner:
         storage, state, counter = self._driver_reads()
-        admit, succeeded, failed, ignored, test_raised = (
-            self._admit,
-            self._succeeded,
-            self._failed,
-            self._ignored,
-            self._test_raised,
-        )
+        # the breaker itself, not its five decision methods bound: off the success path, an
+        # attribute read costs nothing that matters, and a keyed breaker keeps a runner per
+        # key held (five bound methods and their cells were 500 bytes of each)
+        breaker = self
         matches_exception, matches_result = self._predicate._raw_tests()
         fast = self._window is None and not self._pb_listeners
 
         def breaker_sync(fn: Any, args: Any, kwargs: Any) -> Any:
-            probe = 0 if state(storage) == _CLOSED else admit()
+            probe = 0 if state(storage) == _CLOSED else breaker._admit()
             try:
                 value = nxt(fn, args, kwargs)
             except Exception as exc:
                 try:
                     counted = matches_exception(exc)
                 except BaseException as error:  # the test's own error reaches the caller
-                    test_raised(probe, error)
+                    breaker._test_raised(probe, error)
                     raise
                 if counted:
-                    failed(probe, Outcome(exception=exc))
+                    breaker._failed(probe, Outcome(exception=exc))
                 else:
-                    ignored(probe)
+                    breaker._ignored(probe)
                 raise
             except BaseException:
-                ignored(probe)
+                breaker._ignored(probe)
                 raise
             if matches_result is not None:
                 try:
                     counted = matches_result(value)
                 except BaseException as error:
-                    test_raised(probe, error)
+                    breaker._test_raised(probe, error)
                     raise
                 if counted:
-                    failed(probe, Outcome(value))
+                    breaker._failed(probe, Outcome(value))
                     return value
             if probe or not fast or counter(storage):
-                succeeded(probe)
+                breaker._succeeded(probe)
             return value
 
         return breaker_sync
 
     def _bind_async(self, nxt: AsyncRunner) -> AsyncRunner:
         storage, state, counter = self._driver_reads()
-        admit, succeeded, failed, ignored, test_raised = (
-            self._admit,
-            self._succeeded,
-            self._failed,
-            self._ignored,
-            self._test_raised,
-        )
+        breaker = self  # see _bind_sync
         matches_exception, matches_result = self._predicate._raw_tests()
         fast = self._window is None and not self._pb_listeners
 
         async def breaker_async(fn: Any, args: Any, kwargs: Any) -> Any:
-            probe = 0 if state(storage) == _CLOSED else admit()
+            probe = 0 if state(storage) == _CLOSED else breaker._admit()
             try:
                 value = await nxt(fn, args, kwargs)
             except Exception as exc:
                 try:
                     counted = matches_exception(exc)
                 except BaseException as error:  # the test's own error reaches the caller
-                    test_raised(probe, error)
+                    breaker._test_raised(probe, error)
                     raise
                 if counted:
-                    failed(probe, Outcome(exception=exc))
+                    breaker._failed(probe, Outcome(exception=exc))
                 else:
-                    ignored(probe)
+                    breaker._ignored(probe)
                 raise
             except BaseException:  # cancelled: the dependency was not judged
-                ignored(probe)
+                breaker._ignored(probe)
                 raise
             if matches_result is not None:
                 try:
                     counted = matches_result(value)
                 except BaseException as error:
-                    test_raised(probe, error)
+                    breaker._test_raised(probe, error)
                     raise
                 if counted:
-                    failed(probe, Outcome(value))
+                    breaker._failed(probe, Outcome(value))
                     return value
             if probe or not fast or counter(storage):
-                succeeded(probe)
+                breaker._succeeded(probe)
             return value
 
         return breaker_async
@@ -900,6 +926,48 @@ class BreakerOptions(TypedDict, total=False):
     listeners: Sequence[Any]
 
 
+# -- keyed breakers -------------------------------------------------------------------------
+# Until it was bounded, a keyed breaker kept, for every key it ever saw, a breaker, its storage
+# and a bound runner per pipeline (1.9 KB a key), forever; and a call slowed from 0.41 us at
+# one key to 2.4 us over 100k keys, because each call walked a dozen objects of its key's,
+# scattered over hundreds of MB (a cache miss each). Now the map is bounded (``max_keys``,
+# ``idle_ttl``), and a key whose calls have all succeeded is one dictionary entry whose value
+# is a shared int (the generation of its last use): it gets a breaker only when a call fails
+# or the breaker is asked for, since a closed breaker with no failure counted is all that a
+# new one would be. A call of such a key reads the dict and nothing else of the key's.
+# Recency is kept to a grain: idle_ttl / 60, at most a minute (memcached, likewise, bumps an
+# item in its LRU at most once a minute). A key moves in the LRU order on its first call in a
+# grain only: moving it on every call touches the order's links (more cache misses a call),
+# and with a grain of a second, 100k keys called a few times a second each moved on one call
+# in a few.
+_GRAIN = 60.0
+_SWEEP = 1024  # idle keys dropped at most when a grain begins (prune(): all)
+_SWEEP_ON_USE = 2  # and whenever a key is added or moved (so that they go faster than come)
+
+
+class _Kept:
+    """A key's breaker in a keyed map, with the map's bookkeeping for it."""
+
+    __slots__ = ("breaker", "gen", "held", "runners")
+
+    def __init__(self, breaker: CircuitBreaker, gen: int) -> None:
+        self.breaker = breaker
+        self.gen = gen  # the generation of its last use (see KeyedCircuitBreaker._advance)
+        # in the map's _held order: its next call moves it back (it may hold nothing since)
+        self.held = False
+        # the breaker's runner around each next stage it was bound to: dropped with the key
+        self.runners: dict[Any, Any] | None = None
+
+    def runner(self, nxt: Any, bind: Callable[[CircuitBreaker, Any], Any]) -> Any:
+        runners = self.runners
+        if runners is None:
+            runners = self.runners = {}
+        run = runners.get(nxt)
+        if run is None:
+            run = runners.setdefault(nxt, bind(self.breaker, nxt))
+        return run
+
+
 class KeyedCircuitBreaker(Policy):
     """One circuit breaker per key (per endpoint, per tenant), all from one definition.
 
@@ -915,8 +983,18 @@ class KeyedCircuitBreaker(Policy):
         storage_factory: Builds the pybreaker storage of a key's breaker (for example
             ``lambda key: redis_storage(client, namespace=f"orders:{key}")``, see
             [`redis_storage`][failsafe.circuit_breaker.redis_storage]); default: in memory.
-            It is called when a key is first used, so it should not talk to the storage:
-            pybreaker's own ``CircuitRedisStorage`` does, and raises while Redis is down.
+            It is called when a key's breaker is built, so it should not talk to the
+            storage: pybreaker's own ``CircuitRedisStorage`` does, and raises while Redis
+            is down.
+        max_keys: The most keys held at once (default 10,000). A new key beyond it drops
+            the least recently used key whose circuit is closed with no failure counted;
+            only when every key held has a failure counted or an open circuit does the
+            least recently used of those go (with a warning logged, at most one a grain).
+            ``None``: no maximum (for a fixed set of keys).
+        idle_ttl: Seconds after its last call that a key is dropped (default 3600), unless
+            its circuit is open and its open period has not ended: then it is kept until
+            it has. Measured on the ``clock`` option. ``None``: keys are never dropped for
+            being idle.
         **options: Any other [`CircuitBreaker`][failsafe.CircuitBreaker] option (see
             [`BreakerOptions`][failsafe.circuit_breaker.BreakerOptions]), given to each
             key's breaker; not ``storage``: each key needs one of its own, from
@@ -925,9 +1003,58 @@ class KeyedCircuitBreaker(Policy):
     Raises:
         ConfigurationError: At construction, on a bad option; at call time, when no key
             can be found (no failover target and no ``key`` function).
+
+    A dropped key loses what its breaker held in process memory: its next call gets a new
+    breaker, closed. With a shared storage (``storage_factory``) the circuit's state stays
+    in the storage and the new breaker reads it there, so such a key counts as holding
+    nothing when room is made.
+
+    Recency is kept to a grain: a minute, or ``idle_ttl / 60`` when that is shorter. Calls
+    of keys closer together count as simultaneous, and a key counts as idle from
+    ``idle_ttl`` to ``idle_ttl`` plus a grain after its last call. Idle keys are dropped as
+    calls come (a few whenever a key is added, up to 1,024 as each grain begins), and all at
+    once by [`prune`][failsafe.KeyedCircuitBreaker.prune];
+    [`evicted`][failsafe.KeyedCircuitBreaker.evicted] counts the keys dropped.
+
+    A key whose calls have all succeeded costs a dictionary entry, not a breaker object:
+    with the default memory storage, ``ConsecutiveFailures`` and no pybreaker listeners,
+    its breaker is built when a call fails or when it is asked for (``get``,
+    ``breakers[key]``). Otherwise each key gets its breaker at its first call.
+
+    Thread-safety: safe to share between threads and tasks. A call of a known key takes no
+    lock; a lock guards adding, dropping and reordering keys (never a call or an ``await``).
+
+    Example:
+        ```python
+        from failsafe import KeyedCircuitBreaker
+
+        per_tenant = KeyedCircuitBreaker(
+            name="billing", key=lambda: "tenant-a", max_keys=1_000, idle_ttl=600
+        )
+        ```
     """
 
-    __slots__ = ("_breakers", "_key", "_lock", "_options", "_storage_factory", "name")
+    __slots__ = (
+        "_clock",
+        "_evicted",
+        "_forced",
+        "_gen",
+        "_grain",
+        "_held",
+        "_idle_ttl",
+        "_key",
+        "_lean",
+        "_lock",
+        "_max_keys",
+        "_options",
+        "_order",
+        "_proto",
+        "_storage_factory",
+        "_table",
+        "_until",
+        "_warned",
+        "name",
+    )
 
     def __init__(
         self,
@@ -935,36 +1062,265 @@ class KeyedCircuitBreaker(Policy):
         name: str = "circuit-breaker",
         key: Callable[[], Hashable] | None = None,
         storage_factory: Callable[[Hashable], pybreaker.CircuitBreakerStorage] | None = None,
+        max_keys: int | None = 10_000,
+        idle_ttl: float | None = 3600.0,
         **options: Unpack[BreakerOptions],
     ) -> None:
+        if max_keys is not None:
+            _v.check("max_keys", max_keys, integer(1))
+        _v.check("idle_ttl", idle_ttl, number(above=0, optional=True))
+        if "storage" in options:
+            raise ConfigurationError(
+                "storage", "each key needs a storage of its own: give storage_factory="
+            )
         self.name = name
+        self._max_keys = max_keys
+        self._idle_ttl = idle_ttl
         self._key = key
         self._storage_factory = storage_factory
         self._options = options
+        self._proto = proto = CircuitBreaker(name=name, **options)  # validates them now
+        # whether a key without failures needs no breaker object (see the note at _GRAIN)
+        self._lean = (
+            storage_factory is None
+            and isinstance(proto.trip, ConsecutiveFailures)
+            and not proto._pb_listeners
+        )
+        self._clock = proto.clock
+        self._grain = _GRAIN if idle_ttl is None else min(_GRAIN, idle_ttl / 60)
         self._lock = threading.Lock()
-        self._breakers: dict[Hashable, CircuitBreaker] = {}
-        CircuitBreaker(name=name, **options)  # validate the definition now
+        # key -> the generation of its last use (a key without a breaker), or its _Kept;
+        # read without the lock, written with it
+        self._table: dict[Hashable, int | _Kept] = {}
+        # every key is in one of these, least recently used first: _order, or _held when
+        # its breaker had a state to keep the last time room was made (or an open circuit
+        # outlived its idle time)
+        self._order: OrderedDict[Hashable, None] = OrderedDict()
+        self._held: OrderedDict[Hashable, None] = OrderedDict()
+        # The current generation, an int object shared by the entries of the keys used in
+        # it (so a call compares identities), until clock time _until
+        self._gen = -1
+        self._until = -math.inf
+        self._evicted = 0
+        # keys dropped for room although they held a state, and the generation of the last
+        # warning about it
+        self._forced = 0
+        self._warned = -1
 
-    def get(self, key: Hashable) -> CircuitBreaker:
-        """Return the breaker for ``key``, creating it on first use."""
-        breaker = self._breakers.get(key)
-        if breaker is not None:
-            return breaker
-        with self._lock:
-            breaker = self._breakers.get(key)
-            if breaker is None:
-                extra: dict[str, Any] = {}
-                if self._storage_factory is not None:
-                    extra["storage"] = self._storage_factory(key)
-                breaker = CircuitBreaker(name=self.name, key=key, **self._options, **extra)
-                self._breakers[key] = breaker
-            return breaker
+    # -- inspection ---------------------------------------------------------------------------
+    @property
+    def max_keys(self) -> int | None:
+        """The most keys held at once (``None``: no maximum)."""
+        return self._max_keys
 
     @property
-    def breakers(self) -> dict[Hashable, CircuitBreaker]:
-        """A snapshot of the breakers created so far, by key."""
-        return dict(self._breakers)
+    def idle_ttl(self) -> float | None:
+        """Seconds after its last call that a key is dropped (``None``: never for that)."""
+        return self._idle_ttl
 
+    def get(self, key: Hashable) -> CircuitBreaker:
+        """Return the breaker for ``key``, creating it on first use (a use of the key).
+
+        Do not keep it: once the key is dropped (see ``max_keys`` and ``idle_ttl``), calls
+        go through a new breaker; ask again.
+        """
+        now = self._clock.monotonic()
+        entry = self._table.get(key)
+        fresh = type(entry) is _Kept and entry.gen is self._gen and not entry.held
+        if fresh and now < self._until:
+            assert isinstance(entry, _Kept)
+            return entry.breaker
+        self._touch(key, now)
+        return self._charge(key)
+
+    @property
+    def breakers(self) -> Mapping[Hashable, CircuitBreaker]:
+        """The keys held now, each with its breaker (a read-only, live mapping).
+
+        Reading a key's breaker (``breakers[key]``, ``.values()``, ``.items()``) builds it
+        when the key has none yet, as `get` does; listing the keys (``list(breakers)``,
+        ``len``, ``in``) does not.
+        """
+        return _BreakerMap(self)
+
+    @property
+    def evicted(self) -> int:
+        """How many keys were dropped so far (idle, or to make room)."""
+        return self._evicted
+
+    def prune(self) -> int:
+        """Drop every key idle for ``idle_ttl`` now; return how many were dropped.
+
+        Calls drop idle keys as they come; this drops them all at once (in time
+        proportional to the number of keys held). An open circuit whose open period has
+        not ended is kept.
+        """
+        ttl = self.idle_ttl
+        now = self._clock.monotonic()
+        with self._lock:
+            before = self._evicted
+            if now >= self._until:
+                self._advance(now)
+            if ttl is None:
+                return 0
+            horizon, grain = now - ttl, self._grain
+            table, order, held = self._table, self._order, self._held
+            for key in [*order, *held]:
+                entry = table[key]
+                gen = entry.gen if isinstance(entry, _Kept) else entry
+                if (gen + 1) * grain > horizon:
+                    continue
+                if isinstance(entry, _Kept) and entry.breaker._resting():
+                    if not entry.held:
+                        self._hold(key, entry)
+                    continue
+                self._drop(key)
+            return self._evicted - before
+
+    def _state_of(self, key: Hashable) -> CircuitState:
+        """The state of ``key``'s circuit, building no breaker (a key without one is closed)."""
+        entry = self._table.get(key)
+        return entry.breaker.state if type(entry) is _Kept else CircuitState.CLOSED
+
+    # -- the map (each method takes the lock) --------------------------------------------------
+    def _touch(self, key: Hashable, now: float) -> int | _Kept:
+        """Record a use of ``key`` at ``now`` (adding the key, making room); return its entry."""
+        with self._lock:
+            if now >= self._until:
+                self._advance(now)
+            elif self.idle_ttl is not None:
+                self._sweep(now, _SWEEP_ON_USE)
+            gen, table = self._gen, self._table
+            entry = table.get(key)
+            if entry is None:
+                entry = gen if self._lean else _Kept(self._build(key), gen)
+                self._make_room()
+                table[key] = entry
+                self._order[key] = None
+            elif type(entry) is _Kept:
+                if entry.gen is not gen or entry.held:
+                    entry.gen = gen
+                    self._promote(key, entry)
+            elif entry is not gen:
+                entry = table[key] = gen
+                self._promote(key, entry)
+            return entry
+
+    def _charge(self, key: Hashable) -> CircuitBreaker:
+        """The breaker of ``key``, built now if it has none (a call of it failed, or `get`)."""
+        with self._lock:
+            entry = self._table.get(key)
+            if type(entry) is _Kept:
+                return entry.breaker
+            kept = _Kept(self._build(key), self._gen)  # first: the storage factory may raise
+            if entry is None:  # dropped since the call started: it comes back
+                self._make_room()
+                self._order[key] = None
+            self._table[key] = kept
+            return kept.breaker
+
+    def _build(self, key: Hashable) -> CircuitBreaker:
+        extra: dict[str, Any] = {}
+        if self._storage_factory is not None:
+            extra["storage"] = self._storage_factory(key)
+        return CircuitBreaker(name=self.name, key=key, **self._options, **extra)
+
+    def _promote(self, key: Hashable, entry: int | _Kept) -> None:
+        """Make ``key`` the most recently used (lock held)."""
+        if isinstance(entry, _Kept) and entry.held:
+            del self._held[key]
+            self._order[key] = None
+            entry.held = False
+        else:
+            self._order.move_to_end(key)
+
+    def _hold(self, key: Hashable, kept: _Kept) -> None:
+        """Move ``key`` from _order to the back of _held (lock held)."""
+        del self._order[key]
+        self._held[key] = None
+        kept.held = True
+
+    def _drop(self, key: Hashable) -> None:
+        del self._table[key]
+        if key in self._order:
+            del self._order[key]
+        else:
+            del self._held[key]
+        self._evicted += 1
+
+    def _advance(self, now: float) -> None:
+        """Start the generation ``now`` falls in; drop keys idle since (some of them)."""
+        grain = self._grain
+        gen = int(now // grain)
+        if (gen + 1) * grain <= now:  # rounding
+            gen += 1
+        self._gen = gen
+        self._until = (gen + 1) * grain
+        if self.idle_ttl is not None:
+            self._sweep(now, _SWEEP)
+
+    def _sweep(self, now: float, limit: int) -> None:
+        """Drop up to ``limit`` keys idle for ``idle_ttl``, the least recently used first."""
+        assert self.idle_ttl is not None
+        horizon, grain = now - self.idle_ttl, self._grain
+        table, order, held = self._table, self._order, self._held
+        # a key used in generation g was last used before (g + 1) * grain
+        while order and limit > 0:
+            key = next(iter(order))
+            entry = table[key]
+            gen = entry.gen if isinstance(entry, _Kept) else entry
+            if (gen + 1) * grain > horizon:
+                break
+            limit -= 1
+            if isinstance(entry, _Kept) and entry.breaker._resting():
+                self._hold(key, entry)  # an open circuit outlives its idle time, held
+            else:
+                self._drop(key)
+        for _ in range(min(limit, len(held))):
+            key = next(iter(held))
+            kept = table[key]
+            assert type(kept) is _Kept
+            if (kept.gen + 1) * grain > horizon:
+                break
+            if kept.breaker._resting():
+                held.move_to_end(key)
+            else:
+                self._drop(key)
+
+    def _make_room(self) -> None:
+        """Drop keys until one more fits under ``max_keys`` (see the class documentation)."""
+        table, order, held = self._table, self._order, self._held
+        while self.max_keys is not None and len(table) >= self.max_keys:
+            victim: Hashable = _NO_KEY
+            while order:
+                key = next(iter(order))
+                entry = table[key]
+                if isinstance(entry, _Kept) and not entry.breaker._at_rest():
+                    self._hold(key, entry)  # it goes only when every key has a state
+                    continue
+                victim = key
+                break
+            if victim is _NO_KEY:
+                victim = next(iter(held))
+                kept = table[victim]
+                assert type(kept) is _Kept
+                self._forced += 1
+                if self._warned != self._gen:  # once a grain: an outage drops many
+                    self._warned = self._gen
+                    _log.warning(
+                        "%s: dropped the breaker of %r (%s) to stay within max_keys=%d: "
+                        "every key held had a failure counted or an open circuit (%d such "
+                        "keys dropped so far; this is logged at most once every %gs)",
+                        self.name,
+                        victim,
+                        kept.breaker.current_state,
+                        self.max_keys,
+                        self._forced,
+                        self._grain,
+                    )
+            self._drop(victim)
+
+    # -- calls ----------------------------------------------------------------------------------
     def _current_key(self) -> Hashable:
         if self._key is not None:
             return self._key()
@@ -976,38 +1332,129 @@ class KeyedCircuitBreaker(Policy):
         return target
 
     def _bind_sync(self, nxt: SyncRunner) -> SyncRunner:
-        runners: dict[Hashable, SyncRunner] = {}
-        current_key, get = self._current_key, self.get
+        table_get, clock, touch, charge = self._table.get, self._clock, self._touch, self._charge
+        current_key = self._current_key
         by_target = self._key is None  # then the key is the failover target: read it inline
+        matches_exception, matches_result = self._proto._predicate._raw_tests()
+        bind = CircuitBreaker._bind_sync
+        state = self  # its _gen and _until, read on every call
 
         def keyed_sync(fn: Any, args: Any, kwargs: Any) -> Any:
             key = _target.get() if by_target else current_key()
-            run = runners.get(key)
-            if run is None:
+            entry, gen = table_get(key), state._gen
+            stale = entry is not gen and (
+                type(entry) is not _Kept or entry.gen is not gen or entry.held
+            )
+            if stale or clock.monotonic() >= state._until:
                 if by_target and key is None:
                     current_key()  # raises: no key
-                run = runners.setdefault(key, get(key)._bind_sync(nxt))
-            return run(fn, args, kwargs)
+                entry = touch(key, clock.monotonic())
+            if type(entry) is _Kept:
+                return entry.runner(nxt, bind)(fn, args, kwargs)
+            # a key without failures: the call runs as a closed breaker with a zero count
+            # would run it, and a failure gets the key its breaker
+            try:
+                value = nxt(fn, args, kwargs)
+            except Exception as exc:
+                try:
+                    counted = matches_exception(exc)
+                except BaseException as error:  # the test's own error reaches the caller
+                    charge(key)._test_raised(0, error)
+                    raise
+                if counted:
+                    charge(key)._failed(0, Outcome(exception=exc))
+                raise
+            if matches_result is not None:
+                try:
+                    counted = matches_result(value)
+                except BaseException as error:
+                    charge(key)._test_raised(0, error)
+                    raise
+                if counted:
+                    charge(key)._failed(0, Outcome(value))
+            return value
 
         return keyed_sync
 
     def _bind_async(self, nxt: AsyncRunner) -> AsyncRunner:
-        runners: dict[Hashable, AsyncRunner] = {}
-        current_key, get = self._current_key, self.get
-        by_target = self._key is None  # then the key is the failover target: read it inline
+        table_get, clock, touch, charge = self._table.get, self._clock, self._touch, self._charge
+        current_key = self._current_key
+        by_target = self._key is None
+        matches_exception, matches_result = self._proto._predicate._raw_tests()
+        bind = CircuitBreaker._bind_async
+        state = self
 
         async def keyed_async(fn: Any, args: Any, kwargs: Any) -> Any:
             key = _target.get() if by_target else current_key()
-            run = runners.get(key)
-            if run is None:
+            entry, gen = table_get(key), state._gen
+            stale = entry is not gen and (
+                type(entry) is not _Kept or entry.gen is not gen or entry.held
+            )
+            if stale or clock.monotonic() >= state._until:
                 if by_target and key is None:
                     current_key()  # raises: no key
-                run = runners.setdefault(key, get(key)._bind_async(nxt))
-            return await run(fn, args, kwargs)
+                entry = touch(key, clock.monotonic())
+            if type(entry) is _Kept:
+                return await entry.runner(nxt, bind)(fn, args, kwargs)
+            try:
+                value = await nxt(fn, args, kwargs)
+            except Exception as exc:
+                try:
+                    counted = matches_exception(exc)
+                except BaseException as error:
+                    charge(key)._test_raised(0, error)
+                    raise
+                if counted:
+                    charge(key)._failed(0, Outcome(exception=exc))
+                raise
+            if matches_result is not None:
+                try:
+                    counted = matches_result(value)
+                except BaseException as error:
+                    charge(key)._test_raised(0, error)
+                    raise
+                if counted:
+                    charge(key)._failed(0, Outcome(value))
+            return value
 
         return keyed_async
 
     def describe(self) -> str:
         """Say in words what these breakers do."""
-        proto = CircuitBreaker(name=self.name, **self._options)
-        return f"a circuit breaker per key, each {proto.describe()}"
+        bounds = [
+            f"at most {self.max_keys} keys" if self.max_keys is not None else "no key maximum",
+            f"idle keys dropped after {self.idle_ttl:g}s"
+            if self.idle_ttl is not None
+            else "idle keys kept",
+        ]
+        return f"a circuit breaker per key ({', '.join(bounds)}), each {self._proto.describe()}"
+
+
+_NO_KEY: Any = object()  # no key found yet (None is a key)
+
+
+class _BreakerMap(Mapping[Hashable, CircuitBreaker]):
+    """`KeyedCircuitBreaker.breakers`: the keys held, live; a key's breaker built on reading."""
+
+    __slots__ = ("_keyed",)
+
+    def __init__(self, keyed: KeyedCircuitBreaker) -> None:
+        self._keyed = keyed
+
+    def __getitem__(self, key: Hashable) -> CircuitBreaker:
+        if key not in self._keyed._table:
+            raise KeyError(key)
+        return self._keyed.get(key)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._keyed._table
+
+    def __iter__(self) -> Iterator[Hashable]:
+        with self._keyed._lock:  # a copy: the keys may change while the caller iterates
+            return iter(list(self._keyed._table))
+
+    def __len__(self) -> int:
+        return len(self._keyed._table)
+
+    def __repr__(self) -> str:
+        return f"<breakers of {self._keyed.name!r}: {len(self)} keys>"

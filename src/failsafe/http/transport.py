@@ -11,8 +11,9 @@ Failover(endpoints)                     # then the next endpoint
 ```
 
 With a single endpoint (or none: the request's own origin) the endpoint is known before the
-request starts, so the failover layer is left out (the transport does what it would do) and
-the endpoint's breaker is bound in directly rather than looked up on every attempt.
+request starts, so the failover layer is left out (the transport does what it would do).
+Without endpoints the keyed breaker holds a breaker per origin called, within its bounds
+(``max_keys``, ``idle_ttl``).
 
 The two transports share all their decisions; only the sending and the releasing of
 discarded responses differ (one blocks, one awaits).
@@ -87,6 +88,8 @@ def endpoint_breakers(
     max_reset_timeout: float | None = None,
     name: str = "http-breaker",
     storage_factory: Callable[[Hashable], Any] | None = None,
+    max_keys: int | None = 10_000,
+    idle_ttl: float | None = 3600.0,
     clock: Clock = SYSTEM_CLOCK,
     listeners: Sequence[Listener] = (),
 ) -> KeyedCircuitBreaker:
@@ -109,11 +112,17 @@ def endpoint_breakers(
         storage_factory: Builds each endpoint's pybreaker storage
             ([`redis_storage`][failsafe.circuit_breaker.redis_storage] shares the state
             with other processes).
-        clock: Time for the open period (a fake one in tests).
+        max_keys: The most endpoints (origins, without ``endpoints``) whose breaker is held
+            at once; a new one beyond it drops the least recently used whose circuit is
+            closed with no failure counted (see
+            [`KeyedCircuitBreaker`][failsafe.KeyedCircuitBreaker]). ``None``: no maximum.
+        idle_ttl: Seconds after its last request that an endpoint's breaker is dropped,
+            unless its circuit is open and its open period has not ended. ``None``: never.
+        clock: Time for the open period and the idle time (a fake one in tests).
         listeners: Receive the breakers' events.
 
     Raises:
-        ConfigurationError: On a bad threshold or open period, naming it.
+        ConfigurationError: On a bad threshold, open period or bound, naming it.
 
     Example:
         ```python
@@ -133,6 +142,8 @@ def endpoint_breakers(
         on=TRANSPORT_ERRORS & (lambda e: not isinstance(e, DeadlineExceeded)),
         on_result=_gateway_result,
         storage_factory=storage_factory,
+        max_keys=max_keys,
+        idle_ttl=idle_ttl,
         clock=clock,
         listeners=listeners,
     )
@@ -156,16 +167,13 @@ class _Call(_Deadline):
         "counts",
         "deadline_token",
         "raw_path",
-        "runner",
         "target_token",
         "total",
     )
 
-    def __init__(self, raw_path: bytes, runner: str | None) -> None:
+    def __init__(self, raw_path: bytes) -> None:
         self.at = None  # _Deadline's: set here rather than by a call of its __init__
         self.raw_path = raw_path
-        # the endpoint whose own runner sends the request (None: the shared runner)
-        self.runner = runner
         self.counts: dict[str, int] = {}
         self.total = 0
         # the context variables set for the request, reset when it ends
@@ -311,11 +319,10 @@ class _Resilience:
             if len(self.endpoints) == 1:
                 self.single = self.endpoints[0].key
                 self.run = per_endpoint
-        # When a request's endpoint is known before it starts (no endpoint list, or one
-        # endpoint), each endpoint gets a runner with its own breaker bound in, instead of the
-        # keyed breaker looking the breaker up on every attempt (only when the keyed breaker
-        # would key on that endpoint: it is one of ours, without a key function).
-        self.retry = retry
+        # One runner for every request: the keyed breaker finds the endpoint's breaker on each
+        # attempt. (A runner per origin, with its breaker bound in, was kept here for every
+        # origin ever called, unbounded: issue 15. The keyed breaker's look-up is a dict read.)
+
         # every endpoint's circuit open: the request still goes to the one that rested longest
         # (at most last_resort a second); only across endpoints (one endpoint's circuit keeps
         # its own open period) and with our own keying, by endpoint
@@ -328,11 +335,6 @@ class _Resilience:
             and self.breakers._key is None
         ):
             self.panic = PanicProbes(last_resort, max(1, math.ceil(last_resort)), clock)
-        self.per_endpoint = (
-            (self.endpoints is None or self.single is not None)
-            and type(self.breakers) is KeyedCircuitBreaker
-            and self.breakers._key is None
-        )
 
     def describe(self) -> str:
         return self.policy.describe()
@@ -346,7 +348,8 @@ class _Resilience:
         if breakers is None:
             return False
         key = _target.get()
-        return key is not None and breakers.get(key).state is CircuitState.OPEN
+        # the state alone: an origin whose calls all succeeded has no breaker object to build
+        return key is not None and breakers._state_of(key) is CircuitState.OPEN
 
     # -- around the whole request -----------------------------------------------------------
     def start(self, request: httpx.Request) -> _Call:
@@ -367,7 +370,7 @@ class _Resilience:
             key: str | None = f"{url.scheme}://{url.netloc.decode()}"
         else:
             key = self.single
-        call = _Call(url.raw_path if self.by_key else b"", key if self.per_endpoint else None)
+        call = _Call(url.raw_path if self.by_key else b"")
         enclosing = _deadline.get()  # a Timeout's (or any policy's) around the call
         own = self.deadline
         if own is not None:
@@ -393,17 +396,13 @@ class _Resilience:
             call.target_token = _target.set(key)
         return call
 
-    def bind_sync(self, key: str | None, attempt: SyncRunner) -> SyncRunner:
-        """The runner of the requests to endpoint ``key`` (``None``: of all requests)."""
-        if key is None or self.breakers is None:
-            return self.run._bind_sync(attempt)
-        return self.retry._bind_sync(self.breakers.get(key)._bind_sync(attempt))
+    def bind_sync(self, attempt: SyncRunner) -> SyncRunner:
+        """The runner of every request, around ``attempt``."""
+        return self.run._bind_sync(attempt)
 
-    def bind_async(self, key: str | None, attempt: AsyncRunner) -> AsyncRunner:
+    def bind_async(self, attempt: AsyncRunner) -> AsyncRunner:
         """The asyncio twin of `bind_sync`."""
-        if key is None or self.breakers is None:
-            return self.run._bind_async(attempt)
-        return self.retry._bind_async(self.breakers.get(key)._bind_async(attempt))
+        return self.run._bind_async(attempt)
 
     def failed(
         self,
@@ -644,7 +643,10 @@ class ResilientTransport(httpx.BaseTransport):
             (and, with a [`redis_storage`][failsafe.circuit_breaker.redis_storage] per key,
             other processes);
             [`endpoint_breakers`][failsafe.http.endpoint_breakers] builds one with the same
-            rule and other numbers.
+            rule and other numbers. Without ``endpoints``, every origin called gets a
+            breaker: at most 10,000 are held, and one idle for an hour is dropped (an open
+            circuit only once its open period has ended); ``endpoint_breakers(max_keys=...,
+            idle_ttl=...)`` changes the bounds.
         deadline: Seconds for the whole request, all attempts, delays, endpoints and the
             reading of its body included (default 30; ``None``: no bound of the transport's
             own). An enclosing deadline (a [`Timeout`][failsafe.Timeout] around the call)
@@ -740,10 +742,7 @@ class ResilientTransport(httpx.BaseTransport):
         )
         self._buffer = buffer
         self._send = self._inner.handle_request
-        # a runner per endpoint (see `_Resilience.per_endpoint`), None's shared by all others
-        self._runners: dict[str | None, SyncRunner] = {
-            None: self._resilience.bind_sync(None, self._attempt)
-        }
+        self._run: SyncRunner = self._resilience.bind_sync(self._attempt)
 
     @property
     def breakers(self) -> KeyedCircuitBreaker | None:
@@ -755,12 +754,7 @@ class ResilientTransport(httpx.BaseTransport):
         resilience = self._resilience
         call = resilience.start(request)
         try:
-            run = self._runners.get(call.runner)
-            if run is None:
-                run = self._runners.setdefault(
-                    call.runner, resilience.bind_sync(call.runner, self._attempt)
-                )
-            response = run(self._send, (request, call), _NO_KWARGS)
+            response = self._run(self._send, (request, call), _NO_KWARGS)
         except Exception as exc:
             refused = resilience.last_resort(exc, call)
             tried = None if refused is None else self._last_resort(refused, request, call)
@@ -922,10 +916,7 @@ class AsyncResilientTransport(httpx.AsyncBaseTransport):
         )
         self._buffer = buffer
         self._send = self._inner.handle_async_request
-        # a runner per endpoint (see `_Resilience.per_endpoint`), None's shared by all others
-        self._runners: dict[str | None, AsyncRunner] = {
-            None: self._resilience.bind_async(None, self._attempt)
-        }
+        self._run: AsyncRunner = self._resilience.bind_async(self._attempt)
 
     @property
     def breakers(self) -> KeyedCircuitBreaker | None:
@@ -937,12 +928,7 @@ class AsyncResilientTransport(httpx.AsyncBaseTransport):
         resilience = self._resilience
         call = resilience.start(request)
         try:
-            run = self._runners.get(call.runner)
-            if run is None:
-                run = self._runners.setdefault(
-                    call.runner, resilience.bind_async(call.runner, self._attempt)
-                )
-            response = await run(self._send, (request, call), _NO_KWARGS)
+            response = await self._run(self._send, (request, call), _NO_KWARGS)
         except Exception as exc:
             refused = resilience.last_resort(exc, call)
             tried = None if refused is None else await self._last_resort(refused, request, call)
