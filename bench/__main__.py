@@ -39,9 +39,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--only",
-        choices=("core", "http", "errors", "queue", "examples"),
+        choices=("core", "http", "errors", "queue", "scale", "examples"),
         help="run one part: the core policies, the HTTP transports against a local server,"
-        " the Error-handling service, failsafe.queue on SQLite and RabbitMQ, or the examples",
+        " the Error-handling service, failsafe.queue on SQLite and RabbitMQ, growth (keyed"
+        " breakers, the DLQ, error records to 1M, ingest under wrk), or the examples",
     )
     parser.add_argument("--markdown", action="store_true", help="print Markdown tables")
     parser.add_argument(
@@ -63,6 +64,11 @@ def main(argv: list[str] | None = None) -> int:
         sections.append(_errors(args.quick))
     if args.only in (None, "queue"):
         sections.append(_queue(args.quick))
+    if args.only in (None, "scale"):
+        sections.append(_lines("bench.keyed_bench", args.quick))
+        sections.append(_lines("bench.dlq_bench", args.quick))
+        sections.append(_lines("bench.errors_scale", args.quick))
+        sections.append(_wrk(args.quick))
     if args.only in (None, "examples"):
         sections.append(_lines("bench.warehouse_bench", args.quick))
         sections.append(_lines("bench.payment_bench", args.quick))
@@ -120,6 +126,14 @@ def _lines(module: str, quick: bool) -> tuple[str, str, str]:
     """A part whose module's ``run(quick)`` returns a header line, then Markdown lines."""
     run = importlib.import_module(module).run
     lines = run(quick)
+    header, body = lines[0], "\n".join(lines[1:])
+    return header, body, body
+
+
+def _wrk(quick: bool) -> tuple[str, str, str]:
+    from bench.errors_wrk import run_both
+
+    lines = run_both(quick)
     header, body = lines[0], "\n".join(lines[1:])
     return header, body, body
 

@@ -179,6 +179,15 @@ def run(seconds: float, postgres: bool) -> list[str]:
     return lines
 
 
+def run_both(quick: bool) -> list[str]:
+    """For ``python -m bench``: SQLite, then PostgreSQL (quick: 3 s runs, else 10 s)."""
+    seconds = 3.0 if quick else 10.0
+    sqlite = run(seconds, postgres=False)
+    if len(sqlite) == 1:  # no wrk: the one line says so
+        return sqlite
+    return [*sqlite, "", *run(seconds, postgres=True)[1:]]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.errors_wrk", description=__doc__)
     parser.add_argument("--seconds", type=float, default=5.0)

@@ -157,8 +157,9 @@ def where(query: Query, text_clause: TextClause = text_like) -> tuple[str, list[
         params.append(query.until)
     if query.after is not None:
         # keyset: older than the last record shown (the order is created_at, id, descending)
-        clauses.append("(created_at < ? OR (created_at = ? AND id < ?))")
-        params += [query.after[0], query.after[0], query.after[1]]
+        # a row value: both stores read it as one range of the (…, created_at, id) indexes
+        clauses.append("(created_at, id) < (?, ?)")
+        params += [query.after[0], query.after[1]]
     if query.text:
         clause, more = text_clause(query.text)
         clauses.append(clause)
