@@ -23,6 +23,7 @@ from failsafe.errors.store import (
     Page,
     Query,
     RecordNotFound,
+    StoreUnavailable,
     check_move,
 )
 
@@ -50,8 +51,9 @@ class _GroupCommit:
     """Concurrent `add` calls share one transaction (leader and followers, no thread of its own).
 
     A caller that finds no group being committed opens a transaction and commits its own
-    report and every report queued until the transaction opened (at most `GROUP_MAX`), each
-    in a savepoint, so one report's failure is its caller's alone. Its followers wait until
+    report and every report queued until the transaction opened (at most `GROUP_MAX`); if
+    one report fails, the group is stored again with a savepoint each, so one report's
+    failure is its caller's alone. Its followers wait until
     that commit is done, then return: an answer is never given before its report is
     committed. Under no concurrency a group is one report, as before.
     """
@@ -184,6 +186,7 @@ class SQLStore:
             else _sql.where(attrs.evolve(query, after=None), self._text_clause)
         )
         with self._reading() as run:
+            self._before_find(run, query)
             total = int(
                 run(
                     f"SELECT COUNT(*) FROM (SELECT 1 FROM failsafe_errors{counted} LIMIT ?) AS m",
@@ -203,6 +206,9 @@ class SQLStore:
             total_exact=total <= COUNT_LIMIT,
             next_after=None if last is None else (last.created_at, last.id),
         )
+
+    def _before_find(self, run: Run, query: Query) -> None:
+        """Run before a listing's queries, in its transaction (a store's own settings)."""
 
     def _text_clause(self, text: str) -> tuple[str, list[Any]]:
         """The SQL of a text search (a store may use an index of its own)."""
@@ -240,13 +246,27 @@ class SQLStore:
         return result
 
     def _commit_group(self, take: Callable[[], list[_Pending]]) -> None:
-        """Store a group of reports in one transaction, each in a savepoint of its own."""
+        """Store a group of reports in one transaction.
+
+        First as one plain transaction (the usual case: every report goes in); if one of
+        them fails, that transaction is rolled back and the group is stored again with a
+        savepoint for each report, so that only the failing one fails.
+        """
+        group: list[_Pending] = []
+        try:
+            with self._transaction() as run:
+                group = take()
+                for pending in group:
+                    pending.result = self._add_loaded(run, pending.args)
+            return
+        except Exception as exc:
+            if len(group) <= 1:
+                raise  # one report, or the transaction itself failed: its callers fail
+            if isinstance(exc, StoreUnavailable):
+                raise  # not one report's fault: no point trying again
+        for pending in group:
+            pending.result = None
         with self._transaction() as run:
-            group = take()
-            if len(group) == 1:
-                [pending] = group
-                pending.result = self._add_loaded(run, pending.args)
-                return
             for pending in group:
                 for again in (False, True):
                     run("SAVEPOINT failsafe_report", ())
