@@ -14,7 +14,6 @@ These are wall-clock figures of one run on this machine, not asserted anywhere; 
 from __future__ import annotations
 
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -30,14 +29,9 @@ import psycopg
 from psycopg import sql
 from tests.tcp_proxy import Proxy
 
+from bench.errors_bench import _free_port
+
 DSN = os.environ.get("FAILSAFE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _through(proxy: Proxy, schema: str) -> str:

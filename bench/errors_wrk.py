@@ -17,7 +17,6 @@ import argparse
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -27,6 +26,8 @@ import uuid
 from pathlib import Path
 
 import httpx
+
+from bench.errors_bench import _cpu_seconds, _free_port
 
 PG_DSN = os.environ.get("FAILSAFE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 TARGETS = {"SQLite": 0.5, "PostgreSQL": 0.3}
@@ -73,13 +74,6 @@ uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning",
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def _wait_up(url: str, process: subprocess.Popen[bytes]) -> None:
     pause = threading.Event()
     for _ in range(1000):
@@ -91,12 +85,6 @@ def _wait_up(url: str, process: subprocess.Popen[bytes]) -> None:
                 raise RuntimeError("the server exited") from None
             pause.wait(0.02)
     raise RuntimeError(f"{url} did not start")
-
-
-def _cpu(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _wrk(url: str, connections: int, seconds: float, script: Path) -> tuple[float, int]:
@@ -158,13 +146,13 @@ def run(seconds: float, postgres: bool) -> list[str]:
             _wait_up(f"http://127.0.0.1:{service_port}", service)
             for connections in (16, 64):
                 floor_rate, _ = _wrk(f"http://127.0.0.1:{floor_port}", connections, seconds, script)
-                before = _cpu(service.pid)
+                before = _cpu_seconds(service.pid)
                 start = time.perf_counter()
                 rate, refused = _wrk(
                     f"http://127.0.0.1:{service_port}", connections, seconds, script
                 )
                 elapsed = time.perf_counter() - start
-                cpu_ms = (_cpu(service.pid) - before) / max(rate * elapsed, 1) * 1000
+                cpu_ms = (_cpu_seconds(service.pid) - before) / max(rate * elapsed, 1) * 1000
                 share = rate / floor_rate
                 verdict = "PASS" if share >= TARGETS[store] else "FAIL"
                 note = f" ({refused} not 2xx)" if refused else ""

@@ -1331,11 +1331,49 @@ class KeyedCircuitBreaker(Policy):
             )
         return target
 
+    def _lean_outcomes(
+        self,
+    ) -> tuple[
+        Callable[[Hashable, BaseException], None],
+        Callable[[Hashable, Any], None],
+        Callable[[Any], object] | None,
+    ]:
+        """How both drivers book the outcome of a call of a key that has no breaker yet.
+
+        A key without failures runs its call as a closed breaker with a zero count would;
+        a failure gets the key its breaker, charged with it. Returns the booking of a raised
+        exception, of a returned value, and the result test (``None``: values are not
+        tested, so the success path books nothing).
+        """
+        matches_exception, matches_result = self._proto._predicate._raw_tests()
+        charge = self._charge
+
+        def raised(key: Hashable, exc: BaseException) -> None:
+            try:
+                counted = matches_exception(exc)
+            except BaseException as error:  # the test's own error reaches the caller
+                charge(key)._test_raised(0, error)
+                raise
+            if counted:
+                charge(key)._failed(0, Outcome(exception=exc))
+
+        def returned(key: Hashable, value: Any) -> None:
+            assert matches_result is not None
+            try:
+                counted = matches_result(value)
+            except BaseException as error:
+                charge(key)._test_raised(0, error)
+                raise
+            if counted:
+                charge(key)._failed(0, Outcome(value))
+
+        return raised, returned, matches_result
+
     def _bind_sync(self, nxt: SyncRunner) -> SyncRunner:
-        table_get, clock, touch, charge = self._table.get, self._clock, self._touch, self._charge
+        table_get, clock, touch = self._table.get, self._clock, self._touch
         current_key = self._current_key
         by_target = self._key is None  # then the key is the failover target: read it inline
-        matches_exception, matches_result = self._proto._predicate._raw_tests()
+        raised, returned, matches_result = self._lean_outcomes()
         bind = CircuitBreaker._bind_sync
         state = self  # its _gen and _until, read on every call
 
@@ -1356,31 +1394,19 @@ class KeyedCircuitBreaker(Policy):
             try:
                 value = nxt(fn, args, kwargs)
             except Exception as exc:
-                try:
-                    counted = matches_exception(exc)
-                except BaseException as error:  # the test's own error reaches the caller
-                    charge(key)._test_raised(0, error)
-                    raise
-                if counted:
-                    charge(key)._failed(0, Outcome(exception=exc))
+                raised(key, exc)
                 raise
             if matches_result is not None:
-                try:
-                    counted = matches_result(value)
-                except BaseException as error:
-                    charge(key)._test_raised(0, error)
-                    raise
-                if counted:
-                    charge(key)._failed(0, Outcome(value))
+                returned(key, value)
             return value
 
         return keyed_sync
 
     def _bind_async(self, nxt: AsyncRunner) -> AsyncRunner:
-        table_get, clock, touch, charge = self._table.get, self._clock, self._touch, self._charge
+        table_get, clock, touch = self._table.get, self._clock, self._touch
         current_key = self._current_key
         by_target = self._key is None
-        matches_exception, matches_result = self._proto._predicate._raw_tests()
+        raised, returned, matches_result = self._lean_outcomes()
         bind = CircuitBreaker._bind_async
         state = self
 
@@ -1399,22 +1425,10 @@ class KeyedCircuitBreaker(Policy):
             try:
                 value = await nxt(fn, args, kwargs)
             except Exception as exc:
-                try:
-                    counted = matches_exception(exc)
-                except BaseException as error:
-                    charge(key)._test_raised(0, error)
-                    raise
-                if counted:
-                    charge(key)._failed(0, Outcome(exception=exc))
+                raised(key, exc)
                 raise
             if matches_result is not None:
-                try:
-                    counted = matches_result(value)
-                except BaseException as error:
-                    charge(key)._test_raised(0, error)
-                    raise
-                if counted:
-                    charge(key)._failed(0, Outcome(value))
+                returned(key, value)
             return value
 
         return keyed_async

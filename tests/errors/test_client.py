@@ -128,6 +128,20 @@ def test_down_then_up_flush_delivers_every_report_exactly_once(
     assert service.seen == 7
 
 
+def test_a_password_in_the_url_reaches_no_log_and_no_repr(
+    make: Any, service: FakeService, caplog: pytest.LogCaptureFixture
+) -> None:
+    sink = make()
+    sink.urls = ("http://bob:hunter2@errors.test",)
+    service.mode = "down"
+    with caplog.at_level("DEBUG", "failsafe.errors.client"):
+        sink.report("stock.decrement", "retry")
+        sink.deliver_due()
+    assert "cannot deliver" in caplog.text
+    assert "hunter2" not in caplog.text
+    assert "hunter2" not in repr(sink)
+
+
 def test_the_spool_is_delivered_in_batches(make: Any, service: FakeService) -> None:
     """Spooled reports go in one batch request, oldest first, not one request each."""
     sink = make()

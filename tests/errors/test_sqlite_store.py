@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from failsafe.errors import Query, SQLiteStore, Status
+from failsafe.errors import Query, RecordNotFound, SQLiteStore, Status, StoreUnavailable
 from failsafe.exceptions import ConfigurationError
 from tests.errors.store_contract import GroupCommitContract, StoreContract, report
 
@@ -55,6 +55,26 @@ def test_reads_do_not_wait_for_a_write(tmp_path: Path) -> None:
     reader.join(10)
     assert finished  # it did not wait for the writer
     assert seen[0] == record
+    store.close()
+
+
+def test_a_record_not_found_keeps_its_read_connection(tmp_path: Path) -> None:
+    """A caller's error inside a read hands the connection back instead of closing it."""
+    store = SQLiteStore(tmp_path / "errors.db")
+    for _ in range(20):
+        with pytest.raises(RecordNotFound):
+            store.get("missing")
+    assert len(store._all_readers) == 1
+    store.close()
+
+
+@pytest.mark.real_time
+def test_a_read_waits_for_a_busy_read_connection_only_so_long(tmp_path: Path) -> None:
+    """Every read connection busy past busy_timeout: StoreUnavailable, not an endless wait."""
+    store = SQLiteStore(tmp_path / "errors.db", readers=1, busy_timeout=0.05)
+    with store._reading(), pytest.raises(StoreUnavailable, match="stayed busy"):
+        store.counts()
+    assert sum(store.counts().values()) == 0  # free again
     store.close()
 
 

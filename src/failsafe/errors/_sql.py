@@ -126,9 +126,15 @@ TextClause = Callable[[str], tuple[str, list[Any]]]
 """A store's test for "the text is in the kind, error type, message or payload"."""
 
 
+def like_pattern(text: str) -> str:
+    """``%text%`` in lower case, its LIKE wildcards escaped with a backslash."""
+    escaped = text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
 def text_like(text: str) -> tuple[str, list[Any]]:
     """The text search as a scan: a case-insensitive ``LIKE`` on each column."""
-    pattern = "%" + text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    pattern = like_pattern(text)
     return (
         "(LOWER(kind) LIKE ? ESCAPE '\\' OR LOWER(COALESCE(error_type, '')) LIKE ? ESCAPE '\\'"
         " OR LOWER(COALESCE(error_message, '')) LIKE ? ESCAPE '\\'"

@@ -1545,16 +1545,19 @@ def api_routes(
         try:
             counts = await run_in_threadpool(desk.store.counts)
         except StoreUnavailable as exc:
-            # an outage the store has already logged, not a bug: no traceback
-            logger.warning("health check: the store is unavailable: %s", exc)
+            # an outage the store has logged once already: not once per health check
+            logger.debug("health check: %s", exc)
             return JSONResponse(
-                {"ok": False, "error": f"store: {exc}"},
+                {"ok": False, "error": f"store: {exc.public}"},
                 status_code=503,
-                headers={"Retry-After": str(max(1, math.ceil(exc.retry_after)))},
+                headers={"Retry-After": exc.retry_after_header},
             )
         except Exception as exc:
+            # /healthz needs no token: the error's text (paths, hosts) stays in the log
             logger.exception("health check: the store failed")
-            return JSONResponse({"ok": False, "error": f"store: {exc}"}, status_code=503)
+            return JSONResponse(
+                {"ok": False, "error": f"store: {type(exc).__name__}"}, status_code=503
+            )
         problem = worker_problem() if worker_problem is not None else None
         if problem is not None:
             return JSONResponse(

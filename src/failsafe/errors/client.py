@@ -328,6 +328,11 @@ class _SinkBase:
         """The service instance the sink sends to first: the last one that answered."""
         return self.urls[self._active]
 
+    @property
+    def _shown_url(self) -> str:
+        """`url` for logs and reprs, a password in it redacted."""
+        return self._redactor.text(self.url) or self.url
+
     def _order(self) -> list[int]:
         """The instances in the order to try them: the last one that answered, then the rest."""
         first = self._active
@@ -391,7 +396,7 @@ class _SinkBase:
         if self._pacing.failures == 0:
             _log.warning(
                 "cannot deliver reports to %s (%s); they wait in %s",
-                self.url,
+                self._shown_url,
                 outcome.detail,
                 spool.path,
             )
@@ -409,7 +414,7 @@ class _SinkBase:
 
     def _delivered(self) -> None:
         if self._pacing.delivered():
-            _log.info("delivering spooled reports to %s again", self.url)
+            _log.info("delivering spooled reports to %s again", self._shown_url)
 
 
 class ErrorSink(_SinkBase):
@@ -787,7 +792,7 @@ class ErrorSink(_SinkBase):
         self.close()
 
     def __repr__(self) -> str:
-        where = "local" if self._desk is not None else self.url
+        where = "local" if self._desk is not None else self._shown_url
         return f"ErrorSink({where!r}, source={self.source!r})"
 
 
@@ -1128,5 +1133,5 @@ class AsyncErrorSink(_SinkBase):
         await self.aclose()
 
     def __repr__(self) -> str:
-        where = "local" if self._desk is not None else self.url
+        where = "local" if self._desk is not None else self._shown_url
         return f"AsyncErrorSink({where!r}, source={self.source!r})"

@@ -27,12 +27,13 @@ try:
 except ImportError as exc:
     raise missing_extra("postgres", "failsafe.errors.postgres", exc) from exc
 
+from failsafe import _validators as _v
+from failsafe._validators import integer, number
 from failsafe.clock import SYSTEM_CLOCK, Clock
 from failsafe.errors import _sql
 from failsafe.errors._sqlstore import Run, SQLStore
 from failsafe.errors.record import ErrorRecord, Report
 from failsafe.errors.store import Query, StoreUnavailable
-from failsafe.exceptions import ConfigurationError
 
 __all__ = ["FIRST_WAIT", "PostgresStore"]
 
@@ -138,22 +139,9 @@ class PostgresStore(SQLStore):
             ("connect_timeout", connect_timeout),
             ("probe_interval", probe_interval),
         ):
-            if not isinstance(value, int | float) or isinstance(value, bool) or not value > 0:
-                raise ConfigurationError(
-                    name, f"must be a positive number of seconds, got {value!r}"
-                )
-            if not math.isfinite(value):
-                raise ConfigurationError(name, f"must be finite, got {value!r}")
-        if not isinstance(min_size, int) or isinstance(min_size, bool) or min_size < 0:
-            raise ConfigurationError("min_size", f"must be an integer >= 0, got {min_size!r}")
-        if (
-            not isinstance(max_size, int)
-            or isinstance(max_size, bool)
-            or max_size < max(min_size, 1)
-        ):
-            raise ConfigurationError(
-                "max_size", f"must be an integer >= max(min_size, 1), got {max_size!r}"
-            )
+            _v.check(name, value, number(above=0))
+        _v.check("min_size", min_size, integer(0))
+        _v.check("max_size", max_size, integer(max(min_size, 1)))
         self.schema = schema
         self._where = _describe(dsn)
         self._dsn = dsn
@@ -249,8 +237,7 @@ class PostgresStore(SQLStore):
         # three characters or more: the trigram index (when pg_trgm could be installed)
         if len(text) < 3 or _UNIT in text:
             return _sql.text_like(text)
-        escaped = text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        return f"{_TEXT} LIKE ? ESCAPE '\\'", [f"%{escaped}%"]
+        return f"{_TEXT} LIKE ? ESCAPE '\\'", [_sql.like_pattern(text)]
 
     def _same_add_again(self, error: Exception, report_id: str | None) -> bool:
         # in a group: a concurrent delivery of the same report committed its receipt first

@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import threading
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from typing import Protocol
@@ -129,8 +128,8 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 async def _store_unavailable(request: Request, exc: Exception) -> Response:
     # the database is down or overloaded: nothing was written; the client asks again later
     assert isinstance(exc, StoreUnavailable)
-    headers = {"Retry-After": str(max(1, math.ceil(exc.retry_after)))}
-    message = f"the store is unavailable, try again later: {exc}"
+    headers = {"Retry-After": exc.retry_after_header}
+    message = exc.public  # the details (where the database is) stay in the log
     if request.url.path.startswith("/review"):
         return PlainTextResponse(message, status_code=503, headers=headers)
     return JSONResponse({"error": message, "field": "store"}, status_code=503, headers=headers)

@@ -10,9 +10,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Final
 
+from failsafe import _validators as _v
+from failsafe._validators import integer
 from failsafe.errors import _sql
 from failsafe.errors._sqlstore import Run, SQLStore
-from failsafe.exceptions import ConfigurationError
+from failsafe.errors.store import StoreUnavailable
 
 __all__ = ["READERS", "SQLiteStore"]
 
@@ -35,7 +37,8 @@ class SQLiteStore(SQLStore):
         path: The database file (created with its tables if missing); ``":memory:"`` for
             a private in-memory store (one connection for everything).
         busy_timeout: Seconds to wait for another process's write lock.
-        readers: Read connections kept at most (more concurrent reads wait for one).
+        readers: Read connections kept at most (more concurrent reads wait for one, up
+            to ``busy_timeout``; then `StoreUnavailable`).
 
     Example:
         ```python
@@ -48,8 +51,7 @@ class SQLiteStore(SQLStore):
     def __init__(
         self, path: str | Path, *, busy_timeout: float = 10.0, readers: int = READERS
     ) -> None:
-        if not isinstance(readers, int) or isinstance(readers, bool) or readers < 1:
-            raise ConfigurationError("readers", f"must be an integer >= 1, got {readers!r}")
+        _v.check("readers", readers, integer(1))
         self.path = str(path)
         self._busy_timeout = busy_timeout
         self._lock = threading.Lock()
@@ -103,7 +105,13 @@ class SQLiteStore(SQLStore):
             with self._transaction() as run:
                 yield run
             return
-        with self._reader_slots:
+        # a bound on the wait for a read connection, like the writer's busy timeout
+        if not self._reader_slots.acquire(timeout=self._busy_timeout):
+            raise StoreUnavailable(
+                f"every read connection of {self!r} stayed busy for {self._busy_timeout:g} s",
+                retry_after=1.0,
+            )
+        try:
             try:
                 db = self._readers.get_nowait()
             except queue.Empty:
@@ -115,11 +123,29 @@ class SQLiteStore(SQLStore):
                 finally:
                     db.execute("COMMIT")
             except BaseException:
-                db.close()  # never hand on a connection in an unknown state
-                with self._readers_lock:
-                    self._all_readers.remove(db)
+                self._give_back(db)
                 raise
             self._readers.put(db)
+        finally:
+            self._reader_slots.release()
+
+    def _give_back(self, db: sqlite3.Connection) -> None:
+        """After an error: keep ``db`` if it is out of its transaction, else close it.
+
+        Out of its transaction, the error was its caller's (a record not found); in it,
+        the connection is in an unknown state and is never handed on.
+        """
+        try:
+            clean = not db.in_transaction
+        except sqlite3.Error:
+            clean = False
+        if clean:
+            self._readers.put(db)
+            return
+        db.close()
+        with self._readers_lock:
+            if db in self._all_readers:
+                self._all_readers.remove(db)
 
     def _open_reader(self) -> sqlite3.Connection:
         db = sqlite3.connect(

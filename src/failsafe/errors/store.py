@@ -74,6 +74,16 @@ class StoreUnavailable(StoreError):
         self.retry_after = retry_after
         super().__init__(message)
 
+    @property
+    def retry_after_header(self) -> str:
+        """``retry_after`` as an HTTP ``Retry-After`` value: whole seconds, at least 1."""
+        return str(max(1, math.ceil(self.retry_after)))
+
+    @property
+    def public(self) -> str:
+        """What an HTTP answer says: no host, user or database name (the log has those)."""
+        return f"the store is unavailable, try again in {self.retry_after_header} s"
+
 
 REPEAT_SAMPLE: Final = 10
 """The repeats of a failure a record's history lists ("reported again"): the first ten.
