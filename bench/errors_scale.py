@@ -11,6 +11,8 @@ the same call, in milliseconds. The target (issue #15): at most 50 ms each, flat
 from __future__ import annotations
 
 import argparse
+import functools
+import json
 import os
 import statistics
 import tempfile
@@ -19,6 +21,8 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+import attrs
 
 from failsafe.errors.record import Action, Report, Status
 from failsafe.errors.sqlite import SQLiteStore
@@ -128,10 +132,32 @@ def measure(sizes: list[int], postgres: bool) -> list[str]:
                 f"{_median_ms(lambda q=cursor: store.find(q)):.1f}"
             )
             rows.setdefault("counts", []).append(f"{_median_ms(store.counts):.1f}")
+            with _pages(store) as get:
+                for name, path in (
+                    ("/review/ (open, first page)", "/review/"),
+                    ("/review/?text=o-4242", "/review/?status=all&text=o-4242"),
+                    ("/healthz", "/healthz"),
+                ):
+                    rows.setdefault(name, []).append(
+                        f"{_median_ms(functools.partial(get, path)):.1f}"
+                    )
+            alone, paced, flat_out = _ingest_beside_searches(store, filled)
+            rows.setdefault("ingest reports/s alone", []).append(f"{alone:,.0f}")
+            rows.setdefault(f"ingest beside {SEARCHES_PER_S} text searches/s", []).append(
+                f"{paced:,.0f} ({paced / alone:.2f}: target >= {INGEST_SHARE}"
+                f" {'PASS' if paced / alone >= INGEST_SHARE else 'FAIL'})"
+            )
+            rows.setdefault("ingest beside text searches without pause", []).append(
+                f"{flat_out:,.0f} ({flat_out / alone:.2f})"
+            )
     where = "PostgreSQL" if postgres else "SQLite"
     lines = [
         f"Error records at scale, {where}: median ms per call (target <= {TARGET_MS:g} ms,"
-        " flat from the smallest size to the largest)",
+        " flat from the smallest size to the largest); the pages through the service's app"
+        " in this process; ingest: reports stored as the service stores them (groups of"
+        f" {GROUP} from one thread) for {INGEST_SECONDS:g} s, alone and while a reviewer"
+        f" (another thread) runs text searches, {SEARCHES_PER_S} a second (a person clicking"
+        " fast), then one after another without pause; the same 2 CPUs",
         "| read | " + " | ".join(f"{s:,} records" for s in sizes) + " |",
         "| --- |" + " --- |" * len(sizes),
     ]
@@ -139,11 +165,138 @@ def measure(sizes: list[int], postgres: bool) -> list[str]:
     return lines
 
 
+INGEST_SHARE = 0.8
+SEARCHES_PER_S = 10
+INGEST_SECONDS = 2.0
+GROUP = 32
+
+
+@contextmanager
+def _pages(store: ErrorStore) -> Iterator[Callable[[str], object]]:
+    """GET a path of the service's app (in this process, no network), checking for 200."""
+    import asyncio
+
+    import httpx
+
+    from failsafe.errors.auth import Tokens
+    from failsafe.errors.desk import ErrorDesk
+    from failsafe.errors.service import create_app
+    from failsafe.errors.worker import Handlers
+
+    app = create_app(ErrorDesk(store), tokens=Tokens(report=None, review=None), handlers=Handlers())
+    loop = asyncio.new_event_loop()
+    client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1")
+
+    def get(path: str) -> object:
+        answer = loop.run_until_complete(client.get(path))
+        assert answer.status_code == 200, (path, answer.status_code, answer.text[:200])
+        return answer
+
+    try:
+        yield get
+    finally:
+        loop.run_until_complete(client.aclose())
+        loop.close()
+
+
+def _ingest_beside_searches(store: ErrorStore, start: int) -> tuple[float, float, float]:
+    """Reports/s stored alone, beside paced text searches, beside searches without pause."""
+    import threading
+
+    from failsafe.errors.desk import ErrorDesk
+
+    desk = ErrorDesk(store)
+    tag = uuid.uuid4().hex[:8]
+    made = [start * 10]
+
+    def ingest() -> float:
+        done = 0
+        began = time.perf_counter()
+        while time.perf_counter() - began < INGEST_SECONDS:
+            group = []
+            for _ in range(GROUP):
+                made[0] += 1
+                report = _report(made[0])
+                group.append((attrs.evolve(report, dedupe_key=f"{tag}-{made[0]}"), "bench", None))
+            outcomes = desk.report_each(group)
+            assert not any(isinstance(o, BaseException) for o in outcomes)
+            done += len(group)
+        return done / (time.perf_counter() - began)
+
+    def beside(pause: float) -> float:
+        stop = threading.Event()
+
+        def review() -> None:
+            words = ("o-4242", "locked", "p-77", "HTTPStatus")
+            n = 0
+            while not stop.is_set():
+                store.find(Query(text=words[n % len(words)]))
+                n += 1
+                stop.wait(pause)
+
+        reviewer = threading.Thread(target=review)
+        reviewer.start()
+        try:
+            return ingest()
+        finally:
+            stop.set()
+            reviewer.join()
+
+    return ingest(), beside(1 / SEARCHES_PER_S), beside(0.0)
+
+
+def repeats(postgres: bool, n: int) -> list[str]:
+    """One failure reported ``n`` times (one dedupe key) against ``n`` distinct failures."""
+    from failsafe.errors.desk import ErrorDesk
+
+    lines = []
+    with _store(postgres) as store:
+        desk = ErrorDesk(store)
+        rates = {}
+        for name, key in (("distinct", None), ("repeated", "the-same-failure")):
+            began = time.perf_counter()
+            firsts: list[float] = []
+            for first in range(0, n, GROUP):
+                group = [
+                    (attrs.evolve(_report(i), dedupe_key=key or f"{name}-{i}"), "bench", None)
+                    for i in range(first, min(first + GROUP, n))
+                ]
+                outcomes = desk.report_each(group)
+                assert not any(isinstance(o, BaseException) for o in outcomes)
+                firsts.append(time.perf_counter())
+            rates[name] = n / (time.perf_counter() - began)
+            if name == "repeated":
+                tenth = max(1, len(firsts) // 10)
+                early = firsts[tenth - 1] - began
+                late = firsts[-1] - firsts[-1 - tenth]
+                record = outcomes[-1]
+                assert not isinstance(record, BaseException)
+                size = len(json.dumps(record[0].to_json()))
+        where = "PostgreSQL" if postgres else "SQLite"
+        ratio = rates["repeated"] / rates["distinct"]
+        lines += [
+            f"The same failure reported {n:,} times (one dedupe key) vs {n:,} distinct ones,"
+            f" {where}, stored as the service stores them (groups of {GROUP})",
+            "| measure | figure | target |",
+            "| --- | --- | --- |",
+            f"| reports/s, distinct | {rates['distinct']:,.0f} | |",
+            f"| reports/s, repeated | {rates['repeated']:,.0f} ({ratio:.2f} of distinct)"
+            f" | >= 1 of distinct {'PASS' if ratio >= 1 else 'FAIL'} |",
+            f"| cost of the last tenth / the first tenth | {late / early:.2f}"
+            f" | about 1 (O(1) per repeat) {'PASS' if late / early <= 1.5 else 'FAIL'} |",
+            f"| the record's JSON after {n:,} reports | {size:,} B | bounded |",
+        ]
+    return lines
+
+
 def run(quick: bool) -> list[str]:
     """For ``python -m bench``: SQLite to 1M records (quick: 100k), PostgreSQL to 100k."""
     sqlite_sizes = [10_000, 100_000] if quick else [10_000, 100_000, 1_000_000]
     lines = measure(sqlite_sizes, postgres=False)
-    return [*lines, "", *measure([10_000, 100_000], postgres=True)[0:]]
+    lines += ["", *measure([10_000, 100_000], postgres=True)]
+    for postgres in (False, True):
+        lines += ["", *repeats(postgres, 5_000 if quick else 20_000)]
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:

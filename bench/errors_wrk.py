@@ -47,7 +47,7 @@ request = function()
   counter = counter + 1
   local key = string.format("wrk-%s-%d-%d", RUN, thread_id, counter)
   local body = string.format(
-    '{"kind":"stock.decrement","action":"retry","source":"warehouse",' ..
+    '{"kind":"stock.decrement","action":"review","source":"warehouse",' ..
     '"payload":{"productId":"p-%d","quantity":2},"error_type":"OperationalError",' ..
     '"error_message":"database is locked","dedupe_key":"%s"}', counter, key)
   return wrk.format("POST", "/v1/reports",

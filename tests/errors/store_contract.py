@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from typing import Any
 
@@ -141,6 +142,35 @@ class StoreContract:
         assert store.get(results[0][0]).count == 2
         assert store.get(results[2][0]).count == 1
         assert store.find(Query()).total == 3
+
+    def test_a_report_delivered_twice_in_one_batch_counts_once(self, store: ErrorStore) -> None:
+        results = store.add_many(
+            [(report(payload={"n": 1}), "r1"), (report(payload={"n": 1}), "r1")],
+            now=5.0,
+            next_attempt_at=[6.0, 6.0],
+            actor=["w", "w"],
+        )
+        assert results[0] == (results[1][0], True)
+        assert results[1][1] is False
+        assert store.get(results[0][0]).count == 1
+
+    def test_the_record_add_returns_is_the_record_stored(self, store: ErrorStore) -> None:
+        """A new record as `add` answers it is equal to the one read back, field by field."""
+        given = report(
+            payload={"z": [1, 2.5, None, "é"], "a": {"y": True, "b": "x"}},
+            traceback="Traceback ...",
+            correlation_id="c-1",
+        )
+        made, created = store.add(given, now=7.25, next_attempt_at=9.5, actor="shop", report_id="x")
+        assert created
+        assert made == store.get(made.id)
+        # and it reads the same: the payload's keys in their stored order
+        assert json.dumps(made.to_json()) == json.dumps(store.get(made.id).to_json())
+        review, _ = store.add(
+            report(action=Action.REVIEW, payload={"n": 3}), now=8.0, next_attempt_at=9.0, actor="a"
+        )
+        assert review == store.get(review.id)
+        assert review.next_attempt_at is None
 
     def test_a_failing_batch_stores_nothing(self, store: ErrorStore) -> None:
         """One bad report in a batch rolls the whole batch back."""
@@ -407,6 +437,41 @@ class StoreContract:
             "discarded": 0,
         }
 
+    def test_counts_follow_every_change(self, store: ErrorStore) -> None:
+        """The counts (kept apart from the records) agree with the records after each write."""
+
+        def agree() -> None:
+            listed = {s.value: store.find(Query(statuses=(s,), limit=1)).total for s in Status}
+            assert store.counts() == listed
+
+        store.add(report(payload={"n": 1}), now=0.0, next_attempt_at=1.0, actor="w")
+        store.add(report(payload={"n": 1}), now=0.5, next_attempt_at=1.0, actor="w")  # repeat
+        store.add_many(
+            [(report(payload={"n": 2}), "x"), (report(action=Action.REVIEW, payload={}), "y")],
+            now=1.0,
+            next_attempt_at=[2.0, None],
+            actor=["w", "w"],
+        )
+        agree()
+        claimed = store.claim_due(now=5.0, lease=10.0, limit=10)
+        assert len(claimed) == 2
+        agree()
+        store.record_attempt(
+            claimed[0].id,
+            ok=False,
+            detail="no",
+            now=6.0,
+            to=Status.NEEDS_REVIEW,
+            next_attempt_at=None,
+            actor="worker",
+            lease=claimed[0].next_attempt_at,
+        )
+        agree()
+        store.move(claimed[1].id, Status.RESOLVED, now=7.0, actor="ops")
+        store.move(claimed[0].id, Status.DISCARDED, now=8.0, actor="ops")
+        agree()
+        assert sum(store.counts().values()) == 3
+
     def test_a_failing_write_leaves_nothing(self, store: ErrorStore) -> None:
         """A report that cannot be stored raises and leaves no partial record."""
         with pytest.raises(TypeError):
@@ -542,7 +607,16 @@ class GroupCommitContract:
                 raise RuntimeError("this report's own failure")
             return real_add(run, rep, *args)
 
+        real_add_all = store._add_all
+
+        def add_all_or_fail(run: Any, group: Any) -> Any:
+            results = real_add_all(run, group)  # written, then undone with the transaction
+            if any(args[0].kind == "boom" for args in group):
+                raise RuntimeError("this report's own failure")
+            return results
+
         store._add = add_or_fail
+        store._add_all = add_all_or_fail
         outcomes: dict[str, Any] = {}
 
         def add(kind: str) -> None:

@@ -140,3 +140,27 @@ def test_a_text_search_can_use_the_trigram_index(schema: str) -> None:
         assert "failsafe_errors_text_trgm" in plan
     finally:
         store.close()
+
+
+def test_counts_of_two_stores_on_one_schema_add_up(schema: str) -> None:
+    """Two stores' counts add up; an older schema's records are counted when it is opened."""
+    first = PostgresStore(DSN, schema=schema)
+    for n in range(3):
+        first.add(report(payload={"n": n}), now=float(n), next_attempt_at=None, actor="w")
+    with psycopg.connect(DSN, autocommit=True) as conn:  # as a schema of an older version
+        conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
+        for name in ("insert", "update", "delete"):
+            conn.execute(f"DROP TRIGGER failsafe_errors_count_{name} ON failsafe_errors")
+        conn.execute("DROP TABLE failsafe_error_counts")
+    first.close()
+    first, second = PostgresStore(DSN, schema=schema), PostgresStore(DSN, schema=schema)
+    try:
+        assert first.counts()["pending_retry"] == 3
+        made, _ = second.add(report(payload={"n": 9}), now=9.0, next_attempt_at=None, actor="w")
+        second.move(made.id, Status.RESOLVED, now=10.0, actor="ops")
+        first.add(report(payload={"n": 10}), now=11.0, next_attempt_at=None, actor="w")
+        assert first.counts()["pending_retry"] == 4
+        assert second.counts()["resolved"] == 1
+    finally:
+        first.close()
+        second.close()

@@ -24,6 +24,7 @@ from failsafe.errors.review import (
     review_routes,
 )
 from failsafe.errors.sqlite import SQLiteStore
+from failsafe.errors.store import cursor_text
 from failsafe.testing import FakeClock
 
 TOKEN = "review-token-123"
@@ -167,24 +168,38 @@ def test_bad_filters_get_a_clear_400(seeded: Seeded) -> None:
 
 
 def test_pagination_links_keep_the_filters(seeded: Seeded) -> None:
-    """With a page size of one, next/previous links walk the records and keep the filters."""
+    """With a page size of one, next links walk the records by cursor and keep the filters."""
 
     async def go(c: httpx.AsyncClient) -> None:
         r = await c.get("/review/", params={"kind": "stock.decrement", "limit": "1"})
         assert "showing 1-1" in r.text
         assert 'rel="prev"' not in r.text
+        assert 'rel="first"' not in r.text
         found = re.search(r'rel="next" href="([^"]+)"', r.text)
         assert found is not None
         href = found.group(1).replace("&amp;", "&")
         query = parse_qs(urlsplit(href).query)
         assert query["kind"] == ["stock.decrement"]
-        assert query["offset"] == ["1"]
+        assert "offset" not in query
+        first_id = re.search(r"/records/([0-9a-f]+)", r.text)
+        assert first_id is not None
+        record = seeded.desk.get(first_id.group(1))
+        assert query["after"] == [cursor_text((record.created_at, record.id))]
         second = await c.get(href)
-        assert "showing 2-2" in second.text
-        assert 'rel="prev"' in second.text
-        assert 'rel="next"' not in second.text
+        assert "showing 1 older than the page before" in second.text
+        assert 'rel="first"' in second.text
+        assert 'rel="next"' not in second.text  # the count says nothing is left
         ids = {seeded.stock1.id[:12], seeded.stock2.id[:12]}
         assert {i for i in ids if i in r.text} | {i for i in ids if i in second.text} == ids
+        # a link with an offset (from an older page) still works, with a previous link
+        by_offset = await c.get(
+            "/review/", params={"kind": "stock.decrement", "limit": "1", "offset": "1"}
+        )
+        assert "showing 2-2" in by_offset.text
+        assert 'rel="prev"' in by_offset.text
+        bad = await c.get("/review/", params={"after": "yesterday"})
+        assert bad.status_code == 400
+        assert "not a page cursor" in bad.text
 
     drive(seeded.desk, go)
 
@@ -198,9 +213,14 @@ def test_past_the_counted_limit_the_page_says_plus_and_offers_the_next_page(
     monkeypatch.setattr(sqlstore, "COUNT_LIMIT", 2)
 
     async def go(c: httpx.AsyncClient) -> None:
-        r = await c.get("/review/", params={"limit": "2", "offset": "2"})
+        r = await c.get("/review/", params={"limit": "2"})
         assert "2+ records match" in r.text
-        assert 'rel="next"' in r.text  # the count stopped at 2, yet there may be more
+        assert 'rel="next"' in r.text  # the count stopped at 2; the page looked one further
+        found = re.search(r'rel="next" href="([^"]+)"', r.text)
+        assert found is not None
+        last = await c.get(found.group(1).replace("&amp;", "&"))
+        assert "2+ records match" in last.text
+        assert 'rel="next"' not in last.text  # nothing past it: no link to an empty page
 
     drive(seeded.desk, go)
 

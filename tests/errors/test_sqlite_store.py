@@ -150,3 +150,21 @@ def test_reopening_the_file_keeps_everything(tmp_path: Path) -> None:
     before = store.get(record.id)
     store.close()
     assert SQLiteStore(path).get(record.id) == before
+
+
+def test_a_file_from_before_the_counts_table_is_counted_when_opened(tmp_path: Path) -> None:
+    """The counts of records stored before the counts existed are taken once, on opening."""
+    path = tmp_path / "errors.db"
+    store = SQLiteStore(path)
+    for n in range(3):
+        store.add(report(payload={"n": n}), now=float(n), next_attempt_at=None, actor="w")
+    with store._transaction() as run:  # as a file written by an older version
+        for name in ("insert", "update", "delete"):
+            run(f"DROP TRIGGER failsafe_errors_count_{name}", ())
+        run("DROP TABLE failsafe_error_counts", ())
+    store.close()
+    again = SQLiteStore(path)
+    assert again.counts()["pending_retry"] == 3
+    again.add(report(payload={"n": 9}), now=9.0, next_attempt_at=None, actor="w")
+    assert again.counts()["pending_retry"] == 4
+    again.close()

@@ -81,14 +81,42 @@ SCHEMA = (
     """CREATE INDEX IF NOT EXISTS failsafe_error_receipts_at ON failsafe_error_receipts (at)""",
 )
 
-INSERT_RECORD = (
-    f"INSERT INTO failsafe_errors ({RECORD_COLUMNS}) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-)
+RECORD_MARKS = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+INSERT_RECORD = f"INSERT INTO failsafe_errors ({RECORD_COLUMNS}) VALUES {RECORD_MARKS}"
 # a concurrent duplicate waits on the partial unique index, then does nothing (and bumps)
-INSERT_IF_NEW = (
-    INSERT_RECORD + f" ON CONFLICT (dedupe_key) WHERE status IN {OPEN_IN} DO NOTHING RETURNING id"
-)
+IF_NEW = f" ON CONFLICT (dedupe_key) WHERE status IN {OPEN_IN} DO NOTHING RETURNING id"
+INSERT_IF_NEW = INSERT_RECORD + IF_NEW
+
+
+def insert_if_new(rows: int) -> str:
+    """INSERT_IF_NEW for ``rows`` records in one statement (a row that conflicts is skipped)."""
+    return (
+        f"INSERT INTO failsafe_errors ({RECORD_COLUMNS}) VALUES "
+        + ", ".join([RECORD_MARKS] * rows)
+        + IF_NEW
+    )
+
+
+def insert_histories(rows: int) -> str:
+    """INSERT_HISTORY for ``rows`` entries in one statement."""
+    return "INSERT INTO failsafe_error_history (record_id, at, actor, action, note) VALUES " + (
+        ", ".join(["(?, ?, ?, ?, ?)"] * rows)
+    )
+
+
+def insert_receipts(rows: int) -> str:
+    """INSERT_RECEIPT for ``rows`` receipts in one statement."""
+    return "INSERT INTO failsafe_error_receipts (report_id, record_id, at) VALUES " + (
+        ", ".join(["(?, ?, ?)"] * rows)
+    )
+
+
+def find_receipts(rows: int) -> str:
+    """FIND_RECEIPT for ``rows`` report ids at once (report_id, record_id pairs)."""
+    marks = ", ".join(["?"] * rows)
+    return f"SELECT report_id, record_id FROM failsafe_error_receipts WHERE report_id IN ({marks})"
+
+
 FIND_OPEN = f"SELECT id FROM failsafe_errors WHERE dedupe_key = ? AND status IN {OPEN_IN}"
 BUMP = "UPDATE failsafe_errors SET count = count + 1, updated_at = ? WHERE id = ?"
 COUNT_OF = "SELECT count FROM failsafe_errors WHERE id = ?"
@@ -112,7 +140,20 @@ EXPIRE_RECEIPTS = (
     "DELETE FROM failsafe_error_receipts WHERE report_id IN (SELECT report_id"
     " FROM failsafe_error_receipts WHERE at < ? ORDER BY at LIMIT ?{lock})"
 )
-COUNTS = "SELECT status, COUNT(*) FROM failsafe_errors GROUP BY status"
+# records per status, kept by triggers in the writes' own transactions: reading them costs
+# the same at ten records and at ten million (a shard each so writers rarely share a row)
+COUNTS = "SELECT status, SUM(n) FROM failsafe_error_counts GROUP BY status"
+COUNTS_TABLE = """CREATE TABLE IF NOT EXISTS failsafe_error_counts (
+        status TEXT NOT NULL,
+        shard INTEGER NOT NULL,
+        n BIGINT NOT NULL,
+        PRIMARY KEY (status, shard)
+    )"""
+# the counts of records stored before the table existed (run once, when it is made)
+FILL_COUNTS = (
+    "INSERT INTO failsafe_error_counts (status, shard, n)"
+    " SELECT status, 0, COUNT(*) FROM failsafe_errors GROUP BY status"
+)
 SELECT_RECORD = f"SELECT {RECORD_COLUMNS} FROM failsafe_errors WHERE id = ?"
 SELECT_ATTEMPTS = (
     "SELECT at, ok, detail FROM failsafe_error_attempts WHERE record_id = ? ORDER BY seq"

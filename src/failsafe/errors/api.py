@@ -43,6 +43,7 @@ try:
 except ImportError as exc:
     raise missing_extra("errors", "failsafe.errors.api", exc) from exc
 
+from failsafe.errors._intake import Intake
 from failsafe.errors.auth import Tokens
 from failsafe.errors.desk import ErrorDesk
 from failsafe.errors.record import InvalidReport, Report, Status
@@ -270,6 +271,12 @@ class Field:
     problem: str | None = None
     explain: Callable[[str], str] | None = attrs.field(default=None, eq=False, repr=False)
     parse: Callable[[str], Any] | None = attrs.field(default=None, eq=False, repr=False)
+    # `effective_pattern` compiled for Python (`_regex`), once rather than per check
+    _compiled: re.Pattern[str] | None = attrs.field(init=False, eq=False, repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        pattern = self.effective_pattern
+        object.__setattr__(self, "_compiled", None if pattern is None else _regex(pattern))
 
     # -- what the document says
 
@@ -371,7 +378,14 @@ class Field:
             assert self.body is not None
             return self.body.check(value, where, max_payload_bytes=max_payload_bytes)
         if self.kind == "json":
-            if _json_type(value).split()[-1] not in self.json_types:
+            # _json_type's last word, without building it for the usual two
+            if type(value) is dict:
+                given = "object"
+            elif type(value) is list:
+                given = "array"
+            else:
+                given = _json_type(value).split()[-1]
+            if given not in self.json_types:
                 self._problem(where, value, f"must be {self.expected}, got {_json_type(value)}")
             _check_no_nul(value, where)
             return value
@@ -418,8 +432,8 @@ class Field:
             self._problem(where, value, "must not be empty")
         if self.enum and self.separator is None and value not in self.enum:
             self._problem(where, value, f"must be {self.expected}, got {value[:80]!r}")
-        pattern = self.effective_pattern
-        if pattern is not None and not _regex(pattern).search(value):
+        if self._compiled is not None and not self._compiled.search(value):
+            pattern = self.effective_pattern
             if self.separator is not None:
                 bad = next(
                     (p.strip() for p in value.split(self.separator) if p.strip() not in self.enum),
@@ -448,6 +462,22 @@ class Field:
 
 
 def _check_no_nul(value: Any, where: str, depth: int = 0) -> None:
+    if depth == 0:
+        # look for a NUL without naming places (a string per item): most values hold none
+        stack = [value]
+        while stack:
+            item = stack.pop()
+            if isinstance(item, str):
+                if "\x00" in item:
+                    break
+            elif isinstance(item, dict):
+                if not all(type(key) is str and "\x00" not in key for key in item):
+                    break  # a NUL, or an odd key: the walk below deals with it
+                stack.extend(item.values())
+            elif isinstance(item, list):
+                stack.extend(item)
+        else:
+            return
     if isinstance(value, str):
         if "\x00" in value:
             _refuse(422, f"{where}: must not contain NUL characters", where)
@@ -480,6 +510,20 @@ class Body:
     convert: Callable[[dict[str, Any], int], Any] | None = attrs.field(
         default=None, eq=False, repr=False
     )
+    # from `fields`, once rather than per check: their names (a set too), and those whose
+    # NUL characters are replaced
+    _names: tuple[str, ...] = attrs.field(init=False, eq=False, repr=False)
+    _known: frozenset[str] = attrs.field(init=False, eq=False, repr=False)
+    _replaced: frozenset[str] = attrs.field(init=False, eq=False, repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        names = tuple(f.name for f in self.fields)
+        replaced = frozenset(
+            f.name for f in self.fields if f.kind == "string" and f.nul == "replace"
+        )
+        object.__setattr__(self, "_names", names)
+        object.__setattr__(self, "_known", frozenset(names))
+        object.__setattr__(self, "_replaced", replaced)
 
     def schema(self) -> dict[str, Any]:
         """The object's JSON Schema (its fields inline)."""
@@ -515,19 +559,19 @@ class Body:
                 f"{where or 'body'}: must be a JSON object, got {_json_type(data)}",
                 where or "body",
             )
-        names = [f.name for f in self.fields]
-        unknown = sorted(set(data) - set(names))
-        if unknown:
+        if not self._known.issuperset(data):
+            unknown = sorted(set(data) - self._known)
             _refuse(
                 422,
-                f"{prefix}{unknown[0]}: unknown field (known: {', '.join(names)})",
+                f"{prefix}{unknown[0]}: unknown field (known: {', '.join(self._names)})",
                 f"{prefix}{unknown[0]}",
             )
-        replaced = {f.name for f in self.fields if f.kind == "string" and f.nul == "replace"}
-        data = {
-            k: v.replace("\x00", "\ufffd") if k in replaced and isinstance(v, str) else v
-            for k, v in data.items()
-        }
+        replaced = self._replaced
+        if any(isinstance(v, str) and "\x00" in v for k, v in data.items() if k in replaced):
+            data = {
+                k: v.replace("\x00", "\ufffd") if k in replaced and isinstance(v, str) else v
+                for k, v in data.items()
+            }
         converted = None
         if self.convert is not None:
             try:
@@ -1278,12 +1322,29 @@ def _finite(text: str) -> float:
     return value
 
 
-def _clean(value: Any, depth: int = 1) -> Any:
+_DECODER: Final = json.JSONDecoder(parse_constant=_no_constant, parse_float=_finite)
+"""``json.loads(text, parse_constant=..., parse_float=...)`` without a decoder per call."""
+_SURROGATE_ESCAPE: Final = re.compile(r"\\u[dD][89a-fA-F]")
+"""A JSON escape of a surrogate (``\\ud800`` to ``\\udfff``), or text that looks like one."""
+
+
+def _clean(value: Any, depth: int = 1, *, text: str | None = None) -> Any:
     r"""``value`` with unpaired surrogates replaced (they cannot be stored or sent as UTF-8).
 
     A client that encodes a ``surrogateescape``d file name with ``\\udcff`` escapes sends
     valid JSON that no UTF-8 database column accepts; the report must still be kept.
+
+    ``text``, the JSON text ``value`` was decoded from, can prove the walk needless, and
+    ``value`` is then returned as it is: UTF-8 decoding refuses surrogates, so one can only
+    come from a ``\\ud800``-``\\udfff`` escape, and nothing nests deeper than the limit
+    in a text with fewer ``[`` and ``{`` than the limit.
     """
+    if (
+        text is not None
+        and text.count("[") + text.count("{") < _MAX_DEPTH
+        and not _SURROGATE_ESCAPE.search(text)
+    ):
+        return value
     if depth > _MAX_DEPTH:
         _refuse(422, f"JSON nests deeper than {_MAX_DEPTH} levels", "body")
     if isinstance(value, str):
@@ -1303,19 +1364,25 @@ async def _read_json(request: Request, limit: int, *, optional: bool = False) ->
     """Read and decode a JSON body (``_ABSENT`` when ``optional`` and the body is empty)."""
     content_type = request.headers.get("content-type")
     body = await _read_body(request, limit)
-    if not body.strip() and optional:
+    blank = not body or body.isspace()  # not body.strip(): the same, without a copy
+    if blank and optional:
         return _ABSENT
     if content_type is None or not _is_json(content_type):
         shown = "no Content-Type" if content_type is None else f"Content-Type {content_type[:80]!r}"
         _refuse(415, f"expected Content-Type application/json (UTF-8), got {shown}", "content-type")
-    if not body.strip():
+    if blank:
         _refuse(400, "body is empty; expected a JSON object", "body")
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
         _refuse(400, f"body is not UTF-8: {exc.reason} at byte {exc.start}", "body")
     try:
-        data = json.loads(text, parse_constant=_no_constant, parse_float=_finite)
+        # json.loads refuses a BOM before it decodes; a text without one goes straight in
+        data = (
+            json.loads(text, parse_constant=_no_constant, parse_float=_finite)
+            if text.startswith("\ufeff")
+            else _DECODER.decode(text)
+        )
     except json.JSONDecodeError as exc:
         _refuse(
             400,
@@ -1326,7 +1393,7 @@ async def _read_json(request: Request, limit: int, *, optional: bool = False) ->
         _refuse(400, f"malformed JSON: nests too deeply (the limit is {_MAX_DEPTH} levels)", "body")
     except ValueError as exc:  # NaN, 1e999, or an integer too long to convert
         _refuse(400, f"malformed JSON: {exc}", "body")
-    return _clean(data)
+    return _clean(data, text=text)
 
 
 @attrs.frozen
@@ -1459,10 +1526,12 @@ def api_routes(
     hosts = getattr(handlers, "callback_hosts", None)
     operations = _operations(None if hosts is None else [h for h in hosts if isinstance(h, str)])
 
+    intake = Intake(desk)  # concurrent reports share a transaction
+
     async def report(inputs: _Inputs) -> Response:
         parsed: Report = inputs.body
-        record, created = await run_in_threadpool(
-            desk.report, parsed, actor=parsed.source, report_id=inputs.params["Idempotency-Key"]
+        record, created = await intake.report(
+            parsed, actor=parsed.source, report_id=inputs.params["Idempotency-Key"]
         )
         return JSONResponse(
             {"record": record.to_json(), "created": created}, status_code=201 if created else 200

@@ -118,6 +118,7 @@ def is_loopback(host: str) -> bool:
 
 
 _UNSAFE: Final = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+_MAX_HOSTS: Final = 256
 
 
 def _host_name(value: str) -> str:
@@ -139,10 +140,25 @@ class LoopbackOnly:
     refused (403) unless its ``Host`` names loopback (``127.0.0.1``, ``::1``, ``localhost``,
     any port), and a write (POST, PUT, PATCH, DELETE) that carries an ``Origin`` is refused
     unless that origin is the request's own (same host and port).
+
+    Whether a ``Host`` value names loopback is decided once per distinct value (parsing an
+    address costs more than the rest of the check): the middleware keeps at most 256
+    decisions, and forgets them all when full (so made-up Host values cannot grow it).
     """
 
     def __init__(self, app: Any) -> None:
         self.app = app
+        self._loopback: dict[str, bool] = {}
+
+    def _names_loopback(self, host: str) -> bool:
+        """``is_loopback`` of a ``Host`` value's host name, remembered (see the class)."""
+        loopback = self._loopback.get(host)
+        if loopback is None:
+            loopback = is_loopback(_host_name(host))
+            if len(self._loopback) >= _MAX_HOSTS:
+                self._loopback.clear()
+            self._loopback[host] = loopback
+        return loopback
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         """Pass the request on, or answer 403 naming the header that refused it."""
@@ -156,7 +172,7 @@ class LoopbackOnly:
             elif name == b"origin":
                 origin = value.decode("latin-1").strip().lower()
         problem = field = None
-        if host is None or not is_loopback(_host_name(host)):
+        if host is None or not self._names_loopback(host):
             field = "host"
             problem = (
                 f"Host: {host!r} is not this machine; without both tokens the service"

@@ -99,6 +99,36 @@ class ErrorDesk:
         due = now + self._delay(report.kind, 1)
         return self.store.add(clean, now=now, next_attempt_at=due, actor=actor, report_id=report_id)
 
+    def report_each(
+        self, reports: Sequence[tuple[Report, str, str | None]]
+    ) -> list[tuple[ErrorRecord, bool] | BaseException]:
+        """Redact and store each ``(report, actor, report_id)``, as `report` would each.
+
+        One report's failure is its own: its exception is its outcome, in its place. The
+        stores of this package store them all in one transaction (``add_each``); another
+        store, one at a time.
+        """
+        now = self.clock.time()
+        given = [
+            (self.redactor.report(r), now, now + self._delay(r.kind, 1), actor, report_id)
+            for r, actor, report_id in reports
+        ]
+        add_each = getattr(self.store, "add_each", None)
+        if add_each is not None:
+            outcomes: list[tuple[ErrorRecord, bool] | BaseException] = add_each(given)
+            return outcomes
+        outcomes = []
+        for clean, at, due, actor, report_id in given:
+            try:
+                outcomes.append(
+                    self.store.add(
+                        clean, now=at, next_attempt_at=due, actor=actor, report_id=report_id
+                    )
+                )
+            except Exception as exc:  # this report's outcome; the others go on
+                outcomes.append(exc)
+        return outcomes
+
     def report_many(self, reports: Sequence[tuple[Report, str | None]]) -> list[tuple[str, bool]]:
         """Redact and store many ``(report, report_id)`` pairs in one transaction.
 

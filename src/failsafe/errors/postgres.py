@@ -122,6 +122,10 @@ class PostgresStore(SQLStore):
     _lock_rows = " FOR UPDATE"
     _lock_due = " FOR UPDATE SKIP LOCKED"
 
+    #: Groups of reports the service stores at once (each a transaction on a connection of
+    #: its own): the server works on one while the next one travels.
+    writers: int = 4
+
     def __init__(
         self,
         dsn: str,
@@ -442,6 +446,63 @@ def _create_tables(conn: psycopg.Connection[Any], schema: str | None) -> None:
         for statement in _sql.SCHEMA:
             conn.execute(_pyformat(statement.format(serial="BIGSERIAL")), ())
         _create_text_index(conn)
+        _create_counts(conn)
+
+
+# one shard per connection: concurrent writers (other instances, too) update rows of their
+# own, so a count never makes one transaction wait for another's commit
+_COUNT_CHANGES = """
+CREATE OR REPLACE FUNCTION failsafe_errors_count() RETURNS trigger LANGUAGE plpgsql
+SET search_path FROM CURRENT AS $$
+BEGIN
+    IF TG_OP IN ('UPDATE', 'DELETE') THEN
+        INSERT INTO failsafe_error_counts AS c (status, shard, n)
+        SELECT o.status, pg_backend_pid() % 16, -COUNT(*) FROM old_rows o
+        {changed} GROUP BY o.status
+        ON CONFLICT (status, shard) DO UPDATE SET n = c.n + excluded.n;
+    END IF;
+    IF TG_OP IN ('UPDATE', 'INSERT') THEN
+        INSERT INTO failsafe_error_counts AS c (status, shard, n)
+        SELECT r.status, pg_backend_pid() % 16, COUNT(*) FROM new_rows r
+        {changed_new} GROUP BY r.status
+        ON CONFLICT (status, shard) DO UPDATE SET n = c.n + excluded.n;
+    END IF;
+    RETURN NULL;
+END $$"""
+
+
+def _create_counts(conn: psycopg.Connection[Any]) -> None:
+    """The records per status, kept by statement triggers (`counts` reads them).
+
+    Called inside the schema lock's transaction; the counts of records already there are
+    taken once, when the table is made.
+    """
+    exists = conn.execute("SELECT to_regclass('failsafe_error_counts')").fetchone()
+    conn.execute(_sql.COUNTS_TABLE)
+    # an update: only the rows whose status changed (matched on id, old to new)
+    changed = "JOIN new_rows r ON r.id = o.id WHERE r.status <> o.status"
+    conn.execute(
+        _COUNT_CHANGES.replace("{changed}", "")
+        .replace("{changed_new}", "")
+        .replace("failsafe_errors_count()", "failsafe_errors_count_all()")
+    )
+    conn.execute(
+        _COUNT_CHANGES.replace("{changed}", changed).replace(
+            "{changed_new}", "JOIN old_rows o ON o.id = r.id WHERE r.status <> o.status"
+        )
+    )
+    for event, tables, function in (
+        ("INSERT", "NEW TABLE AS new_rows", "failsafe_errors_count_all"),
+        ("DELETE", "OLD TABLE AS old_rows", "failsafe_errors_count_all"),
+        ("UPDATE", "OLD TABLE AS old_rows NEW TABLE AS new_rows", "failsafe_errors_count"),
+    ):
+        conn.execute(
+            f"CREATE OR REPLACE TRIGGER failsafe_errors_count_{event.lower()} AFTER {event}"
+            f" ON failsafe_errors REFERENCING {tables} FOR EACH STATEMENT"
+            f" EXECUTE FUNCTION {function}()"
+        )
+    if exists is None or exists[0] is None:
+        conn.execute(_sql.FILL_COUNTS)
 
 
 def _gone(exc: psycopg.OperationalError) -> bool:

@@ -74,6 +74,10 @@ class InvalidReport(FailsafeError, ValueError):
 
 _KIND = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
 _MAX_TEXT = 64 * 1024
+# json.dumps(value, separators=...) builds an encoder per call; these are built once (the
+# encoders keep no state between calls, so threads may share them)
+_COMPACT: Final = json.JSONEncoder(separators=(",", ":"))
+_SORTED_COMPACT: Final = json.JSONEncoder(sort_keys=True, separators=(",", ":"))
 
 REPORT_FIELDS: Final = (
     "kind",
@@ -86,6 +90,7 @@ REPORT_FIELDS: Final = (
     "correlation_id",
     "dedupe_key",
 )
+_REPORT_FIELD_SET: Final = frozenset(REPORT_FIELDS)
 
 
 @attrs.frozen(kw_only=True)
@@ -130,8 +135,8 @@ class Report:
         """
         if not isinstance(data, Mapping):
             raise InvalidReport("body", "must be a JSON object")
-        unknown = sorted(set(data) - set(REPORT_FIELDS))
-        if unknown:
+        if not _REPORT_FIELD_SET.issuperset(data):
+            unknown = sorted(set(data) - _REPORT_FIELD_SET)
             raise InvalidReport(unknown[0], f"unknown field (known: {', '.join(REPORT_FIELDS)})")
         for name in ("kind", "action", "source"):
             if name not in data:
@@ -148,8 +153,10 @@ class Report:
         payload = data.get("payload", {})
         if not isinstance(payload, dict | list):
             raise InvalidReport("payload", "must be a JSON object or array")
-        _check_json(payload, "payload", 1)
-        size = len(json.dumps(payload, separators=(",", ":")).encode())
+        if not _storable(payload, 1):
+            _check_json(payload, "payload", 1)  # raises, naming the first problem's place
+        # ensure_ascii (the default) writes only ASCII: characters are bytes
+        size = len(_COMPACT.encode(payload))
         if size > max_payload_bytes:
             raise InvalidReport(
                 "payload", f"is {size} bytes, over the limit of {max_payload_bytes} bytes"
@@ -176,10 +183,8 @@ class Report:
 def default_dedupe_key(report: Report) -> str:
     """The dedupe key of a report that gives none: a hash of kind, source, error type, payload."""
     return hashlib.sha256(
-        json.dumps(
-            [report.kind, report.source, report.error_type, report.payload],
-            sort_keys=True,
-            separators=(",", ":"),
+        _SORTED_COMPACT.encode(
+            [report.kind, report.source, report.error_type, report.payload]
         ).encode()
     ).hexdigest()[:32]
 
@@ -210,9 +215,44 @@ def _check_json(value: Any, where: str, depth: int) -> None:
             _check_json(item, f"{where}[{index}]", depth + 1)
 
 
+def _storable(value: Any, depth: int) -> bool:
+    """Whether `_check_json` accepts ``value``: the same rules, but no place names built.
+
+    Most payloads pass; `_check_json` (which names the place of the first problem, a string
+    built per item) then runs only for one that does not.
+    """
+    if depth > _MAX_DEPTH:
+        return False
+    if isinstance(value, str):
+        return _plain(value)
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str) or not _plain(key) or not _storable(item, depth + 1):
+                return False
+        return True
+    if isinstance(value, list):
+        return all(_storable(item, depth + 1) for item in value)
+    return not isinstance(value, float) or math.isfinite(value)
+
+
+def _plain(value: str) -> bool:
+    """Whether `_check_string` accepts ``value``: no NUL, no unpaired surrogate."""
+    if "\x00" in value:
+        return False
+    if value.isascii():  # a flag CPython keeps: no surrogate, no encoding needed
+        return True
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _check_string(value: str, where: str) -> None:
     if "\x00" in value:
         raise InvalidReport(where, "contains a NUL character")
+    if value.isascii():  # a flag CPython keeps: no surrogate, no encoding needed
+        return
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
@@ -290,10 +330,67 @@ class ErrorRecord:
     next_attempt_at: float | None
 
     def to_json(self) -> dict[str, Any]:
-        """The record as the service's API returns it."""
-        data = attrs.asdict(self, recurse=True)
-        data["action"] = self.action.value
-        data["status"] = self.status.value
-        data["attempts"] = [attrs.asdict(a) for a in self.attempts]
-        data["history"] = [attrs.asdict(h) for h in self.history]
-        return data
+        """The record as the service's API returns it.
+
+        Written out rather than made by ``attrs.asdict`` (a fifth of the time): the same keys
+        in the same order, the payload copied as ``asdict`` copies it (`_as_plain`).
+        """
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "source": self.source,
+            "action": self.action.value,
+            "payload": _as_plain(self.payload),
+            "error_type": self.error_type,
+            "error_message": self.error_message,
+            "traceback": self.traceback,
+            "correlation_id": self.correlation_id,
+            "dedupe_key": self.dedupe_key,
+            "count": self.count,
+            "status": self.status.value,
+            "attempts": [{"at": a.at, "ok": a.ok, "detail": a.detail} for a in self.attempts],
+            "history": [
+                {"at": h.at, "actor": h.actor, "action": h.action, "note": h.note}
+                for h in self.history
+            ],
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+            "next_attempt_at": self.next_attempt_at,
+        }
+
+
+# the types attrs.asdict keeps as they are
+_ATOMIC: Final = frozenset(
+    {type(None), bool, int, float, str, complex, bytes, type(...), type, range, property}
+)
+
+
+def _as_plain(value: Any, *, attribute: bool = True) -> Any:
+    """``value`` copied as ``attrs.asdict`` copies it.
+
+    As an attribute's value (``attribute``), or as something such a value holds. Dicts (of
+    any dict class) become new dicts, lists, tuples and sets new ones of the same class,
+    *attrs* instances dicts; anything else is kept. A JSON payload is thus copied whole, so
+    a caller changing the answer cannot change the record.
+    """
+    kind = type(value)
+    if kind in _ATOMIC:
+        return value
+    if getattr(kind, "__attrs_attrs__", None) is not None:
+        return attrs.asdict(value)
+    if issubclass(kind, tuple | list | set | frozenset):
+        items = [_as_plain(item, attribute=False) for item in value]
+        if not attribute:
+            return kind(items)
+        try:
+            return kind(items)
+        except TypeError:
+            # asdict's way with an attribute holding a named tuple (not with one inside)
+            if not issubclass(kind, tuple):
+                raise
+            return kind(*items)
+    if issubclass(kind, dict):
+        return {
+            _as_plain(k, attribute=False): _as_plain(v, attribute=False) for k, v in value.items()
+        }
+    return value

@@ -30,8 +30,10 @@ import secrets
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Final
+from typing import Any, Final
 from urllib.parse import parse_qs, quote, urlencode
+
+import attrs
 
 from failsafe._extras import missing_extra
 
@@ -54,6 +56,8 @@ from failsafe.errors.store import (
     RecordNotFound,
     StoreError,
     StoreUnavailable,
+    cursor_text,
+    parse_cursor,
 )
 
 __all__ = [
@@ -419,6 +423,9 @@ class _Pages:
             statuses = _statuses(status_value)
             limit = _int(params.get("limit"), "limit", _PAGE_SIZE, 1, 500)
             offset = _int(params.get("offset"), "offset", 0, 0, _MAX_OFFSET)
+            after_text = params.get("after", "")
+            # older than the previous page's last record: the "next" links carry it
+            after = parse_cursor(after_text) if after_text else None
         except ValueError as exc:
             return self.problem(request, 400, str(exc))
         kind = params.get("kind", "").strip()
@@ -434,12 +441,26 @@ class _Pages:
             kind=kind or None,
             source=source or None,
             text=text or None,
-            limit=limit,
-            offset=offset,
+            limit=min(limit + 1, 500),  # one more than shown: whether a next page has any
+            offset=0 if after else offset,
+            after=after,
         )
-        page = await run_in_threadpool(self.desk.find, query)
+        found = await run_in_threadpool(self.desk.find, query)
+        shown_records = found.records[:limit]
+        more = len(found.records) > limit or (limit == 500 and found.next_after is not None)
+        last = shown_records[-1] if shown_records else None
+        page = attrs.evolve(
+            found,
+            records=shown_records,
+            next_after=(last.created_at, last.id) if more and last is not None else None,
+        )
         filters = {"status": status_value, "kind": kind, "source": source, "text": text}
-        shown = f"; showing {offset + 1}-{offset + len(page.records)}" if page.records else ""
+        if not page.records:
+            shown = ""
+        elif after is not None:
+            shown = f"; showing {len(page.records)} older than the page before"
+        else:
+            shown = f"; showing {offset + 1}-{offset + len(page.records)}"
         if not page.total_exact:
             matching = f"{page.total:,}+ records match"
         else:
@@ -459,11 +480,9 @@ class _Pages:
                 f"{reports} report{'s' * (reports != 1)})</span></h2>"
             )
             body.append(self.record_table(request, records))
-        # past the counted limit, a full page says there may be more
-        more = offset + len(page.records) < page.total or (
-            not page.total_exact and len(page.records) == limit
+        body.append(
+            self.pager(request, filters, limit, offset if after is None else None, page.next_after)
         )
-        body.append(self.pager(request, filters, limit, offset, more))
         return self.page(request, "Error records", "".join(body))
 
     def filter_form(self, request: Request, filters: Mapping[str, str]) -> str:
@@ -501,19 +520,32 @@ class _Pages:
         )
 
     def pager(
-        self, request: Request, filters: Mapping[str, str], limit: int, offset: int, more: bool
+        self,
+        request: Request,
+        filters: Mapping[str, str],
+        limit: int,
+        offset: int | None,
+        next_after: tuple[float, str] | None,
     ) -> str:
-        """Previous/next links that keep the filters."""
+        """Newest/previous/next links that keep the filters.
+
+        "next" carries the last record's cursor (a page costs the same however deep it is);
+        ``offset`` is ``None`` on a page reached by a cursor, whose place is not counted.
+        """
         base = self.base(request)
         links = []
 
-        def href(at: int) -> str:
-            return f"{base}/?" + urlencode({**filters, "limit": limit, "offset": at})
+        def href(**at: Any) -> str:
+            return f"{base}/?" + urlencode({**filters, "limit": limit, **at})
 
-        if offset > 0:
-            links.append(f'<a rel="prev" href="{_e(href(max(0, offset - limit)))}">previous</a>')
-        if more:
-            links.append(f'<a rel="next" href="{_e(href(offset + limit))}">next</a>')
+        if offset is None:
+            links.append(f'<a rel="first" href="{_e(href())}">newest</a>')
+        elif offset > 0:
+            previous = href(offset=max(0, offset - limit))
+            links.append(f'<a rel="prev" href="{_e(previous)}">previous</a>')
+        if next_after is not None:
+            older = href(after=cursor_text(next_after))
+            links.append(f'<a rel="next" href="{_e(older)}">next</a>')
         return f'<nav class="pages">{"".join(links)}</nav>' if links else ""
 
     # -- one record ---------------------------------------------------------------------------

@@ -48,6 +48,9 @@ class SQLiteStore(SQLStore):
         ```
     """
 
+    #: Groups of reports the service stores at once: one, since a file's writes take turns.
+    writers: int = 1
+
     def __init__(
         self, path: str | Path, *, busy_timeout: float = 10.0, readers: int = READERS
     ) -> None:
@@ -74,6 +77,7 @@ class SQLiteStore(SQLStore):
             for statement in _sql.SCHEMA:
                 run(statement.format(serial="INTEGER"), ())
             _create_text_index(run)
+            _create_counts(run)
 
     @contextmanager
     def _transaction(self) -> Iterator[Run]:
@@ -173,6 +177,31 @@ class SQLiteStore(SQLStore):
 
 
 _TEXT_COLUMNS = "kind, error_type, error_message, payload"
+
+_ADD_ONE = (
+    "INSERT INTO failsafe_error_counts (status, shard, n) VALUES ({row}.status, 0, {sign}1)"
+    " ON CONFLICT (status, shard) DO UPDATE SET n = n {sign} 1"
+)
+
+
+def _create_counts(run: Run) -> None:
+    """The records per status, kept by triggers (`counts` reads them, not the records)."""
+    exists = run(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'failsafe_error_counts'", ()
+    ).fetchone()
+    run(_sql.COUNTS_TABLE, ())
+    plus, minus = _ADD_ONE.format(row="new", sign="+"), _ADD_ONE.format(row="old", sign="-")
+    for statement in (
+        f"""CREATE TRIGGER IF NOT EXISTS failsafe_errors_count_insert AFTER INSERT
+            ON failsafe_errors BEGIN {plus}; END""",
+        f"""CREATE TRIGGER IF NOT EXISTS failsafe_errors_count_update AFTER UPDATE OF status
+            ON failsafe_errors WHEN old.status <> new.status BEGIN {minus}; {plus}; END""",
+        f"""CREATE TRIGGER IF NOT EXISTS failsafe_errors_count_delete AFTER DELETE
+            ON failsafe_errors BEGIN {minus}; END""",
+    ):
+        run(statement, ())
+    if exists is None:
+        run(_sql.FILL_COUNTS, ())
 
 
 def _create_text_index(run: Run) -> None:

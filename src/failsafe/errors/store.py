@@ -215,7 +215,15 @@ class Page:
 
 
 class ErrorStore(Protocol):
-    """Where error records live. Every method is atomic; the store is thread-safe."""
+    """Where error records live. Every method is atomic; the store is thread-safe.
+
+    Two optional parts, which the stores of this package have and the service uses when a
+    store offers them: ``add_each(reports)``, storing many ``(report, now,
+    next_attempt_at, actor, report_id)`` in one transaction with one outcome each (a
+    record and whether it is new, or the exception of that report alone); and ``writers``,
+    how many such groups the store takes at once (default 1). Without them the service
+    stores reports one `add` at a time.
+    """
 
     def add(
         self,
