@@ -53,8 +53,12 @@ def old_from_json(data: object, *, max_payload_bytes: int = 64 * 1024) -> Report
         if name not in data:
             raise InvalidReport(name, "is required")
     kind = _text(data, "kind", required=True)
-    if not _KIND.match(kind):
-        raise InvalidReport("kind", "must be 1-128 letters, digits, '.', '_', ':' or '-'")
+    # changed on purpose since: the whole kind must match (a line break after it did not
+    # count), and the message shows the kind as the API's field check does
+    if not _KIND.fullmatch(kind):
+        raise InvalidReport(
+            "kind", f"must be 1-128 letters, digits, '.', '_', ':' or '-', got {kind[:80]!r}"
+        )
     action_text = _text(data, "action", required=True)
     try:
         action = Action(action_text)

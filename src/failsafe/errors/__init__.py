@@ -7,6 +7,7 @@ those that ask for it by its own logic, and shows the others to a person for rev
 from failsafe.errors.client import AsyncErrorSink, ErrorSink, ReportRejected, SinkClosed
 from failsafe.errors.desk import BulkResult, ErrorDesk, RetrySchedule
 from failsafe.errors.record import (
+    KIND_PATTERN,
     OPEN_STATUSES,
     Action,
     Attempt,
@@ -37,6 +38,7 @@ __all__ = [
     "SinkClosed",
     "Spool",
     "SpooledReport",
+    "KIND_PATTERN",
     "OPEN_STATUSES",
     "Action",
     "Attempt",

@@ -229,14 +229,14 @@ def payload_text(payload: Any) -> str:
     return text
 
 
-def record_row(record: ErrorRecord) -> tuple[Any, ...]:
-    """A record's row for INSERT_RECORD."""
+def record_row(record: ErrorRecord, *, payload: str | None = None) -> tuple[Any, ...]:
+    """A record's row for INSERT_RECORD (``payload``: its `payload_text`, if known)."""
     return (
         record.id,
         record.kind,
         record.source,
         record.action.value,
-        payload_text(record.payload),
+        payload_text(record.payload) if payload is None else payload,
         record.error_type,
         record.error_message,
         record.traceback,

@@ -111,15 +111,22 @@ class _GroupCommit:
                 following.done.set()
 
 
-def _new_record(report: Report, now: float, next_attempt_at: float | None) -> ErrorRecord:
-    """The record a new report opens (a fresh id, no attempts, no history yet)."""
+def _new_record(
+    report: Report,
+    now: float,
+    next_attempt_at: float | None,
+    *,
+    payload: Any = None,
+    history: tuple[AuditEntry, ...] = (),
+) -> ErrorRecord:
+    """The record a new report opens (a fresh id, no attempts; ``payload`` if given)."""
     status = Status.PENDING_RETRY if report.action is Action.RETRY else Status.NEEDS_REVIEW
     return ErrorRecord(
         id=uuid.uuid4().hex,
         kind=report.kind,
         source=report.source,
         action=report.action,
-        payload=report.payload,
+        payload=report.payload if payload is None else payload,
         error_type=report.error_type,
         error_message=report.error_message,
         traceback=report.traceback,
@@ -128,20 +135,20 @@ def _new_record(report: Report, now: float, next_attempt_at: float | None) -> Er
         count=1,
         status=status,
         attempts=(),
-        history=(),
+        history=history,
         created_at=now,
         updated_at=now,
         next_attempt_at=next_attempt_at if status is Status.PENDING_RETRY else None,
     )
 
 
-def _as_stored(record: ErrorRecord, payload: str, now: float, actor: str) -> ErrorRecord:
-    """A new record as reading it back would give it (``payload`` as stored, first entry)."""
-    return attrs.evolve(
-        record,
-        payload=json.loads(payload),
-        history=(AuditEntry(at=now, actor=actor, action="reported", note=None),),
-    )
+def _as_stored(args: tuple[Any, ...]) -> tuple[ErrorRecord, tuple[Any, ...]]:
+    """A new record and its row, the record as reading it back gives it (stored payload)."""
+    report, now, next_attempt_at, actor = args[:4]
+    text = _sql.payload_text(report.payload)
+    entry = AuditEntry(at=now, actor=actor, action="reported", note=None)
+    record = _new_record(report, now, next_attempt_at, payload=json.loads(text), history=(entry,))
+    return record, _sql.record_row(record, payload=text)
 
 
 class SQLStore:
@@ -365,8 +372,9 @@ class SQLStore:
                 first[report_id] = i
             if report_id is None or report_id not in seen:
                 fresh.append(i)
-        records = {i: _new_record(*group[i][:3]) for i in fresh}
-        rows = {i: _sql.record_row(records[i]) for i in fresh}
+        made = {i: _as_stored(group[i]) for i in fresh}
+        records = {i: record for i, (record, _) in made.items()}
+        rows = {i: row for i, (_, row) in made.items()}
         inserted: set[str] = set()
         if fresh:
             values = [value for i in fresh for value in rows[i]]
@@ -379,7 +387,7 @@ class SQLStore:
             for i in new:
                 now, actor = group[i][1], group[i][3]
                 entries += [records[i].id, now, actor, "reported", None]
-                results[i] = (_as_stored(records[i], rows[i][4], now, actor), True)
+                results[i] = (records[i], True)
             run(_sql.insert_histories(len(new)), entries)
             receipts = [(group[i][4], records[i].id, group[i][1]) for i in new if group[i][4]]
             if receipts:

@@ -46,7 +46,7 @@ except ImportError as exc:
 from failsafe.errors._intake import Intake
 from failsafe.errors.auth import Tokens
 from failsafe.errors.desk import ErrorDesk
-from failsafe.errors.record import InvalidReport, Report, Status
+from failsafe.errors.record import KIND_PATTERN, InvalidReport, Report, Status
 from failsafe.errors.store import (
     InvalidMove,
     Query,
@@ -102,7 +102,7 @@ _CONTROL: Final = "\\u0000-\\u001f\\u007f"
 _NO_NUL: Final = "^[^\\u0000]*$"
 _NOT_BLANK_NO_NUL: Final = f"^[^\\u0000]*[^\\u0000{_WS}][^\\u0000]*$"
 _NOT_BLANK: Final = f"^[\\s\\S]*[^{_WS}][\\s\\S]*$"
-_KIND_PATTERN: Final = "^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
+_KIND_PATTERN: Final = KIND_PATTERN
 
 _YEAR: Final = "(?:[0-9]{3}[1-9]|[0-9]{2}[1-9]0|[0-9][1-9]00|[1-9]000)"  # 0001-9999
 _LEAP: Final = "(?:[0-9]{2}(?:0[48]|[2468][048]|[13579][26])|(?:0[48]|[2468][048]|[13579][26])00)"
@@ -510,6 +510,9 @@ class Body:
     convert: Callable[[dict[str, Any], int], Any] | None = attrs.field(
         default=None, eq=False, repr=False
     )
+    # ``convert`` checks every rule of ``fields`` itself (tests/errors compare the two on
+    # generated bodies): once it has taken a body, the field checks are not run again
+    converts_all: bool = attrs.field(default=False, eq=False, repr=False)
     # from `fields`, once rather than per check: their names (a set too), and those whose
     # NUL characters are replaced
     _names: tuple[str, ...] = attrs.field(init=False, eq=False, repr=False)
@@ -578,6 +581,8 @@ class Body:
                 converted = self.convert(data, max_payload_bytes)
             except InvalidReport as exc:
                 _refuse(422, f"{prefix}{exc}", f"{prefix}{exc.field}")
+            if self.converts_all:
+                return converted
         checked: dict[str, Any] = {}
         for field in self.fields:
             place = where if field.same_place and where else f"{prefix}{field.name}"
@@ -867,6 +872,7 @@ _REPORT: Final = Body(
     " as compact JSON (64 KiB by default; larger: 422) and nests at most 62 levels (59 in a"
     " batch).",
     convert=_report,
+    converts_all=True,
     fields=(
         Field(
             name="kind",

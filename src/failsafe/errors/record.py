@@ -31,6 +31,7 @@ import attrs
 from failsafe.exceptions import FailsafeError
 
 __all__ = [
+    "KIND_PATTERN",
     "OPEN_STATUSES",
     "Action",
     "Attempt",
@@ -72,7 +73,9 @@ class InvalidReport(FailsafeError, ValueError):
         super().__init__(f"{field}: {problem}")
 
 
-_KIND = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
+KIND_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
+"""What a report's ``kind`` may be (matched whole: no line break after it either)."""
+_KIND = re.compile(KIND_PATTERN)
 _MAX_TEXT = 64 * 1024
 # json.dumps(value, separators=...) builds an encoder per call; these are built once (the
 # encoders keep no state between calls, so threads may share them)
@@ -142,8 +145,10 @@ class Report:
             if name not in data:
                 raise InvalidReport(name, "is required")
         kind = _text(data, "kind", required=True)
-        if not _KIND.match(kind):
-            raise InvalidReport("kind", "must be 1-128 letters, digits, '.', '_', ':' or '-'")
+        if not _KIND.fullmatch(kind):
+            raise InvalidReport(
+                "kind", f"must be 1-128 letters, digits, '.', '_', ':' or '-', got {kind[:80]!r}"
+            )
         action_text = _text(data, "action", required=True)
         try:
             action = Action(action_text)

@@ -36,6 +36,7 @@ try:
 except ImportError as exc:
     raise missing_extra("errors", "failsafe.errors.service", exc) from exc
 
+from failsafe.errors._intake import MAX_WAITING
 from failsafe.errors.api import (
     DEFAULT_MAX_BODY_BYTES,
     DEFAULT_MAX_PAYLOAD_BYTES,
@@ -48,7 +49,7 @@ from failsafe.errors.review import review_routes
 from failsafe.errors.store import ErrorStore, StoreUnavailable
 from failsafe.exceptions import ConfigurationError
 
-__all__ = ["BackgroundWorker", "create_app", "serve"]
+__all__ = ["MAX_WAITING", "BackgroundWorker", "create_app", "serve"]
 
 logger = logging.getLogger("failsafe.errors.service")
 

@@ -64,7 +64,7 @@ from typing import TYPE_CHECKING, Final, TypeAlias
 from urllib.parse import urlsplit
 
 from failsafe.errors.desk import ErrorDesk
-from failsafe.errors.record import ErrorRecord, InvalidReport
+from failsafe.errors.record import KIND_PATTERN, ErrorRecord, InvalidReport
 from failsafe.errors.store import StoreUnavailable
 from failsafe.exceptions import ConfigurationError
 
@@ -82,7 +82,7 @@ Handler: TypeAlias = Callable[[ErrorRecord], str | None]
 
 # the same rule as a report's kind (record.Report.from_json), so every reportable kind can
 # have a handler and a handler's kind is always one a report could carry
-_KIND = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
+_KIND = re.compile(KIND_PATTERN)
 _MAX_URL = 2000
 _MAX_DETAIL = 2000
 _BODY_IN_DETAIL = 200
@@ -243,7 +243,7 @@ class Handlers:
 
 
 def _check_kind(kind: object) -> None:
-    if not isinstance(kind, str) or not _KIND.match(kind):
+    if not isinstance(kind, str) or not _KIND.fullmatch(kind):
         raise InvalidReport("kind", "must be 1-128 letters, digits, '.', '_', ':' or '-'")
 
 
