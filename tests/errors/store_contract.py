@@ -86,6 +86,34 @@ class StoreContract:
         assert actions == ["reported"] + ["reported again"] * REPEAT_SAMPLE
         assert [h.actor for h in record.history][-1] == f"a{REPEAT_SAMPLE}"
 
+    def test_repeats_in_one_batch_count_on_one_record_with_a_sampled_history(
+        self, store: ErrorStore
+    ) -> None:
+        """Thirty repeats stored together count as thirty, their history sampled as ever."""
+        store.add(report(), now=0.0, next_attempt_at=None, actor="first")
+        results = store.add_many(
+            [(report(), f"r{n}") for n in range(30)] + [(report(payload={"n": 1}), "new")],
+            now=1.0,
+            next_attempt_at=[None] * 31,
+            actor=[f"a{n}" for n in range(31)],
+        )
+        ids = {record_id for record_id, _ in results[:30]}
+        assert len(ids) == 1
+        assert not any(created for _, created in results[:30])
+        assert results[30][1] is True
+        record = store.get(ids.pop())
+        assert record.count == 31
+        assert record.updated_at == 1.0
+        assert [h.action for h in record.history] == ["reported"] + ["reported again"] * (
+            REPEAT_SAMPLE
+        )
+        assert [h.actor for h in record.history][1:] == [f"a{n}" for n in range(REPEAT_SAMPLE)]
+        # their receipts were kept: a redelivery of one of them counts nothing
+        again, created = store.add(
+            report(), now=2.0, next_attempt_at=None, actor="a", report_id="r7"
+        )
+        assert (again.count, created) == (31, False)
+
     def test_a_report_delivered_twice_counts_once(self, store: ErrorStore) -> None:
         """The same report id stored twice changes nothing the second time."""
         first, created = store.add(

@@ -119,6 +119,20 @@ def find_receipts(rows: int) -> str:
 
 FIND_OPEN = f"SELECT id FROM failsafe_errors WHERE dedupe_key = ? AND status IN {OPEN_IN}"
 BUMP = "UPDATE failsafe_errors SET count = count + 1, updated_at = ? WHERE id = ?"
+BUMP_BY = (
+    "UPDATE failsafe_errors SET count = count + ?, updated_at = ? WHERE id = ? RETURNING count"
+)
+
+
+def find_open(rows: int) -> str:
+    """FIND_OPEN for ``rows`` dedupe keys at once (id, dedupe_key pairs)."""
+    marks = ", ".join(["?"] * rows)
+    return (
+        "SELECT id, dedupe_key FROM failsafe_errors"
+        f" WHERE dedupe_key IN ({marks}) AND status IN {OPEN_IN}"
+    )
+
+
 COUNT_OF = "SELECT count FROM failsafe_errors WHERE id = ?"
 INSERT_HISTORY = (
     "INSERT INTO failsafe_error_history (record_id, at, actor, action, note) VALUES (?, ?, ?, ?, ?)"

@@ -389,17 +389,20 @@ class SQLStore:
                 entries += [records[i].id, now, actor, "reported", None]
                 results[i] = (records[i], True)
             run(_sql.insert_histories(len(new)), entries)
-            receipts = [(group[i][4], records[i].id, group[i][1]) for i in new if group[i][4]]
-            if receipts:
-                run(_sql.insert_receipts(len(receipts)), [v for r in receipts for v in r])
-                # as in _add: each receipt written retires at most two expired ones
-                run(
-                    _sql.EXPIRE_RECEIPTS.format(lock=self._lock_due),
-                    (receipts[0][2] - RECEIPT_SECONDS, 2 * len(receipts)),
-                )
+        # the rest have an open record with their dedupe key already: repeats
+        alone = self._add_repeats(run, group, [i for i in fresh if results[i] is None], results)
+        receipts = []
         for i in fresh:
-            if results[i] is None:  # its dedupe key has an open record: a repeat
-                results[i] = self._add_loaded(run, group[i])
+            done = results[i]
+            if group[i][4] is not None and done is not None and i not in alone:
+                receipts.append((group[i][4], done[0].id, group[i][1]))
+        if receipts:
+            run(_sql.insert_receipts(len(receipts)), [v for r in receipts for v in r])
+            # as in _add: each receipt written retires at most two expired ones
+            run(
+                _sql.EXPIRE_RECEIPTS.format(lock=self._lock_due),
+                (receipts[0][2] - RECEIPT_SECONDS, 2 * len(receipts)),
+            )
         for i, args in enumerate(group):
             if args[4] is not None and args[4] in seen:
                 results[i] = (self._load(run, seen[args[4]]), False)
@@ -408,6 +411,51 @@ class SQLStore:
             assert done is not None
             results[i] = (done[0], False)
         return [result for result in results if result is not None]
+
+    def _add_repeats(
+        self,
+        run: Run,
+        group: Sequence[tuple[Any, ...]],
+        repeats: Sequence[int],
+        results: list[tuple[ErrorRecord, bool] | None],
+    ) -> set[int]:
+        """Count the repeats of ``group`` (by index) on their open records, all at once.
+
+        A few statements for all of them: one look-up of the records, one update per record
+        (its count up by its repeats), one insert of the sampled audit entries, one read of
+        the records.
+
+        A repeat whose open record was closed meanwhile goes the one-at-a-time way (with
+        its receipt); returns those indexes.
+        """
+        if not repeats:
+            return set()
+        keys = list(dict.fromkeys(group[i][0].dedupe_key for i in repeats))
+        found = run(_sql.find_open(len(keys)) + self._lock_rows, keys).fetchall()
+        open_ids = {key: record_id for record_id, key in found}
+        members: dict[str, list[int]] = {}
+        alone: list[int] = []
+        for i in repeats:
+            key = group[i][0].dedupe_key
+            (members.setdefault(key, []) if key in open_ids else alone).append(i)
+        entries: list[Any] = []
+        for key, indexes in members.items():
+            now = max(group[i][1] for i in indexes)
+            bumped = run(_sql.BUMP_BY, (len(indexes), now, open_ids[key])).fetchone()[0]
+            before = int(bumped) - len(indexes)
+            # a bounded sample of the repeats, as in _add: the count says the rest
+            for n, i in enumerate(indexes, start=1):
+                if before + n <= REPEAT_SAMPLE + 1:
+                    entries += [open_ids[key], group[i][1], group[i][3], "reported again", None]
+        if entries:
+            run(_sql.insert_histories(len(entries) // 5), entries)
+        loaded = {r.id: r for r in self._load_many(run, [open_ids[k] for k in members])}
+        for key, indexes in members.items():
+            for i in indexes:
+                results[i] = (loaded[open_ids[key]], False)
+        for i in alone:
+            results[i] = self._add_loaded(run, group[i])
+        return set(alone)
 
     def _add_loaded(self, run: Run, args: tuple[Any, ...]) -> tuple[ErrorRecord, bool]:
         report, now, next_attempt_at, actor, report_id = args

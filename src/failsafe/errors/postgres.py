@@ -236,6 +236,10 @@ class PostgresStore(SQLStore):
         # the planning cost a quarter of the ingest rate).
         if query.text:
             run("SET LOCAL plan_cache_mode = force_custom_plan", ())
+            if len(query.text) >= 3 and _UNIT not in query.text:
+                # and the trigram index whenever it can serve: below ~100k records the
+                # planner guessed a scan cheaper, and it was not (63 ms vs 7 ms at 10k)
+                run("SET LOCAL enable_seqscan = off", ())
 
     def _text_clause(self, text: str) -> tuple[str, list[Any]]:
         # three characters or more: the trigram index (when pg_trgm could be installed)
