@@ -158,6 +158,9 @@ class SQLStore:
     _lock_rows = ""
     _lock_due = ""
 
+    #: how statements over many rows are spelled (PostgreSQL: arrays)
+    _bulk: _sql.Bulk = _sql.Bulk()
+
     _group: _GroupCommit | None = None
     _lock_group = threading.Lock()  # only to create ``_group`` once
 
@@ -358,8 +361,8 @@ class SQLStore:
         seen: dict[str, str] = {}
         if given:
             wanted = list(dict.fromkeys(given))
-            statement = _sql.find_receipts(len(wanted)) + self._lock_rows
-            seen = {row[0]: row[1] for row in run(statement, wanted).fetchall()}
+            statement, params = self._bulk.find_receipts(wanted)
+            seen = {row[0]: row[1] for row in run(statement + self._lock_rows, params).fetchall()}
         fresh: list[int] = []
         first: dict[str, int] = {}  # a report id delivered twice in the group: its first
         again: list[tuple[int, int]] = []
@@ -377,18 +380,16 @@ class SQLStore:
         rows = {i: row for i, (_, row) in made.items()}
         inserted: set[str] = set()
         if fresh:
-            values = [value for i in fresh for value in rows[i]]
-            statement = _sql.insert_if_new(len(fresh))
-            inserted = {row[0] for row in run(statement, values).fetchall()}
+            statement, params = self._bulk.insert_if_new([rows[i] for i in fresh])
+            inserted = {row[0] for row in run(statement, params).fetchall()}
         new = [i for i in fresh if records[i].id in inserted]
         results: list[tuple[ErrorRecord, bool] | None] = [None] * len(group)
         if new:
             entries = []
             for i in new:
-                now, actor = group[i][1], group[i][3]
-                entries += [records[i].id, now, actor, "reported", None]
+                entries.append((records[i].id, group[i][1], group[i][3], "reported", None))
                 results[i] = (records[i], True)
-            run(_sql.insert_histories(len(new)), entries)
+            run(*self._bulk.insert_histories(entries))
         # the rest have an open record with their dedupe key already: repeats
         alone = self._add_repeats(run, group, [i for i in fresh if results[i] is None], results)
         receipts = []
@@ -397,7 +398,7 @@ class SQLStore:
             if group[i][4] is not None and done is not None and i not in alone:
                 receipts.append((group[i][4], done[0].id, group[i][1]))
         if receipts:
-            run(_sql.insert_receipts(len(receipts)), [v for r in receipts for v in r])
+            run(*self._bulk.insert_receipts(receipts))
             # as in _add: each receipt written retires at most two expired ones
             run(
                 _sql.EXPIRE_RECEIPTS.format(lock=self._lock_due),
@@ -431,14 +432,15 @@ class SQLStore:
         if not repeats:
             return set()
         keys = list(dict.fromkeys(group[i][0].dedupe_key for i in repeats))
-        found = run(_sql.find_open(len(keys)) + self._lock_rows, keys).fetchall()
+        statement, params = self._bulk.find_open(keys)
+        found = run(statement + self._lock_rows, params).fetchall()
         open_ids = {key: record_id for record_id, key in found}
         members: dict[str, list[int]] = {}
         alone: list[int] = []
         for i in repeats:
             key = group[i][0].dedupe_key
             (members.setdefault(key, []) if key in open_ids else alone).append(i)
-        entries: list[Any] = []
+        entries: list[tuple[Any, ...]] = []
         for key, indexes in members.items():
             now = max(group[i][1] for i in indexes)
             bumped = run(_sql.BUMP_BY, (len(indexes), now, open_ids[key])).fetchone()[0]
@@ -446,9 +448,11 @@ class SQLStore:
             # a bounded sample of the repeats, as in _add: the count says the rest
             for n, i in enumerate(indexes, start=1):
                 if before + n <= REPEAT_SAMPLE + 1:
-                    entries += [open_ids[key], group[i][1], group[i][3], "reported again", None]
+                    entries.append(
+                        (open_ids[key], group[i][1], group[i][3], "reported again", None)
+                    )
         if entries:
-            run(_sql.insert_histories(len(entries) // 5), entries)
+            run(*self._bulk.insert_histories(entries))
         loaded = {r.id: r for r in self._load_many(run, [open_ids[k] for k in members])}
         for key, indexes in members.items():
             for i in indexes:

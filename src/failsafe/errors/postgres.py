@@ -121,10 +121,11 @@ class PostgresStore(SQLStore):
 
     _lock_rows = " FOR UPDATE"
     _lock_due = " FOR UPDATE SKIP LOCKED"
+    _bulk = _sql.ArrayBulk()
 
     #: Groups of reports the service stores at once (each a transaction on a connection of
     #: its own): the server works on one while the next one travels.
-    writers: int = 4
+    writers: int = 2
 
     def __init__(
         self,
