@@ -27,20 +27,11 @@ from urllib.parse import urlsplit
 import httpx
 import psycopg
 from psycopg import sql
-from tests.tcp_proxy import Proxy
+from tests.tcp_proxy import Proxy, dsn_through
 
 from bench.errors_bench import _free_port
 
 DSN = os.environ.get("FAILSAFE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
-
-
-def _through(proxy: Proxy, schema: str) -> str:
-    parts = urlsplit(DSN)
-    user = parts.netloc.rsplit("@", 1)[0] + "@" if "@" in parts.netloc else ""
-    return (
-        f"{parts.scheme}://{user}127.0.0.1:{proxy.port}{parts.path}"
-        f"?options=-csearch_path%3D{schema}"
-    )
 
 
 def _timed(client: httpx.Client, path: str) -> tuple[int, float]:
@@ -85,7 +76,7 @@ def main() -> int:
     code = (
         "from failsafe.errors.auth import Tokens\n"
         "from failsafe.errors.service import serve\n"
-        f"serve(db=None, dsn={_through(proxy, schema)!r}, host='127.0.0.1', port={port},"
+        f"serve(db=None, dsn={dsn_through(DSN, proxy, schema)!r}, host='127.0.0.1', port={port},"
         " tokens=Tokens(report=None, review=None), callbacks={})\n"
     )
     with tempfile.TemporaryDirectory() as tmp:

@@ -6,6 +6,18 @@ import contextlib
 import socket
 import threading
 from collections.abc import Callable
+from urllib.parse import urlsplit
+
+
+def dsn_through(dsn: str, proxy: Proxy, schema: str) -> str:
+    """A PostgreSQL ``dsn`` reached through ``proxy``, with ``schema`` first on the search path."""
+    parts = urlsplit(dsn)
+    netloc = parts.netloc.rsplit("@", 1)
+    user = f"{netloc[0]}@" if len(netloc) == 2 else ""
+    return (
+        f"{parts.scheme}://{user}127.0.0.1:{proxy.port}{parts.path}"
+        f"?options=-csearch_path%3D{schema}"
+    )
 
 
 class Proxy:

@@ -28,7 +28,7 @@ from failsafe.errors.postgres import PostgresStore
 from failsafe.exceptions import ConfigurationError
 from failsafe.testing import FakeClock
 from tests.errors.test_service_process import ServiceProcess
-from tests.tcp_proxy import Proxy
+from tests.tcp_proxy import Proxy, dsn_through
 
 DSN = os.environ.get("FAILSAFE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 
@@ -56,13 +56,7 @@ def proxy() -> Iterator[Proxy]:
 
 def through(proxy: Proxy, schema: str) -> str:
     """The test DSN, through the proxy, with ``schema`` first on the search path."""
-    parts = urlsplit(DSN)
-    netloc = parts.netloc.rsplit("@", 1)
-    user = f"{netloc[0]}@" if len(netloc) == 2 else ""
-    return (
-        f"{parts.scheme}://{user}127.0.0.1:{proxy.port}{parts.path}"
-        f"?options=-csearch_path%3D{schema}"
-    )
+    return dsn_through(DSN, proxy, schema)
 
 
 def report(n: int = 0) -> Report:
