@@ -13,6 +13,7 @@ import pytest
 from failsafe.errors import ErrorDesk, Query, SQLiteStore, StoreUnavailable, _intake
 from failsafe.errors._intake import Intake
 from failsafe.errors.record import Report
+from failsafe.exceptions import ConfigurationError
 from tests.errors.store_contract import report
 
 
@@ -181,21 +182,30 @@ def test_answers_go_to_the_event_loop_that_asked(desk: HeldDesk) -> None:
     assert (one[0].payload, two[0].payload) == ({"n": 1}, {"n": 2})
 
 
-@pytest.mark.real_time
 def test_the_writer_ends_when_idle_and_the_next_report_starts_one(
     desk: HeldDesk, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(_intake, "IDLE_SECONDS", 0.01)
+    monkeypatch.setattr(_intake, "IDLE_SECONDS", 0.0)  # idle at once: no wait at all
     intake = Intake(desk)
     desk.gate.set()
     asyncio.run(intake.report(report(payload={"n": 1}), actor="a", report_id=None))
-    ended = threading.Event()
-    for _ in range(500):
-        with intake._lock:
-            if intake._running == 0:
-                ended.set()
-                break
-        ended.wait(0.01)
-    assert ended.is_set()
+    for thread in threading.enumerate():
+        if thread.name == "failsafe-errors-intake":
+            thread.join(10)
+    assert intake._running == 0
     record, _ = asyncio.run(intake.report(report(payload={"n": 2}), actor="a", report_id=None))
     assert record.payload == {"n": 2}
+
+
+def test_a_store_with_a_bad_writers_count_is_refused_at_construction(desk: HeldDesk) -> None:
+    class Odd(SQLiteStore):
+        writers = "4"  # type: ignore[assignment]
+
+    odd = Odd(desk.store.path)  # type: ignore[attr-defined]
+    try:
+        with pytest.raises(ConfigurationError, match="writers must be a positive integer"):
+            Intake(ErrorDesk(odd))
+        with pytest.raises(ConfigurationError, match="got 0"):
+            Intake(desk, writers=0)
+    finally:
+        odd.close()

@@ -485,6 +485,8 @@ def test_every_callback_url_the_pattern_allows_is_registered(data: st.DataObject
 class DownStore:
     """A store whose database cannot be reached: every call raises StoreUnavailable."""
 
+    writers = 1
+
     def __getattr__(self, name: str) -> Callable[..., Any]:
         def down(*args: Any, **kwargs: Any) -> Any:
             raise StoreUnavailable("connection refused", retry_after=2.5)

@@ -24,6 +24,7 @@ from failsafe.errors._sqlstore import GROUP_MAX
 from failsafe.errors.desk import ErrorDesk
 from failsafe.errors.record import ErrorRecord, Report
 from failsafe.errors.store import StoreUnavailable
+from failsafe.exceptions import ConfigurationError
 
 logger = logging.getLogger("failsafe.errors")
 
@@ -48,6 +49,9 @@ class Intake:
             ``writers`` (1 for a SQLite file, whose writes take turns; more for a server,
             which works on one group while the next one travels).
         max_waiting: The bound on reports waiting (`MAX_WAITING`).
+
+    Raises:
+        ConfigurationError: If ``writers`` (the store's) is not a positive integer.
     """
 
     def __init__(
@@ -55,9 +59,11 @@ class Intake:
     ) -> None:
         self._desk = desk
         if writers is None:
-            offered = getattr(desk.store, "writers", 1)  # an optional part of a store
-            ok = isinstance(offered, int) and not isinstance(offered, bool) and offered >= 1
-            writers = offered if ok else 1
+            writers = getattr(desk.store, "writers", 1)  # an optional part of a store
+        if not isinstance(writers, int) or isinstance(writers, bool) or writers < 1:
+            raise ConfigurationError(
+                "writers", f"the store's writers must be a positive integer, got {writers!r}"
+            )
         self._writers = writers
         self._max_waiting = max_waiting
         self._queue: queue.SimpleQueue[_Item] = queue.SimpleQueue()

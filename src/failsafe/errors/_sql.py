@@ -89,13 +89,12 @@ INSERT_IF_NEW = INSERT_RECORD + IF_NEW
 
 
 FIND_OPEN = f"SELECT id FROM failsafe_errors WHERE dedupe_key = ? AND status IN {OPEN_IN}"
-BUMP = "UPDATE failsafe_errors SET count = count + 1, updated_at = ? WHERE id = ?"
+# a repeat (or k of them): the count up, its new value back
 BUMP_BY = (
     "UPDATE failsafe_errors SET count = count + ?, updated_at = ? WHERE id = ? RETURNING count"
 )
 
 
-COUNT_OF = "SELECT count FROM failsafe_errors WHERE id = ?"
 INSERT_HISTORY = (
     "INSERT INTO failsafe_error_history (record_id, at, actor, action, note) VALUES (?, ?, ?, ?, ?)"
 )

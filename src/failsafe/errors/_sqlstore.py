@@ -510,9 +510,8 @@ class SQLStore:
             if existing is None:  # the open record was closed since the conflict: insert
                 continue
             record_id, created = existing[0], False
-            run(_sql.BUMP, (now, record_id))
             # a bounded sample of the repeats: the count and updated_at say the rest
-            if run(_sql.COUNT_OF, (record_id,)).fetchone()[0] <= REPEAT_SAMPLE + 1:
+            if run(_sql.BUMP_BY, (1, now, record_id)).fetchone()[0] <= REPEAT_SAMPLE + 1:
                 run(_sql.INSERT_HISTORY, (record_id, now, actor, "reported again", None))
             break
         if report_id is not None:

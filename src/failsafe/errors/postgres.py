@@ -456,21 +456,24 @@ def _create_tables(conn: psycopg.Connection[Any], schema: str | None) -> None:
 
 # one shard per connection: concurrent writers (other instances, too) update rows of their
 # own, so a count never makes one transaction wait for another's commit
-_COUNT_CHANGES = """
+_ADD_COUNTS = (
+    "INSERT INTO failsafe_error_counts AS c (status, shard, n)"
+    " SELECT {row}.status, pg_backend_pid() % 16, {sign}COUNT(*) FROM {rows}"
+    " GROUP BY {row}.status ON CONFLICT (status, shard) DO UPDATE SET n = c.n + excluded.n"
+)
+# an update counts only the rows whose status changed (matched on id, old to new)
+_CHANGED = "old_rows o JOIN new_rows r ON r.id = o.id WHERE r.status <> o.status"
+_COUNT_FUNCTION = f"""
 CREATE OR REPLACE FUNCTION failsafe_errors_count() RETURNS trigger LANGUAGE plpgsql
 SET search_path FROM CURRENT AS $$
 BEGIN
-    IF TG_OP IN ('UPDATE', 'DELETE') THEN
-        INSERT INTO failsafe_error_counts AS c (status, shard, n)
-        SELECT o.status, pg_backend_pid() % 16, -COUNT(*) FROM old_rows o
-        {changed} GROUP BY o.status
-        ON CONFLICT (status, shard) DO UPDATE SET n = c.n + excluded.n;
-    END IF;
-    IF TG_OP IN ('UPDATE', 'INSERT') THEN
-        INSERT INTO failsafe_error_counts AS c (status, shard, n)
-        SELECT r.status, pg_backend_pid() % 16, COUNT(*) FROM new_rows r
-        {changed_new} GROUP BY r.status
-        ON CONFLICT (status, shard) DO UPDATE SET n = c.n + excluded.n;
+    IF TG_OP = 'INSERT' THEN
+        {_ADD_COUNTS.format(row="r", sign="", rows="new_rows r")};
+    ELSIF TG_OP = 'DELETE' THEN
+        {_ADD_COUNTS.format(row="o", sign="-", rows="old_rows o")};
+    ELSE
+        {_ADD_COUNTS.format(row="o", sign="-", rows=_CHANGED)};
+        {_ADD_COUNTS.format(row="r", sign="", rows=_CHANGED)};
     END IF;
     RETURN NULL;
 END $$"""
@@ -484,27 +487,16 @@ def _create_counts(conn: psycopg.Connection[Any]) -> None:
     """
     exists = conn.execute("SELECT to_regclass('failsafe_error_counts')").fetchone()
     conn.execute(_sql.COUNTS_TABLE)
-    # an update: only the rows whose status changed (matched on id, old to new)
-    changed = "JOIN new_rows r ON r.id = o.id WHERE r.status <> o.status"
-    conn.execute(
-        _COUNT_CHANGES.replace("{changed}", "")
-        .replace("{changed_new}", "")
-        .replace("failsafe_errors_count()", "failsafe_errors_count_all()")
-    )
-    conn.execute(
-        _COUNT_CHANGES.replace("{changed}", changed).replace(
-            "{changed_new}", "JOIN old_rows o ON o.id = r.id WHERE r.status <> o.status"
-        )
-    )
-    for event, tables, function in (
-        ("INSERT", "NEW TABLE AS new_rows", "failsafe_errors_count_all"),
-        ("DELETE", "OLD TABLE AS old_rows", "failsafe_errors_count_all"),
-        ("UPDATE", "OLD TABLE AS old_rows NEW TABLE AS new_rows", "failsafe_errors_count"),
+    conn.execute(_COUNT_FUNCTION)
+    for event, tables in (
+        ("INSERT", "NEW TABLE AS new_rows"),
+        ("DELETE", "OLD TABLE AS old_rows"),
+        ("UPDATE", "OLD TABLE AS old_rows NEW TABLE AS new_rows"),
     ):
         conn.execute(
             f"CREATE OR REPLACE TRIGGER failsafe_errors_count_{event.lower()} AFTER {event}"
             f" ON failsafe_errors REFERENCING {tables} FOR EACH STATEMENT"
-            f" EXECUTE FUNCTION {function}()"
+            " EXECUTE FUNCTION failsafe_errors_count()"
         )
     if exists is None or exists[0] is None:
         conn.execute(_sql.FILL_COUNTS)

@@ -221,7 +221,8 @@ class ErrorStore(Protocol):
     store offers them: ``add_each(reports)``, storing many ``(report, now,
     next_attempt_at, actor, report_id)`` in one transaction with one outcome each (a
     record and whether it is new, or the exception of that report alone); and ``writers``,
-    how many such groups the store takes at once (default 1). Without them the service
+    how many such groups the store takes at once (a positive integer, default 1; another
+    value is refused with `ConfigurationError` when the app is built). Without them the service
     stores reports one `add` at a time.
     """
 
