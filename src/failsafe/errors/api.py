@@ -26,7 +26,7 @@ import json
 import logging
 import math
 import re
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Final, Literal, NoReturn, Protocol
 from urllib.parse import urlsplit
@@ -37,9 +37,10 @@ from failsafe._extras import missing_extra
 
 try:
     from starlette.concurrency import run_in_threadpool
-    from starlette.requests import Request
+    from starlette.requests import ClientDisconnect, Request
     from starlette.responses import JSONResponse, Response
     from starlette.routing import BaseRoute, Route
+    from starlette.types import ASGIApp, Receive, Scope, Send
 except ImportError as exc:
     raise missing_extra("errors", "failsafe.errors.api", exc) from exc
 
@@ -1297,23 +1298,25 @@ def _is_json(content_type: str) -> bool:
     return True
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
-    """The request body, refusing (413) one over ``limit`` bytes, declared or actual."""
-    declared = request.headers.get("content-length")
+async def _read_body(declared: str | None, chunks: AsyncIterator[bytes], limit: int) -> bytes:
+    """The request body, refusing (413) one over ``limit`` bytes, declared or actual.
+
+    ``declared``: the ``Content-Length`` header, if any; ``chunks``: the body as it arrives.
+    """
     if declared is not None:
         if not _DIGITS.fullmatch(declared.strip()):
             _refuse(400, f"Content-Length must be a number of bytes, got {declared[:40]!r}", "body")
         if int(declared) > limit:
             _refuse(413, f"body is {int(declared)} bytes, over the limit of {limit} bytes", "body")
-    chunks: list[bytes] = []
+    chunks_read: list[bytes] = []
     size = 0
     # count what arrives too: a chunked body declares no length, and a declared one may lie
-    async for chunk in request.stream():
+    async for chunk in chunks:
         size += len(chunk)
         if size > limit:
             _refuse(413, f"body is over the limit of {limit} bytes", "body")
-        chunks.append(chunk)
-    return b"".join(chunks)
+        chunks_read.append(chunk)
+    return b"".join(chunks_read)
 
 
 def _no_constant(name: str) -> NoReturn:
@@ -1366,10 +1369,19 @@ _ABSENT: Final = object()
 """An optional body that was not sent (empty), as opposed to a JSON ``null``."""
 
 
-async def _read_json(request: Request, limit: int, *, optional: bool = False) -> Any:
-    """Read and decode a JSON body (``_ABSENT`` when ``optional`` and the body is empty)."""
-    content_type = request.headers.get("content-type")
-    body = await _read_body(request, limit)
+async def _read_json(
+    headers: Callable[[str], str | None],
+    chunks: AsyncIterator[bytes],
+    limit: int,
+    *,
+    optional: bool = False,
+) -> Any:
+    """Read and decode a JSON body (``_ABSENT`` when ``optional`` and the body is empty).
+
+    ``headers`` gives a request header's value by its lower-case name.
+    """
+    content_type = headers("content-type")
+    body = await _read_body(headers("content-length"), chunks, limit)
     blank = not body or body.isspace()  # not body.strip(): the same, without a copy
     if blank and optional:
         return _ABSENT
@@ -1434,23 +1446,86 @@ async def _inputs(
     for param in operation.params:
         if param.location == "path":
             params[param.name] = param.read([request.path_params[param.name]])
-        elif param.location == "header":
-            text = request.headers.get(param.name)
-            params[param.name] = None if text is None else param.read([text])
-    body = None
-    if operation.body is not None:
-        data = await _read_json(
-            request,
-            max_body_bytes * operation.body_scale,
-            optional=not operation.body_required,
-        )
-        body = operation.body.check(
-            {} if data is _ABSENT else data, max_payload_bytes=max_payload_bytes
-        )
+    headers = request.headers.get
+    _header_params(operation, headers, params)
+    body = await _body(
+        operation,
+        headers,
+        request.stream(),
+        max_body_bytes=max_body_bytes,
+        max_payload_bytes=max_payload_bytes,
+    )
     return _Inputs(params, body)
 
 
+def _header_params(
+    operation: Operation, headers: Callable[[str], str | None], params: dict[str, Any]
+) -> None:
+    """Read ``operation``'s header parameters into ``params`` (``headers``: by lower-case name)."""
+    for param in operation.params:
+        if param.location == "header":
+            text = headers(param.name.lower())
+            params[param.name] = None if text is None else param.read([text])
+
+
+async def _body(
+    operation: Operation,
+    headers: Callable[[str], str | None],
+    chunks: AsyncIterator[bytes],
+    *,
+    max_body_bytes: int,
+    max_payload_bytes: int,
+) -> Any:
+    """Read and check ``operation``'s body (``None`` if it takes none)."""
+    if operation.body is None:
+        return None
+    data = await _read_json(
+        headers, chunks, max_body_bytes * operation.body_scale, optional=not operation.body_required
+    )
+    return operation.body.check(
+        {} if data is _ABSENT else data, max_payload_bytes=max_payload_bytes
+    )
+
+
 Endpoint = Callable[[Request], Awaitable[Response]]
+
+_REFUSALS: Final = (_Refused, InvalidReport, RecordNotFound, InvalidMove)
+
+
+def _refusal(exc: Exception) -> Response:
+    """The answer to one of `_REFUSALS`: its status, message and field."""
+    if isinstance(exc, _Refused):
+        return _error(exc.status, exc.message, exc.field, exc.headers)
+    if isinstance(exc, InvalidReport):
+        return _error(422, str(exc), exc.field)
+    if isinstance(exc, RecordNotFound):
+        return _error(404, str(exc), "id")
+    return _error(409, str(exc), "status")
+
+
+def _door_refusal(door: str | None, tokens: Tokens, authorization: str | None) -> Response | None:
+    """The 401 answer if ``door`` needs a token and ``authorization`` does not carry it."""
+    if door is None or tokens.allows(door, authorization):
+        return None
+    problem = "wrong bearer token" if authorization is not None else "missing bearer token"
+    return _error(
+        401,
+        f"{problem} for the {door} door (send 'Authorization: Bearer <token>')",
+        "authorization",
+        {"WWW-Authenticate": 'Bearer realm="failsafe-errors"'},
+    )
+
+
+def _unavailable(exc: StoreUnavailable) -> Response:
+    """The API's ``503`` for a store that cannot be reached: ``Retry-After``, no details."""
+    # the details (where the database is) stay in the log
+    return JSONResponse(
+        {"error": exc.public, "field": "store"},
+        status_code=503,
+        headers={"Retry-After": exc.retry_after_header},
+    )
+
+
 Handler = Callable[[_Inputs], Awaitable[Response]]
 
 
@@ -1466,15 +1541,9 @@ def _endpoint(
     door = operation.door
 
     async def endpoint(request: Request) -> Response:
-        if door is not None and not tokens.allows(door, request.headers.get("authorization")):
-            given = "authorization" in request.headers
-            problem = "wrong bearer token" if given else "missing bearer token"
-            return _error(
-                401,
-                f"{problem} for the {door} door (send 'Authorization: Bearer <token>')",
-                "authorization",
-                {"WWW-Authenticate": 'Bearer realm="failsafe-errors"'},
-            )
+        refused = _door_refusal(door, tokens, request.headers.get("authorization"))
+        if refused is not None:
+            return refused
         try:
             inputs = await _inputs(
                 operation,
@@ -1483,14 +1552,8 @@ def _endpoint(
                 max_payload_bytes=max_payload_bytes,
             )
             return await handler(inputs)
-        except _Refused as exc:
-            return _error(exc.status, exc.message, exc.field, exc.headers)
-        except InvalidReport as exc:
-            return _error(422, str(exc), exc.field)
-        except RecordNotFound as exc:
-            return _error(404, str(exc), "id")
-        except InvalidMove as exc:
-            return _error(409, str(exc), "status")
+        except _REFUSALS as exc:
+            return _refusal(exc)
 
     endpoint.__name__ = operation.operation_id
     endpoint.__doc__ = f"{operation.method} {operation.path}: {operation.summary}"
@@ -1529,19 +1592,42 @@ def api_routes(
     Returns:
         Starlette routes, to mount at the root of an app.
     """
+    return _api(
+        desk,
+        tokens=tokens,
+        handlers=handlers,
+        max_body_bytes=max_body_bytes,
+        max_payload_bytes=max_payload_bytes,
+        worker_problem=worker_problem,
+    ).routes
+
+
+@attrs.frozen
+class _Api:
+    """The JSON routes, and the report door that answers ``POST /v1/reports`` before them."""
+
+    routes: list[BaseRoute]
+    report_door: Callable[[ASGIApp], ASGIApp]
+
+
+def _api(
+    desk: ErrorDesk,
+    *,
+    tokens: Tokens,
+    handlers: HandlerRegistry,
+    max_body_bytes: int,
+    max_payload_bytes: int,
+    worker_problem: Callable[[], str | None] | None,
+) -> _Api:
+    """`api_routes`, and the `_ReportDoor` to put in front of them (sharing their intake)."""
     hosts = getattr(handlers, "callback_hosts", None)
     operations = _operations(None if hosts is None else [h for h in hosts if isinstance(h, str)])
 
     intake = Intake(desk)  # concurrent reports share a transaction
 
     async def report(inputs: _Inputs) -> Response:
-        parsed: Report = inputs.body
-        record, created = await intake.report(
-            parsed, actor=parsed.source, report_id=inputs.params["Idempotency-Key"]
-        )
-        return JSONResponse(
-            {"record": record.to_json(), "created": created}, status_code=201 if created else 200
-        )
+        status, body = await _store_report(intake, inputs)
+        return Response(body, status_code=status, media_type="application/json")
 
     async def report_batch(inputs: _Inputs) -> Response:
         parsed = [(item["report"], item["id"]) for item in inputs.body["reports"]]
@@ -1661,7 +1747,7 @@ def api_routes(
         "openapi": openapi,
     }
     assert set(implementations) == {o.operation_id for o in operations}
-    return [
+    routes: list[BaseRoute] = [
         Route(
             o.path,
             _endpoint(
@@ -1675,6 +1761,130 @@ def api_routes(
         )
         for o in operations
     ]
+    (reporting,) = (o for o in operations if o.operation_id == "report")
+
+    def report_door(app: ASGIApp) -> ASGIApp:
+        return _ReportDoor(
+            app,
+            operation=reporting,
+            tokens=tokens,
+            intake=intake,
+            max_body_bytes=max_body_bytes,
+            max_payload_bytes=max_payload_bytes,
+        )
+
+    return _Api(routes, report_door)
+
+
+# the answer's JSON as Starlette's JSONResponse writes it, with the encoder made once
+_ENCODER: Final = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+
+
+async def _store_report(intake: Intake, inputs: _Inputs) -> tuple[int, bytes]:
+    """Store a checked report; the answer's status and body (201: a new record)."""
+    parsed: Report = inputs.body
+    record, created = await intake.report(
+        parsed, actor=parsed.source, report_id=inputs.params["Idempotency-Key"]
+    )
+    answer = {"record": record.to_json(), "created": created}
+    return (201 if created else 200), _ENCODER.encode(answer).encode()
+
+
+async def _chunks(receive: Receive) -> AsyncIterator[bytes]:
+    """A request's body as it arrives (as Starlette's ``Request.stream``)."""
+    while True:
+        message = await receive()
+        if message["type"] == "http.request":
+            chunk = message.get("body", b"")
+            if chunk:
+                yield chunk
+            if not message.get("more_body", False):
+                return
+        elif message["type"] == "http.disconnect":
+            raise ClientDisconnect
+
+
+class _ReportDoor:
+    """ASGI middleware: ``POST /v1/reports`` answered here, before the router.
+
+    Reporters send this one request far more often than all the others together (a storm
+    is thousands a second), so it skips the router's layers (exception middleware, route
+    matching, request and response objects): the same checks, in the same order, through
+    the same functions as the route (`_endpoint`), and the same answers. A store that
+    cannot be reached answers ``503`` here; any other exception goes up to the app's
+    server-error handler, as the route's would.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        operation: Operation,
+        tokens: Tokens,
+        intake: Intake,
+        max_body_bytes: int,
+        max_payload_bytes: int,
+    ) -> None:
+        self.app = app
+        self._operation = operation
+        self._tokens = tokens
+        self._intake = intake
+        self._max_body_bytes = max_body_bytes
+        self._max_payload_bytes = max_payload_bytes
+        self._path = operation.path
+        self._wanted = frozenset(
+            ["authorization", "content-type", "content-length"]
+            + [p.name.lower() for p in operation.params if p.location == "header"]
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Answer ``POST /v1/reports``; pass every other request on."""
+        if scope["type"] != "http" or scope["method"] != "POST" or _route_path(scope) != self._path:
+            await self.app(scope, receive, send)
+            return
+        headers: dict[str, str] = {}
+        for name, value in scope["headers"]:
+            key = name.decode("latin-1")
+            if key in self._wanted and key not in headers:  # the first, as Starlette's
+                headers[key] = value.decode("latin-1")
+        refused = _door_refusal(self._operation.door, self._tokens, headers.get("authorization"))
+        if refused is None:
+            try:
+                params: dict[str, Any] = {}
+                _header_params(self._operation, headers.get, params)
+                body = await _body(
+                    self._operation,
+                    headers.get,
+                    _chunks(receive),
+                    max_body_bytes=self._max_body_bytes,
+                    max_payload_bytes=self._max_payload_bytes,
+                )
+                status, answer = await _store_report(self._intake, _Inputs(params, body))
+            except _REFUSALS as exc:
+                refused = _refusal(exc)
+            except StoreUnavailable as exc:
+                refused = _unavailable(exc)
+        if refused is not None:
+            await refused(scope, receive, send)
+            return
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [
+                    (b"content-length", str(len(answer)).encode()),
+                    (b"content-type", b"application/json"),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": answer})
+
+
+def _route_path(scope: Scope) -> str:
+    """The path the router matches: the request's, less the prefix the app is mounted at."""
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    return path[len(root) :] if root and path.startswith(root) else path
 
 
 # -- the OpenAPI document ------------------------------------------------------------------------

@@ -41,7 +41,8 @@ from failsafe.errors.api import (
     DEFAULT_MAX_BODY_BYTES,
     DEFAULT_MAX_PAYLOAD_BYTES,
     HandlerRegistry,
-    api_routes,
+    _api,
+    _unavailable,
 )
 from failsafe.errors.auth import LoopbackOnly, Tokens
 from failsafe.errors.desk import ErrorDesk, RetrySchedule
@@ -129,11 +130,11 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 async def _store_unavailable(request: Request, exc: Exception) -> Response:
     # the database is down or overloaded: nothing was written; the client asks again later
     assert isinstance(exc, StoreUnavailable)
-    headers = {"Retry-After": exc.retry_after_header}
-    message = exc.public  # the details (where the database is) stay in the log
     if request.url.path.startswith("/review"):
-        return PlainTextResponse(message, status_code=503, headers=headers)
-    return JSONResponse({"error": message, "field": "store"}, status_code=503, headers=headers)
+        # the details (where the database is) stay in the log
+        headers = {"Retry-After": exc.retry_after_header}
+        return PlainTextResponse(exc.public, status_code=503, headers=headers)
+    return _unavailable(exc)
 
 
 async def _server_error(request: Request, exc: Exception) -> Response:
@@ -217,7 +218,7 @@ def _build_app(
             if closing is not None:
                 closing()
 
-    routes = api_routes(
+    api = _api(
         desk,
         tokens=tokens,
         handlers=handlers,
@@ -225,15 +226,17 @@ def _build_app(
         max_payload_bytes=max_payload_bytes,
         worker_problem=running.problem if running is not None else None,
     )
+    # an open door: only requests addressed to loopback, no cross-origin writes
+    guard = [] if tokens.complete else [Middleware(LoopbackOnly)]
     return Starlette(
-        routes=[*routes, Mount("/review", routes=review_routes(desk, tokens=tokens))],
+        routes=[*api.routes, Mount("/review", routes=review_routes(desk, tokens=tokens))],
         exception_handlers={
             HTTPException: _http_error,
             StoreUnavailable: _store_unavailable,
             Exception: _server_error,
         },
-        # an open door: only requests addressed to loopback, no cross-origin writes
-        middleware=[] if tokens.complete else [Middleware(LoopbackOnly)],
+        # reports go in at the door, inside the guard, before the router's layers
+        middleware=[*guard, Middleware(api.report_door)],
         lifespan=lifespan,
     )
 
