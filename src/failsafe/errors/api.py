@@ -1578,6 +1578,10 @@ def api_routes(
     which also writes the document served at ``/openapi.json`` (for these tokens: an open
     door's routes need none, and answer 403 to requests not addressed to loopback).
 
+    The service's app ([`create_app`][failsafe.errors.service.create_app]) answers
+    ``POST /v1/reports`` before its router, through the same checks, with the same
+    answers, in less time; these routes alone answer it too, with the router's cost.
+
     Args:
         desk: Every route acts through it.
         tokens: ``report`` opens ``POST /v1/reports`` (and its batch form); ``review``
