@@ -11,12 +11,18 @@ failsafe errors serve [--db errors.db | --dsn postgresql://...] [--host 127.0.0.
 failsafe errors list [--status open] [--kind K] [--source S] [--text T] [--limit N] [--json]
 failsafe errors show ID [--json]
 failsafe errors resolve|retry|discard ID [--note TEXT] [--actor NAME] [--json]
+failsafe errors groups [--status open] [--kind K] [--source S] [--text T]
+                       [--order newest|largest] [--limit N] [--json]
+failsafe errors group show FINGERPRINT [--json]
+failsafe errors group resolve|retry|discard FINGERPRINT [--dry-run] [--note TEXT]
+                       [--actor NAME] [--json]
 ```
 
-``list``, ``show`` and the actions work on a local store (``--db``, default ``errors.db``,
-or ``--dsn``) or on a running service (``--url http://127.0.0.1:8090``, with the review
-token from ``FAILSAFE_ERRORS_REVIEW_TOKEN``). Exit codes: 0 done, 1 refused or not found
-(the reason on stderr), 2 bad usage or configuration.
+``list``, ``show``, the actions and the group commands work on a local store (``--db``,
+default ``errors.db``, or ``--dsn``) or on a running service (``--url
+http://127.0.0.1:8090``, with the review token from ``FAILSAFE_ERRORS_REVIEW_TOKEN``).
+Exit codes: 0 done, 1 refused or not found (the reason on stderr), 2 bad usage or
+configuration.
 
 For the person on call, a queue's dead letters (see ``failsafe.queue.cli``):
 
@@ -76,6 +82,17 @@ class _Target:
     def act(self, action: str, record_id: str, *, actor: str, note: str | None) -> dict[str, Any]:
         raise NotImplementedError
 
+    def groups(self, query: dict[str, Any]) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def group(self, fingerprint: str) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def group_act(
+        self, action: str, fingerprint: str, *, actor: str, note: str | None, dry_run: bool
+    ) -> dict[str, Any]:
+        raise NotImplementedError
+
     def close(self) -> None:
         """Release connections."""
 
@@ -120,6 +137,7 @@ class _Local(_Target):
                 kind=query["kind"],
                 source=query["source"],
                 text=query["text"],
+                fingerprint=query["fingerprint"],
                 limit=query["limit"],
                 offset=query["offset"],
             )
@@ -150,6 +168,51 @@ class _Local(_Target):
             return dict(operation(record_id, actor=actor, note=note).to_json())
         except StoreError as exc:
             raise _Refused(str(exc)) from None
+
+    def groups(self, query: dict[str, Any]) -> dict[str, Any]:
+        from failsafe.errors.record import Status
+        from failsafe.errors.store import GroupQuery
+
+        try:
+            q = GroupQuery(
+                statuses=tuple(Status(s) for s in query["statuses"]),
+                kind=query["kind"],
+                source=query["source"],
+                text=query["text"],
+                order=query["order"],
+                limit=query["limit"],
+                offset=query["offset"],
+            )
+        except ValueError as exc:
+            raise _Usage(str(exc)) from None
+        page = self.desk.store.groups(q)
+        return {
+            "groups": [g.to_json() for g in page.groups],
+            "total": page.total,
+            "limit": q.limit,
+            "offset": q.offset,
+        }
+
+    def group(self, fingerprint: str) -> dict[str, Any]:
+        from failsafe.errors.store import StoreError
+
+        try:
+            return self.desk.store.group(fingerprint).to_json()
+        except StoreError as exc:
+            raise _Refused(str(exc)) from None
+
+    def group_act(
+        self, action: str, fingerprint: str, *, actor: str, note: str | None, dry_run: bool
+    ) -> dict[str, Any]:
+        from failsafe.errors.store import StoreError
+
+        try:
+            done = self.desk.group_action(
+                fingerprint, action, actor=actor, note=note, dry_run=dry_run
+            )
+        except StoreError as exc:
+            raise _Refused(str(exc)) from None
+        return done.to_json()
 
     def close(self) -> None:
         self.desk.store.close()
@@ -192,10 +255,34 @@ class _Remote(_Target):
             "kind": query["kind"],
             "source": query["source"],
             "q": query["text"],
+            "fingerprint": query["fingerprint"],
             "limit": query["limit"],
             "offset": query["offset"],
         }
         return self._call("GET", "/v1/records", params={k: v for k, v in params.items() if v})
+
+    def groups(self, query: dict[str, Any]) -> dict[str, Any]:
+        params = {
+            "status": ",".join(query["statuses"]) or "all",
+            "kind": query["kind"],
+            "source": query["source"],
+            "q": query["text"],
+            "order": query["order"],
+            "limit": query["limit"],
+            "offset": query["offset"],
+        }
+        return self._call("GET", "/v1/groups", params={k: v for k, v in params.items() if v})
+
+    def group(self, fingerprint: str) -> dict[str, Any]:
+        return self._call("GET", f"/v1/groups/{_segment(fingerprint)}")
+
+    def group_act(
+        self, action: str, fingerprint: str, *, actor: str, note: str | None, dry_run: bool
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {"actor": actor, "dry_run": dry_run}
+        if note is not None:
+            body["note"] = note
+        return self._call("POST", f"/v1/groups/{_segment(fingerprint)}/{action}", json=body)
 
     def get(self, record_id: str) -> dict[str, Any]:
         return self._call("GET", f"/v1/records/{_segment(record_id)}")
@@ -254,16 +341,67 @@ def _print_list(page: dict[str, Any], out: TextIO) -> None:
         )
         for r in records
     ]
-    widths = [max(len(c), *(len(row[i]) for row in rows)) for i, c in enumerate(columns)]
-    for row in (columns, *rows):
-        out.write("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
-        out.write("\n")
+    _print_table(columns, rows, out)
     offset = int(page.get("offset", 0))
     out.write(
         f"{len(records)} of {page.get('total', len(records))}"
         f"{'' if page.get('total_exact', True) else '+'} records"
         f" (from {offset + 1}; --offset for more)\n"
     )
+
+
+def _print_groups(page: dict[str, Any], out: TextIO) -> None:
+    groups = page.get("groups", [])
+    if not groups:
+        out.write("no groups match\n")
+        return
+    columns = ("fingerprint", "open", "records", "reports", "last seen (UTC)", "kind", "error")
+    rows = [
+        (
+            g["fingerprint"],
+            str(g["open"]),
+            str(g["records"]),
+            str(g["reports"]),
+            _when(g["last_seen"]),
+            g["kind"],
+            _one_line(": ".join(x for x in (g.get("error_type"), g.get("title")) if x)),
+        )
+        for g in groups
+    ]
+    _print_table(columns, rows, out)
+    offset = int(page.get("offset", 0))
+    out.write(
+        f"{len(groups)} of {page.get('total', len(groups))} groups"
+        f" (from {offset + 1}; --offset for more)\n"
+    )
+
+
+def _print_group(g: dict[str, Any], out: TextIO) -> None:
+    facts = [
+        ("fingerprint", g["fingerprint"]),
+        ("kind", g["kind"]),
+        ("error type", g.get("error_type") or "-"),
+        ("title", g.get("title") or "-"),
+        ("records", f"{g['records']} ({g['open']} open)"),
+        ("reports", str(g["reports"])),
+        ("first seen", _when(g["first_seen"]) + " UTC"),
+        ("last seen", _when(g["last_seen"]) + " UTC"),
+        ("statuses", ", ".join(f"{s} {n}" for s, n in g["statuses"].items() if n) or "-"),
+        ("sources", ", ".join(f"{s['source']} {s['records']}" for s in g["sources"]) or "-"),
+    ]
+    for name, value in facts:
+        out.write(f"{name + ':':<16}{value}\n")
+    hours = g.get("hours") or []
+    out.write(f"reports per hour (last 7 days, hours with reports): {len(hours)}\n")
+    for h in hours[-24:]:
+        out.write(f"  {_when(h['at'])}  {h['reports']}\n")
+
+
+def _print_table(columns: Sequence[str], rows: Sequence[Sequence[str]], out: TextIO) -> None:
+    widths = [max(len(c), *(len(row[i]) for row in rows)) for i, c in enumerate(columns)]
+    for row in (columns, *rows):
+        out.write("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+        out.write("\n")
 
 
 def _print_record(r: dict[str, Any], out: TextIO) -> None:
@@ -329,6 +467,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
         "kind": args.kind,
         "source": args.source,
         "text": args.text,
+        "fingerprint": args.group,
         "limit": args.limit,
         "offset": args.offset,
     }
@@ -373,6 +512,73 @@ def _cmd_act(args: argparse.Namespace) -> int:
         sys.stdout.write("\n")
     else:
         sys.stdout.write(f"record {record['id']} is now {record['status']}\n")
+    return OK
+
+
+def _print_json(value: Any) -> None:
+    json.dump(value, sys.stdout, indent=2, sort_keys=True)
+    sys.stdout.write("\n")
+
+
+def _cmd_groups(args: argparse.Namespace) -> int:
+    if not 1 <= args.limit <= 500:
+        raise _Usage(f"--limit must be from 1 to 500, got {args.limit}")
+    if args.offset < 0:
+        raise _Usage(f"--offset must be >= 0, got {args.offset}")
+    statuses = _statuses(args.status)
+    query = {
+        "statuses": () if statuses == _ALL else statuses,
+        "kind": args.kind,
+        "source": args.source,
+        "text": args.text,
+        "order": args.order,
+        "limit": args.limit,
+        "offset": args.offset,
+    }
+    target = _target(args)
+    try:
+        page = target.groups(query)
+    finally:
+        target.close()
+    if args.json:
+        _print_json(page)
+    else:
+        _print_groups(page, sys.stdout)
+    return OK
+
+
+def _cmd_group(args: argparse.Namespace) -> int:
+    target = _target(args)
+    try:
+        if args.action == "show":
+            found = target.group(args.fingerprint)
+        else:
+            actor = args.actor.strip()
+            if not actor:
+                raise _Usage("--actor must not be empty")
+            found = target.group_act(
+                args.action,
+                args.fingerprint,
+                actor=actor,
+                note=args.note or None,
+                dry_run=args.dry_run,
+            )
+    finally:
+        target.close()
+    if args.json:
+        _print_json(found)
+    elif args.action == "show":
+        _print_group(found, sys.stdout)
+    elif found["dry_run"]:
+        sys.stdout.write(
+            f"{args.action} would change {found['matched']} records of {found['fingerprint']}"
+            " (dry run: nothing changed)\n"
+        )
+    else:
+        sys.stdout.write(
+            f"{args.action}: {found['changed']} of {found['matched']} records of"
+            f" {found['fingerprint']} changed\n"
+        )
     return OK
 
 
@@ -503,6 +709,7 @@ def _fill_errors(errors: argparse.ArgumentParser) -> None:
     listing.add_argument("--kind", help="only this kind")
     listing.add_argument("--source", help="only this source service")
     listing.add_argument("--text", help="a substring of kind, error or payload")
+    listing.add_argument("--group", metavar="FINGERPRINT", help="only this failure group")
     listing.add_argument("--limit", type=int, default=50, help="records to show (1-500)")
     listing.add_argument("--offset", type=int, default=0, help="records to skip")
     listing.add_argument("--json", action="store_true", help="print JSON")
@@ -527,6 +734,49 @@ def _fill_errors(errors: argparse.ArgumentParser) -> None:
         act.add_argument("--actor", default="reviewer", help="your name (default: reviewer)")
         act.add_argument("--json", action="store_true", help="print the record as JSON")
         act.set_defaults(run=_cmd_act)
+
+    groups = sub.add_parser("groups", help="list failure groups (with open records by default)")
+    _store_options(groups)
+    groups.add_argument(
+        "--status",
+        action="append",
+        help="groups with a record in: open (default), all, or statuses, comma-separated",
+    )
+    groups.add_argument("--kind", help="only this kind")
+    groups.add_argument("--source", help="only groups with a record from this service")
+    groups.add_argument("--text", help="a substring of kind, error type or title")
+    groups.add_argument(
+        "--order",
+        choices=("newest", "largest"),
+        default="newest",
+        help="newest (last seen first, the default) or largest (most records first)",
+    )
+    groups.add_argument("--limit", type=int, default=50, help="groups to show (1-500)")
+    groups.add_argument("--offset", type=int, default=0, help="groups to skip")
+    groups.add_argument("--json", action="store_true", help="print JSON")
+    groups.set_defaults(run=_cmd_groups)
+
+    group = sub.add_parser("group", help="show a failure group, or act on all its records")
+    group_actions = group.add_subparsers(dest="action", metavar="ACTION")
+    group_actions.required = True
+    group_helps = {
+        "show": "show a group: its numbers, sources and reports per hour",
+        "resolve": "close every open record of a group as dealt with",
+        "retry": "queue every record of a group that needs review for a retry now",
+        "discard": "close every open record of a group as not worth acting on",
+    }
+    for action, text in group_helps.items():
+        one = group_actions.add_parser(action, help=text)
+        _store_options(one)
+        one.add_argument("fingerprint", help="the group's fingerprint")
+        if action != "show":
+            one.add_argument(
+                "--dry-run", action="store_true", help="change nothing; say how many it would"
+            )
+            one.add_argument("--note", help="why (kept in each record's history)")
+            one.add_argument("--actor", default="reviewer", help="your name (default: reviewer)")
+        one.add_argument("--json", action="store_true", help="print JSON")
+        one.set_defaults(run=_cmd_group)
 
 
 def _add_queue(commands: Any) -> None:

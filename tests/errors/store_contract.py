@@ -18,7 +18,7 @@ from failsafe.errors import (
     Report,
     Status,
 )
-from failsafe.errors.store import RECEIPT_SECONDS, REPEAT_SAMPLE
+from failsafe.errors.store import RECEIPT_SECONDS, REPEAT_SAMPLE, GroupNotFound, GroupQuery
 
 
 def report(**overrides: Any) -> Report:
@@ -499,6 +499,226 @@ class StoreContract:
         store.move(claimed[0].id, Status.DISCARDED, now=8.0, actor="ops")
         agree()
         assert sum(store.counts().values()) == 3
+
+    # -- failure groups ---------------------------------------------------------------------
+    def test_groups_follow_every_change(self, store: ErrorStore) -> None:
+        """The groups' numbers (kept apart from the records) agree with the records."""
+
+        def agree() -> None:
+            records = store.find(Query(limit=500)).records
+            expected: dict[str, dict[str, Any]] = {}
+            for r in records:
+                g = expected.setdefault(
+                    r.fingerprint,
+                    {"records": 0, "reports": 0, "statuses": dict.fromkeys(Status, 0), "src": {}},
+                )
+                g["records"] += 1
+                g["reports"] += r.count
+                g["statuses"][r.status] += 1
+                g["src"][r.source] = g["src"].get(r.source, 0) + 1
+            page = store.groups(GroupQuery(statuses=(), limit=500))
+            assert page.total == len(expected)
+            for group in page.groups:
+                want = expected[group.fingerprint]
+                assert group.records == want["records"]
+                assert group.reports == want["reports"]
+                assert group.statuses == {s.value: n for s, n in want["statuses"].items()}
+                assert dict(group.sources) == want["src"]
+
+        locked = {"error_message": "row 1 locked"}
+        store.add(report(payload={"n": 1}, **locked), now=0.0, next_attempt_at=1.0, actor="w")
+        store.add(report(payload={"n": 1}, **locked), now=0.5, next_attempt_at=1.0, actor="w")
+        store.add(
+            report(payload={"n": 2}, source="shop", error_message="row 2 locked"),
+            now=0.7,
+            next_attempt_at=1.0,
+            actor="w",
+        )
+        store.add_many(
+            [
+                (report(payload={"n": 3}, error_message="row 3 locked"), "x"),
+                (report(action=Action.REVIEW, payload={}, kind="order.unknown"), "y"),
+            ],
+            now=1.0,
+            next_attempt_at=[2.0, None],
+            actor=["w", "w"],
+        )
+        agree()
+        assert store.groups(GroupQuery(statuses=())).total == 2
+        claimed = store.claim_due(now=5.0, lease=10.0, limit=10)
+        assert len(claimed) == 3
+        agree()
+        store.record_attempt(
+            claimed[0].id,
+            ok=False,
+            detail="no",
+            now=6.0,
+            to=Status.NEEDS_REVIEW,
+            next_attempt_at=None,
+            actor="worker",
+            lease=claimed[0].next_attempt_at,
+        )
+        store.move(claimed[1].id, Status.RESOLVED, now=7.0, actor="ops")
+        agree()
+        moved = store.move_group(
+            claimed[0].fingerprint,
+            Status.DISCARDED,
+            statuses=(Status.NEEDS_REVIEW, Status.RETRYING),
+            created_until=10.0,
+            now=8.0,
+            actor="ops",
+            limit=500,
+        )
+        assert sorted(moved) == sorted([claimed[0].id, claimed[2].id])
+        agree()
+
+    def test_a_group_is_its_records_numbers_sources_and_hours(self, store: ErrorStore) -> None:
+        hour = 3600.0
+        start = 1_700_000_000.0 // hour * hour
+        for n, (at, source) in enumerate(
+            [(start, "a"), (start + 10, "b"), (start + 2 * hour, "a"), (start - 8 * 24 * hour, "c")]
+        ):
+            store.add(
+                report(payload={"n": n}, source=source, error_message=f"row {n} locked"),
+                now=at,
+                next_attempt_at=None,
+                actor="w",
+            )
+        # a repeat counts at the hour it came in
+        store.add(
+            report(payload={"n": 0}, source="a", error_message="row 0 locked"),
+            now=start + 2 * hour + 5,
+            next_attempt_at=None,
+            actor="w",
+        )
+        (listed,) = store.groups(GroupQuery()).groups
+        group = store.group(listed.fingerprint)
+        assert group.fingerprint.startswith("v1-")
+        assert (group.kind, group.error_type) == ("stock.decrement", "OperationalError")
+        assert group.title == "row 0 locked"  # the message of the record stored first
+        assert (group.records, group.reports, group.open) == (4, 5, 4)
+        assert group.first_seen == start - 8 * 24 * hour
+        assert group.last_seen == start + 2 * hour + 5
+        assert group.sources == (("a", 2), ("b", 1), ("c", 1))
+        # the hour 8 days before the last report is older than the chart's 7 days
+        assert group.hours == ((start, 2), (start + 2 * hour, 2))
+        assert listed.hours == ()  # a listing gives hours only when asked
+        assert store.groups(GroupQuery(hours=True)).groups[0].hours == group.hours
+        with pytest.raises(GroupNotFound):
+            store.group("v1-0000000000000000")
+
+    def test_groups_filter_order_and_page(self, store: ErrorStore) -> None:
+        def add(kind: str, n: int, at: float, source: str = "warehouse") -> str:
+            record, _ = store.add(
+                report(kind=kind, payload={"n": n}, source=source, error_message=f"{kind} {n}"),
+                now=at,
+                next_attempt_at=None,
+                actor="w",
+            )
+            return record.fingerprint
+
+        big, *same = [add("stock.decrement", n, float(n)) for n in range(3)]
+        assert same == [big, big]  # messages that differ by a number: one group
+        old = add("order.unknown", 1, -100.0, source="payments")
+        new = add("price.lookup", 1, 50.0)
+        newest = store.groups(GroupQuery())
+        assert [g.fingerprint for g in newest.groups] == [new, big, old]
+        assert newest.total == 3
+        largest = store.groups(GroupQuery(order="largest"))
+        assert largest.groups[0].fingerprint == big
+        assert [g.fingerprint for g in store.groups(GroupQuery(kind="order.unknown")).groups] == [
+            old
+        ]
+        assert [g.fingerprint for g in store.groups(GroupQuery(source="payments")).groups] == [old]
+        assert [g.fingerprint for g in store.groups(GroupQuery(text="PRICE")).groups] == [new]
+        page = store.groups(GroupQuery(limit=1, offset=1))
+        assert ([g.fingerprint for g in page.groups], page.total) == ([big], 3)
+        store.move_group(
+            old,
+            Status.RESOLVED,
+            statuses=(Status.PENDING_RETRY,),
+            created_until=1e12,
+            now=60.0,
+            actor="ops",
+            limit=10,
+        )
+        assert old not in [g.fingerprint for g in store.groups(GroupQuery()).groups]
+        closed = store.groups(GroupQuery(statuses=(Status.RESOLVED,)))
+        assert [g.fingerprint for g in closed.groups] == [old]
+        assert store.groups(GroupQuery(statuses=())).total == 3
+        with pytest.raises(ValueError, match="order"):
+            GroupQuery(order="biggest")
+
+    def test_move_group_moves_the_oldest_matching_records_with_history(
+        self, store: ErrorStore
+    ) -> None:
+        ids = [
+            store.add(
+                report(action=Action.REVIEW, payload={"n": n}, error_message=f"row {n} locked"),
+                now=float(n),
+                next_attempt_at=None,
+                actor="w",
+            )[0].id
+            for n in range(5)
+        ]
+        fingerprint = store.get(ids[0]).fingerprint
+        moved = store.move_group(
+            fingerprint,
+            Status.PENDING_RETRY,
+            statuses=(Status.NEEDS_REVIEW,),
+            created_until=3.0,
+            now=10.0,
+            actor="ops",
+            note="the database is back",
+            next_attempt_at=10.0,
+            limit=3,
+        )
+        assert moved == ids[:3]
+        for record_id in ids[:3]:
+            record = store.get(record_id)
+            assert record.status is Status.PENDING_RETRY
+            assert record.next_attempt_at == 10.0
+            assert record.history[-1].actor == "ops"
+            assert record.history[-1].note == "the database is back"
+        # created after the cut: left alone, as are records already moved
+        again = store.move_group(
+            fingerprint,
+            Status.PENDING_RETRY,
+            statuses=(Status.NEEDS_REVIEW,),
+            created_until=3.0,
+            now=11.0,
+            actor="ops",
+            limit=10,
+        )
+        assert again == [ids[3]]
+        assert store.get(ids[4]).status is Status.NEEDS_REVIEW
+        with pytest.raises(InvalidMove):
+            store.move_group(
+                fingerprint,
+                Status.RETRYING,
+                statuses=(Status.RESOLVED,),
+                created_until=99.0,
+                now=12.0,
+                actor="ops",
+                limit=1,
+            )
+
+    def test_a_report_chooses_its_own_group(self, store: ErrorStore) -> None:
+        a, _ = store.add(
+            report(fingerprint="stock-outage", payload={"a": 1}, error_message="one"),
+            now=0.0,
+            next_attempt_at=None,
+            actor="w",
+        )
+        b, _ = store.add(
+            report(fingerprint="stock-outage", payload={"b": 1}, kind="other.kind"),
+            now=1.0,
+            next_attempt_at=None,
+            actor="w",
+        )
+        assert a.fingerprint == b.fingerprint == "stock-outage"
+        assert store.group("stock-outage").records == 2
+        assert [r.id for r in store.find(Query(fingerprint="stock-outage")).records] == [b.id, a.id]
 
     def test_a_failing_write_leaves_nothing(self, store: ErrorStore) -> None:
         """A report that cannot be stored raises and leaves no partial record."""

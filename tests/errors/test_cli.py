@@ -443,6 +443,19 @@ def test_the_commands_act_on_a_running_service(
     assert main(["errors", "show", "nope", *remote]) == 1
     assert "no error record with id" in capsys.readouterr().err
 
+    fingerprint = seeded.record(seeded.stock).fingerprint
+    assert main(["errors", "groups", *remote, "--json"]) == 0
+    assert [g["fingerprint"] for g in json.loads(capsys.readouterr().out)["groups"]] == [
+        fingerprint
+    ]
+    assert main(["errors", "group", "resolve", fingerprint, *remote, "--dry-run"]) == 0
+    assert "resolve would change 1 records" in capsys.readouterr().out
+    assert main(["errors", "group", "show", fingerprint, *remote, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["open"] == 1
+    assert main(["errors", "group", "resolve", fingerprint, *remote]) == 0
+    assert capsys.readouterr().out == f"resolve: 1 of 1 records of {fingerprint} changed\n"
+    assert seeded.record(seeded.stock).status is Status.RESOLVED
+
     monkeypatch.setenv("FAILSAFE_ERRORS_REVIEW_TOKEN", "wrong")
     assert main(["errors", "list", *remote]) == 1
     assert "HTTP 401" in (err := capsys.readouterr().err)
@@ -465,3 +478,54 @@ def closed_url() -> str:
     port = sock.getsockname()[1]
     sock.close()
     return f"http://127.0.0.1:{port}"
+
+
+# -- failure groups ---------------------------------------------------------------------------
+def _fingerprint(seeded: Seeded, record_id: str) -> str:
+    return str(seeded.record(record_id).fingerprint)
+
+
+def test_groups_lists_the_groups_with_open_records(
+    seeded: Seeded, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert seeded.run("groups") == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0].split()[:4] == ["fingerprint", "open", "records", "reports"]
+    assert _fingerprint(seeded, seeded.stock) in out
+    assert "2 of 2 groups" in out
+    assert seeded.run("groups", "--status", "resolved", "--json") == 0
+    page = json.loads(capsys.readouterr().out)
+    assert [g["kind"] for g in page["groups"]] == ["order.not_found"]
+    assert page["groups"][0]["statuses"]["resolved"] == 1
+    assert seeded.run("groups", "--text", "nothing like this") == 0
+    assert capsys.readouterr().out == "no groups match\n"
+    assert seeded.run("groups", "--limit", "0") == 2
+    assert "--limit must be from 1 to 500" in capsys.readouterr().err
+
+
+def test_group_show_and_a_dry_run_then_the_action(
+    seeded: Seeded, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fingerprint = _fingerprint(seeded, seeded.lost)
+    db = ["--db", str(seeded.path)]
+    assert main(["errors", "group", "show", fingerprint, *db]) == 0
+    out = capsys.readouterr().out
+    assert f"fingerprint:    {fingerprint}" in out
+    assert "records:        2 (1 open)" in out
+    assert main(["errors", "group", "discard", fingerprint, *db, "--dry-run"]) == 0
+    assert capsys.readouterr().out == (
+        f"discard would change 1 records of {fingerprint} (dry run: nothing changed)\n"
+    )
+    assert seeded.record(seeded.lost).status is Status.NEEDS_REVIEW
+    code = main(
+        ["errors", "group", "discard", fingerprint, *db, "--note", "a test order", "--actor", "m"]
+    )
+    assert code == 0
+    assert capsys.readouterr().out == f"discard: 1 of 1 records of {fingerprint} changed\n"
+    record = seeded.record(seeded.lost)
+    assert record.status is Status.DISCARDED
+    assert (record.history[-1].actor, record.history[-1].note) == ("m", "a test order")
+    assert main(["errors", "list", *db, "--group", fingerprint, "--status", "all", "--json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)["records"]) == 2
+    assert main(["errors", "group", "show", "v1-0000000000000000", *db]) == 1
+    assert "no failure group" in capsys.readouterr().err

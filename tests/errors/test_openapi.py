@@ -174,7 +174,7 @@ def test_every_declared_operation_is_a_route_of_the_app_and_no_other() -> None:
         if method != "HEAD"
     }
     declared = [(o.path, o.method) for o in OPERATIONS]
-    assert len(declared) == len(set(declared)) == 12
+    assert len(declared) == len(set(declared)) == 17
     assert set(declared) == routes
     document = openapi_document()
     for o in OPERATIONS:
@@ -390,6 +390,8 @@ ALLOWED: list[tuple[str, dict[str, Any], int]] = [
      200),
     ("putHandler", {"path": {"kind": "k"}, "body": {"url": "https://[::1]"}}, 200),
     ("bulkAction", {"body": {"action": "discard", "ids": [" ", "é" * 200]}}, 200),
+    ("listGroups", {"query": {"order": "largest", "status": [" all", "", "resolved ,"]}}, 200),
+    ("retryGroup", {"path": {"fingerprint": "x" * 128}, "body": {"dry_run": None}}, 404),
 ]  # fmt: skip
 
 
@@ -507,6 +509,11 @@ EXAMPLE_INPUTS: dict[str, dict[str, Any]] = {
     "putHandler": {"path": {"kind": "stock.decrement"}, "body": {"url": "http://127.0.0.1:9/x"}},
     "health": {},
     "openapi": {},
+    "listGroups": {"query": {"status": "all", "order": "largest", "limit": "5"}},
+    "getGroup": {"path": {"fingerprint": "v1-0000000000000000"}},
+    "retryGroup": {"path": {"fingerprint": "v1-0000000000000000"}, "body": {"dry_run": True}},
+    "resolveGroup": {"path": {"fingerprint": "v1-0000000000000000"}, "body": {"note": "ok"}},
+    "discardGroup": {"path": {"fingerprint": "v1-0000000000000000"}},
 }
 
 

@@ -112,7 +112,7 @@ def test_list_groups_open_records_by_kind_and_error_type(seeded: Seeded) -> None
     """The list shows open records only, one header per kind and error type with counts."""
 
     async def go(c: httpx.AsyncClient) -> None:
-        r = await c.get("/review/")
+        r = await c.get("/review/records")
         assert r.status_code == 200
         assert groups_of(r.text) == {
             "order.not_found · OrderNotFound": "1 record, 1 report",
@@ -131,19 +131,19 @@ def test_filters_narrow_the_list(seeded: Seeded) -> None:
     """Status, kind, source and text filters each narrow the list, and the form keeps them."""
 
     async def go(c: httpx.AsyncClient) -> None:
-        r = await c.get("/review/", params={"status": "resolved"})
+        r = await c.get("/review/records", params={"status": "resolved"})
         assert list(groups_of(r.text)) == ["order.not_found · OrderNotFound"]
         assert seeded.closed.id[:12] in r.text
         assert '<option value="resolved" selected>' in r.text
-        r = await c.get("/review/", params={"kind": "stock.decrement"})
+        r = await c.get("/review/records", params={"kind": "stock.decrement"})
         assert list(groups_of(r.text)) == ["stock.decrement · OperationalError"]
-        r = await c.get("/review/", params={"source": "orders"})
+        r = await c.get("/review/records", params={"source": "orders"})
         assert list(groups_of(r.text)) == ["order.not_found · OrderNotFound"]
         assert 'name="source" value="orders"' in r.text
-        r = await c.get("/review/", params={"text": "o-7", "status": "all"})
+        r = await c.get("/review/records", params={"text": "o-7", "status": "all"})
         assert groups_of(r.text) == {"order.not_found · OrderNotFound": "1 record, 1 report"}
         assert seeded.lost.id[:12] in r.text
-        r = await c.get("/review/", params={"text": "nothing like this"})
+        r = await c.get("/review/records", params={"text": "nothing like this"})
         assert groups_of(r.text) == {}
         assert "Nothing to review here." in r.text
 
@@ -154,13 +154,13 @@ def test_bad_filters_get_a_clear_400(seeded: Seeded) -> None:
     """An unknown status or a non-numeric limit is a 400 naming the problem, not a 500."""
 
     async def go(c: httpx.AsyncClient) -> None:
-        r = await c.get("/review/", params={"status": "lost"})
+        r = await c.get("/review/records", params={"status": "lost"})
         assert r.status_code == 400
         assert "status must be one of" in r.text
-        r = await c.get("/review/", params={"limit": "ten"})
+        r = await c.get("/review/records", params={"limit": "ten"})
         assert r.status_code == 400
         assert "limit must be a whole number" in r.text
-        r = await c.get("/review/", params={"offset": "-1"})
+        r = await c.get("/review/records", params={"offset": "-1"})
         assert r.status_code == 400
         assert "offset must be from 0 to 1000000000" in r.text
 
@@ -171,7 +171,7 @@ def test_pagination_links_keep_the_filters(seeded: Seeded) -> None:
     """With a page size of one, next links walk the records by cursor and keep the filters."""
 
     async def go(c: httpx.AsyncClient) -> None:
-        r = await c.get("/review/", params={"kind": "stock.decrement", "limit": "1"})
+        r = await c.get("/review/records", params={"kind": "stock.decrement", "limit": "1"})
         assert "showing 1-1" in r.text
         assert 'rel="prev"' not in r.text
         assert 'rel="first"' not in r.text
@@ -193,11 +193,11 @@ def test_pagination_links_keep_the_filters(seeded: Seeded) -> None:
         assert {i for i in ids if i in r.text} | {i for i in ids if i in second.text} == ids
         # a link with an offset (from an older page) still works, with a previous link
         by_offset = await c.get(
-            "/review/", params={"kind": "stock.decrement", "limit": "1", "offset": "1"}
+            "/review/records", params={"kind": "stock.decrement", "limit": "1", "offset": "1"}
         )
         assert "showing 2-2" in by_offset.text
         assert 'rel="prev"' in by_offset.text
-        bad = await c.get("/review/", params={"after": "yesterday"})
+        bad = await c.get("/review/records", params={"after": "yesterday"})
         assert bad.status_code == 400
         assert "not a page cursor" in bad.text
 
@@ -213,7 +213,7 @@ def test_past_the_counted_limit_the_page_says_plus_and_offers_the_next_page(
     monkeypatch.setattr(sqlstore, "COUNT_LIMIT", 2)
 
     async def go(c: httpx.AsyncClient) -> None:
-        r = await c.get("/review/", params={"limit": "2"})
+        r = await c.get("/review/records", params={"limit": "2"})
         assert "2+ records match" in r.text
         assert 'rel="next"' in r.text  # the count stopped at 2; the page looked one further
         found = re.search(r'rel="next" href="([^"]+)"', r.text)
@@ -229,7 +229,7 @@ def test_values_are_escaped_so_a_script_payload_is_inert(seeded: Seeded) -> None
     """A payload or message holding a script tag renders as text on both pages, under a CSP."""
 
     async def go(c: httpx.AsyncClient) -> None:
-        listing = await c.get("/review/")
+        listing = await c.get("/review/records")
         page = await c.get(f"/review/records/{seeded.product.id}")
         for r in (listing, page):
             assert XSS not in r.text
@@ -613,11 +613,12 @@ def test_bad_list_parameters_are_a_400_page_naming_them(seeded: Seeded) -> None:
             "source=%00": "source must not contain NUL",
             "status=open%00": "open\\x00",
         }
-        for query, words in cases.items():
-            r = await c.get(f"/review/?{query}")
-            assert r.status_code == 400, (query, r.status_code)
-            assert words in r.text, query
-        assert (await c.get("/review/?offset=1000000000")).status_code == 200
+        for path in ("/review/", "/review/records"):
+            for query, words in cases.items():
+                r = await c.get(f"{path}?{query}")
+                assert r.status_code == 400, (path, query, r.status_code)
+                assert words in r.text, (path, query)
+            assert (await c.get(f"{path}?offset=1000000000")).status_code == 200
 
     drive(seeded.desk, go)
 

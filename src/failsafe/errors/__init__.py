@@ -5,7 +5,7 @@ those that ask for it by its own logic, and shows the others to a person for rev
 """
 
 from failsafe.errors.client import AsyncErrorSink, ErrorSink, ReportRejected, SinkClosed
-from failsafe.errors.desk import BulkResult, ErrorDesk, RetrySchedule
+from failsafe.errors.desk import BulkResult, ErrorDesk, GroupAction, RetrySchedule
 from failsafe.errors.record import (
     KIND_PATTERN,
     OPEN_STATUSES,
@@ -22,6 +22,10 @@ from failsafe.errors.spool import Spool, SpooledReport
 from failsafe.errors.sqlite import SQLiteStore
 from failsafe.errors.store import (
     ErrorStore,
+    Group,
+    GroupNotFound,
+    GroupPage,
+    GroupQuery,
     InvalidMove,
     Page,
     Query,
@@ -47,6 +51,11 @@ __all__ = [
     "ErrorDesk",
     "ErrorRecord",
     "ErrorStore",
+    "Group",
+    "GroupAction",
+    "GroupNotFound",
+    "GroupPage",
+    "GroupQuery",
     "Handler",
     "Handlers",
     "InvalidMove",

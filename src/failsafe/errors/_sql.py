@@ -10,13 +10,13 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from failsafe.errors.record import Action, Attempt, AuditEntry, ErrorRecord, Status
-from failsafe.errors.store import Query, open_statuses
+from failsafe.errors.store import Group, GroupQuery, Query, open_statuses
 
 OPEN_IN = "(" + ", ".join(f"'{s.value}'" for s in open_statuses()) + ")"
 
 RECORD_COLUMNS = (
     "id, kind, source, action, payload, error_type, error_message, traceback, correlation_id,"
-    " dedupe_key, count, status, created_at, updated_at, next_attempt_at"
+    " dedupe_key, count, status, created_at, updated_at, next_attempt_at, fingerprint"
 )
 
 SCHEMA = (
@@ -35,7 +35,8 @@ SCHEMA = (
         status TEXT NOT NULL,
         created_at DOUBLE PRECISION NOT NULL,
         updated_at DOUBLE PRECISION NOT NULL,
-        next_attempt_at DOUBLE PRECISION
+        next_attempt_at DOUBLE PRECISION,
+        fingerprint TEXT NOT NULL DEFAULT ''
     )""",
     # one open record per dedupe key: a repeated report can only join it
     f"""CREATE UNIQUE INDEX IF NOT EXISTS failsafe_errors_open_dedupe
@@ -81,7 +82,7 @@ SCHEMA = (
     """CREATE INDEX IF NOT EXISTS failsafe_error_receipts_at ON failsafe_error_receipts (at)""",
 )
 
-RECORD_MARKS = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+RECORD_MARKS = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 INSERT_RECORD = f"INSERT INTO failsafe_errors ({RECORD_COLUMNS}) VALUES {RECORD_MARKS}"
 # a concurrent duplicate waits on the partial unique index, then does nothing (and bumps)
 IF_NEW = f" ON CONFLICT (dedupe_key) WHERE status IN {OPEN_IN} DO NOTHING RETURNING id"
@@ -138,6 +139,186 @@ SELECT_HISTORY = (
 )
 
 
+# -- failure groups ----------------------------------------------------------------------------
+# A row per group and shard (a writer's own, as the counts above) holds the group's numbers;
+# triggers keep them in the writes' own transactions; a read sums a group's shards.
+
+STATUS_COLUMNS = [s.value for s in Status]
+GROUP_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS failsafe_error_groups (
+        fingerprint TEXT NOT NULL,
+        shard INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        error_type TEXT,
+        title TEXT,
+        first_seen DOUBLE PRECISION NOT NULL,
+        last_seen DOUBLE PRECISION NOT NULL,
+        reports BIGINT NOT NULL,
+        records BIGINT NOT NULL,
+        """
+    + ",\n        ".join(f"{s} BIGINT NOT NULL" for s in STATUS_COLUMNS)
+    + """,
+        PRIMARY KEY (fingerprint, shard)
+    )""",
+    """CREATE TABLE IF NOT EXISTS failsafe_error_group_sources (
+        fingerprint TEXT NOT NULL,
+        shard INTEGER NOT NULL,
+        source TEXT NOT NULL,
+        records BIGINT NOT NULL,
+        PRIMARY KEY (fingerprint, shard, source)
+    )""",
+    """CREATE TABLE IF NOT EXISTS failsafe_error_group_hours (
+        fingerprint TEXT NOT NULL,
+        shard INTEGER NOT NULL,
+        hour BIGINT NOT NULL,
+        reports BIGINT NOT NULL,
+        PRIMARY KEY (fingerprint, shard, hour)
+    )""",
+    """CREATE INDEX IF NOT EXISTS failsafe_error_group_hours_hour
+        ON failsafe_error_group_hours (hour)""",
+    """CREATE INDEX IF NOT EXISTS failsafe_errors_group_newest
+        ON failsafe_errors (fingerprint, created_at, id)""",
+    """CREATE INDEX IF NOT EXISTS failsafe_errors_group_status
+        ON failsafe_errors (fingerprint, status, created_at, id)""",
+)
+TITLE_CHARS = 300  # of the first record's message, kept as the group's title
+
+_G = "failsafe_error_groups"
+
+
+def _status_delta(new: str | None, old: str | None) -> str:
+    """A column per status: +1 for ``new``'s status, -1 for ``old``'s (row aliases)."""
+    columns = []
+    for status in STATUS_COLUMNS:
+        plus = f"CASE WHEN {new}.status = '{status}' THEN 1 ELSE 0 END" if new else "0"
+        minus = f" - CASE WHEN {old}.status = '{status}' THEN 1 ELSE 0 END" if old else ""
+        columns.append(f"{plus}{minus} AS {status}")
+    return ", ".join(columns)
+
+
+def group_changes(
+    new: str | None, old: str | None, *, rows: str, shard: str, hour: str
+) -> list[str]:
+    """The statements that carry record rows' changes into the group tables.
+
+    ``new`` and ``old`` name the rows after and before (``None``: an insert has no old
+    row, a delete no new one); ``rows`` is what the rows are selected from, with its WHERE
+    (``""`` for a row trigger's ``new``/``old``, which need none); ``shard`` the writer's
+    shard; ``hour`` turns a time (``{t}``) into its hour. An update counts only rows whose
+    status or count changed; the new reports of a count that grew are counted at the hour
+    of the record's ``updated_at``.
+    """
+    if new and old:
+        where = f"({new}.status <> {old}.status OR {new}.count <> {old}.count)"
+        reports, records = f"{new}.count - {old}.count", "0"
+        first = f"{old}.created_at"
+        last = (
+            f"CASE WHEN {new}.count > {old}.count THEN {new}.updated_at ELSE {old}.created_at END"
+        )
+        ident = new
+        at = f"{new}.updated_at"
+    elif new:
+        where, reports, records = "", f"{new}.count", "1"
+        first, last, ident, at = f"{new}.created_at", f"{new}.updated_at", new, f"{new}.created_at"
+    else:
+        assert old is not None
+        where, reports, records = "", f"-{old}.count", "-1"
+        first, last, ident, at = f"{old}.created_at", f"{old}.created_at", old, ""
+    filtered = f"{rows} WHERE {where}" if where and rows else (f" WHERE {where}" if where else rows)
+    sums = ", ".join(f"SUM({s})" for s in STATUS_COLUMNS)
+    adds = ", ".join(f"{s} = {_G}.{s} + excluded.{s}" for s in STATUS_COLUMNS)
+    statements = [
+        f"INSERT INTO {_G} (fingerprint, shard, kind, error_type, title, first_seen, last_seen,"
+        f" reports, records, {', '.join(STATUS_COLUMNS)})"
+        f" SELECT fingerprint, {shard}, MIN(kind), MIN(error_type), MIN(title), MIN(first_seen),"
+        f" MAX(last_seen), SUM(reports), SUM(records), {sums} FROM ("
+        f"SELECT {ident}.fingerprint AS fingerprint, {ident}.kind AS kind,"
+        f" {ident}.error_type AS error_type,"
+        f" SUBSTR({ident}.error_message, 1, {TITLE_CHARS}) AS title, {first} AS first_seen,"
+        f" {last} AS last_seen, {reports} AS reports, {records} AS records,"
+        f" {_status_delta(new, old)}{filtered}) AS d WHERE true GROUP BY fingerprint"
+        f" ON CONFLICT (fingerprint, shard) DO UPDATE SET"
+        f" first_seen = CASE WHEN excluded.first_seen < {_G}.first_seen"
+        f" THEN excluded.first_seen ELSE {_G}.first_seen END,"
+        f" last_seen = CASE WHEN excluded.last_seen > {_G}.last_seen"
+        f" THEN excluded.last_seen ELSE {_G}.last_seen END,"
+        f" reports = {_G}.reports + excluded.reports, records = {_G}.records + excluded.records,"
+        f" {adds}"
+    ]
+    if records != "0":  # an update never changes a record's source
+        statements.append(
+            "INSERT INTO failsafe_error_group_sources (fingerprint, shard, source, records)"
+            f" SELECT fingerprint, {shard}, source, SUM(n) FROM (SELECT {ident}.fingerprint AS"
+            f" fingerprint, {ident}.source AS source, {records} AS n{filtered}) AS d WHERE true"
+            " GROUP BY fingerprint, source ON CONFLICT (fingerprint, shard, source) DO UPDATE"
+            " SET records = failsafe_error_group_sources.records + excluded.records"
+        )
+    if at:  # a deleted record's reports happened all the same: its hours stay
+        statements.append(
+            "INSERT INTO failsafe_error_group_hours (fingerprint, shard, hour, reports)"
+            f" SELECT fingerprint, {shard}, hour, SUM(n) FROM (SELECT {ident}.fingerprint AS"
+            f" fingerprint, {hour.format(t=at)} AS hour, {reports} AS n{filtered}) AS d"
+            " WHERE n <> 0 GROUP BY fingerprint, hour"
+            " ON CONFLICT (fingerprint, shard, hour) DO UPDATE"
+            " SET reports = failsafe_error_group_hours.reports + excluded.reports"
+        )
+    return statements
+
+
+SELECT_GROUPS = (
+    "SELECT fingerprint, MIN(kind), MIN(error_type), MIN(title), MIN(first_seen),"
+    " MAX(last_seen), SUM(reports), SUM(records), "
+    + ", ".join(f"SUM({s})" for s in STATUS_COLUMNS)
+    + " FROM failsafe_error_groups"
+)
+
+
+def group_where(query: GroupQuery) -> tuple[str, str, list[Any]]:
+    """The WHERE and HAVING clauses of a group listing, and their parameters."""
+    clauses: list[str] = []
+    params: list[Any] = []
+    if query.kind is not None:
+        clauses.append("kind = ?")
+        params.append(query.kind)
+    if query.source is not None:
+        clauses.append(
+            "fingerprint IN (SELECT fingerprint FROM failsafe_error_group_sources"
+            " WHERE source = ? GROUP BY fingerprint HAVING SUM(records) > 0)"
+        )
+        params.append(query.source)
+    if query.text:
+        pattern = like_pattern(query.text)
+        clauses.append(
+            "(LOWER(kind) LIKE ? ESCAPE '\\' OR LOWER(COALESCE(error_type, '')) LIKE ? ESCAPE '\\'"
+            " OR LOWER(COALESCE(title, '')) LIKE ? ESCAPE '\\')"
+        )
+        params += [pattern] * 3
+    wanted = [s.value for s in query.statuses] or ["records"]
+    having = " HAVING (" + " + ".join(f"SUM({s})" for s in wanted) + ") > 0"
+    return (" WHERE " + " AND ".join(clauses) if clauses else ""), having, params
+
+
+def build_group(row: Sequence[Any], sources: tuple[tuple[str, int], ...]) -> Group:
+    """A group from its SELECT_GROUPS row and its sources."""
+    return Group(
+        fingerprint=row[0],
+        kind=row[1],
+        error_type=row[2],
+        title=row[3],
+        first_seen=float(row[4]),
+        last_seen=float(row[5]),
+        reports=int(row[6]),
+        records=int(row[7]),
+        statuses={s: int(n) for s, n in zip(STATUS_COLUMNS, row[8:], strict=True)},
+        sources=sources,
+    )
+
+
+HOURS_KEPT = 8 * 24
+"""Hours of occurrences kept per group (8 days: the console's 7-day chart, and the hour now)."""
+PRUNE_HOURS = "DELETE FROM failsafe_error_group_hours WHERE hour < ?"
+
+
 TextClause = Callable[[str], tuple[str, list[Any]]]
 """A store's test for "the text is in the kind, error type, message or payload"."""
 
@@ -171,6 +352,9 @@ def where(query: Query, text_clause: TextClause = text_like) -> tuple[str, list[
         if value is not None:
             clauses.append(f"{column} = ?")
             params.append(value)
+    if query.fingerprint is not None:
+        clauses.append("fingerprint = ?")
+        params.append(query.fingerprint)
     if query.since is not None:
         clauses.append("created_at >= ?")
         params.append(query.since)
@@ -222,6 +406,7 @@ def record_row(record: ErrorRecord, *, payload: str | None = None) -> tuple[Any,
         record.created_at,
         record.updated_at,
         record.next_attempt_at,
+        record.fingerprint,
     )
 
 
@@ -247,6 +432,7 @@ def build(
         created_at=float(row[12]),
         updated_at=float(row[13]),
         next_attempt_at=None if row[14] is None else float(row[14]),
+        fingerprint=row[15],
         attempts=tuple(Attempt(at=float(a[0]), ok=bool(a[1]), detail=a[2]) for a in attempts),
         history=tuple(
             AuditEntry(at=float(h[0]), actor=h[1], action=h[2], note=h[3]) for h in history
@@ -300,7 +486,7 @@ class ArrayBulk(Bulk):
 
     def insert_if_new(self, rows: Rows) -> tuple[str, list[Any]]:
         """INSERT_IF_NEW for many records, a column each."""
-        types = ["text"] * 10 + ["bigint", "text", "float8", "float8", "float8"]
+        types = ["text"] * 10 + ["bigint", "text", "float8", "float8", "float8", "text"]
         arrays = ", ".join(f"?::{t}[]" for t in types)
         statement = (
             f"INSERT INTO failsafe_errors ({RECORD_COLUMNS}) SELECT * FROM unnest({arrays}){IF_NEW}"

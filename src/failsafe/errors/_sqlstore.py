@@ -16,11 +16,17 @@ from typing import Any, Final
 import attrs
 
 from failsafe.errors import _sql
+from failsafe.errors.fingerprint import fingerprint
 from failsafe.errors.record import Action, AuditEntry, ErrorRecord, Report, Status
 from failsafe.errors.store import (
     COUNT_LIMIT,
+    GROUP_SOURCES,
     RECEIPT_SECONDS,
     REPEAT_SAMPLE,
+    Group,
+    GroupNotFound,
+    GroupPage,
+    GroupQuery,
     Page,
     Query,
     RecordNotFound,
@@ -139,7 +145,41 @@ def _new_record(
         created_at=now,
         updated_at=now,
         next_attempt_at=next_attempt_at if status is Status.PENDING_RETRY else None,
+        fingerprint=fingerprint(report),
     )
+
+
+@attrs.frozen
+class _Stored:
+    """A stored record's fields that its fingerprint is made from."""
+
+    kind: str
+    error_type: str | None
+    error_message: str | None
+    traceback: str | None
+
+
+def fill_fingerprints(run: Run) -> None:
+    """Give the records stored before fingerprints existed theirs (run when a store opens).
+
+    A thousand records at a time, in the order of their ids; records that have one are
+    skipped, so a store opened again does nothing.
+    """
+    after = ""
+    while True:
+        rows = run(
+            "SELECT id, kind, error_type, error_message, traceback FROM failsafe_errors"
+            " WHERE id > ? ORDER BY id LIMIT 1000",
+            (after,),
+        ).fetchall()
+        if not rows:
+            return
+        for record_id, *fields in rows:
+            run(
+                "UPDATE failsafe_errors SET fingerprint = ? WHERE id = ? AND fingerprint = ''",
+                (fingerprint(_Stored(*fields)), record_id),
+            )
+        after = rows[-1][0]
 
 
 def _as_stored(args: tuple[Any, ...]) -> tuple[ErrorRecord, tuple[Any, ...]]:
@@ -264,6 +304,145 @@ class SQLStore:
             found = {row[0]: int(row[1]) for row in run(_sql.COUNTS, ()).fetchall()}
         return {s.value: found.get(s.value, 0) for s in Status}
 
+    # -- failure groups -------------------------------------------------------------------
+    def groups(self, query: GroupQuery) -> GroupPage:
+        """Return the failure groups matching ``query`` and how many match.
+
+        Reads the groups' numbers (kept by triggers), not their records: a row per group
+        (and writer) whatever the records' number.
+        """
+        clause, having, params = _sql.group_where(query)
+        order = (
+            "MAX(last_seen) DESC"
+            if query.order == "newest"
+            else "(" + " + ".join(f"SUM({s.value})" for s in query.statuses or Status) + ") DESC"
+        )
+        with self._reading() as run:
+            total = int(
+                run(
+                    "SELECT COUNT(*) FROM (SELECT fingerprint FROM failsafe_error_groups"
+                    f"{clause} GROUP BY fingerprint{having}) AS g",
+                    params,
+                ).fetchone()[0]
+            )
+            rows = run(
+                f"{_sql.SELECT_GROUPS}{clause} GROUP BY fingerprint{having}"
+                f" ORDER BY {order}, fingerprint LIMIT ? OFFSET ?",
+                [*params, query.limit, query.offset],
+            ).fetchall()
+            sources = self._group_sources(run, [row[0] for row in rows])
+            hours = self._group_hours(run, rows) if query.hours else {}
+        return GroupPage(
+            tuple(
+                attrs.evolve(
+                    _sql.build_group(row, sources.get(row[0], ())), hours=hours.get(row[0], ())
+                )
+                for row in rows
+            ),
+            total,
+        )
+
+    def group(self, fingerprint: str) -> Group:
+        """Return one failure group, its sources and its last seven days' hours."""
+        with self._reading() as run:
+            row = run(
+                f"{_sql.SELECT_GROUPS} WHERE fingerprint = ? GROUP BY fingerprint"
+                " HAVING SUM(records) > 0",
+                (fingerprint,),
+            ).fetchone()
+            if row is None:
+                raise GroupNotFound(fingerprint)
+            sources = self._group_sources(run, [fingerprint])
+            hours = self._group_hours(run, [row])
+        return attrs.evolve(
+            _sql.build_group(row, sources.get(fingerprint, ())), hours=hours.get(fingerprint, ())
+        )
+
+    def _group_hours(
+        self, run: Run, rows: Sequence[Sequence[Any]]
+    ) -> dict[str, tuple[tuple[float, int], ...]]:
+        """Each group's reports per hour over the 7 days up to its last report (its row)."""
+        if not rows:
+            return {}
+        since = int(min(float(row[5]) for row in rows) // 3600) - 7 * 24
+        marks = ", ".join("?" for _ in rows)
+        found: dict[str, list[tuple[float, int]]] = {}
+        last = {row[0]: int(float(row[5]) // 3600) for row in rows}
+        for fp, hour, n in run(
+            "SELECT fingerprint, hour, SUM(reports) FROM failsafe_error_group_hours"
+            f" WHERE fingerprint IN ({marks}) AND hour > ? GROUP BY fingerprint, hour"
+            " HAVING SUM(reports) > 0 ORDER BY fingerprint, hour",
+            [*(row[0] for row in rows), since],
+        ).fetchall():
+            if int(hour) > last[fp] - 7 * 24:
+                found.setdefault(fp, []).append((float(hour) * 3600, int(n)))
+        return {fp: tuple(pairs) for fp, pairs in found.items()}
+
+    def _group_sources(
+        self, run: Run, fingerprints: Sequence[str]
+    ) -> dict[str, tuple[tuple[str, int], ...]]:
+        """Each group's sources, the most records first (at most `GROUP_SOURCES` each)."""
+        if not fingerprints:
+            return {}
+        marks = ", ".join("?" for _ in fingerprints)
+        found: dict[str, list[tuple[str, int]]] = {}
+        for fp, source, n in run(
+            "SELECT fingerprint, source, SUM(records) AS n FROM failsafe_error_group_sources"
+            f" WHERE fingerprint IN ({marks}) GROUP BY fingerprint, source"
+            " HAVING SUM(records) > 0 ORDER BY fingerprint, n DESC, source",
+            list(fingerprints),
+        ).fetchall():
+            listed = found.setdefault(fp, [])
+            if len(listed) < GROUP_SOURCES:
+                listed.append((source, int(n)))
+        return {fp: tuple(listed) for fp, listed in found.items()}
+
+    def move_group(
+        self,
+        fingerprint: str,
+        to: Status,
+        *,
+        statuses: Sequence[Status],
+        created_until: float,
+        now: float,
+        actor: str,
+        note: str | None = None,
+        next_attempt_at: float | None = None,
+        limit: int,
+    ) -> list[str]:
+        """Move up to ``limit`` of a group's records in ``statuses``; return their ids.
+
+        One transaction: the records (oldest first, created at or before
+        ``created_until``), one update of them all, one insert of their audit entries.
+        """
+        for status in statuses:
+            check_move(fingerprint, status, to)
+        marks = ", ".join("?" for _ in statuses)
+        due = next_attempt_at if to in (Status.PENDING_RETRY, Status.RETRYING) else None
+        with self._transaction() as run:
+            ids = [
+                row[0]
+                for row in run(
+                    "SELECT id FROM failsafe_errors WHERE fingerprint = ?"
+                    f" AND status IN ({marks}) AND created_at <= ?"
+                    f" ORDER BY created_at, id LIMIT ?{self._lock_rows}",
+                    [fingerprint, *(s.value for s in statuses), created_until, limit],
+                ).fetchall()
+            ]
+            if ids:
+                id_marks = ", ".join("?" for _ in ids)
+                run(
+                    "UPDATE failsafe_errors SET status = ?, updated_at = ?, next_attempt_at = ?"
+                    f" WHERE id IN ({id_marks})",
+                    [to.value, now, due, *ids],
+                )
+                run(
+                    *self._bulk.insert_histories(
+                        [(record_id, now, actor, to.value, note) for record_id in ids]
+                    )
+                )
+            return ids
+
     # -- writes ---------------------------------------------------------------------------
     def add(
         self,
@@ -357,6 +536,8 @@ class SQLStore:
         the one-at-a-time way, after the new ones, so it counts on a record this group
         opened too.
         """
+        if group:
+            self._prune_hours(run, group[0][1])
         given = [args[4] for args in group if args[4] is not None]
         seen: dict[str, str] = {}
         if given:
@@ -412,6 +593,15 @@ class SQLStore:
             assert done is not None
             results[i] = (done[0], False)
         return [result for result in results if result is not None]
+
+    _pruned_hour = -1
+
+    def _prune_hours(self, run: Run, now: float) -> None:
+        """Once an hour: forget the groups' hours older than `HOURS_KEPT` (8 days)."""
+        hour = int(now // 3600)
+        if hour != self._pruned_hour:
+            run(_sql.PRUNE_HOURS, (hour - _sql.HOURS_KEPT,))
+            self._pruned_hour = hour
 
     def _add_repeats(
         self,

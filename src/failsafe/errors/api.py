@@ -22,6 +22,7 @@ by the code that writes its JSON Schema, so the document cannot promise what the
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -46,9 +47,13 @@ except ImportError as exc:
 
 from failsafe.errors._intake import Intake
 from failsafe.errors.auth import Tokens
-from failsafe.errors.desk import ErrorDesk
+from failsafe.errors.desk import GROUP_ACTIONS, ErrorDesk
+from failsafe.errors.fingerprint import FINGERPRINT_PATTERN
 from failsafe.errors.record import KIND_PATTERN, InvalidReport, Report, Status
 from failsafe.errors.store import (
+    GROUP_ORDERS,
+    GroupNotFound,
+    GroupQuery,
     InvalidMove,
     Query,
     RecordNotFound,
@@ -202,7 +207,7 @@ def _error(
 
 # -- the declarations -----------------------------------------------------------------------------
 
-FieldKind = Literal["string", "integer", "array", "object", "json"]
+FieldKind = Literal["string", "integer", "boolean", "array", "object", "json"]
 
 
 @attrs.frozen(kw_only=True)
@@ -304,6 +309,8 @@ class Field:
             return _choices(self.enum) if self.enum and self.separator is None else "a string"
         if self.kind == "integer":
             return f"an integer from {self.minimum} to {self.maximum}"
+        if self.kind == "boolean":
+            return "true or false"
         if self.kind == "array":
             return f"an array of {self.noun or 'items'}"
         if self.kind == "object":
@@ -332,6 +339,8 @@ class Field:
                 schema["maxItems"] = self.max_items
         elif self.kind == "integer":
             schema = {"type": "integer", "minimum": self.minimum, "maximum": self.maximum}
+        elif self.kind == "boolean":
+            schema = {"type": "boolean"}
         else:
             schema = {"type": "string"}
             if self.enum and self.separator is None:
@@ -409,6 +418,10 @@ class Field:
             if isinstance(value, bool) or not isinstance(value, int):
                 self._problem(where, value, f"must be {self.expected}, got {_json_type(value)}")
             return self.check_text(str(value), where)
+        if self.kind == "boolean":
+            if not isinstance(value, bool):
+                self._problem(where, value, f"must be {self.expected}, got {_json_type(value)}")
+            return value
         return self.check_string(value, where)
 
     def check_string(self, value: Any, where: str) -> str:
@@ -456,6 +469,8 @@ class Field:
             ):
                 _refuse(422, f"{where}: must be {self.expected}, got {text[:80]!r}", where)
             return int(text)
+        if self.enum and self.separator is None and not text.strip():
+            return None  # an empty value is no filter, for a choice too
         value = self.check_string(text, where)
         if not value.strip():
             return None
@@ -829,6 +844,13 @@ def _statuses(text: str) -> tuple[Status, ...]:
     return tuple(Status(p.strip()) for p in text.split(",") if p.strip())
 
 
+def _group_statuses(text: str) -> tuple[Status | None, ...]:
+    """Statuses, ``all`` read as ``None`` (every group)."""
+    return tuple(
+        None if p.strip() == "all" else Status(p.strip()) for p in text.split(",") if p.strip()
+    )
+
+
 def _explain_url(url: str, hosts: Iterable[str] | None) -> str:
     """What is wrong with a callback URL its pattern refused."""
     problem = None
@@ -905,6 +927,14 @@ _REPORT: Final = Body(
             _MAX_SHORT,
             "Reports with the same key, while a record is open, are one record (default: a"
             " hash of kind, source, error type and payload).",
+        ),
+        Field(
+            name="fingerprint",
+            nullable=True,
+            pattern=FINGERPRINT_PATTERN,
+            problem="must be 1-128 letters, digits, '.', '_', ':' or '-', got {value}",
+            description="The failure group (default: made from the kind, error type, message"
+            " and traceback, see the docs' failure groups).",
         ),
     ),
 )
@@ -1054,6 +1084,7 @@ _LIST_PARAMS: Final = (
         parse=_instant,
     ),
     _query("q", "Text in the kind, error type, message or payload (any case; empty: any)."),
+    _query("fingerprint", "Only the records of this failure group (empty: any)."),
     _query("limit", "Records per page.", kind="integer", minimum=1, maximum=500, default=50),
     _query(
         "after",
@@ -1065,6 +1096,54 @@ _LIST_PARAMS: Final = (
     ),
     _query("offset", "Records to skip.", kind="integer", minimum=0, maximum=_MAX_OFFSET, default=0),
 )
+_GROUP_PARAMS: Final = (
+    attrs.evolve(
+        _LIST_PARAMS[0],
+        field=attrs.evolve(
+            _LIST_PARAMS[0].field,
+            description="Only groups with a record in one of these statuses: comma-separated,"
+            f" or the parameter repeated; any of {', '.join(_STATUS_NAMES)} (default: the"
+            " open ones; `all`: every group).",
+            items=Field(
+                name="status", enum=(*_STATUS_NAMES, "all"), separator=",", parse=_group_statuses
+            ),
+        ),
+    ),
+    _query("kind", "Only this kind (empty: any)."),
+    _query("source", "Only groups with a record from this service (empty: any)."),
+    _query("q", "Text in the kind, error type or title (any case; empty: any)."),
+    _query(
+        "order",
+        "`newest` (last seen first) or `largest` (most records in the statuses first).",
+        enum=GROUP_ORDERS,
+        default="newest",
+    ),
+    _query("limit", "Groups per page.", kind="integer", minimum=1, maximum=500, default=50),
+    _query("offset", "Groups to skip.", kind="integer", minimum=0, maximum=_MAX_OFFSET, default=0),
+)
+_FINGERPRINT_PARAM: Final = Param(
+    location="path",
+    field=Field(
+        name="fingerprint",
+        pattern=FINGERPRINT_PATTERN,
+        problem="must be a fingerprint (1-128 letters, digits, '.', '_', ':' or '-'), got {value}",
+        description="The group's fingerprint.",
+    ),
+)
+_GROUP_ACTION: Final = Body(
+    name="GroupActionRequest",
+    fields=(
+        _NOTE,
+        _ACTOR,
+        Field(
+            name="dry_run",
+            kind="boolean",
+            nullable=True,
+            description="Change nothing; answer how many records the action would change.",
+        ),
+    ),
+)
+"""The (optional) body of ``POST /v1/groups/{fingerprint}/retry`` (and resolve, discard)."""
 _ID_PARAM: Final = Param(location="path", field=_ID, not_found=True)
 _RECORD_ANSWERS: Final = (
     Answer(status=404, description="No record with this id."),
@@ -1090,6 +1169,25 @@ def _operations(callback_hosts: Iterable[str] | None) -> tuple[Operation, ...]:
                     status=200, description="The record after the action.", schema="ErrorRecord"
                 ),
                 *_RECORD_ANSWERS,
+            ),
+        )
+
+    def group_acting(name: str, summary: str) -> Operation:
+        return Operation(
+            operation_id=f"{name}Group",
+            method="POST",
+            path=f"/v1/groups/{{fingerprint}}/{name}",
+            summary=summary,
+            description="One audit entry per record; records reported after the request are"
+            ' left alone. With `{"dry_run": true}` nothing changes: the answer says how many'
+            " records the action would change.",
+            door="review",
+            params=(_FINGERPRINT_PARAM,),
+            body=_GROUP_ACTION,
+            body_required=False,
+            answers=(
+                Answer(status=200, description="What changed.", schema="GroupAction"),
+                Answer(status=404, description="No record has this fingerprint."),
             ),
         )
 
@@ -1180,6 +1278,30 @@ def _operations(callback_hosts: Iterable[str] | None) -> tuple[Operation, ...]:
         acting("resolve", "Close a record as dealt with."),
         acting("retry", "Queue a record for an automatic retry now."),
         acting("discard", "Close a record as not worth acting on."),
+        Operation(
+            operation_id="listGroups",
+            method="GET",
+            path="/v1/groups",
+            summary="List failure groups: the records of one failure, with their numbers.",
+            door="review",
+            params=_GROUP_PARAMS,
+            answers=(Answer(status=200, description="One page.", schema="GroupPage"),),
+        ),
+        Operation(
+            operation_id="getGroup",
+            method="GET",
+            path="/v1/groups/{fingerprint}",
+            summary="One failure group, with its reports per hour over the last 7 days.",
+            door="review",
+            params=(_FINGERPRINT_PARAM,),
+            answers=(
+                Answer(status=200, description="The group.", schema="Group"),
+                Answer(status=404, description="No record has this fingerprint."),
+            ),
+        ),
+        group_acting("retry", "Queue every record of a group that needs review for a retry now."),
+        group_acting("resolve", "Close every open record of a group as dealt with."),
+        group_acting("discard", "Close every open record of a group as not worth acting on."),
         Operation(
             operation_id="listHandlers",
             method="GET",
@@ -1489,7 +1611,7 @@ async def _body(
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 
-_REFUSALS: Final = (_Refused, InvalidReport, RecordNotFound, InvalidMove)
+_REFUSALS: Final = (_Refused, InvalidReport, RecordNotFound, GroupNotFound, InvalidMove)
 
 
 def _refusal(exc: Exception) -> Response:
@@ -1500,6 +1622,8 @@ def _refusal(exc: Exception) -> Response:
         return _error(422, str(exc), exc.field)
     if isinstance(exc, RecordNotFound):
         return _error(404, str(exc), "id")
+    if isinstance(exc, GroupNotFound):
+        return _error(404, str(exc), "fingerprint")
     return _error(409, str(exc), "status")
 
 
@@ -1649,6 +1773,7 @@ def _api(
             since=p["since"],
             until=p["until"],
             text=p["q"],
+            fingerprint=p["fingerprint"],
             limit=p["limit"],
             offset=p["offset"],
             after=p["after"],
@@ -1664,6 +1789,53 @@ def _api(
                 "offset": query.offset,
             }
         )
+
+    async def list_groups(inputs: _Inputs) -> Response:
+        p = inputs.params
+        given = tuple(dict.fromkeys(p["status"] or ()))
+        query = GroupQuery(
+            statuses=GroupQuery().statuses
+            if not given
+            else tuple(s for s in given if s is not None)
+            if None not in given
+            else (),
+            kind=p["kind"],
+            source=p["source"],
+            text=p["q"],
+            order=p["order"],
+            limit=p["limit"],
+            offset=p["offset"],
+        )
+        page = await run_in_threadpool(desk.store.groups, query)
+        return JSONResponse(
+            {
+                "groups": [g.to_json() for g in page.groups],
+                "total": page.total,
+                "limit": query.limit,
+                "offset": query.offset,
+            }
+        )
+
+    async def get_group(inputs: _Inputs) -> Response:
+        group = await run_in_threadpool(desk.store.group, inputs.params["fingerprint"])
+        return JSONResponse(group.to_json())
+
+    def group_acting(name: str) -> Handler:
+        async def act(inputs: _Inputs) -> Response:
+            body = inputs.body
+            done = await run_in_threadpool(
+                functools.partial(
+                    desk.group_action,
+                    inputs.params["fingerprint"],
+                    name,
+                    actor=body["actor"],
+                    note=body["note"],
+                    dry_run=bool(body["dry_run"]),
+                )
+            )
+            return JSONResponse(done.to_json())
+
+        return act
 
     async def get_record(inputs: _Inputs) -> Response:
         record = await run_in_threadpool(desk.get, inputs.params["id"])
@@ -1745,6 +1917,11 @@ def _api(
         "resolveRecord": acting("resolve"),
         "retryRecord": acting("retry"),
         "discardRecord": acting("discard"),
+        "listGroups": list_groups,
+        "getGroup": get_group,
+        "retryGroup": group_acting("retry"),
+        "resolveGroup": group_acting("resolve"),
+        "discardGroup": group_acting("discard"),
         "listHandlers": get_handlers,
         "putHandler": put_handler,
         "health": healthz,
@@ -1916,6 +2093,43 @@ def _response_schemas() -> dict[str, Any]:
         "created_at": {"type": "number"},
         "updated_at": {"type": "number"},
         "next_attempt_at": {"type": ["number", "null"]},
+        "fingerprint": {"type": "string", "description": "The record's failure group."},
+    }
+    count = {"type": "integer", "minimum": 0}
+    group: dict[str, Any] = {
+        "fingerprint": {"type": "string"},
+        "kind": {"type": "string"},
+        "error_type": text,
+        "title": {**text, "description": "The first record's message (300 characters)."},
+        "first_seen": {"type": "number"},
+        "last_seen": {"type": "number"},
+        "reports": {**count, "description": "Reports, repeats included."},
+        "records": count,
+        "open": {**count, "description": "Records in an open status."},
+        "statuses": {
+            "type": "object",
+            "required": statuses,
+            "properties": dict.fromkeys(statuses, count),
+        },
+        "sources": {
+            "type": "array",
+            "description": "Records per source, the most first (at most 10).",
+            "items": {
+                "type": "object",
+                "required": ["source", "records"],
+                "properties": {"source": {"type": "string"}, "records": count},
+            },
+        },
+        "hours": {
+            "type": "array",
+            "description": "Reports per hour over the last 7 days (hours with reports;"
+            " empty in a listing).",
+            "items": {
+                "type": "object",
+                "required": ["at", "reports"],
+                "properties": {"at": {"type": "number"}, "reports": count},
+            },
+        },
     }
     return {
         "Attempt": {
@@ -1993,6 +2207,38 @@ def _response_schemas() -> dict[str, Any]:
                 },
                 "limit": {"type": "integer", "minimum": 1, "maximum": 500},
                 "offset": {"type": "integer", "minimum": 0},
+            },
+        },
+        "Group": {
+            "type": "object",
+            "description": "A failure group: the records with one fingerprint (times: epoch"
+            " seconds).",
+            "required": list(group),
+            "properties": group,
+        },
+        "GroupPage": {
+            "type": "object",
+            "required": ["groups", "total", "limit", "offset"],
+            "properties": {
+                "groups": {"type": "array", "items": _ref("Group")},
+                "total": {"type": "integer", "minimum": 0},
+                "limit": {"type": "integer", "minimum": 1, "maximum": 500},
+                "offset": {"type": "integer", "minimum": 0},
+            },
+        },
+        "GroupAction": {
+            "type": "object",
+            "required": ["action", "fingerprint", "dry_run", "matched", "changed"],
+            "properties": {
+                "action": {"type": "string", "enum": list(GROUP_ACTIONS)},
+                "fingerprint": {"type": "string"},
+                "dry_run": {"type": "boolean"},
+                "matched": {
+                    "type": "integer",
+                    "minimum": 0,
+                    "description": "The records the action applies to.",
+                },
+                "changed": {"type": "integer", "minimum": 0},
             },
         },
         "BulkResult": {

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterable, Mapping, Sequence
+from typing import Final
 
 import attrs
 
@@ -18,7 +19,14 @@ from failsafe.errors.record import ErrorRecord, Report, Status
 from failsafe.errors.redact import Redactor
 from failsafe.errors.store import ErrorStore, Page, Query, StoreError, StoreUnavailable
 
-__all__ = ["BulkResult", "ErrorDesk", "RetrySchedule"]
+__all__ = [
+    "GROUP_ACTIONS",
+    "GROUP_BATCH",
+    "BulkResult",
+    "ErrorDesk",
+    "GroupAction",
+    "RetrySchedule",
+]
 
 
 @attrs.frozen(kw_only=True)
@@ -46,6 +54,47 @@ class BulkResult:
 
     changed: tuple[ErrorRecord, ...]
     refused: dict[str, str]
+
+
+@attrs.frozen(kw_only=True)
+class GroupAction:
+    """The outcome of an action on a failure group (or what it would be, on a dry run).
+
+    Attributes:
+        action: ``retry``, ``resolve`` or ``discard``.
+        fingerprint: The group.
+        dry_run: Whether nothing was changed (``changed`` is then 0).
+        matched: The records the action applies to when asked: for ``retry`` those in
+            ``needs_review``, for ``resolve`` and ``discard`` every open record.
+        changed: The records changed (fewer than ``matched`` when some moved meanwhile).
+    """
+
+    action: str
+    fingerprint: str
+    dry_run: bool
+    matched: int
+    changed: int
+
+    def to_json(self) -> dict[str, object]:
+        """The outcome as the service's API returns it."""
+        return {
+            "action": self.action,
+            "fingerprint": self.fingerprint,
+            "dry_run": self.dry_run,
+            "matched": self.matched,
+            "changed": self.changed,
+        }
+
+
+GROUP_ACTIONS: Final[dict[str, tuple[Status, tuple[Status, ...]]]] = {
+    "retry": (Status.PENDING_RETRY, (Status.NEEDS_REVIEW,)),
+    "resolve": (Status.RESOLVED, (Status.NEEDS_REVIEW, Status.PENDING_RETRY, Status.RETRYING)),
+    "discard": (Status.DISCARDED, (Status.NEEDS_REVIEW, Status.PENDING_RETRY, Status.RETRYING)),
+}
+"""Each group action: the status it moves records to, and the statuses it moves them from."""
+
+GROUP_BATCH: Final = 500
+"""Records a group action moves per transaction (a group of any size, in bounded steps)."""
 
 
 class ErrorDesk:
@@ -217,6 +266,58 @@ class ErrorDesk:
             except StoreError as exc:
                 refused[record_id] = str(exc)
         return BulkResult(tuple(changed), refused)
+
+    def group_action(
+        self,
+        fingerprint: str,
+        action: str,
+        *,
+        actor: str,
+        note: str | None = None,
+        dry_run: bool = False,
+    ) -> GroupAction:
+        """Retry, resolve or discard every open record of a failure group (see `GROUP_ACTIONS`).
+
+        Acts on the records there when asked (a record reported after it is left alone),
+        `GROUP_BATCH` records per transaction, each with its own audit entry. With
+        ``dry_run``, changes nothing and says how many records it would change.
+
+        Raises:
+            ValueError: If ``action`` is not one of the three.
+            GroupNotFound: If no record has this fingerprint.
+            StoreUnavailable: If the store cannot be reached (records already moved stay
+                moved; asking again moves the rest).
+        """
+        if action not in GROUP_ACTIONS:
+            raise ValueError(f"action must be resolve, retry or discard, got {action!r}")
+        to, statuses = GROUP_ACTIONS[action]
+        group = self.store.group(fingerprint)
+        matched = sum(group.statuses[s.value] for s in statuses)
+        if dry_run or matched == 0:
+            return GroupAction(
+                action=action, fingerprint=fingerprint, dry_run=dry_run, matched=matched, changed=0
+            )
+        now = self.clock.time()
+        clean = self.redactor.text(note)
+        changed = 0
+        while changed < matched:
+            moved = self.store.move_group(
+                fingerprint,
+                to,
+                statuses=statuses,
+                created_until=now,
+                now=now,
+                actor=actor,
+                note=clean,
+                next_attempt_at=now if to is Status.PENDING_RETRY else None,
+                limit=min(GROUP_BATCH, matched - changed),
+            )
+            changed += len(moved)
+            if not moved:
+                break
+        return GroupAction(
+            action=action, fingerprint=fingerprint, dry_run=False, matched=matched, changed=changed
+        )
 
     # -- the worker's side ----------------------------------------------------------------------
     def claim_due(self, *, limit: int = 10) -> list[ErrorRecord]:

@@ -31,7 +31,7 @@ from failsafe import _validators as _v
 from failsafe._validators import integer, number
 from failsafe.clock import SYSTEM_CLOCK, Clock
 from failsafe.errors import _sql
-from failsafe.errors._sqlstore import Run, SQLStore
+from failsafe.errors._sqlstore import Run, SQLStore, fill_fingerprints
 from failsafe.errors.record import ErrorRecord, Report
 from failsafe.errors.store import Query, StoreUnavailable
 
@@ -452,6 +452,7 @@ def _create_tables(conn: psycopg.Connection[Any], schema: str | None) -> None:
             conn.execute(_pyformat(statement.format(serial="BIGSERIAL")), ())
         _create_text_index(conn)
         _create_counts(conn)
+        _create_groups(conn)
 
 
 # one shard per connection: concurrent writers (other instances, too) update rows of their
@@ -500,6 +501,63 @@ def _create_counts(conn: psycopg.Connection[Any]) -> None:
         )
     if exists is None or exists[0] is None:
         conn.execute(_sql.FILL_COUNTS)
+
+
+_SHARD = "pg_backend_pid() % 16"  # as the counts: a writer's own rows, no waiting
+_HOUR = "floor({t} / 3600)::bigint"
+
+
+def _group_function() -> str:
+    def body(new: str | None, old: str | None, rows: str) -> str:
+        return ";\n        ".join(_sql.group_changes(new, old, rows=rows, shard=_SHARD, hour=_HOUR))
+
+    return f"""
+CREATE OR REPLACE FUNCTION failsafe_errors_group() RETURNS trigger LANGUAGE plpgsql
+SET search_path FROM CURRENT AS $$
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        {body("r", None, " FROM new_rows r")};
+    ELSIF TG_OP = 'DELETE' THEN
+        {body(None, "o", " FROM old_rows o")};
+    ELSE
+        {body("r", "o", " FROM old_rows o JOIN new_rows r ON r.id = o.id")};
+    END IF;
+    RETURN NULL;
+END $$"""
+
+
+def _create_groups(conn: psycopg.Connection[Any]) -> None:
+    """The failure groups' numbers, kept by statement triggers (`groups` reads them).
+
+    Called inside the schema lock's transaction. A schema from before fingerprints gets
+    the column, each record its fingerprint, and the groups their numbers, once.
+    """
+    column = conn.execute(
+        "SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema()"
+        " AND table_name = 'failsafe_errors' AND column_name = 'fingerprint'"
+    ).fetchone()
+    if column is None:
+        conn.execute("ALTER TABLE failsafe_errors ADD COLUMN fingerprint TEXT NOT NULL DEFAULT ''")
+        fill_fingerprints(lambda statement, params: conn.execute(_pyformat(statement), params))
+    exists = conn.execute("SELECT to_regclass('failsafe_error_groups')").fetchone()
+    for statement in _sql.GROUP_SCHEMA:
+        conn.execute(statement)
+    conn.execute(_group_function())
+    for event, tables in (
+        ("INSERT", "NEW TABLE AS new_rows"),
+        ("DELETE", "OLD TABLE AS old_rows"),
+        ("UPDATE", "OLD TABLE AS old_rows NEW TABLE AS new_rows"),
+    ):
+        conn.execute(
+            f"CREATE OR REPLACE TRIGGER failsafe_errors_group_{event.lower()} AFTER {event}"
+            f" ON failsafe_errors REFERENCING {tables} FOR EACH STATEMENT"
+            " EXECUTE FUNCTION failsafe_errors_group()"
+        )
+    if exists is None or exists[0] is None:
+        for statement in _sql.group_changes(
+            "r", None, rows=" FROM failsafe_errors r", shard="0", hour=_HOUR
+        ):
+            conn.execute(statement)
 
 
 def _gone(exc: psycopg.OperationalError) -> bool:

@@ -28,6 +28,7 @@ from typing import Any, Final
 
 import attrs
 
+from failsafe.errors.fingerprint import FINGERPRINT_PATTERN
 from failsafe.exceptions import FailsafeError
 
 __all__ = [
@@ -76,6 +77,7 @@ class InvalidReport(FailsafeError, ValueError):
 KIND_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
 """What a report's ``kind`` may be (matched whole: no line break after it either)."""
 _KIND = re.compile(KIND_PATTERN)
+_FINGERPRINT = re.compile(FINGERPRINT_PATTERN)
 _MAX_TEXT = 64 * 1024
 # json.dumps(value, separators=...) builds an encoder per call; these are built once (the
 # encoders keep no state between calls, so threads may share them)
@@ -92,6 +94,7 @@ REPORT_FIELDS: Final = (
     "traceback",
     "correlation_id",
     "dedupe_key",
+    "fingerprint",
 )
 _REPORT_FIELD_SET: Final = frozenset(REPORT_FIELDS)
 
@@ -112,6 +115,10 @@ class Report:
         dedupe_key: Reports with the same key, while a record is open, are one record with
             a count. Default: a hash of kind, source, error type and payload (computed
             again from the redacted report when it is stored, see `Redactor.report`).
+        fingerprint: The failure group this report belongs to, if the service chooses it
+            (1-128 letters, digits, ``._:-``). Default: the one
+            [`fingerprint`][failsafe.errors.fingerprint.fingerprint] makes from the kind,
+            error type, message and traceback when the report is stored.
     """
 
     kind: str
@@ -123,8 +130,15 @@ class Report:
     traceback: str | None = None
     correlation_id: str | None = None
     dedupe_key: str = ""
+    fingerprint: str | None = None
 
     def __attrs_post_init__(self) -> None:
+        if self.fingerprint is not None and not _FINGERPRINT.fullmatch(self.fingerprint):
+            raise InvalidReport(
+                "fingerprint",
+                "must be 1-128 letters, digits, '.', '_', ':' or '-',"
+                f" got {str(self.fingerprint)[:80]!r}",
+            )
         if not self.dedupe_key:
             object.__setattr__(self, "dedupe_key", default_dedupe_key(self))
 
@@ -176,6 +190,7 @@ class Report:
             traceback=_text(data, "traceback"),
             correlation_id=_text(data, "correlation_id", limit=200),
             dedupe_key=_text(data, "dedupe_key", limit=200) or "",
+            fingerprint=_text(data, "fingerprint", limit=128),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -314,6 +329,9 @@ class ErrorRecord:
         created_at: Wall-clock seconds since the epoch, as are the other times.
         next_attempt_at: When the next automatic retry is due (``pending_retry``), or when
             a running retry's lease ends (``retrying``); otherwise ``None``.
+        fingerprint: The failure group (see
+            [`fingerprint`][failsafe.errors.fingerprint.fingerprint]): the report's own, or
+            the one made when it was first stored.
     """
 
     id: str
@@ -333,6 +351,7 @@ class ErrorRecord:
     created_at: float
     updated_at: float
     next_attempt_at: float | None
+    fingerprint: str = ""
 
     def to_json(self) -> dict[str, Any]:
         """The record as the service's API returns it.
@@ -361,6 +380,7 @@ class ErrorRecord:
             "created_at": self.created_at,
             "updated_at": self.updated_at,
             "next_attempt_at": self.next_attempt_at,
+            "fingerprint": self.fingerprint,
         }
 
 

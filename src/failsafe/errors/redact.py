@@ -283,7 +283,13 @@ class Redactor:
         if type(report) is not Report:
             return attrs.evolve(report, **changes)
         # what attrs.evolve does, without looking up the fields each time
-        return Report(kind=report.kind, action=report.action, source=report.source, **changes)
+        return Report(
+            kind=report.kind,
+            action=report.action,
+            source=report.source,
+            fingerprint=report.fingerprint,
+            **changes,
+        )
 
     def body(self, body: dict[str, Any]) -> dict[str, Any]:
         """A report's JSON body (as an `ErrorSink` sends it), redacted the same way."""

@@ -2,8 +2,17 @@
 
 Server-rendered HTML (no script at all; a little CSS), mounted by the service at ``/review``:
 
-- ``GET /review/``: open records grouped by kind and error type, with filters (status, kind,
-  source, text) and pagination;
+- ``GET /review/``: the failure groups of the whole store (those with open records by
+  default), with their numbers, sources and a chart of their last 24 hours; filters
+  (status, kind, source, text), newest or largest first, pagination;
+- ``GET /review/groups/{fingerprint}``: one group: its numbers, reports per hour over 24
+  hours and 7 days, its records (with filters and pagination), and forms to retry, resolve
+  or discard all its open records, each first showing how many records it will change;
+- ``POST /review/groups/{fingerprint}/retry|resolve|discard``: without ``confirm``, the
+  page saying how many records the action would change; with it, the action, then a 303
+  redirect back to the group;
+- ``GET /review/records``: records matching filters (status, kind, source, text, group),
+  grouped by kind and error type, with pagination;
 - ``GET /review/records/{id}``: one record with its payload, error, attempts and history,
   and forms to resolve (with a note), retry or discard it;
 - ``POST /review/records/{id}/resolve|retry|discard``: the action, then a 303 redirect back
@@ -26,6 +35,7 @@ import hmac
 import html
 import json
 import math
+import re
 import secrets
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
@@ -47,10 +57,15 @@ except ImportError as exc:
 
 from failsafe.errors.api import _MAX_ID, _MAX_OFFSET
 from failsafe.errors.auth import Tokens
-from failsafe.errors.desk import ErrorDesk
+from failsafe.errors.desk import GROUP_ACTIONS, ErrorDesk
+from failsafe.errors.fingerprint import FINGERPRINT_PATTERN
 from failsafe.errors.record import OPEN_STATUSES, ErrorRecord, Status
 from failsafe.errors.store import (
+    GROUP_ORDERS,
     MOVES,
+    Group,
+    GroupNotFound,
+    GroupQuery,
     InvalidMove,
     Query,
     RecordNotFound,
@@ -100,6 +115,17 @@ _ACTIONS: Final = {
     "discard": Status.DISCARDED,
 }
 _DONE: Final = {"resolve": "Resolved.", "retry": "Queued for a retry now.", "discard": "Discarded."}
+_GROUP_LABELS: Final = {
+    "retry": "Retry every record that needs review",
+    "resolve": "Resolve every open record",
+    "discard": "Discard every open record",
+}
+_GROUP_DONE: Final = {
+    "retry": "Queued {n} record{s} for a retry now.",
+    "resolve": "Resolved {n} record{s}.",
+    "discard": "Discarded {n} record{s}.",
+}
+_FINGERPRINT: Final = re.compile(FINGERPRINT_PATTERN)
 _MAX_FORM_BYTES: Final = 64 * 1024
 _MAX_ACTOR: Final = 200
 _MAX_NOTE: Final = 10_000
@@ -113,6 +139,9 @@ main{max-width:1100px;margin:1em auto;padding:0 1em}
 table{border-collapse:collapse;width:100%;background:#fff;margin-bottom:1em}
 th,td{text-align:left;padding:.35em .6em;border-bottom:1px solid #e3e6ea;vertical-align:top}
 h2.group{font-size:1.05em;margin:1.4em 0 .3em}h2.group .n{color:#5a6270;font-weight:400}
+td.num{text-align:right;font-variant-numeric:tabular-nums}.sub{color:#5a6270;font-size:.9em}
+svg.chart{background:#fff;border:1px solid #e3e6ea}svg.chart rect{fill:#4a6fa5}
+.charts{display:flex;gap:1.5em;flex-wrap:wrap}.charts figure{margin:0}
 pre{background:#fff;border:1px solid #e3e6ea;padding:.7em;overflow:auto;white-space:pre-wrap}
 .msg{padding:.6em 1em;border-radius:4px;margin:1em 0}
 .error{background:#fde8e8;border:1px solid #e5a3a3}.ok{background:#e6f6ea;border:1px solid #9fd3ac}
@@ -415,8 +444,21 @@ class _Pages:
         return response
 
     # -- the list -----------------------------------------------------------------------------
-    async def index(self, request: Request) -> Response:
+    async def records(self, request: Request) -> Response:
         """Records matching the filters (open ones by default), grouped by kind and error."""
+        body = await self.record_listing(request, path="/records", fingerprint=None)
+        if isinstance(body, Response):
+            return body
+        return self.page(request, "Error records", "<h1>Error records</h1>" + body)
+
+    async def record_listing(
+        self, request: Request, *, path: str, fingerprint: str | None
+    ) -> str | Response:
+        """The filter form, a page of records (by kind and error type) and the page links.
+
+        ``path`` is the page's own (its links keep it); ``fingerprint``: only the records
+        of this group (the group page's listing), else the ``group`` parameter's.
+        """
         params = request.query_params
         status_value = params.get("status", "open") or "open"
         try:
@@ -436,11 +478,15 @@ class _Pages:
                 return self.problem(request, 400, f"{name} must not contain NUL characters")
         if "\x00" in text:
             return self.problem(request, 400, "text must not contain NUL characters")
+        group = fingerprint or params.get("group", "").strip()
+        if group and not _FINGERPRINT.fullmatch(group):
+            return self.problem(request, 400, f"group must be a fingerprint, got {group[:80]!r}")
         query = Query(
             statuses=statuses,
             kind=kind or None,
             source=source or None,
             text=text or None,
+            fingerprint=group or None,
             limit=min(limit + 1, 500),  # one more than shown: whether a next page has any
             offset=0 if after else offset,
             after=after,
@@ -455,6 +501,8 @@ class _Pages:
             next_after=(last.created_at, last.id) if more and last is not None else None,
         )
         filters = {"status": status_value, "kind": kind, "source": source, "text": text}
+        if group and fingerprint is None:
+            filters["group"] = group
         if not page.records:
             shown = ""
         elif after is not None:
@@ -466,8 +514,7 @@ class _Pages:
         else:
             matching = "1 record matches" if page.total == 1 else f"{page.total} records match"
         body = [
-            "<h1>Error records</h1>",
-            self.filter_form(request, filters),
+            self.filter_form(request, filters, path=path),
             f'<p class="total">{matching}{shown}.</p>',
         ]
         if not page.records:
@@ -481,11 +528,18 @@ class _Pages:
             )
             body.append(self.record_table(request, records))
         body.append(
-            self.pager(request, filters, limit, offset if after is None else None, page.next_after)
+            self.pager(
+                request,
+                filters,
+                limit,
+                offset if after is None else None,
+                page.next_after,
+                path=path,
+            )
         )
-        return self.page(request, "Error records", "".join(body))
+        return "".join(body)
 
-    def filter_form(self, request: Request, filters: Mapping[str, str]) -> str:
+    def filter_form(self, request: Request, filters: Mapping[str, str], *, path: str) -> str:
         """The GET form of the filters, showing the current ones."""
         choices = [("open", "open"), *((s.value, s.value) for s in Status), ("all", "all")]
         options = "".join(
@@ -496,9 +550,21 @@ class _Pages:
             f'<label>{_e(name)} <input type="text" name="{name}" value="{_e(filters[name])}">'
             "</label>"
             for name in ("kind", "source", "text")
+            if name in filters
         )
+        if "group" in filters:
+            fields += f'<input type="hidden" name="group" value="{_e(filters["group"])}">'
+        if "order" in filters:
+            fields += (
+                '<label>order <select name="order">'
+                + "".join(
+                    f'<option value="{o}"{" selected" * (o == filters["order"])}>{o}</option>'
+                    for o in GROUP_ORDERS
+                )
+                + "</select></label>"
+            )
         return (
-            f'<form class="filters" method="get" action="{_e(self.base(request))}/">'
+            f'<form class="filters" method="get" action="{_e(self.base(request))}{_e(path)}">'
             f'<label>status <select name="status">{options}</select></label>{fields}'
             '<button type="submit">Filter</button></form>'
         )
@@ -526,6 +592,8 @@ class _Pages:
         limit: int,
         offset: int | None,
         next_after: tuple[float, str] | None,
+        *,
+        path: str,
     ) -> str:
         """Newest/previous/next links that keep the filters.
 
@@ -536,7 +604,7 @@ class _Pages:
         links = []
 
         def href(**at: Any) -> str:
-            return f"{base}/?" + urlencode({**filters, "limit": limit, **at})
+            return f"{base}{path}?" + urlencode({**filters, "limit": limit, **at})
 
         if offset is None:
             links.append(f'<a rel="first" href="{_e(href())}">newest</a>')
@@ -547,6 +615,233 @@ class _Pages:
             older = href(after=cursor_text(next_after))
             links.append(f'<a rel="next" href="{_e(older)}">next</a>')
         return f'<nav class="pages">{"".join(links)}</nav>' if links else ""
+
+    # -- failure groups -----------------------------------------------------------------------
+    async def index(self, request: Request) -> Response:
+        """The failure groups (those with open records by default), with a 24-hour chart each."""
+        params = request.query_params
+        status_value = params.get("status", "open") or "open"
+        order = params.get("order", "newest") or "newest"
+        try:
+            statuses = _statuses(status_value)
+            limit = _int(params.get("limit"), "limit", _PAGE_SIZE, 1, 500)
+            offset = _int(params.get("offset"), "offset", 0, 0, _MAX_OFFSET)
+            if order not in GROUP_ORDERS:
+                raise ValueError(f"order must be newest or largest, got {order[:40]!r}")
+        except ValueError as exc:
+            return self.problem(request, 400, str(exc))
+        filters = {
+            "status": status_value,
+            "kind": params.get("kind", "").strip(),
+            "source": params.get("source", "").strip(),
+            "text": params.get("text", "").strip(),
+            "order": order,
+        }
+        for name, value in filters.items():
+            if "\x00" in value:
+                return self.problem(request, 400, f"{name} must not contain NUL characters")
+        query = GroupQuery(
+            statuses=statuses,
+            kind=filters["kind"] or None,
+            source=filters["source"] or None,
+            text=filters["text"] or None,
+            order=order,
+            limit=limit,
+            offset=offset,
+            hours=True,
+        )
+        found = await run_in_threadpool(self.desk.store.groups, query)
+        now = self.desk.clock.time()
+        base = self.base(request)
+        rows = "".join(
+            "<tr>"
+            f'<td><a href="{_e(base)}/groups/{_e(quote(g.fingerprint, safe=""))}">'
+            f"{_e(_short(g.title, 90) or '(no message)')}</a>"
+            f'<div class="sub">{_e(g.kind)} · {_e(g.error_type or "no error type")}</div></td>'
+            f'<td class="num">{g.open:,}</td><td class="num">{g.records:,}</td>'
+            f'<td class="num">{g.reports:,}</td>'
+            f"<td>{_e(', '.join(s for s, _ in g.sources[:3]))}"
+            f"{' …' if len(g.sources) > 3 else ''}</td>"
+            f"<td>{_e(_when(g.first_seen))}</td><td>{_e(_when(g.last_seen))}</td>"
+            f"<td>{_chart(g.hours, now, hours=24, width=120, height=24)}</td></tr>"
+            for g in found.groups
+        )
+        shown = f"; showing {offset + 1}-{offset + len(found.groups)}" if found.groups else ""
+        matching = "1 group matches" if found.total == 1 else f"{found.total:,} groups match"
+        body = [
+            "<h1>Failure groups</h1>",
+            f'<p><a href="{_e(base)}/records">all records</a></p>',
+            self.filter_form(request, filters, path="/"),
+            f'<p class="total">{matching}{shown}.</p>',
+        ]
+        if not found.groups:
+            body.append('<p class="msg ok">Nothing to review here.</p>')
+        else:
+            body.append(
+                '<table class="groups"><thead><tr><th>failure</th><th>open</th><th>records</th>'
+                "<th>reports</th><th>sources</th><th>first seen</th><th>last seen</th>"
+                f"<th>last 24 h</th></tr></thead><tbody>{rows}</tbody></table>"
+            )
+        links = []
+
+        def href(at: int) -> str:
+            return f"{base}/?" + urlencode({**filters, "limit": limit, "offset": at})
+
+        if offset > 0:
+            links.append(f'<a rel="prev" href="{_e(href(max(0, offset - limit)))}">previous</a>')
+        if offset + len(found.groups) < found.total:
+            links.append(f'<a rel="next" href="{_e(href(offset + limit))}">next</a>')
+        if links:
+            body.append(f'<nav class="pages">{"".join(links)}</nav>')
+        return self.page(request, "Failure groups", "".join(body))
+
+    async def group_page(self, request: Request, *, message: str = "") -> Response:
+        """One group: its numbers, charts, action forms, and its records."""
+        fingerprint = request.path_params["fingerprint"]
+        if not _FINGERPRINT.fullmatch(fingerprint):
+            return self.problem(request, 404, f"no failure group {fingerprint[:80]!r}")
+        try:
+            group = await run_in_threadpool(self.desk.store.group, fingerprint)
+        except GroupNotFound as exc:
+            return self.problem(request, 404, str(exc))
+        here = f"/groups/{quote(fingerprint, safe='')}"
+        listing = await self.record_listing(request, path=here, fingerprint=fingerprint)
+        if isinstance(listing, Response):
+            return listing
+        now = self.desk.clock.time()
+        base = self.base(request)
+        done = _GROUP_DONE.get(request.query_params.get("done", ""), "")
+        if done:
+            count = _int_or(request.query_params.get("changed"), 0)
+            message = done.format(n=f"{count:,}", s="s" * (count != 1))
+        mix = ", ".join(f"{n:,} {status}" for status, n in group.statuses.items() if n)
+        facts = [
+            ("kind", _e(group.kind)),
+            ("error type", _e(group.error_type or "-")),
+            ("records", f"{group.records:,} ({group.open:,} open)"),
+            ("reports", f"{group.reports:,}"),
+            ("statuses", _e(mix or "-")),
+            ("sources", _e(", ".join(f"{s} ({n:,})" for s, n in group.sources) or "-")),
+            ("first seen", _e(_when(group.first_seen))),
+            ("last seen", _e(_when(group.last_seen))),
+            ("fingerprint", f"<code>{_e(group.fingerprint)}</code>"),
+        ]
+        body = (
+            f'<p><a href="{_e(base)}/">&larr; all groups</a></p>'
+            f"<h1>{_e(_short(group.title, 200) or '(no message)')}</h1>"
+            + (f'<p class="msg ok" role="status">{_e(message)}</p>' if message else "")
+            + "<table>"
+            + "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in facts)
+            + "</table>"
+            + '<div class="charts"><figure><figcaption>reports per hour, last 24 hours'
+            f"</figcaption>{_chart(group.hours, now, hours=24, width=480, height=80)}</figure>"
+            "<figure><figcaption>reports per hour, last 7 days</figcaption>"
+            f"{_chart(group.hours, now, hours=7 * 24, width=504, height=80)}</figure></div>"
+            + self.group_forms(request, group)
+            + "<h2>Records</h2>"
+            + listing
+        )
+        return self.page(request, _short(group.title, 60) or group.fingerprint, body)
+
+    def group_forms(self, request: Request, group: Group) -> str:
+        """The retry/resolve/discard forms for a whole group, with what each would change."""
+        name = request.cookies.get(NAME_COOKIE, "") or "reviewer"
+        here = f"{self.base(request)}/groups/{quote(group.fingerprint, safe='')}"
+        forms = []
+        for action, (_, statuses) in GROUP_ACTIONS.items():
+            matched = sum(group.statuses[s.value] for s in statuses)
+            if not matched:
+                continue
+            forms.append(
+                f'<form method="post" action="{_e(here)}/{action}" class="group-{action}">'
+                f'<input type="hidden" name="{CSRF_FIELD}" value="{_e(self.csrf_for(request))}">'
+                f'<label>your name <input type="text" name="actor" value="{_e(name)}"'
+                f' maxlength="{_MAX_ACTOR}" required></label>'
+                f'<label>note <textarea name="note" rows="2" maxlength="{_MAX_NOTE}"></textarea>'
+                f'</label><button type="submit">{_GROUP_LABELS[action]} ({matched:,} record'
+                f"{'s' * (matched != 1)})</button></form>"
+            )
+        if not forms:
+            return "<h2>Act on the group</h2><p>No open records: nothing to act on.</p>"
+        return (
+            "<h2>Act on the group</h2><p>Each asks you to confirm, showing how many records"
+            f' it will change.</p><div class="actions">{"".join(forms)}</div>'
+        )
+
+    def group_acting(self, action: str) -> _View:
+        """The POST view of a group action: first the count to confirm, then the action."""
+
+        async def view(request: Request) -> Response:
+            fingerprint = request.path_params["fingerprint"]
+            if not _FINGERPRINT.fullmatch(fingerprint):
+                return self.problem(request, 404, f"no failure group {fingerprint[:80]!r}")
+            form: dict[str, str] = request.state.form
+            actor = form.get("actor", "").strip() or "reviewer"
+            note = form.get("note", "").strip() or None
+            if len(actor) > _MAX_ACTOR:
+                return self.problem(request, 422, f"your name is over {_MAX_ACTOR} characters")
+            if note is not None and len(note) > _MAX_NOTE:
+                return self.problem(request, 422, f"the note is over {_MAX_NOTE} characters")
+            confirmed = form.get("confirm", "") == "yes"
+            try:
+                done = await run_in_threadpool(
+                    lambda: self.desk.group_action(
+                        fingerprint, action, actor=actor, note=note, dry_run=not confirmed
+                    )
+                )
+            except GroupNotFound as exc:
+                return self.problem(request, 404, str(exc))
+            here = f"{self.base(request)}/groups/{quote(fingerprint, safe='')}"
+            if not confirmed:
+                return self.page(
+                    request,
+                    f"{action} a group",
+                    self.confirm_form(request, here, action, done.matched, actor=actor, note=note),
+                )
+            target = f"{here}?" + urlencode({"done": action, "changed": done.changed})
+            response = RedirectResponse(target, status_code=303)
+            response.set_cookie(
+                NAME_COOKIE,
+                actor,
+                path=f"{self.base(request)}/",
+                httponly=True,
+                samesite="strict",
+                secure=request.url.scheme == "https",
+            )
+            return response
+
+        return view
+
+    def confirm_form(
+        self,
+        request: Request,
+        here: str,
+        action: str,
+        matched: int,
+        *,
+        actor: str,
+        note: str | None,
+    ) -> str:
+        """The dry run's answer: how many records the action will change, and Confirm."""
+        records = f"{matched:,} record{'s' * (matched != 1)}"
+        if not matched:
+            return (
+                f'<h1>{_e(_GROUP_LABELS[action])}</h1><p class="msg ok">No record of this group'
+                f' can take this action now.</p><p><a href="{_e(here)}">back to the group</a></p>'
+            )
+        return (
+            f"<h1>{_e(_GROUP_LABELS[action])}: {records}</h1>"
+            f'<p class="msg error" role="alert">This will change {records} of this group'
+            " (each gets an entry in its history). Records reported after now are left"
+            " alone.</p>"
+            f'<form method="post" action="{_e(here)}/{action}" class="confirm-{action}">'
+            f'<input type="hidden" name="{CSRF_FIELD}" value="{_e(self.csrf_for(request))}">'
+            '<input type="hidden" name="confirm" value="yes">'
+            f'<input type="hidden" name="actor" value="{_e(actor)}">'
+            f'<input type="hidden" name="note" value="{_e(note or "")}">'
+            f'<button type="submit">Confirm: {_e(action)} {records}</button> '
+            f'<a href="{_e(here)}">cancel</a></form>'
+        )
 
     # -- one record ---------------------------------------------------------------------------
     async def record(self, request: Request) -> Response:
@@ -602,7 +897,8 @@ class _Pages:
             for h in record.history
         )
         body = (
-            f'<p><a href="{_e(base)}/">&larr; all records</a></p>'
+            f'<p><a href="{_e(base)}/">&larr; all groups</a> · <a href="{_e(base)}/groups/'
+            f"{_e(quote(record.fingerprint, safe=''))}\">this record's group</a></p>"
             f"<h1>{_e(record.kind)} <small>{_e(record.id)}</small></h1>{messages}"
             f"<table>{facts_html}</table>"
             f"<h2>Error</h2><table><tr><th>type</th><td>{_e(record.error_type or '-')}</td></tr>"
@@ -697,6 +993,8 @@ class _Pages:
         """The routes, relative to the mount point."""
         routes: list[BaseRoute] = [
             Route("/", self.guarded(self.index), methods=["GET"]),
+            Route("/records", self.guarded(self.records), methods=["GET"]),
+            Route("/groups/{fingerprint}", self.guarded(self.group_page), methods=["GET"]),
             Route("/login", self.login_get, methods=["GET"]),
             Route("/login", self.login_post, methods=["POST"]),
             Route("/logout", self.guarded(self.logout, post=True), methods=["POST"]),
@@ -709,6 +1007,14 @@ class _Pages:
                 methods=["POST"],
             )
             for action in _ACTIONS
+        )
+        routes.extend(
+            Route(
+                f"/groups/{{fingerprint}}/{action}",
+                self.guarded(self.group_acting(action), post=True),
+                methods=["POST"],
+            )
+            for action in GROUP_ACTIONS
         )
         return routes
 
@@ -723,6 +1029,47 @@ def _statuses(value: str) -> tuple[Status, ...]:
     except ValueError:
         known = ", ".join(["open", *(s.value for s in Status), "all"])
         raise ValueError(f"status must be one of {known}; got {value!r}") from None
+
+
+def _chart(
+    series: Sequence[tuple[float, int]], now: float, *, hours: int, width: int, height: int
+) -> str:
+    """A bar chart (inline SVG, no script) of reports per hour over the ``hours`` up to now.
+
+    ``series``: ``(hour start, reports)`` pairs (a group's ``hours``); each bar is an hour,
+    the current one last, scaled to the largest; hovering a bar shows its hour and count.
+    """
+    last = int(now // 3600)
+    first = last - hours + 1
+    counts = [0] * hours
+    for at, n in series:
+        slot = int(at // 3600) - first
+        if 0 <= slot < hours:
+            counts[slot] += n
+    total = sum(counts)
+    top = max(counts) or 1
+    step = width / hours
+    bars = "".join(
+        f'<rect x="{i * step:.1f}" y="{height - max(1.0, n / top * (height - 2)):.1f}"'
+        f' width="{max(step - 1, 0.5):.1f}" height="{max(1.0, n / top * (height - 2)):.1f}">'
+        f"<title>{_e(_when((first + i) * 3600.0))}: {n:,}</title></rect>"
+        for i, n in enumerate(counts)
+        if n
+    )
+    label = f"{total:,} report{'s' * (total != 1)} in the last {hours} hours"
+    return (
+        f'<svg class="chart" role="img" aria-label="{_e(label)}" width="{width}"'
+        f' height="{height}" viewBox="0 0 {width} {height}"><title>{_e(label)}</title>'
+        f"{bars}</svg>"
+    )
+
+
+def _int_or(value: str | None, default: int) -> int:
+    """``value`` as a number of records (a redirect's count), ``default`` if it is not one."""
+    try:
+        return max(0, int(value or ""))
+    except ValueError:
+        return default
 
 
 def _plausible_id(record_id: str) -> bool:

@@ -13,7 +13,7 @@ from typing import Any, Final
 from failsafe import _validators as _v
 from failsafe._validators import integer
 from failsafe.errors import _sql
-from failsafe.errors._sqlstore import Run, SQLStore
+from failsafe.errors._sqlstore import Run, SQLStore, fill_fingerprints
 from failsafe.errors.store import StoreUnavailable
 
 __all__ = ["READERS", "SQLiteStore"]
@@ -78,6 +78,7 @@ class SQLiteStore(SQLStore):
                 run(statement.format(serial="INTEGER"), ())
             _create_text_index(run)
             _create_counts(run)
+            _create_groups(run)
 
     @contextmanager
     def _transaction(self) -> Iterator[Run]:
@@ -202,6 +203,42 @@ def _create_counts(run: Run) -> None:
         run(statement, ())
     if exists is None:
         run(_sql.FILL_COUNTS, ())
+
+
+_HOUR = "CAST({t} / 3600 AS INTEGER)"
+
+
+def _create_groups(run: Run) -> None:
+    """The failure groups' numbers, kept by triggers (`groups` reads them, not the records).
+
+    A file from before fingerprints gets the column, each record its fingerprint, and the
+    groups their numbers, once, when it is opened.
+    """
+    columns = {row[1] for row in run("PRAGMA table_info(failsafe_errors)", ()).fetchall()}
+    if "fingerprint" not in columns:
+        run("ALTER TABLE failsafe_errors ADD COLUMN fingerprint TEXT NOT NULL DEFAULT ''", ())
+        fill_fingerprints(run)
+    exists = run(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'failsafe_error_groups'", ()
+    ).fetchone()
+    for statement in _sql.GROUP_SCHEMA:
+        run(statement, ())
+    for name, event, new, old in (
+        ("insert", "INSERT", "new", None),
+        ("update", "UPDATE OF status, count", "new", "old"),
+        ("delete", "DELETE", None, "old"),
+    ):
+        body = "; ".join(_sql.group_changes(new, old, rows="", shard="0", hour=_HOUR))
+        run(
+            f"CREATE TRIGGER IF NOT EXISTS failsafe_errors_group_{name} AFTER {event}"
+            f" ON failsafe_errors BEGIN {body}; END",
+            (),
+        )
+    if exists is None:
+        for statement in _sql.group_changes(
+            "r", None, rows=" FROM failsafe_errors r", shard="0", hour=_HOUR
+        ):
+            run(statement, ())
 
 
 def _create_text_index(run: Run) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Final, Protocol
+from typing import Any, Final, Protocol
 
 import attrs
 
@@ -22,7 +22,13 @@ __all__ = [
     "MOVES",
     "RECEIPT_SECONDS",
     "REPEAT_SAMPLE",
+    "GROUP_ORDERS",
+    "GROUP_SOURCES",
     "ErrorStore",
+    "Group",
+    "GroupNotFound",
+    "GroupPage",
+    "GroupQuery",
     "InvalidMove",
     "Page",
     "Query",
@@ -48,6 +54,17 @@ class RecordNotFound(StoreError, KeyError):
 
     def __str__(self) -> str:
         return str(self.args[0])
+
+
+class GroupNotFound(StoreError, KeyError):
+    """No record has this fingerprint."""
+
+    def __init__(self, fingerprint: str) -> None:
+        self.fingerprint = fingerprint
+        super().__init__(fingerprint)
+
+    def __str__(self) -> str:
+        return f"no failure group with fingerprint {self.fingerprint[:200]!r}"
 
 
 class InvalidMove(StoreError):
@@ -172,6 +189,7 @@ class Query:
         since: Created at or after (epoch seconds).
         until: Created before (epoch seconds).
         text: A substring of the kind, error type, error message or payload (any case).
+        fingerprint: Only the records of this failure group.
         limit: Records per page (1-500).
         offset: Records to skip (costs as many index steps: prefer ``after``).
         after: Only records older than this one: the ``(created_at, id)`` of the last
@@ -185,9 +203,118 @@ class Query:
     since: float | None = None
     until: float | None = None
     text: str | None = None
+    fingerprint: str | None = None
     limit: int = attrs.field(default=50, validator=_limit)
     offset: int = attrs.field(default=0, validator=_offset)
     after: tuple[float, str] | None = attrs.field(default=None, validator=_after)
+
+
+GROUP_ORDERS: Final = ("newest", "largest")
+"""How groups may be listed: last seen first, or most records in the chosen statuses first."""
+
+
+def _order(inst: object, attr: object, value: str) -> None:
+    if value not in GROUP_ORDERS:
+        raise ValueError(f"order must be one of {', '.join(GROUP_ORDERS)}, got {value!r}")
+
+
+@attrs.frozen(kw_only=True)
+class GroupQuery:
+    """Filters for listing failure groups; every filter given must hold.
+
+    Attributes:
+        statuses: Only groups with at least one record in one of these statuses (empty:
+            every group); the open ones by default.
+        kind: Only this kind.
+        source: Only groups with a record from this source service.
+        text: A substring of the kind, the error type or the title (any case).
+        order: ``newest`` (last seen first) or ``largest`` (most records in ``statuses``
+            first).
+        limit: Groups per page (1-500).
+        offset: Groups to skip.
+        hours: Give each group its reports per hour over the last seven days (at most
+            192 numbers a group), as `ErrorStore.group` does.
+    """
+
+    statuses: tuple[Status, ...] = attrs.field(
+        factory=lambda: tuple(sorted(OPEN_STATUSES, key=lambda s: s.value))
+    )
+    kind: str | None = None
+    source: str | None = None
+    text: str | None = None
+    order: str = attrs.field(default="newest", validator=_order)
+    limit: int = attrs.field(default=50, validator=_limit)
+    offset: int = attrs.field(default=0, validator=_offset)
+    hours: bool = False
+
+
+@attrs.frozen(kw_only=True)
+class Group:
+    """A failure group: the records with one fingerprint, and their numbers.
+
+    Attributes:
+        fingerprint: The group's fingerprint (see
+            [`fingerprint`][failsafe.errors.fingerprint.fingerprint]).
+        kind: The records' kind.
+        error_type: Their error type.
+        title: The message of the group's first stored record (its first 300 characters;
+            of several stored at once, the least in text order).
+        first_seen: When the first of its reports came (epoch seconds).
+        last_seen: When the last came.
+        reports: Its reports, repeats included.
+        records: Its records (repeats of an open record are one record).
+        statuses: Records per status (every status present, zero included).
+        sources: Records per source service, the most first (at most `GROUP_SOURCES`).
+        hours: Reports per hour, ``(hour start, reports)`` oldest first, over the seven days
+            up to its last report (only hours with reports; filled by `ErrorStore.group`,
+            and in a listing asked with ``GroupQuery.hours``).
+    """
+
+    fingerprint: str
+    kind: str
+    error_type: str | None
+    title: str | None
+    first_seen: float
+    last_seen: float
+    reports: int
+    records: int
+    statuses: dict[str, int]
+    sources: tuple[tuple[str, int], ...] = ()
+    hours: tuple[tuple[float, int], ...] = ()
+
+    @property
+    def open(self) -> int:
+        """Records in an open status (they still need something)."""
+        return sum(self.statuses[s.value] for s in OPEN_STATUSES)
+
+    def to_json(self) -> dict[str, Any]:
+        """The group as the service's API returns it."""
+        return {
+            "fingerprint": self.fingerprint,
+            "kind": self.kind,
+            "error_type": self.error_type,
+            "title": self.title,
+            "first_seen": self.first_seen,
+            "last_seen": self.last_seen,
+            "reports": self.reports,
+            "records": self.records,
+            "open": self.open,
+            "statuses": dict(self.statuses),
+            "sources": [{"source": s, "records": n} for s, n in self.sources],
+            "hours": [{"at": at, "reports": n} for at, n in self.hours],
+        }
+
+
+GROUP_SOURCES: Final = 10
+"""The sources a group lists, the most records first (a group reported by more lists these)."""
+
+
+@attrs.frozen
+class GroupPage:
+    """One page of failure groups and how many match in all."""
+
+    groups: tuple[Group, ...]
+    total: int
 
 
 COUNT_LIMIT: Final = 10_000
@@ -310,6 +437,34 @@ class ErrorStore(Protocol):
 
     def counts(self) -> dict[str, int]:
         """Records per status (every status present, zero included)."""
+        ...
+
+    def groups(self, query: GroupQuery) -> GroupPage:
+        """Return the failure groups matching ``query``, with their numbers and sources."""
+        ...
+
+    def group(self, fingerprint: str) -> Group:
+        """Return one failure group, its hours included. Raises `GroupNotFound`."""
+        ...
+
+    def move_group(
+        self,
+        fingerprint: str,
+        to: Status,
+        *,
+        statuses: Sequence[Status],
+        created_until: float,
+        now: float,
+        actor: str,
+        note: str | None = None,
+        next_attempt_at: float | None = None,
+        limit: int,
+    ) -> list[str]:
+        """Move up to ``limit`` of a group's records, in one transaction; return their ids.
+
+        The records moved are those in ``statuses`` created at or before
+        ``created_until``, oldest first; each gets an audit entry, as `move` gives.
+        """
         ...
 
     def close(self) -> None:
