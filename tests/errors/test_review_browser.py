@@ -149,11 +149,18 @@ def test_a_reviewer_logs_in_and_resolves_a_record_with_a_note(
                 assert cookie["httpOnly"] is True
                 assert cookie["sameSite"] == "Strict"
 
+                # the failure groups: the two lost orders differ only in a quoted id
+                rows = page.locator("table.groups tbody tr")
+                assert rows.count() == 2
+                assert page.locator("table.groups svg.chart").count() == 2
+                lost_group = rows.filter(has_text="order.not_found")
+                assert "OrderNotFound" in lost_group.inner_text()
+                lost_group.locator("a").first.click()
+                assert "/review/groups/v1-" in page.url
+                assert "2 (2 open)" in page.inner_text("main")
+                assert page.locator("svg.chart").count() == 2
                 headers = page.locator("h2.group").all_inner_texts()
-                assert headers == [
-                    "order.not_found · OrderNotFound (2 records, 2 reports)",
-                    "stock.decrement · OperationalError (1 record, 1 report)",
-                ]
+                assert headers == ["order.not_found · OrderNotFound (2 records, 2 reports)"]
 
                 page.click(f"a[href='/review/records/{ids['lost']}']")
                 assert page.url == f"{server.url}/review/records/{ids['lost']}"
@@ -172,12 +179,11 @@ def test_a_reviewer_logs_in_and_resolves_a_record_with_a_note(
                 assert "Order o-42 found in the old system" in last
                 assert "it is closed" in page.inner_text("main")
 
-                page.goto(f"{server.url}/review/")
-                assert (
-                    page.locator("h2.group")
-                    .all_inner_texts()[0]
-                    .startswith("order.not_found · OrderNotFound (1 record,")
-                )
+                page.goto(f"{server.url}/review/records")
+                assert page.locator("h2.group").all_inner_texts() == [
+                    "order.not_found · OrderNotFound (1 record, 1 report)",
+                    "stock.decrement · OperationalError (1 record, 1 report)",
+                ]
             finally:
                 browser.close()
     finally:
@@ -190,5 +196,59 @@ def test_a_reviewer_logs_in_and_resolves_a_record_with_a_note(
         assert record.history[-1].actor == "Maria (warehouse)"
         assert record.history[-1].note == "Order o-42 found in the old system"
         assert store.get(ids["lost2"]).status is Status.NEEDS_REVIEW
+    finally:
+        store.close()
+
+
+@pytest.mark.browser
+@pytest.mark.real_time
+def test_a_reviewer_resolves_a_whole_group_after_seeing_the_count(
+    seeded_db: tuple[Path, dict[str, str]],
+) -> None:
+    """In Chromium: a group action first shows how many records it changes; Confirm does it."""
+    from playwright.sync_api import sync_playwright
+
+    db, ids = seeded_db
+    server = ReviewServer(db)
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            try:
+                page = browser.new_context().new_page()
+                page.goto(f"{server.url}/review/login")
+                page.fill("input[name=token]", TOKEN)
+                page.click("button[type=submit]")
+                page.locator("table.groups tbody tr", has_text="order.not_found").locator(
+                    "a"
+                ).first.click()
+                group_url = page.url
+                # these records need review: retry is offered, as are resolve and discard
+                assert page.locator("form.group-retry").count() == 1
+                form = page.locator("form.group-resolve")
+                assert "(2 records)" in form.inner_text()
+                form.locator("input[name=actor]").fill("Maria (warehouse)")
+                form.locator("textarea[name=note]").fill("both orders were test orders")
+                form.locator("button[type=submit]").click()
+
+                assert "This will change 2 records" in page.inner_text("[role=alert]")
+                page.locator("form.confirm-resolve button[type=submit]").click()
+                page.wait_for_url(f"{group_url}?done=resolve&changed=2")
+                assert "Resolved 2 records." in page.inner_text("[role=status]")
+                assert "nothing to act on" in page.inner_text("main")
+            finally:
+                browser.close()
+    finally:
+        server.stop()
+
+    store = SQLiteStore(db)
+    try:
+        for name in ("lost", "lost2"):
+            record = store.get(ids[name])
+            assert record.status is Status.RESOLVED
+            assert (record.history[-1].actor, record.history[-1].note) == (
+                "Maria (warehouse)",
+                "both orders were test orders",
+            )
+        assert store.get(ids["stock"]).status is Status.PENDING_RETRY
     finally:
         store.close()
