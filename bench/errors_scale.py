@@ -3,9 +3,11 @@
 Fills a store (SQLite by default, PostgreSQL with ``--postgres``) with N records through
 ``add_many`` (distinct failures of a few kinds and sources, 1 in 5 resolved), then times the
 reads a reviewer makes: list by status, by kind, a text search (a word that matches, and one
-that matches nothing), a deep page, the counts. Each figure is the median of several runs of
-the same call, in milliseconds. The target (issue #15): at most 50 ms each, flat from 10k to
-1M. The store is filled once per size and grown in place.
+that matches nothing), a deep page, the counts, the failure groups and a group's page. Each
+figure is the median of several runs of the same call, in milliseconds (the failure groups':
+the 95th percentile of 20). The targets: at most 50 ms each, flat from 10k to 1M (issue
+#15); the failure groups at most 100 ms (issue #16). The store is filled once per size and
+grown in place.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import attrs
 
 from failsafe.errors.record import Action, Report, Status
 from failsafe.errors.sqlite import SQLiteStore
-from failsafe.errors.store import ErrorStore, Query
+from failsafe.errors.store import ErrorStore, GroupQuery, Query
 
 KINDS = ("stock.decrement", "order.status", "product.not_found", "payment.capture")
 SOURCES = ("warehouse", "orders", "payments")
@@ -62,13 +64,23 @@ def _fill(store: ErrorStore, start: int, stop: int) -> None:
 
 
 def _median_ms(call: Callable[[], object], runs: int = 7) -> float:
+    return statistics.median(_times_ms(call, runs))
+
+
+def _p95_ms(call: Callable[[], object], runs: int = 20) -> float:
+    """The 95th percentile of ``runs`` calls (the 19th slowest of 20)."""
+    times = sorted(_times_ms(call, runs))
+    return times[max(0, round(0.95 * runs) - 1)]
+
+
+def _times_ms(call: Callable[[], object], runs: int) -> list[float]:
     call()  # warm the cache
     times = []
     for _ in range(runs):
         start = time.perf_counter()
         call()
         times.append((time.perf_counter() - start) * 1000)
-    return statistics.median(times)
+    return times
 
 
 @contextmanager
@@ -115,11 +127,13 @@ def measure(sizes: list[int], postgres: bool) -> list[str]:
     """Fill a store to each size in turn and time the reads; return a header and a table."""
     rows: dict[str, list[str]] = {}
     timed: dict[str, list[float]] = {}  # the reads with a target: at most 50 ms, flat
+    limits: dict[str, float] = {}  # a target of its own (the failure groups': 100 ms p95)
 
-    def took(name: str, ms: float, *, judged: bool = True) -> None:
+    def took(name: str, ms: float, *, judged: bool = True, limit: float = TARGET_MS) -> None:
         rows.setdefault(name, []).append(f"{ms:.1f}")
         if judged:
             timed.setdefault(name, []).append(ms)
+            limits[name] = limit
 
     with _store(postgres) as store:
         filled = 0
@@ -137,13 +151,28 @@ def measure(sizes: list[int], postgres: bool) -> list[str]:
             cursor = Query(after=last)
             took("deep page (after)", _median_ms(lambda q=cursor: store.find(q)))
             took("counts", _median_ms(store.counts))
+            largest = store.groups(GroupQuery(order="largest", limit=1)).groups[0].fingerprint
+            for name, call in (
+                ("failure groups, open, newest (p95)", lambda: store.groups(GroupQuery())),
+                (
+                    "failure groups, largest first (p95)",
+                    lambda: store.groups(GroupQuery(order="largest")),
+                ),
+                ("the largest group (p95)", functools.partial(store.group, largest)),
+            ):
+                took(name, _p95_ms(call), limit=GROUP_TARGET_MS)
             with _pages(store) as get:
                 for name, path in (
-                    ("/review/ (open, first page)", "/review/"),
-                    ("/review/?text=o-4242", "/review/?status=all&text=o-4242"),
+                    ("/review/records (open, first page)", "/review/records"),
+                    ("/review/records?text=o-4242", "/review/records?status=all&text=o-4242"),
                     ("/healthz", "/healthz"),
                 ):
                     took(name, _median_ms(functools.partial(get, path)))
+                for name, path in (
+                    ("/review/ failure groups (p95)", "/review/"),
+                    ("/review/groups/<the largest> (p95)", f"/review/groups/{largest}"),
+                ):
+                    took(name, _p95_ms(functools.partial(get, path)), limit=GROUP_TARGET_MS)
             alone, paced, flat_out = _ingest_beside_searches(store, filled)
             rows.setdefault("ingest reports/s alone", []).append(f"{alone:,.0f}")
             rows.setdefault(f"ingest beside {SEARCHES_PER_S} text searches/s", []).append(
@@ -156,7 +185,10 @@ def measure(sizes: list[int], postgres: bool) -> list[str]:
     where = "PostgreSQL" if postgres else "SQLite"
     lines = [
         f"Error records at scale, {where}: median ms per call (target <= {TARGET_MS:g} ms,"
-        " flat from the smallest size to the largest); the pages through the service's app"
+        " flat from the smallest size to the largest), the failure groups' 95th percentile of"
+        f" 20 calls (target <= {GROUP_TARGET_MS:g} ms, issue #16; the records fall into"
+        " groups by kind and error type, a few with 100,000s of records each); the pages"
+        " through the service's app"
         " in this process; ingest: reports stored as the service stores them (groups of"
         f" {GROUP} from one thread) for {INGEST_SECONDS:g} s, alone and while a reviewer"
         f" (another thread) runs text searches, {SEARCHES_PER_S} a second (a person clicking"
@@ -173,12 +205,14 @@ def measure(sizes: list[int], postgres: bool) -> list[str]:
             # text search reads the trigram lists of its words, longer in a larger store:
             # it is held to the time alone
             text = "text" in name
-            ok = max(ms) <= TARGET_MS and (text or ms[-1] <= 3 * ms[0] + 2.0)
-            verdict = f"<= {TARGET_MS:g} ms{'' if text else ', flat'} {'PASS' if ok else 'FAIL'}"
+            limit = limits[name]
+            ok = max(ms) <= limit and (text or ms[-1] <= 3 * ms[0] + 2.0)
+            verdict = f"<= {limit:g} ms{'' if text else ', flat'} {'PASS' if ok else 'FAIL'}"
         lines.append(f"| {name} | " + " | ".join(values) + f" | {verdict} |")
     return lines
 
 
+GROUP_TARGET_MS = 100.0
 INGEST_SHARE = 0.8
 SEARCHES_PER_S = 10
 INGEST_SECONDS = 2.0
