@@ -500,6 +500,24 @@ class StoreContract:
         agree()
         assert sum(store.counts().values()) == 3
 
+    def test_a_record_is_found_by_its_id_a_prefix_or_its_report_id(
+        self, store: ErrorStore
+    ) -> None:
+        record, _ = store.add(report(), now=0.0, next_attempt_at=None, actor="w", report_id="r-77")
+        other, _ = store.add(
+            report(payload={"n": 2}), now=1.0, next_attempt_at=None, actor="w"
+        )
+        lookup = store.lookup_id  # type: ignore[attr-defined]
+        assert lookup(record.id) == record.id
+        assert lookup("r-77") == record.id  # the report's id, as ErrorSink.report returns it
+        assert lookup(record.id[:12]) == record.id
+        assert lookup(record.id[:8].upper()) == record.id
+        assert lookup(other.id[:9]) == other.id
+        for missing in (record.id[:7], "0" * 8 if not record.id.startswith("0") else "f" * 8,
+                        "not-hex!", record.id + "0", ""):
+            with pytest.raises(RecordNotFound):
+                lookup(missing)
+
     # -- failure groups ---------------------------------------------------------------------
     def test_groups_follow_every_change(self, store: ErrorStore) -> None:
         """The groups' numbers (kept apart from the records) agree with the records."""

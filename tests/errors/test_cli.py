@@ -529,3 +529,24 @@ def test_group_show_and_a_dry_run_then_the_action(
     assert len(json.loads(capsys.readouterr().out)["records"]) == 2
     assert main(["errors", "group", "show", "v1-0000000000000000", *db]) == 1
     assert "no failure group" in capsys.readouterr().err
+
+
+def test_a_record_is_named_by_a_prefix_of_its_id_or_by_its_report_id(
+    seeded: Seeded, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The 12 characters the review pages show, or the id ``report()`` returned, find it."""
+    assert seeded.run("show", seeded.lost[:12]) == 0
+    assert f"id:             {seeded.lost}" in capsys.readouterr().out
+    store = SQLiteStore(seeded.path)
+    record, _ = ErrorDesk(store).report(
+        Report(kind="price.lookup", action=Action.REVIEW, source="shop"),
+        actor="shop",
+        report_id="9f2c4b0e7d8a4c51b7e3a1f0c2d4e6f8",
+    )
+    store.close()
+    assert seeded.run("show", "9f2c4b0e7d8a4c51b7e3a1f0c2d4e6f8", "--json") == 0
+    assert json.loads(capsys.readouterr().out)["id"] == record.id
+    assert seeded.run("resolve", seeded.lost[:8].upper(), "--note", "found") == 0
+    assert capsys.readouterr().out == f"record {seeded.lost} is now resolved\n"
+    assert seeded.run("show", seeded.lost[:7]) == 1
+    assert "no error record with id" in capsys.readouterr().err

@@ -168,3 +168,24 @@ def test_a_file_from_before_the_counts_table_is_counted_when_opened(tmp_path: Pa
     again.add(report(payload={"n": 9}), now=9.0, next_attempt_at=None, actor="w")
     assert again.counts()["pending_retry"] == 4
     again.close()
+
+
+def test_a_prefix_of_two_ids_names_neither(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two ids that begin alike: their common prefix is refused, naming both; more is found."""
+    import uuid
+
+    from failsafe.errors import AmbiguousId, ErrorDesk
+
+    ids = iter(["abcdef12" + "0" * 24, "abcdef12" + "f" * 24])
+    monkeypatch.setattr(uuid, "uuid4", lambda: uuid.UUID(hex=next(ids)))
+    desk = ErrorDesk(SQLiteStore(tmp_path / "errors.db"))
+    first, _ = desk.report(report(payload={"n": 1}), actor="w")
+    second, _ = desk.report(report(payload={"n": 2}), actor="w")
+    with pytest.raises(AmbiguousId) as caught:
+        desk.get("abcdef12")
+    assert first.id in str(caught.value) and second.id in str(caught.value)
+    assert "give more of it" in str(caught.value)
+    assert desk.get("abcdef120").id == first.id
+    assert desk.resolve("abcdef12f", actor="ann").id == second.id

@@ -21,6 +21,7 @@ from failsafe.errors.redact import Redactor
 from failsafe.errors.spool import Spool, SpooledReport
 from failsafe.errors.sqlite import SQLiteStore
 from failsafe.errors.store import (
+    AmbiguousId,
     ErrorStore,
     Group,
     GroupNotFound,
@@ -45,6 +46,7 @@ __all__ = [
     "KIND_PATTERN",
     "OPEN_STATUSES",
     "Action",
+    "AmbiguousId",
     "Attempt",
     "AuditEntry",
     "BulkResult",

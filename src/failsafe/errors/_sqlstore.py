@@ -7,6 +7,7 @@ placeholder, and lock rows; every decision (dedupe, moves, claims) lives here.
 from __future__ import annotations
 
 import json
+import re
 import threading
 import uuid
 from collections.abc import Callable, Sequence
@@ -21,8 +22,10 @@ from failsafe.errors.record import Action, AuditEntry, ErrorRecord, Report, Stat
 from failsafe.errors.store import (
     COUNT_LIMIT,
     GROUP_SOURCES,
+    ID_PREFIX,
     RECEIPT_SECONDS,
     REPEAT_SAMPLE,
+    AmbiguousId,
     Group,
     GroupNotFound,
     GroupPage,
@@ -33,6 +36,8 @@ from failsafe.errors.store import (
     StoreUnavailable,
     check_move,
 )
+
+_HEX: Final = re.compile("[0-9a-f]+")
 
 Run = Callable[[str, Sequence[Any]], Any]
 """Execute one statement in the open transaction; returns a cursor."""
@@ -256,6 +261,37 @@ class SQLStore:
         """Return one record. Raises `RecordNotFound`."""
         with self._reading() as run:
             return self._load(run, record_id)
+
+    def lookup_id(self, given: str) -> str:
+        """The id of the record ``given`` names, or `RecordNotFound` (`AmbiguousId`).
+
+        ``given`` is a record's id, a report's id (its ``Idempotency-Key``: the record it
+        made, while the report is remembered, `RECEIPT_SECONDS`), or the first `ID_PREFIX`
+        or more characters of a record's id, any case, when they begin only one.
+        """
+        with self._reading() as run:
+            if run("SELECT 1 FROM failsafe_errors WHERE id = ?", (given,)).fetchone():
+                return given
+            made = run(_sql.FIND_RECEIPT, (given,)).fetchone()
+            if made is not None:
+                return str(made[0])
+            prefix = given.lower()
+            if not (ID_PREFIX <= len(prefix) < 32 and _HEX.fullmatch(prefix)):
+                raise RecordNotFound(given)
+            # the ids that sort from the prefix to the prefix with its last digit + 1
+            following = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+            found = [
+                row[0]
+                for row in run(
+                    "SELECT id FROM failsafe_errors WHERE id >= ? AND id < ? ORDER BY id LIMIT 3",
+                    (prefix, following),
+                ).fetchall()
+            ]
+        if not found:
+            raise RecordNotFound(given)
+        if len(found) > 1:
+            raise AmbiguousId(given, found[:2])
+        return str(found[0])
 
     def find(self, query: Query) -> Page:
         """Return the records matching ``query``, newest first, and how many match.

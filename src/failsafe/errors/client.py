@@ -10,7 +10,8 @@ lost**, even if the process is killed the next instant.
 
 Each report gets an id (a uuid4 hex) which ``report()`` returns and sends as the
 ``Idempotency-Key`` header: when an answer is lost and the report is sent again, the
-service counts it once.
+service counts it once. The report's id finds its record for seven days
+(``failsafe errors show <report id>``).
 
 A report the service refuses (a 4xx, such as 422 for a malformed report or 401 for a bad
 token) raises [`ReportRejected`][failsafe.errors.client.ReportRejected] at once: retrying
@@ -549,7 +550,10 @@ class ErrorSink(_SinkBase):
             correlation_id: The request or message id that ties logs together.
 
         Returns:
-            The report's id (also its ``Idempotency-Key``).
+            The report's id (also its ``Idempotency-Key``). It is not the record's id (a
+            repeat of an open failure joins that record), but it finds the record: the
+            service, the review pages and ``failsafe errors show`` take it for seven days
+            after the report is stored (`RECEIPT_SECONDS`).
 
         Raises:
             ReportRejected: If the report is malformed or the service refuses it (4xx).

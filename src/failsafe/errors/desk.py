@@ -194,8 +194,24 @@ class ErrorDesk:
         )
 
     def get(self, record_id: str) -> ErrorRecord:
-        """Return one record (raises `RecordNotFound`)."""
-        return self.store.get(record_id)
+        """Return one record (raises `RecordNotFound`); ``record_id`` as `lookup_id` takes it."""
+        return self.store.get(self.lookup_id(record_id))
+
+    def lookup_id(self, given: str) -> str:
+        """The record id that ``given`` names.
+
+        ``given`` may be a record's id, a report's id (what ``ErrorSink.report`` returns:
+        the record it made, for `RECEIPT_SECONDS` after it was stored), or the first
+        `ID_PREFIX` (8) or more characters of a record's id when they begin only one (the
+        review pages show 12). With a store that does not offer ``lookup_id``, only a
+        record's id.
+
+        Raises:
+            RecordNotFound: If nothing has this id; `AmbiguousId` (a `RecordNotFound`)
+                for a prefix that begins more than one record's id.
+        """
+        lookup = getattr(self.store, "lookup_id", None)
+        return given if lookup is None else str(lookup(given))
 
     def find(self, query: Query) -> Page:
         """Return one page of records matching ``query``."""
@@ -205,7 +221,7 @@ class ErrorDesk:
     def resolve(self, record_id: str, *, actor: str, note: str | None = None) -> ErrorRecord:
         """Close a record as dealt with."""
         return self.store.move(
-            record_id,
+            self.lookup_id(record_id),
             Status.RESOLVED,
             now=self.clock.time(),
             actor=actor,
@@ -215,7 +231,7 @@ class ErrorDesk:
     def discard(self, record_id: str, *, actor: str, note: str | None = None) -> ErrorRecord:
         """Close a record as not worth acting on."""
         return self.store.move(
-            record_id,
+            self.lookup_id(record_id),
             Status.DISCARDED,
             now=self.clock.time(),
             actor=actor,
@@ -226,7 +242,7 @@ class ErrorDesk:
         """Queue a record for an automatic attempt now."""
         now = self.clock.time()
         return self.store.move(
-            record_id,
+            self.lookup_id(record_id),
             Status.PENDING_RETRY,
             now=now,
             actor=actor,

@@ -23,6 +23,8 @@ __all__ = [
     "RECEIPT_SECONDS",
     "REPEAT_SAMPLE",
     "GROUP_ORDERS",
+    "ID_PREFIX",
+    "AmbiguousId",
     "GROUP_SOURCES",
     "ErrorStore",
     "Group",
@@ -54,6 +56,22 @@ class RecordNotFound(StoreError, KeyError):
 
     def __str__(self) -> str:
         return str(self.args[0])
+
+
+class AmbiguousId(RecordNotFound):
+    """An id prefix that begins more than one record's id: give more of it."""
+
+    def __init__(self, prefix: str, found: Sequence[str]) -> None:
+        super().__init__(prefix)
+        self.found = tuple(found)
+        self.args = (
+            f"id {prefix[:80]!r} begins more than one record's id"
+            f" ({', '.join(found)}, ...): give more of it",
+        )
+
+
+ID_PREFIX: Final = 8
+"""The fewest characters of a record's id that name it (the review pages show 12)."""
 
 
 class GroupNotFound(StoreError, KeyError):
