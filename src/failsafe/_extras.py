@@ -19,12 +19,16 @@ EXTRAS: Final = {
 """Every extra of the distribution that adds a runtime feature, with what it adds."""
 
 
+class MissingExtra(ImportError):
+    """A feature's extra is not installed (the message names it and the pip command)."""
+
+
 def missing_extra(extra: str, feature: str, error: ImportError) -> ImportError:
     """An ImportError saying that ``feature`` needs ``extra``, for ``raise ... from error``."""
     assert extra in EXTRAS, extra
     # the distribution's top-level package, not the submodule that was asked for
     missing = (error.name or "").partition(".")[0] or "a dependency"
-    return ImportError(
+    return MissingExtra(
         f"{feature} needs the {extra!r} extra ({missing} is not installed): "
         f"pip install 'failsafe-kit[{extra}]'",
         name=missing,

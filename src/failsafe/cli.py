@@ -48,6 +48,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final, TextIO
 
+from failsafe._extras import MissingExtra
 from failsafe._version import __version__
 from failsafe.exceptions import ConfigurationError
 
@@ -124,7 +125,10 @@ class _Local(_Target):
                 raise _Refused(
                     f"no error store at {path} (give --db PATH, --dsn URL or --url SERVICE)"
                 )
-            store = SQLiteStore(path)
+            try:
+                store = SQLiteStore(path)
+            except ConfigurationError as exc:
+                raise _Usage(f"--db: {exc.problem}") from None
         self.desk = ErrorDesk(store)
 
     def find(self, query: dict[str, Any]) -> dict[str, Any]:
@@ -631,17 +635,21 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     callbacks = _callbacks(args.callback)
     schedules = _schedules(args.schedule)
     db = None if args.dsn is not None else (args.db or "errors.db")
-    serve(
-        db=db,
-        dsn=args.dsn,
-        host=args.host,
-        port=args.port,
-        tokens=Tokens.from_env(),
-        callbacks=callbacks,
-        callback_hosts=args.callback_host or DEFAULT_CALLBACK_HOSTS,
-        poll_interval=args.poll_interval,
-        schedules=schedules,
-    )
+    try:
+        serve(
+            db=db,
+            dsn=args.dsn,
+            host=args.host,
+            port=args.port,
+            tokens=Tokens.from_env(),
+            callbacks=callbacks,
+            callback_hosts=args.callback_host or DEFAULT_CALLBACK_HOSTS,
+            poll_interval=args.poll_interval,
+            schedules=schedules,
+        )
+    except ConfigurationError as exc:  # name the command's option, not the function's
+        option = {"db": "--db", "path": "--db", "port": "--port", "host": "--host"}
+        raise _Usage(f"{option.get(exc.option, exc.option)}: {exc.problem}") from None
     return OK
 
 
@@ -806,6 +814,9 @@ def _run(parser: argparse.ArgumentParser, argv: Sequence[str]) -> int:
     except _Refused as exc:
         sys.stderr.write(f"{parser.prog}: {exc}\n")
         return REFUSED
+    except MissingExtra as exc:  # a part not installed: say which, and how to add it
+        sys.stderr.write(f"{parser.prog}: error: {exc}\n")
+        return USAGE
 
 
 def main(argv: Sequence[str] | None = None) -> int:

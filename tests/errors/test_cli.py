@@ -281,13 +281,19 @@ def test_serve_schedules_reach_the_desk(monkeypatch: pytest.MonkeyPatch, tmp_pat
         return desks[-1]
 
     monkeypatch.setattr(failsafe.errors.service, "ErrorDesk", spy)
-    monkeypatch.setattr(uvicorn, "run", lambda *a, **k: None)
+    monkeypatch.setattr(uvicorn.Server, "run", lambda *a, **k: None)
+    free = socket.socket()
+    free.bind(("127.0.0.1", 0))
+    port = free.getsockname()[1]
+    free.close()
     code = main(
         [
             "errors",
             "serve",
             "--db",
             str(tmp_path / "e.db"),
+            "--port",
+            str(port),
             "--schedule",
             "order.status=10:0.5:2",
             "--schedule",
@@ -322,7 +328,7 @@ def test_serve_refusal_of_a_public_host_is_a_usage_error(
     def never(*args: object, **kwargs: object) -> None:
         raise AssertionError("the service started listening")
 
-    monkeypatch.setattr(uvicorn, "run", never)
+    monkeypatch.setattr(uvicorn.Server, "run", never)
     monkeypatch.delenv("FAILSAFE_ERRORS_REVIEW_TOKEN", raising=False)
     monkeypatch.delenv("FAILSAFE_ERRORS_REPORT_TOKEN", raising=False)
     code = main(["errors", "serve", "--db", str(tmp_path / "e.db"), "--host", "0.0.0.0"])
@@ -550,3 +556,65 @@ def test_a_record_is_named_by_a_prefix_of_its_id_or_by_its_report_id(
     assert capsys.readouterr().out == f"record {seeded.lost} is now resolved\n"
     assert seeded.run("show", seeded.lost[:7]) == 1
     assert "no error record with id" in capsys.readouterr().err
+
+
+# -- ordinary mistakes: one line naming the problem and the fix, no traceback -----------------
+def test_a_store_in_a_missing_directory_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "no" / "such" / "dir" / "errors.db"
+    assert main(["errors", "serve", "--db", str(missing), "--port", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        f"failsafe: error: --db: cannot create {missing}: the directory {missing.parent}"
+        " does not exist\n"
+    )
+    assert not missing.parent.exists()
+
+
+def test_a_file_that_is_not_a_database_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = tmp_path / "passwd"
+    text.write_text("root:x:0:0:root:/root:/bin/bash\n" * 50)
+    before = text.read_bytes()
+    assert main(["errors", "list", "--db", str(text)]) == 2
+    assert capsys.readouterr().err == (
+        f"failsafe: error: --db: {text} is not a SQLite database (is it the right file?)\n"
+    )
+    assert text.read_bytes() == before  # nothing written to it
+
+
+def test_a_port_in_use_is_one_line_before_the_store_opens(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen(1)
+    port = taken.getsockname()[1]
+    db = tmp_path / "errors.db"
+    try:
+        assert main(["errors", "serve", "--db", str(db), "--port", str(port)]) == 2
+    finally:
+        taken.close()
+    assert capsys.readouterr().err == (
+        f"failsafe: error: --port: {port} is in use on 127.0.0.1 (another process listens"
+        " there): stop it, or give another port\n"
+    )
+    assert not db.exists()  # refused before the store was made
+
+
+def test_a_command_whose_extra_is_missing_says_how_to_install_it() -> None:
+    code = (
+        "import sys; sys.modules['starlette'] = None; sys.modules['uvicorn'] = None\n"
+        "from failsafe.cli import main\n"
+        "sys.exit(main(['errors', 'serve', '--db', 'x.db']))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 2
+    assert done.stderr == (
+        "failsafe: error: failsafe.errors.service needs the 'errors' extra (starlette is not"
+        " installed): pip install 'failsafe-kit[errors]'\n"
+    )

@@ -185,7 +185,8 @@ def test_a_prefix_of_two_ids_names_neither(
     second, _ = desk.report(report(payload={"n": 2}), actor="w")
     with pytest.raises(AmbiguousId) as caught:
         desk.get("abcdef12")
-    assert first.id in str(caught.value) and second.id in str(caught.value)
+    assert first.id in str(caught.value)
+    assert second.id in str(caught.value)
     assert "give more of it" in str(caught.value)
     assert desk.get("abcdef120").id == first.id
     assert desk.resolve("abcdef12f", actor="ann").id == second.id

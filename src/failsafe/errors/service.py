@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
+import socket
 import threading
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from typing import Protocol
@@ -241,6 +243,28 @@ def _build_app(
     )
 
 
+def _listen(host: str, port: int) -> socket.socket:
+    """A socket listening on ``host``:``port`` for uvicorn (`ConfigurationError` if not)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
+        sock.bind((host, port))
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            problem = (
+                f"{port} is in use on {host} (another process listens there): stop it, or"
+                " give another port"
+            )
+        else:
+            problem = f"cannot listen on {host}:{port}: {exc.strerror or exc}"
+        raise ConfigurationError("port", problem) from None
+    sock.set_inheritable(True)
+    return sock
+
+
 def _open_store(db: str | None, dsn: str | None) -> ErrorStore:
     if db is None and dsn is None:
         raise ConfigurationError("db", "give either a SQLite file (db) or a PostgreSQL dsn")
@@ -290,7 +314,9 @@ def serve(
     Raises:
         ConfigurationError: Before anything listens or opens: if ``host`` is not loopback
             and a token is missing (naming it), if both or neither of ``db`` and ``dsn``
-            are given, or a callback's kind or URL is invalid.
+            are given, or a callback's kind or URL is invalid; before the store opens: if
+            ``port`` is in use on ``host`` or cannot be listened on; then if ``db`` is not
+            a SQLite file or cannot be created (see `SQLiteStore`).
     """
     import uvicorn
 
@@ -304,7 +330,13 @@ def serve(
             handlers.register_url(kind, url)
         except InvalidReport as exc:
             raise ConfigurationError(f"callbacks[{kind!r}]", str(exc)) from None
-    store = _open_store(db, dsn)
+    # listen first: a port in use is said in one line, before the store is opened
+    sock = _listen(host, port)
+    try:
+        store = _open_store(db, dsn)
+    except BaseException:
+        sock.close()
+        raise
     workers: list[RetryWorker] = []
     closed = threading.Event()
 
@@ -314,6 +346,7 @@ def serve(
             for worker in workers:
                 worker.close()
             store.close()
+            sock.close()
 
     try:
         chosen = dict(schedules or {})
@@ -339,8 +372,9 @@ def serve(
             tokens,
         )
         # no access log: one log line per report cost a quarter of the service's CPU
-        uvicorn.run(
+        config = uvicorn.Config(
             app, host=host, port=port, log_level="info", server_header=False, access_log=False
         )
+        uvicorn.Server(config).run(sockets=[sock])
     finally:
         close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import queue
 import sqlite3
 import threading
@@ -15,6 +16,7 @@ from failsafe._validators import integer
 from failsafe.errors import _sql
 from failsafe.errors._sqlstore import Run, SQLStore, fill_fingerprints
 from failsafe.errors.store import StoreUnavailable
+from failsafe.exceptions import ConfigurationError
 
 __all__ = ["READERS", "SQLiteStore"]
 
@@ -40,6 +42,10 @@ class SQLiteStore(SQLStore):
         readers: Read connections kept at most (more concurrent reads wait for one, up
             to ``busy_timeout``; then `StoreUnavailable`).
 
+    Raises:
+        ConfigurationError: If ``path`` is a directory, its directory is missing or not
+            writable (for a new file), or it is a file but not a SQLite database.
+
     Example:
         ```python
         from failsafe.errors import SQLiteStore
@@ -56,6 +62,7 @@ class SQLiteStore(SQLStore):
     ) -> None:
         _v.check("readers", readers, integer(1))
         self.path = str(path)
+        _check_path(self.path)
         self._busy_timeout = busy_timeout
         self._lock = threading.Lock()
         self._db = sqlite3.connect(
@@ -68,7 +75,15 @@ class SQLiteStore(SQLStore):
         self._all_readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()  # not the writer's: a read never waits on it
         self._closed = False
-        self._db.execute("PRAGMA journal_mode=WAL")
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+        except sqlite3.DatabaseError as exc:
+            self._db.close()
+            if "not a database" in str(exc):
+                raise ConfigurationError(
+                    "path", f"{self.path} is not a SQLite database (is it the right file?)"
+                ) from None
+            raise
         # WAL + NORMAL: a commit survives a killed process (kill -9); only an OS crash or power
         # loss can drop the last commits. FULL would fsync every commit.
         self._db.execute("PRAGMA synchronous=NORMAL")
@@ -206,6 +221,24 @@ def _create_counts(run: Run) -> None:
 
 
 _HOUR = "CAST({t} / 3600 AS INTEGER)"
+
+
+def _check_path(path: str) -> None:
+    """Refuse a file path whose directory is missing, or a directory, naming the problem."""
+    if path == ":memory:" or path.startswith("file:"):
+        return
+    where = Path(path)
+    if where.is_dir():
+        raise ConfigurationError("path", f"{path} is a directory, not a database file")
+    parent = where.absolute().parent
+    if not parent.is_dir():
+        raise ConfigurationError(
+            "path", f"cannot create {path}: the directory {parent} does not exist"
+        )
+    if not where.exists() and not os.access(parent, os.W_OK):
+        raise ConfigurationError(
+            "path", f"cannot create {path}: the directory {parent} is not writable"
+        )
 
 
 def _create_groups(run: Run) -> None:
