@@ -8,6 +8,7 @@ failsafe errors serve [--db errors.db | --dsn postgresql://...] [--host 127.0.0.
                       [--port 8090] [--callback KIND=URL ...] [--callback-host HOST ...]
                       [--poll-interval 1.0]
                       [--schedule KIND=ATTEMPTS:FIRST[:MAX] ...]
+                      [--retention-days 14] [--require-handlers]
 failsafe errors list [--status open] [--kind K] [--source S] [--text T] [--limit N] [--json]
 failsafe errors show ID [--json]
 failsafe errors resolve|retry|discard ID [--note TEXT] [--actor NAME] [--json]
@@ -632,6 +633,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         raise _Usage(f"--poll-interval must be > 0, got {args.poll_interval}")
     if not 0 < args.port < 65536:
         raise _Usage(f"--port must be from 1 to 65535, got {args.port}")
+    if not 0 <= args.retention_days < float("inf"):
+        raise _Usage(f"--retention-days must be >= 0 (0: keep forever), got {args.retention_days}")
     callbacks = _callbacks(args.callback)
     schedules = _schedules(args.schedule)
     db = None if args.dsn is not None else (args.db or "errors.db")
@@ -646,6 +649,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             callback_hosts=args.callback_host or DEFAULT_CALLBACK_HOSTS,
             poll_interval=args.poll_interval,
             schedules=schedules,
+            retention_days=args.retention_days or None,
+            require_handlers=args.require_handlers,
         )
     except ConfigurationError as exc:  # name the command's option, not the function's
         option = {"db": "--db", "path": "--db", "port": "--port", "host": "--host"}
@@ -704,6 +709,19 @@ def _fill_errors(errors: argparse.ArgumentParser) -> None:
     )
     serve.add_argument(
         "--poll-interval", type=float, default=1.0, help="seconds between worker rounds"
+    )
+    serve.add_argument(
+        "--retention-days",
+        type=float,
+        default=14.0,
+        metavar="DAYS",
+        help="delete resolved and discarded records unchanged for DAYS (default 14; 0: keep"
+        " them forever); open records are never deleted",
+    )
+    serve.add_argument(
+        "--require-handlers",
+        action="store_true",
+        help="refuse (422) a retry report for a kind that has no handler",
     )
     serve.set_defaults(run=_cmd_serve)
 

@@ -500,21 +500,73 @@ class StoreContract:
         agree()
         assert sum(store.counts().values()) == 3
 
-    def test_a_record_is_found_by_its_id_a_prefix_or_its_report_id(
+    def test_delete_closed_takes_old_closed_records_whole_and_never_open_ones(
         self, store: ErrorStore
     ) -> None:
-        record, _ = store.add(report(), now=0.0, next_attempt_at=None, actor="w", report_id="r-77")
-        other, _ = store.add(
-            report(payload={"n": 2}), now=1.0, next_attempt_at=None, actor="w"
+        def add(n: int, at: float, **fields: Any) -> str:
+            record, _ = store.add(
+                report(payload={"n": n}, error_message=f"row {n} locked", **fields),
+                now=at,
+                next_attempt_at=at + 1,
+                actor="w",
+                report_id=f"r-{n}",
+            )
+            return record.id
+
+        old_closed = [add(n, float(n)) for n in range(3)]
+        for record_id in old_closed:
+            store.move(record_id, Status.RESOLVED, now=10.0, actor="ops")
+        old_open = add(3, 4.0)
+        late_closed = add(4, 5.0)
+        store.move(late_closed, Status.DISCARDED, now=500.0, actor="ops")  # closed later
+        other_group = add(5, 6.0, kind="order.unknown")
+        store.move(other_group, Status.DISCARDED, now=11.0, actor="ops")
+        assert store.delete_closed(before=100.0, limit=2) == 2  # the oldest two
+        assert store.delete_closed(before=100.0, limit=10) == 2
+        assert store.delete_closed(before=100.0, limit=10) == 0
+        for gone in (*old_closed, other_group):
+            with pytest.raises(RecordNotFound):
+                store.get(gone)
+        assert store.get(old_open).status is Status.PENDING_RETRY
+        assert store.get(late_closed).status is Status.DISCARDED
+        assert store.counts() == {
+            "pending_retry": 1,
+            "retrying": 0,
+            "needs_review": 0,
+            "resolved": 0,
+            "discarded": 1,
+        }
+        # the group with records left keeps its numbers; the emptied one is gone
+        (group,) = store.groups(GroupQuery(statuses=())).groups
+        assert (group.records, group.statuses["discarded"]) == (2, 1)
+        with pytest.raises(GroupNotFound):
+            store.group(store.groups(GroupQuery(statuses=())).groups[0].fingerprint + "x")
+        assert store.groups(GroupQuery(statuses=(), kind="order.unknown")).total == 0
+        # a deleted record's report id no longer finds it, and can be reported afresh
+        lookup = store.lookup_id  # type: ignore[attr-defined]
+        with pytest.raises(RecordNotFound):
+            lookup("r-0")
+        again, created = store.add(
+            report(payload={"n": 0}), now=600.0, next_attempt_at=None, actor="w", report_id="r-0"
         )
+        assert created
+
+    def test_a_record_is_found_by_its_id_a_prefix_or_its_report_id(self, store: ErrorStore) -> None:
+        record, _ = store.add(report(), now=0.0, next_attempt_at=None, actor="w", report_id="r-77")
+        other, _ = store.add(report(payload={"n": 2}), now=1.0, next_attempt_at=None, actor="w")
         lookup = store.lookup_id  # type: ignore[attr-defined]
         assert lookup(record.id) == record.id
         assert lookup("r-77") == record.id  # the report's id, as ErrorSink.report returns it
         assert lookup(record.id[:12]) == record.id
         assert lookup(record.id[:8].upper()) == record.id
         assert lookup(other.id[:9]) == other.id
-        for missing in (record.id[:7], "0" * 8 if not record.id.startswith("0") else "f" * 8,
-                        "not-hex!", record.id + "0", ""):
+        for missing in (
+            record.id[:7],
+            "0" * 8 if not record.id.startswith("0") else "f" * 8,
+            "not-hex!",
+            record.id + "0",
+            "",
+        ):
             with pytest.raises(RecordNotFound):
                 lookup(missing)
 

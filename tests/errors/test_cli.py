@@ -258,8 +258,14 @@ def test_serve_passes_its_options_to_the_service(
             "callback_hosts": ("127.0.0.1", "::1", "localhost"),
             "poll_interval": 0.5,
             "schedules": {},
+            "retention_days": 14.0,
+            "require_handlers": False,
         }
     ]
+    calls.clear()
+    flags = ["--retention-days", "0", "--require-handlers"]
+    assert main(["errors", "serve", "--db", db, *flags]) == 0
+    assert (calls[0]["retention_days"], calls[0]["require_handlers"]) == (None, True)
     calls.clear()
     assert main(["errors", "serve", "--dsn", "postgresql://x/y"]) == 0
     assert (calls[0]["db"], calls[0]["dsn"]) == (None, "postgresql://x/y")

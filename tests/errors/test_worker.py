@@ -18,6 +18,7 @@ from failsafe import Backoff
 from failsafe.errors.desk import ErrorDesk, RetrySchedule
 from failsafe.errors.record import Action, ErrorRecord, InvalidReport, Report, Status
 from failsafe.errors.sqlite import SQLiteStore
+from failsafe.errors.store import Query
 from failsafe.errors.worker import HandlerPinned, Handlers, RetryWorker
 from failsafe.exceptions import ConfigurationError
 from failsafe.testing import FakeClock
@@ -639,3 +640,101 @@ def test_start_thread_runs_the_worker_until_stop() -> None:
     worker.stop()  # a second stop does nothing
     # stop() lets the running round finish, so the attempt is recorded by now
     assert desk.get(record.id).status is Status.RESOLVED
+
+
+# -- retention --------------------------------------------------------------------------------
+DAY = 86400.0
+
+
+def test_clean_up_deletes_closed_records_past_the_retention_and_says_how_many(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    desk = make_desk()
+    worker = RetryWorker(desk, Handlers(), retention_days=14)
+    old = report(desk, n=1)
+    kept_open = report(desk, n=2)
+    desk.resolve(old.id, actor="ops")
+    advance_to(desk, START + 13 * DAY)
+    recent = report(desk, n=3)
+    desk.discard(recent.id, actor="ops")
+    assert worker.clean_up() == 0  # 13 days: not yet
+    advance_to(desk, START + 14 * DAY + 1)
+    with caplog.at_level("INFO", logger="failsafe.errors.worker"):
+        assert worker.clean_up() == 1
+    assert "retention: deleted 1 resolved or discarded records unchanged for 14 days" in (
+        caplog.text
+    )
+    assert [r.id for r in desk.find(Query(statuses=())).records] == [recent.id, kept_open.id]
+    advance_to(desk, START + 60 * DAY)
+    assert worker.clean_up() == 1  # the discarded one; the open one stays, however old
+    assert desk.get(kept_open.id).status is Status.PENDING_RETRY
+
+
+def test_a_pass_deletes_at_most_its_batches_and_the_next_pass_goes_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import failsafe.errors.worker as worker_module
+
+    monkeypatch.setattr(worker_module, "RETENTION_BATCH", 2)
+    monkeypatch.setattr(worker_module, "RETENTION_PER_PASS", 2)
+    desk = make_desk()
+    worker = RetryWorker(desk, Handlers(), retention_days=1)
+    for n in range(7):
+        desk.discard(report(desk, n=n).id, actor="ops")
+    advance_to(desk, START + 2 * DAY)
+    assert [worker.clean_up() for _ in range(3)] == [4, 3, 0]
+
+
+def test_retention_none_keeps_closed_records_and_bad_values_are_refused() -> None:
+    desk = make_desk()
+    worker = RetryWorker(desk, Handlers(), retention_days=None)
+    desk.resolve(report(desk).id, actor="ops")
+    advance_to(desk, START + 1000 * DAY)
+    assert worker.clean_up() == 0
+    assert desk.find(Query(statuses=())).total == 1
+    for bad in (0, -1, float("inf"), float("nan"), "14", True):
+        with pytest.raises(ConfigurationError, match="retention_days"):
+            RetryWorker(desk, Handlers(), retention_days=bad)  # type: ignore[arg-type]
+
+
+def test_run_forever_cleans_up_at_once_then_every_retention_pass() -> None:
+    desk = make_desk()
+    worker = RetryWorker(desk, Handlers(), poll_interval=30.0, retention_days=1)
+    passes: list[float] = []
+    real = worker.clean_up
+
+    def counting() -> int:
+        passes.append(desk.clock.time())
+        return real()
+
+    worker.clean_up = counting  # type: ignore[method-assign]
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        task = asyncio.create_task(worker.run_forever(stop))
+        while desk.clock.time() < START + 200:
+            assert not task.done(), task.result()
+            await asyncio.sleep(0)
+        stop.set()
+        await asyncio.wait_for(task, timeout=10)
+
+    asyncio.run(main())
+    # rounds every 30 s; a retention pass at the first round and then once a minute
+    assert passes[:4] == [START, START + 60, START + 120, START + 180]
+
+
+# -- kinds without a handler ---------------------------------------------------------------------
+def test_a_kind_without_a_handler_is_logged_once(caplog: pytest.LogCaptureFixture) -> None:
+    desk = make_desk()
+    worker = RetryWorker(desk, Handlers())
+    for n in range(3):
+        report(desk, kind="price.lookup", n=n)
+    advance_to(desk, START + 100)
+    with caplog.at_level("WARNING", logger="failsafe.errors.worker"):
+        assert worker.run_once() == 3
+        advance_to(desk, START + 200)
+        worker.run_once()
+    warnings = [r.getMessage() for r in caplog.records if "no handler" in r.getMessage()]
+    assert len(warnings) == 1
+    assert "no handler for kind 'price.lookup'" in warnings[0]
+    assert "PUT /v1/handlers/price.lookup" in warnings[0]

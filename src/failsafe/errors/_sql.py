@@ -80,6 +80,9 @@ SCHEMA = (
         at DOUBLE PRECISION NOT NULL
     )""",
     """CREATE INDEX IF NOT EXISTS failsafe_error_receipts_at ON failsafe_error_receipts (at)""",
+    # a record's receipts, found when retention deletes the record
+    """CREATE INDEX IF NOT EXISTS failsafe_error_receipts_record
+        ON failsafe_error_receipts (record_id)""",
 )
 
 RECORD_MARKS = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
@@ -180,6 +183,11 @@ GROUP_SCHEMA = (
         ON failsafe_errors (fingerprint, created_at, id)""",
     """CREATE INDEX IF NOT EXISTS failsafe_errors_group_status
         ON failsafe_errors (fingerprint, status, created_at, id)""",
+)
+GROUP_TABLES = (
+    "failsafe_error_groups",
+    "failsafe_error_group_sources",
+    "failsafe_error_group_hours",
 )
 TITLE_CHARS = 300  # of the first record's message, kept as the group's title
 

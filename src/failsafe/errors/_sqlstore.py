@@ -479,6 +479,56 @@ class SQLStore:
                 )
             return ids
 
+    def delete_closed(self, *, before: float, limit: int) -> int:
+        """Delete up to ``limit`` closed records last changed before ``before``; how many.
+
+        One transaction: the records (resolved or discarded, the oldest first), their
+        attempts, history and receipts, and the numbers of the groups they leave empty.
+        """
+        closed = ", ".join(f"'{s.value}'" for s in (Status.RESOLVED, Status.DISCARDED))
+        with self._transaction() as run:
+            # created before too (a record changes after it is made): the newest index's range
+            rows = run(
+                f"SELECT id, fingerprint FROM failsafe_errors WHERE status IN ({closed})"
+                " AND created_at < ? AND updated_at < ? ORDER BY created_at LIMIT ?"
+                f"{self._lock_due}",
+                (before, before, limit),
+            ).fetchall()
+            if not rows:
+                return 0
+            ids = [row[0] for row in rows]
+            marks = ", ".join("?" for _ in ids)
+            for table in ("failsafe_error_attempts", "failsafe_error_history"):
+                run(f"DELETE FROM {table} WHERE record_id IN ({marks})", ids)
+            run(f"DELETE FROM failsafe_error_receipts WHERE record_id IN ({marks})", ids)
+            run(f"DELETE FROM failsafe_errors WHERE id IN ({marks})", ids)
+            groups = sorted({row[1] for row in rows})
+            self._forget_empty_groups(run, groups)
+            return len(ids)
+
+    def _forget_empty_groups(self, run: Run, fingerprints: Sequence[str]) -> None:
+        """Drop the rows of those groups left without records, and of sources left without."""
+        marks = ", ".join("?" for _ in fingerprints)
+        empty = [
+            row[0]
+            for row in run(
+                f"SELECT fingerprint FROM failsafe_error_groups WHERE fingerprint IN ({marks})"
+                " GROUP BY fingerprint HAVING SUM(records) = 0",
+                list(fingerprints),
+            ).fetchall()
+        ]
+        if empty:
+            gone = ", ".join("?" for _ in empty)
+            for table in _sql.GROUP_TABLES:
+                run(f"DELETE FROM {table} WHERE fingerprint IN ({gone})", empty)
+        run(
+            "DELETE FROM failsafe_error_group_sources WHERE (fingerprint, source) IN ("
+            "SELECT fingerprint, source FROM failsafe_error_group_sources"
+            f" WHERE fingerprint IN ({marks}) GROUP BY fingerprint, source"
+            " HAVING SUM(records) = 0)",
+            list(fingerprints),
+        )
+
     # -- writes ---------------------------------------------------------------------------
     def add(
         self,

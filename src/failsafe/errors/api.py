@@ -49,7 +49,7 @@ from failsafe.errors._intake import Intake
 from failsafe.errors.auth import Tokens
 from failsafe.errors.desk import GROUP_ACTIONS, ErrorDesk
 from failsafe.errors.fingerprint import FINGERPRINT_PATTERN
-from failsafe.errors.record import KIND_PATTERN, InvalidReport, Report, Status
+from failsafe.errors.record import KIND_PATTERN, Action, InvalidReport, Report, Status
 from failsafe.errors.store import (
     GROUP_ORDERS,
     GroupNotFound,
@@ -1401,6 +1401,10 @@ class HandlerRegistry(Protocol):
         """The registered HTTP callbacks, by kind."""
         ...
 
+    def get(self, kind: str) -> object:
+        """The handler of ``kind`` (a callable or a URL), or ``None`` when there is none."""
+        ...
+
 
 def _is_json(content_type: str) -> bool:
     media, _, params = content_type.partition(";")
@@ -1746,19 +1750,26 @@ def _api(
     max_body_bytes: int,
     max_payload_bytes: int,
     worker_problem: Callable[[], str | None] | None,
+    require_handlers: bool = False,
 ) -> _Api:
     """`api_routes`, and the `_ReportDoor` to put in front of them (sharing their intake)."""
     hosts = getattr(handlers, "callback_hosts", None)
     operations = _operations(None if hosts is None else [h for h in hosts if isinstance(h, str)])
 
     intake = Intake(desk)  # concurrent reports share a transaction
+    accepts = _handled_only(handlers) if require_handlers else _any_report
 
     async def report(inputs: _Inputs) -> Response:
-        status, body = await _store_report(intake, inputs)
+        status, body = await _store_report(intake, inputs, accepts)
         return Response(body, status_code=status, media_type="application/json")
 
     async def report_batch(inputs: _Inputs) -> Response:
         parsed = [(item["report"], item["id"]) for item in inputs.body["reports"]]
+        for n, (report, _) in enumerate(parsed):
+            try:
+                accepts(report)
+            except InvalidReport as exc:  # the whole batch is refused, naming the report
+                _refuse(422, f"reports[{n}].{exc}", f"reports[{n}].{exc.field}")
         results = await run_in_threadpool(desk.report_many, parsed)
         return JSONResponse(
             {"results": [{"record_id": rid, "created": created} for rid, created in results]}
@@ -1950,6 +1961,7 @@ def _api(
             operation=reporting,
             tokens=tokens,
             intake=intake,
+            accepts=accepts,
             max_body_bytes=max_body_bytes,
             max_payload_bytes=max_payload_bytes,
         )
@@ -1957,13 +1969,34 @@ def _api(
     return _Api(routes, report_door)
 
 
+def _any_report(report: Report) -> None:
+    """Every valid report is taken (the default)."""
+
+
+def _handled_only(handlers: HandlerRegistry) -> Callable[[Report], None]:
+    """A check refusing a ``retry`` report for a kind no handler retries (422, ``kind``)."""
+
+    def accepts(report: Report) -> None:
+        if report.action is Action.RETRY and handlers.get(report.kind) is None:
+            raise InvalidReport(
+                "kind",
+                f"no handler retries {report.kind!r}: register one (PUT /v1/handlers/"
+                f"{report.kind}, or --callback at start), or report it with action 'review'",
+            )
+
+    return accepts
+
+
 # the answer's JSON as Starlette's JSONResponse writes it, with the encoder made once
 _ENCODER: Final = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
 
 
-async def _store_report(intake: Intake, inputs: _Inputs) -> tuple[int, bytes]:
+async def _store_report(
+    intake: Intake, inputs: _Inputs, accepts: Callable[[Report], None]
+) -> tuple[int, bytes]:
     """Store a checked report; the answer's status and body (201: a new record)."""
     parsed: Report = inputs.body
+    accepts(parsed)
     record, created = await intake.report(
         parsed, actor=parsed.source, report_id=inputs.params["Idempotency-Key"]
     )
@@ -2003,6 +2036,7 @@ class _ReportDoor:
         operation: Operation,
         tokens: Tokens,
         intake: Intake,
+        accepts: Callable[[Report], None],
         max_body_bytes: int,
         max_payload_bytes: int,
     ) -> None:
@@ -2010,6 +2044,7 @@ class _ReportDoor:
         self._operation = operation
         self._tokens = tokens
         self._intake = intake
+        self._accepts = accepts
         self._max_body_bytes = max_body_bytes
         self._max_payload_bytes = max_payload_bytes
         self._path = operation.path
@@ -2040,7 +2075,9 @@ class _ReportDoor:
                     max_body_bytes=self._max_body_bytes,
                     max_payload_bytes=self._max_payload_bytes,
                 )
-                status, answer = await _store_report(self._intake, _Inputs(params, body))
+                status, answer = await _store_report(
+                    self._intake, _Inputs(params, body), self._accepts
+                )
             except _REFUSALS as exc:
                 refused = _refusal(exc)
             except StoreUnavailable as exc:

@@ -20,6 +20,7 @@ from failsafe.errors.redact import Redactor
 from failsafe.errors.store import ErrorStore, Page, Query, StoreError, StoreUnavailable
 
 __all__ = [
+    "RETENTION_BATCH",
     "GROUP_ACTIONS",
     "GROUP_BATCH",
     "BulkResult",
@@ -92,6 +93,9 @@ GROUP_ACTIONS: Final[dict[str, tuple[Status, tuple[Status, ...]]]] = {
     "discard": (Status.DISCARDED, (Status.NEEDS_REVIEW, Status.PENDING_RETRY, Status.RETRYING)),
 }
 """Each group action: the status it moves records to, and the statuses it moves them from."""
+
+RETENTION_BATCH: Final = 500
+"""Closed records deleted per transaction by retention (`ErrorDesk.delete_closed`)."""
 
 GROUP_BATCH: Final = 500
 """Records a group action moves per transaction (a group of any size, in bounded steps)."""
@@ -334,6 +338,14 @@ class ErrorDesk:
         return GroupAction(
             action=action, fingerprint=fingerprint, dry_run=False, matched=matched, changed=changed
         )
+
+    def delete_closed(self, *, older_than: float, limit: int = RETENTION_BATCH) -> int:
+        """Delete up to ``limit`` resolved or discarded records unchanged for ``older_than`` s.
+
+        The oldest first, with their attempts, history and receipts, in one transaction.
+        Open records are never deleted. Returns how many were deleted.
+        """
+        return self.store.delete_closed(before=self.clock.time() - older_than, limit=limit)
 
     # -- the worker's side ----------------------------------------------------------------------
     def claim_due(self, *, limit: int = 10) -> list[ErrorRecord]:

@@ -40,7 +40,7 @@ import secrets
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import Any, Final, Protocol
 from urllib.parse import parse_qs, quote, urlencode
 
 import attrs
@@ -146,6 +146,7 @@ pre{background:#fff;border:1px solid #e3e6ea;padding:.7em;overflow:auto;white-sp
 .msg{padding:.6em 1em;border-radius:4px;margin:1em 0}
 .error{background:#fde8e8;border:1px solid #e5a3a3}.ok{background:#e6f6ea;border:1px solid #9fd3ac}
 .status{font-family:monospace;padding:.1em .4em;border-radius:3px;background:#e8ebf0}
+.status.warn{background:#fde8e8;color:#8a1f1f}
 .actions{display:flex;gap:1em;flex-wrap:wrap}
 .actions form{background:#fff;border:1px solid #e3e6ea;padding:.8em;flex:1;min-width:240px}
 label{display:block;margin:.3em 0}input[type=text],input[type=password],textarea,select{
@@ -160,6 +161,14 @@ _CSP: Final = (
 )
 
 _View = Callable[[Request], Awaitable[Response]]
+
+
+class HandlerLookup(Protocol):
+    """What the pages need of the retry handlers: the handler of a kind, or ``None``."""
+
+    def get(self, kind: str) -> object:
+        """The handler of ``kind`` (``None`` when there is none)."""
+        ...
 
 
 def _e(value: object) -> str:
@@ -249,14 +258,34 @@ async def _read_form(request: Request) -> dict[str, str]:
 class _Pages:
     """The review pages over one desk; see the module docstring."""
 
-    def __init__(self, desk: ErrorDesk, tokens: Tokens) -> None:
+    def __init__(
+        self, desk: ErrorDesk, tokens: Tokens, handlers: Callable[[str], object] | None
+    ) -> None:
         self.desk = desk
         self.tokens = tokens
+        self.handler_of = handlers
         self.secret = secrets.token_bytes(32)
         self.csrf = csrf_token(tokens, self.secret)  # without a login session
         self.logins = _LoginLimit()
 
     # -- plumbing ---------------------------------------------------------------------------
+    def unhandled(self, kind: str, status: Status) -> bool:
+        """Whether a record waits for automatic retries that no handler will run."""
+        return (
+            self.handler_of is not None
+            and status in (Status.PENDING_RETRY, Status.RETRYING)
+            and self.handler_of(kind) is None
+        )
+
+    def no_handler(self, kind: str, status: Status) -> str:
+        """The "no handler" mark of such a record (empty for the others)."""
+        if not self.unhandled(kind, status):
+            return ""
+        return (
+            ' <span class="status warn" title="no handler is registered for this kind: its'
+            ' automatic attempts fail">no handler</span>'
+        )
+
     @staticmethod
     def base(request: Request) -> str:
         """The mount point's path, such as ``/review``."""
@@ -575,7 +604,8 @@ class _Pages:
         rows = "".join(
             "<tr>"
             f'<td><a href="{_e(base)}/records/{_e(quote(r.id, safe=""))}">{_e(r.id[:12])}</a></td>'
-            f'<td><span class="status">{_e(r.status.value)}</span></td>'
+            f'<td><span class="status">{_e(r.status.value)}</span>'
+            f"{self.no_handler(r.kind, r.status)}</td>"
             f"<td>{_e(r.source)}</td><td>{r.count}</td><td>{_e(_when(r.created_at))}</td>"
             f"<td>{_e(_short(r.error_message))}</td></tr>"
             for r in records
@@ -873,7 +903,11 @@ class _Pages:
         if error:
             messages += f'<p class="msg error" role="alert">{_e(error)}</p>'
         facts = [
-            ("status", f'<span class="status">{_e(record.status.value)}</span>'),
+            (
+                "status",
+                f'<span class="status">{_e(record.status.value)}</span>'
+                + self.no_handler(record.kind, record.status),
+            ),
             ("kind", _e(record.kind)),
             ("source", _e(record.source)),
             ("asked for", _e(record.action.value)),
@@ -1107,12 +1141,16 @@ def _groups(
     return sorted(groups.items(), key=lambda item: (item[0][0], item[0][1] or ""))
 
 
-def review_routes(desk: ErrorDesk, *, tokens: Tokens) -> list[BaseRoute]:
+def review_routes(
+    desk: ErrorDesk, *, tokens: Tokens, handlers: HandlerLookup | None = None
+) -> list[BaseRoute]:
     """The routes of the review pages, to mount at ``/review`` (or anywhere else).
 
     Args:
         desk: The desk the pages read records from and act through.
         tokens: The service's tokens; when ``tokens.review`` is set every page needs it.
+        handlers: What retries each kind (the worker's `Handlers`): records waiting for
+            automatic retries of a kind without a handler are marked "no handler".
 
     Returns:
         Starlette routes relative to the mount point.
@@ -1125,4 +1163,4 @@ def review_routes(desk: ErrorDesk, *, tokens: Tokens) -> list[BaseRoute]:
         app = Starlette(routes=[Mount("/review", routes=review_routes(desk, tokens=tokens))])
         ```
     """
-    return _Pages(desk, tokens).routes()
+    return _Pages(desk, tokens, None if handlers is None else handlers.get).routes()

@@ -50,6 +50,7 @@ from failsafe.errors.auth import LoopbackOnly, Tokens
 from failsafe.errors.desk import ErrorDesk, RetrySchedule
 from failsafe.errors.review import review_routes
 from failsafe.errors.store import ErrorStore, StoreUnavailable
+from failsafe.errors.worker import RETENTION_DAYS
 from failsafe.exceptions import ConfigurationError
 
 __all__ = ["MAX_WAITING", "BackgroundWorker", "create_app", "serve"]
@@ -155,6 +156,7 @@ def create_app(
     worker: BackgroundWorker | None = None,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+    require_handlers: bool = False,
 ) -> Starlette:
     """The Error-handling service's ASGI app.
 
@@ -170,6 +172,9 @@ def create_app(
             given; ``/healthz`` answers 503 if it stops on its own.
         max_body_bytes: The largest request body read (larger: 413).
         max_payload_bytes: The largest report payload (larger: 422).
+        require_handlers: Refuse (422, naming the kind) a ``retry`` report for a kind that
+            ``handlers`` has no handler for: without one, its record fails every
+            automatic attempt (the review pages mark such records "no handler").
 
     Returns:
         The app: the JSON API (``/v1``, ``/healthz``, ``/openapi.json``) and the review
@@ -185,6 +190,7 @@ def create_app(
         worker=worker,
         max_body_bytes=max_body_bytes,
         max_payload_bytes=max_payload_bytes,
+        require_handlers=require_handlers,
     )
 
 
@@ -197,6 +203,7 @@ def _build_app(
     max_body_bytes: int,
     max_payload_bytes: int,
     closing: Callable[[], None] | None = None,
+    require_handlers: bool = False,
 ) -> Starlette:
     for name, value in (
         ("max_body_bytes", max_body_bytes),
@@ -227,11 +234,15 @@ def _build_app(
         max_body_bytes=max_body_bytes,
         max_payload_bytes=max_payload_bytes,
         worker_problem=running.problem if running is not None else None,
+        require_handlers=require_handlers,
     )
     # an open door: only requests addressed to loopback, no cross-origin writes
     guard = [] if tokens.complete else [Middleware(LoopbackOnly)]
     return Starlette(
-        routes=[*api.routes, Mount("/review", routes=review_routes(desk, tokens=tokens))],
+        routes=[
+            *api.routes,
+            Mount("/review", routes=review_routes(desk, tokens=tokens, handlers=handlers)),
+        ],
         exception_handlers={
             HTTPException: _http_error,
             StoreUnavailable: _store_unavailable,
@@ -291,6 +302,8 @@ def serve(
     callback_hosts: Iterable[str] | None = None,
     poll_interval: float = 1.0,
     schedules: Mapping[str, RetrySchedule] | None = None,
+    retention_days: float | None = RETENTION_DAYS,
+    require_handlers: bool = False,
 ) -> None:
     """Run the Error-handling service until it is stopped (SIGINT or SIGTERM).
 
@@ -310,6 +323,9 @@ def serve(
             loopback, `DEFAULT_CALLBACK_HOSTS`).
         poll_interval: Seconds between the worker's rounds.
         schedules: A retry schedule per kind; the key ``"*"`` replaces the default one.
+        retention_days: Resolved and discarded records unchanged for this long are
+            deleted by the worker (``None``: kept forever); open records never are.
+        require_handlers: Refuse ``retry`` reports for kinds without a handler (422).
 
     Raises:
         ConfigurationError: Before anything listens or opens: if ``host`` is not loopback
@@ -352,7 +368,9 @@ def serve(
         chosen = dict(schedules or {})
         default = chosen.pop("*", None)
         desk = ErrorDesk(store, schedules=chosen, default_schedule=default)
-        workers.append(RetryWorker(desk, handlers, poll_interval=poll_interval))
+        workers.append(
+            RetryWorker(desk, handlers, poll_interval=poll_interval, retention_days=retention_days)
+        )
         app = _build_app(
             desk,
             tokens=tokens,
@@ -361,6 +379,7 @@ def serve(
             max_body_bytes=DEFAULT_MAX_BODY_BYTES,
             max_payload_bytes=DEFAULT_MAX_PAYLOAD_BYTES,
             closing=close,
+            require_handlers=require_handlers,
         )
         shown = f"[{host}]" if ":" in host else host
         logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(name)s: %(message)s")

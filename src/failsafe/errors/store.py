@@ -465,6 +465,14 @@ class ErrorStore(Protocol):
         """Return one failure group, its hours included. Raises `GroupNotFound`."""
         ...
 
+    def delete_closed(self, *, before: float, limit: int) -> int:
+        """Delete up to ``limit`` resolved or discarded records last changed before ``before``.
+
+        With their attempts, history and receipts, in one transaction; the oldest first.
+        Open records are never deleted. Returns how many were deleted.
+        """
+        ...
+
     def move_group(
         self,
         fingerprint: str,

@@ -63,7 +63,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Final, TypeAlias
 from urllib.parse import urlsplit
 
-from failsafe.errors.desk import ErrorDesk
+from failsafe.errors.desk import RETENTION_BATCH, ErrorDesk
 from failsafe.errors.record import KIND_PATTERN, ErrorRecord, InvalidReport
 from failsafe.errors.store import StoreUnavailable
 from failsafe.exceptions import ConfigurationError
@@ -73,9 +73,32 @@ if TYPE_CHECKING:
     # failsafe.errors and in-process handlers work without it
     import httpx
 
-__all__ = ["DEFAULT_CALLBACK_HOSTS", "Handler", "HandlerPinned", "Handlers", "RetryWorker"]
+__all__ = [
+    "DEFAULT_CALLBACK_HOSTS",
+    "RETENTION_DAYS",
+    "RETENTION_EVERY",
+    "RETENTION_PER_PASS",
+    "UNHANDLED_KINDS_LOGGED",
+    "Handler",
+    "HandlerPinned",
+    "Handlers",
+    "RetryWorker",
+]
 
 _log = logging.getLogger("failsafe.errors.worker")
+
+RETENTION_DAYS: Final = 14.0
+"""How long the service keeps a resolved or discarded record by default (then deletes it)."""
+
+RETENTION_EVERY: Final = 60.0
+"""Seconds between the worker's retention passes (on the desk's clock)."""
+
+RETENTION_PER_PASS: Final = 20
+"""Batches of `RETENTION_BATCH` (500) records one retention pass deletes at most: 10,000 a
+pass, so a large backlog of old records is worked off without holding the store long."""
+
+UNHANDLED_KINDS_LOGGED: Final = 1024
+"""Kinds without a handler the worker remembers having logged (each is logged once)."""
 
 Handler: TypeAlias = Callable[[ErrorRecord], str | None]
 """An in-process retry: returns on success (optionally a detail to record), raises on failure."""
@@ -275,10 +298,14 @@ class RetryWorker:
         http: The client for HTTP callbacks (default: one of the worker's own, created on
             first use, with a 10 s timeout; close it with `close`). Callback URLs need
             httpx (the ``http`` extra); in-process handlers do not.
+        retention_days: Resolved and discarded records unchanged for this many days are
+            deleted (`clean_up`, every `RETENTION_EVERY` seconds while `run_forever`
+            runs); ``None`` keeps them forever. Open records are never deleted.
 
     Raises:
-        ConfigurationError: If ``batch`` is not an integer from 1 to 500 or
-            ``poll_interval`` is not a positive number.
+        ConfigurationError: If ``batch`` is not an integer from 1 to 500,
+            ``poll_interval`` is not a positive number, or ``retention_days`` is neither
+            ``None`` nor a positive number.
 
     Run it one of three ways: `run_once` (one round, in the caller's thread),
     ``await run_forever(stop)`` (in an asyncio service, for example in its lifespan), or
@@ -294,6 +321,7 @@ class RetryWorker:
         batch: int = 10,
         poll_interval: float = 1.0,
         http: httpx.Client | None = None,
+        retention_days: float | None = RETENTION_DAYS,
     ) -> None:
         if not isinstance(batch, int) or isinstance(batch, bool) or not 1 <= batch <= 500:
             raise ConfigurationError("batch", f"must be an integer from 1 to 500, got {batch!r}")
@@ -306,10 +334,22 @@ class RetryWorker:
             raise ConfigurationError(
                 "poll_interval", f"must be a positive number of seconds, got {poll_interval!r}"
             )
+        if retention_days is not None and (
+            not isinstance(retention_days, int | float)
+            or isinstance(retention_days, bool)
+            or not 0 < retention_days < float("inf")
+        ):
+            raise ConfigurationError(
+                "retention_days",
+                f"must be a positive number of days, or None to keep records, got"
+                f" {retention_days!r}",
+            )
         self.desk = desk
         self.handlers = handlers
         self.batch = batch
         self.poll_interval = float(poll_interval)
+        self.retention_days = None if retention_days is None else float(retention_days)
+        self._unhandled: set[str] = set()
         self._http = http
         self._owns_http = False
         self._lock = threading.Lock()
@@ -353,11 +393,54 @@ class RetryWorker:
     def _call(self, record: ErrorRecord) -> tuple[bool, str]:
         handler = self.handlers.get(record.kind)
         if handler is None:
+            self._said_unhandled(record.kind)
             return False, f"no handler registered for kind {record.kind!r}"
         if isinstance(handler, str):
             return self._post(handler, record)
         result = handler(record)
         return True, result if isinstance(result, str) and result else "ok"
+
+    def _said_unhandled(self, kind: str) -> None:
+        """Log, once per kind, that records of ``kind`` have no handler to retry them."""
+        with self._lock:
+            if kind in self._unhandled or len(self._unhandled) >= UNHANDLED_KINDS_LOGGED:
+                return
+            self._unhandled.add(kind)
+        _log.warning(
+            "no handler for kind %r: its records fail every automatic attempt, then wait for"
+            " review; register one (PUT /v1/handlers/%s, or --callback at start) or report"
+            " it with action 'review'",
+            kind,
+            kind,
+        )
+
+    # -- retention --------------------------------------------------------------------------------
+    def clean_up(self) -> int:
+        """One retention pass: delete closed records older than ``retention_days``.
+
+        At most `RETENTION_PER_PASS` batches of `RETENTION_BATCH`, each its own
+        transaction; says how many in the log. Does nothing when ``retention_days`` is
+        ``None``.
+
+        Returns:
+            How many records were deleted.
+        """
+        if self.retention_days is None:
+            return 0
+        older_than = self.retention_days * 86400.0
+        deleted = 0
+        for _ in range(RETENTION_PER_PASS):
+            done = self.desk.delete_closed(older_than=older_than, limit=RETENTION_BATCH)
+            deleted += done
+            if done < RETENTION_BATCH:
+                break
+        if deleted:
+            _log.info(
+                "retention: deleted %d resolved or discarded records unchanged for %g days",
+                deleted,
+                self.retention_days,
+            )
+        return deleted
 
     def _post(self, url: str, record: ErrorRecord) -> tuple[bool, str]:
         import httpx
@@ -402,9 +485,13 @@ class RetryWorker:
         down) is logged and the next round tries again.
         """
         store_down = False
+        clean_at = self.desk.clock.time()  # the first pass at once, then every RETENTION_EVERY
         while not stop.is_set():
             try:
                 await asyncio.to_thread(self.run_once)
+                if self.retention_days is not None and self.desk.clock.time() >= clean_at:
+                    clean_at = self.desk.clock.time() + RETENTION_EVERY
+                    await asyncio.to_thread(self.clean_up)
             except StoreUnavailable as exc:  # said once per outage, not once per round
                 if not store_down:
                     _log.warning("retry worker: %s; trying again every round", exc)
