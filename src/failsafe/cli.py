@@ -8,7 +8,7 @@ failsafe errors serve [--db errors.db | --dsn postgresql://...] [--host 127.0.0.
                       [--port 8090] [--callback KIND=URL ...] [--callback-host HOST ...]
                       [--poll-interval 1.0]
                       [--schedule KIND=ATTEMPTS:FIRST[:MAX] ...]
-                      [--retention-days 14] [--require-handlers]
+                      [--retention-days 14] [--require-handlers] [--allow-edits]
 failsafe errors list [--status open] [--kind K] [--source S] [--text T] [--limit N] [--json]
 failsafe errors show ID [--json]
 failsafe errors resolve|retry|discard ID [--note TEXT] [--actor NAME] [--json]
@@ -651,6 +651,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             schedules=schedules,
             retention_days=args.retention_days or None,
             require_handlers=args.require_handlers,
+            allow_edits=args.allow_edits,
         )
     except ConfigurationError as exc:  # name the command's option, not the function's
         option = {"db": "--db", "path": "--db", "port": "--port", "host": "--host"}
@@ -722,6 +723,11 @@ def _fill_errors(errors: argparse.ArgumentParser) -> None:
         "--require-handlers",
         action="store_true",
         help="refuse (422) a retry report for a kind that has no handler",
+    )
+    serve.add_argument(
+        "--allow-edits",
+        action="store_true",
+        help="let reviewers correct a record's payload and retry it (off by default)",
     )
     serve.set_defaults(run=_cmd_serve)
 

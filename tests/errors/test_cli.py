@@ -260,12 +260,14 @@ def test_serve_passes_its_options_to_the_service(
             "schedules": {},
             "retention_days": 14.0,
             "require_handlers": False,
+            "allow_edits": False,
         }
     ]
     calls.clear()
-    flags = ["--retention-days", "0", "--require-handlers"]
+    flags = ["--retention-days", "0", "--require-handlers", "--allow-edits"]
     assert main(["errors", "serve", "--db", db, *flags]) == 0
-    assert (calls[0]["retention_days"], calls[0]["require_handlers"]) == (None, True)
+    chosen = (calls[0]["retention_days"], calls[0]["require_handlers"], calls[0]["allow_edits"])
+    assert chosen == (None, True, True)
     calls.clear()
     assert main(["errors", "serve", "--dsn", "postgresql://x/y"]) == 0
     assert (calls[0]["db"], calls[0]["dsn"]) == (None, "postgresql://x/y")

@@ -45,7 +45,8 @@ VALID = {"kind": "stock.decrement", "action": "retry", "source": "warehouse"}
 def new_app(tokens: Tokens = LOCKED, store: Any = None) -> Starlette:
     """The service on an empty in-memory store and a fake clock."""
     desk = ErrorDesk(store if store is not None else SQLiteStore(":memory:"), clock=FakeClock())
-    return create_app(desk, tokens=tokens, handlers=Handlers())
+    # edits allowed: every declared operation reaches its store (off, one answers 403)
+    return create_app(desk, tokens=tokens, handlers=Handlers(), allow_edits=True)
 
 
 def operation(operation_id: str) -> Operation:
@@ -174,7 +175,7 @@ def test_every_declared_operation_is_a_route_of_the_app_and_no_other() -> None:
         if method != "HEAD"
     }
     declared = [(o.path, o.method) for o in OPERATIONS]
-    assert len(declared) == len(set(declared)) == 17
+    assert len(declared) == len(set(declared)) == 18
     assert set(declared) == routes
     document = openapi_document()
     for o in OPERATIONS:
@@ -204,7 +205,8 @@ def test_the_document_states_the_answers_the_code_gives() -> None:
             assert answers["503"]["headers"]["Retry-After"]["required"] is True, o
         if any(p.location == "query" for p in o.params):
             assert "422" in answers, o
-        assert "403" not in answers  # both doors locked: no loopback rule
+        # both doors locked: no loopback rule; only a service's own refusal (edits off)
+        assert "403" not in answers or o.operation_id == "editRecord"
     assert "503" in document["paths"]["/healthz"]["get"]["responses"]
     schemas = document["components"]["schemas"]
     assert list(schemas["Report"]["properties"]) == list(REPORT_FIELDS)
@@ -514,6 +516,7 @@ EXAMPLE_INPUTS: dict[str, dict[str, Any]] = {
     "retryGroup": {"path": {"fingerprint": "v1-0000000000000000"}, "body": {"dry_run": True}},
     "resolveGroup": {"path": {"fingerprint": "v1-0000000000000000"}, "body": {"note": "ok"}},
     "discardGroup": {"path": {"fingerprint": "v1-0000000000000000"}},
+    "editRecord": {"path": RID, "body": {"payload": {"qty": 2}, "note": "fixed"}},
 }
 
 

@@ -40,20 +40,21 @@ CHROMIUM_ARGS = [
 def review_app() -> Starlette:
     """The app uvicorn serves (``--factory``): review pages over the test's SQLite file."""
     desk = ErrorDesk(SQLiteStore(os.environ["REVIEW_TEST_DB"]))
-    return Starlette(
-        routes=[Mount("/review", routes=review_routes(desk, tokens=Tokens.from_env()))]
-    )
+    edits = os.environ.get("REVIEW_TEST_EDITS") == "1"
+    routes = review_routes(desk, tokens=Tokens.from_env(), allow_edits=edits)
+    return Starlette(routes=[Mount("/review", routes=routes)])
 
 
 class ReviewServer:
     """A uvicorn process serving `review_app` on a loopback socket bound here (``--fd``)."""
 
-    def __init__(self, db: Path) -> None:
+    def __init__(self, db: Path, *, edits: bool = False) -> None:
         sock = socket.socket()
         sock.bind(("127.0.0.1", 0))
         sock.listen(64)
         self.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
         env = {**os.environ, "REVIEW_TEST_DB": str(db), "FAILSAFE_ERRORS_REVIEW_TOKEN": TOKEN}
+        env["REVIEW_TEST_EDITS"] = "1" if edits else "0"
         env.pop("FAILSAFE_ERRORS_REVIEW_TOKEN_FILE", None)
         self.process = subprocess.Popen(
             [
@@ -250,5 +251,56 @@ def test_a_reviewer_resolves_a_whole_group_after_seeing_the_count(
                 "both orders were test orders",
             )
         assert store.get(ids["stock"]).status is Status.PENDING_RETRY
+    finally:
+        store.close()
+
+
+@pytest.mark.browser
+@pytest.mark.real_time
+@pytest.mark.parametrize("edits", [True, False], ids=["allowed", "off"])
+def test_a_reviewer_corrects_a_payload_and_retries_only_where_allowed(
+    seeded_db: tuple[Path, dict[str, str]], edits: bool
+) -> None:
+    """In Chromium: with edits allowed, fix the payload and retry; off, no form at all."""
+    from playwright.sync_api import sync_playwright
+
+    db, ids = seeded_db
+    server = ReviewServer(db, edits=edits)
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            try:
+                page = browser.new_context().new_page()
+                page.goto(f"{server.url}/review/login?next=/review/records/{ids['lost']}")
+                page.fill("input[name=token]", TOKEN)
+                page.click("button[type=submit]")
+                page.wait_for_url(f"{server.url}/review/records/{ids['lost']}")
+                form = page.locator("form.edit-payload")
+                if not edits:
+                    assert form.count() == 0
+                    assert "Edit the payload" not in page.inner_text("main")
+                    return
+                form.locator("textarea[name=payload]").fill('{"orderId": "o-42-B"}')
+                form.locator("textarea[name=note]").fill("the shop sent the old order id")
+                form.locator("input[name=actor]").fill("Maria (warehouse)")
+                form.locator("button[type=submit]").click()
+                page.wait_for_url(f"{server.url}/review/records/{ids['lost']}?done=edit")
+                assert "queued for a retry now" in page.inner_text("[role=status]")
+                assert '"orderId": "o-42-B"' in page.inner_text("pre.payload")
+                history = page.locator("table.history tbody tr").all_inner_texts()
+                assert any("payload edited" in row and "o-42-B" in row for row in history)
+            finally:
+                browser.close()
+    finally:
+        server.stop()
+
+    store = SQLiteStore(db)
+    try:
+        record = store.get(ids["lost"])
+        if edits:
+            assert record.payload == {"orderId": "o-42-B"}
+            assert record.status is Status.PENDING_RETRY
+        else:
+            assert record.payload == {"orderId": "o-42"}
     finally:
         store.close()

@@ -21,6 +21,7 @@ from failsafe.errors.fingerprint import fingerprint
 from failsafe.errors.record import Action, AuditEntry, ErrorRecord, Report, Status
 from failsafe.errors.store import (
     COUNT_LIMIT,
+    EDITABLE,
     GROUP_SOURCES,
     ID_PREFIX,
     RECEIPT_SECONDS,
@@ -30,6 +31,7 @@ from failsafe.errors.store import (
     GroupNotFound,
     GroupPage,
     GroupQuery,
+    InvalidMove,
     Page,
     Query,
     RecordNotFound,
@@ -805,6 +807,41 @@ class SQLStore:
         if row is None:
             raise RecordNotFound(record_id)
         return Status(row[0])
+
+    def edit_payload(
+        self,
+        record_id: str,
+        payload: Any,
+        *,
+        now: float,
+        actor: str,
+        note: str,
+        next_attempt_at: float,
+    ) -> ErrorRecord:
+        """Replace a record's payload and queue it for a retry at ``next_attempt_at``.
+
+        One transaction, with a "payload edited" audit entry (``note``: why, and the
+        changes). Only a record that needs review or waits for a retry may be edited.
+        """
+        with self._transaction() as run:
+            status = self._status(run, record_id)
+            if status not in EDITABLE:
+                raise InvalidMove(record_id, status, Status.PENDING_RETRY)
+            run(
+                "UPDATE failsafe_errors SET payload = ?, status = ?, updated_at = ?,"
+                " next_attempt_at = ? WHERE id = ?",
+                (
+                    _sql.payload_text(payload),
+                    Status.PENDING_RETRY.value,
+                    now,
+                    next_attempt_at,
+                    record_id,
+                ),
+            )
+            run(_sql.INSERT_HISTORY, (record_id, now, actor, "payload edited", note))
+            if status is not Status.PENDING_RETRY:
+                run(_sql.INSERT_HISTORY, (record_id, now, actor, Status.PENDING_RETRY.value, None))
+            return self._load(run, record_id)
 
     def move(
         self,

@@ -962,6 +962,26 @@ _ACTOR: Final = Field(
     description="Who acts.",
 )
 _ACTION: Final = Body(name="ActionRequest", fields=(_NOTE, _ACTOR))
+_EDIT: Final = Body(
+    name="EditRequest",
+    fields=(
+        Field(
+            name="payload",
+            kind="json",
+            required=True,
+            description="The corrected payload (checked as a report's is).",
+        ),
+        attrs.evolve(
+            _NOTE,
+            nullable=False,
+            required=True,
+            not_blank=True,
+            description="Why it is changed (kept in the history, with the changes).",
+        ),
+        _ACTOR,
+    ),
+)
+"""The body of ``POST /v1/records/{id}/edit``."""
 """The (optional) body of ``POST /v1/records/{id}/resolve``, ``/retry`` and ``/discard``."""
 _BULK: Final = Body(
     name="BulkRequest",
@@ -1278,6 +1298,28 @@ def _operations(callback_hosts: Iterable[str] | None) -> tuple[Operation, ...]:
         acting("resolve", "Close a record as dealt with."),
         acting("retry", "Queue a record for an automatic retry now."),
         acting("discard", "Close a record as not worth acting on."),
+        Operation(
+            operation_id="editRecord",
+            method="POST",
+            path="/v1/records/{id}/edit",
+            summary="Correct a record's payload and queue it for a retry now.",
+            description="Only when the service was started with edits allowed (off by"
+            " default: 403). The record must need review or wait for a retry; its history"
+            " gets who, why and the changes.",
+            door="review",
+            params=(_ID_PARAM,),
+            body=_EDIT,
+            answers=(
+                Answer(status=200, description="The record after the edit.", schema="ErrorRecord"),
+                Answer(
+                    status=403,
+                    description="Edits are not allowed on this service (or, while a door is"
+                    " open, the request is not addressed to loopback or comes from another"
+                    " origin).",
+                ),
+                *_RECORD_ANSWERS,
+            ),
+        ),
         Operation(
             operation_id="listGroups",
             method="GET",
@@ -1751,6 +1793,7 @@ def _api(
     max_payload_bytes: int,
     worker_problem: Callable[[], str | None] | None,
     require_handlers: bool = False,
+    allow_edits: bool = False,
 ) -> _Api:
     """`api_routes`, and the `_ReportDoor` to put in front of them (sharing their intake)."""
     hosts = getattr(handlers, "callback_hosts", None)
@@ -1864,6 +1907,26 @@ def _api(
 
         return act
 
+    async def edit_record(inputs: _Inputs) -> Response:
+        if not allow_edits:
+            _refuse(
+                403,
+                "editing payloads is off on this service (start it with --allow-edits)",
+                "payload",
+            )
+        body = inputs.body
+        record = await run_in_threadpool(
+            functools.partial(
+                desk.edit_and_retry,
+                inputs.params["id"],
+                body["payload"],
+                actor=body["actor"],
+                note=body["note"],
+                max_payload_bytes=max_payload_bytes,
+            )
+        )
+        return JSONResponse(record.to_json())
+
     async def bulk(inputs: _Inputs) -> Response:
         body = inputs.body
         result = await run_in_threadpool(
@@ -1928,6 +1991,7 @@ def _api(
         "resolveRecord": acting("resolve"),
         "retryRecord": acting("retry"),
         "discardRecord": acting("discard"),
+        "editRecord": edit_record,
         "listGroups": list_groups,
         "getGroup": get_group,
         "retryGroup": group_acting("retry"),

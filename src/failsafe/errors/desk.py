@@ -6,16 +6,17 @@ report is redacted, scheduled and audited the same way whichever door it came in
 
 from __future__ import annotations
 
+import json
 import random
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Final
+from typing import Any, Final
 
 import attrs
 
 from failsafe._validators import integer, number
 from failsafe.backoff import Backoff
 from failsafe.clock import SYSTEM_CLOCK, Clock
-from failsafe.errors.record import ErrorRecord, Report, Status
+from failsafe.errors.record import ErrorRecord, InvalidReport, Report, Status, check_payload
 from failsafe.errors.redact import Redactor
 from failsafe.errors.store import ErrorStore, Page, Query, StoreError, StoreUnavailable
 
@@ -27,6 +28,7 @@ __all__ = [
     "ErrorDesk",
     "GroupAction",
     "RetrySchedule",
+    "payload_changes",
 ]
 
 
@@ -99,6 +101,46 @@ RETENTION_BATCH: Final = 500
 
 GROUP_BATCH: Final = 500
 """Records a group action moves per transaction (a group of any size, in bounded steps)."""
+
+
+_SHOWN: Final = 60  # characters of a changed value a history entry shows
+_CHANGES: Final = 20  # changes a history entry lists (then "and N more")
+
+
+def payload_changes(old: Any, new: Any) -> str:
+    """The differences between two payloads, for a person: ``qty: 2 -> 3; sku: added "A-1"``.
+
+    Each changed place is named by its path (``items[0].qty``); values are compact JSON, cut
+    at 60 characters; at most 20 changes are listed, then how many more. Empty when the
+    payloads are equal.
+    """
+    found: list[str] = []
+    _changes(old, new, "", found)
+    if len(found) > _CHANGES:
+        found = [*found[:_CHANGES], f"and {len(found) - _CHANGES} more"]
+    return "; ".join(found)
+
+
+def _shown(value: Any) -> str:
+    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+    return text if len(text) <= _SHOWN else text[: _SHOWN - 3] + "..."
+
+
+def _changes(old: Any, new: Any, path: str, found: list[str]) -> None:
+    if isinstance(old, dict) and isinstance(new, dict):
+        for key in sorted(set(old) | set(new)):
+            place = f"{path}.{key}" if path else str(key)
+            if key not in new:
+                found.append(f"{place}: removed")
+            elif key not in old:
+                found.append(f"{place}: added {_shown(new[key])}")
+            else:
+                _changes(old[key], new[key], place, found)
+    elif isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
+        for index, (a, b) in enumerate(zip(old, new, strict=True)):
+            _changes(a, b, f"{path}[{index}]", found)
+    elif old != new or type(old) is not type(new):
+        found.append(f"{path or '(payload)'}: {_shown(old)} -> {_shown(new)}")
 
 
 class ErrorDesk:
@@ -337,6 +379,48 @@ class ErrorDesk:
                 break
         return GroupAction(
             action=action, fingerprint=fingerprint, dry_run=False, matched=matched, changed=changed
+        )
+
+    def edit_and_retry(
+        self,
+        record_id: str,
+        payload: Any,
+        *,
+        actor: str,
+        note: str,
+        max_payload_bytes: int = 64 * 1024,
+    ) -> ErrorRecord:
+        """Correct a record's payload and queue it for a retry now.
+
+        The payload is checked as a report's is and redacted as a report's is; the record's
+        history gets "payload edited" with who, the ``note`` (why: required) and the
+        changes (`payload_changes`). The service offers this only when started with it
+        (off by default).
+
+        An unchanged payload is saved all the same (the history says "changes: none"):
+        the record is retried.
+
+        Raises:
+            InvalidReport: If the payload is invalid (``field`` names its place), or the
+                note is empty (``note``).
+            RecordNotFound: If no record has this id (`lookup_id` reads it).
+            InvalidMove: If the record does not need review nor wait for a retry.
+        """
+        if not isinstance(note, str) or not note.strip():
+            raise InvalidReport("note", "say why the payload is changed")
+        check_payload(payload, max_payload_bytes=max_payload_bytes)
+        record = self.get(record_id)
+        clean = self.redactor.value(payload)
+        changes = payload_changes(record.payload, clean) or "none"
+        why = self.redactor.text(note.strip()) or ""
+        now = self.clock.time()
+        return self.store.edit_payload(
+            record.id,
+            clean,
+            now=now,
+            actor=actor,
+            note=f"{why} (changes: {changes})",
+            next_attempt_at=now,
         )
 
     def delete_closed(self, *, older_than: float, limit: int = RETENTION_BATCH) -> int:

@@ -170,16 +170,7 @@ class Report:
             raise InvalidReport("action", "must be 'retry' or 'review'") from None
         source = _text(data, "source", required=True, limit=200)
         payload = data.get("payload", {})
-        if not isinstance(payload, dict | list):
-            raise InvalidReport("payload", "must be a JSON object or array")
-        if not _storable(payload, 1):
-            _check_json(payload, "payload", 1)  # raises, naming the first problem's place
-        # ensure_ascii (the default) writes only ASCII: characters are bytes
-        size = len(_COMPACT.encode(payload))
-        if size > max_payload_bytes:
-            raise InvalidReport(
-                "payload", f"is {size} bytes, over the limit of {max_payload_bytes} bytes"
-            )
+        check_payload(payload, max_payload_bytes=max_payload_bytes)
         return cls(
             kind=kind,
             action=action,
@@ -198,6 +189,27 @@ class Report:
         data = attrs.asdict(self)
         data["action"] = self.action.value
         return {k: v for k, v in data.items() if v is not None}
+
+
+def check_payload(payload: Any, *, max_payload_bytes: int = 64 * 1024) -> None:
+    """Refuse a payload a record cannot hold, naming the problem's place.
+
+    Raises:
+        InvalidReport: If ``payload`` is not a JSON object or array, holds what JSON or
+            the stores cannot keep (NaN, a NUL, an unpaired surrogate, a non-string key,
+            nesting deeper than 64 levels), or is over ``max_payload_bytes`` as compact
+            JSON.
+    """
+    if not isinstance(payload, dict | list):
+        raise InvalidReport("payload", "must be a JSON object or array")
+    if not _storable(payload, 1):
+        _check_json(payload, "payload", 1)  # raises, naming the first problem's place
+    # ensure_ascii (the default) writes only ASCII: characters are bytes
+    size = len(_COMPACT.encode(payload))
+    if size > max_payload_bytes:
+        raise InvalidReport(
+            "payload", f"is {size} bytes, over the limit of {max_payload_bytes} bytes"
+        )
 
 
 def default_dedupe_key(report: Report) -> str:

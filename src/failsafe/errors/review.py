@@ -59,8 +59,9 @@ from failsafe.errors.api import _MAX_ID, _MAX_OFFSET
 from failsafe.errors.auth import Tokens
 from failsafe.errors.desk import GROUP_ACTIONS, ErrorDesk
 from failsafe.errors.fingerprint import FINGERPRINT_PATTERN
-from failsafe.errors.record import OPEN_STATUSES, ErrorRecord, Status
+from failsafe.errors.record import OPEN_STATUSES, ErrorRecord, InvalidReport, Status
 from failsafe.errors.store import (
+    EDITABLE,
     GROUP_ORDERS,
     MOVES,
     Group,
@@ -114,7 +115,12 @@ _ACTIONS: Final = {
     "retry": Status.PENDING_RETRY,
     "discard": Status.DISCARDED,
 }
-_DONE: Final = {"resolve": "Resolved.", "retry": "Queued for a retry now.", "discard": "Discarded."}
+_DONE: Final = {
+    "resolve": "Resolved.",
+    "retry": "Queued for a retry now.",
+    "discard": "Discarded.",
+    "edit": "Payload saved; queued for a retry now.",
+}
 _GROUP_LABELS: Final = {
     "retry": "Retry every record that needs review",
     "resolve": "Resolve every open record",
@@ -259,11 +265,17 @@ class _Pages:
     """The review pages over one desk; see the module docstring."""
 
     def __init__(
-        self, desk: ErrorDesk, tokens: Tokens, handlers: Callable[[str], object] | None
+        self,
+        desk: ErrorDesk,
+        tokens: Tokens,
+        handlers: Callable[[str], object] | None,
+        *,
+        allow_edits: bool = False,
     ) -> None:
         self.desk = desk
         self.tokens = tokens
         self.handler_of = handlers
+        self.allow_edits = allow_edits
         self.secret = secrets.token_bytes(32)
         self.csrf = csrf_token(tokens, self.secret)  # without a login session
         self.logins = _LoginLimit()
@@ -894,8 +906,12 @@ class _Pages:
         ok: str = "",
         error: str = "",
         status: int = 200,
+        edited: str | None = None,
     ) -> HTMLResponse:
-        """The HTML page of one record, with an optional success or error message."""
+        """The HTML page of one record, with an optional success or error message.
+
+        ``edited``: the payload text a refused edit sent, shown again in its form.
+        """
         base = self.base(request)
         messages = ""
         if ok:
@@ -940,6 +956,7 @@ class _Pages:
             + (f"<pre>{_e(record.traceback)}</pre>" if record.traceback else "")
             + f'<h2>Payload</h2><pre class="payload">{_e(payload)}</pre>'
             + self.action_forms(request, record)
+            + self.edit_form(request, record, edited)
             + "<h2>Attempts</h2>"
             + (
                 "<table><thead><tr><th>when</th><th>outcome</th><th>detail</th></tr></thead>"
@@ -977,6 +994,63 @@ class _Pages:
             for action in allowed
         )
         return f'<h2>Act</h2><div class="actions">{forms}</div>'
+
+    def edit_form(self, request: Request, record: ErrorRecord, edited: str | None) -> str:
+        """The form to correct the payload and retry (when edits are allowed and it may)."""
+        if not self.allow_edits or record.status not in EDITABLE:
+            return ""
+        here = f"{self.base(request)}/records/{quote(record.id, safe='')}/edit"
+        name = request.cookies.get(NAME_COOKIE, "") or "reviewer"
+        text = edited
+        if text is None:
+            text = json.dumps(record.payload, indent=2, sort_keys=True, ensure_ascii=False)
+        return (
+            "<h2>Edit the payload and retry</h2>"
+            f'<form method="post" action="{_e(here)}" class="edit-payload">'
+            f'<input type="hidden" name="{CSRF_FIELD}" value="{_e(self.csrf_for(request))}">'
+            f'<label>payload (JSON) <textarea name="payload" rows="12" spellcheck="false"'
+            f' maxlength="{_MAX_FORM_BYTES}">{_e(text)}</textarea></label>'
+            f'<label>why (kept in the history) <textarea name="note" rows="2"'
+            f' maxlength="{_MAX_NOTE}" required></textarea></label>'
+            f'<label>your name <input type="text" name="actor" value="{_e(name)}"'
+            f' maxlength="{_MAX_ACTOR}" required></label>'
+            '<button type="submit">Save and retry now</button></form>'
+        )
+
+    async def edit(self, request: Request) -> Response:
+        """Correct a record's payload and retry it, then 303 back (or say why not)."""
+        record_id = request.path_params["record_id"]
+        if not self.allow_edits:
+            return self.problem(request, 403, "editing payloads is off on this service")
+        if not _plausible_id(record_id):
+            return self.problem(request, 404, f"no error record with id {record_id[:80]!r}")
+        form: dict[str, str] = request.state.form
+        text = form.get("payload", "")
+        actor = form.get("actor", "").strip() or "reviewer"
+        note = form.get("note", "")
+        problem = ""
+        payload: Any = None
+        if len(actor) > _MAX_ACTOR:
+            problem = f"your name is over {_MAX_ACTOR} characters"
+        else:
+            try:
+                payload = json.loads(text, parse_constant=_no_constant)
+            except ValueError as exc:
+                problem = f"the payload is not JSON: {exc}"
+        try:
+            if not problem:
+                await run_in_threadpool(
+                    lambda: self.desk.edit_and_retry(record_id, payload, actor=actor, note=note)
+                )
+        except RecordNotFound as exc:
+            return self.problem(request, 404, str(exc))
+        except (InvalidReport, InvalidMove) as exc:
+            problem = str(exc)
+        if problem:
+            record = await run_in_threadpool(self.desk.get, record_id)
+            return self.record_page(request, record, error=problem, status=422, edited=text)
+        target = f"{self.base(request)}/records/{quote(record_id, safe='')}?done=edit"
+        return RedirectResponse(target, status_code=303)
 
     def acting(self, action: str) -> _View:
         """The POST view of one action: act, then 303 back to the record (or say why not)."""
@@ -1029,6 +1103,9 @@ class _Pages:
             Route("/", self.guarded(self.index), methods=["GET"]),
             Route("/records", self.guarded(self.records), methods=["GET"]),
             Route("/groups/{fingerprint}", self.guarded(self.group_page), methods=["GET"]),
+            Route(
+                "/records/{record_id}/edit", self.guarded(self.edit, post=True), methods=["POST"]
+            ),
             Route("/login", self.login_get, methods=["GET"]),
             Route("/login", self.login_post, methods=["POST"]),
             Route("/logout", self.guarded(self.logout, post=True), methods=["POST"]),
@@ -1106,6 +1183,10 @@ def _int_or(value: str | None, default: int) -> int:
         return default
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value")
+
+
 def _plausible_id(record_id: str) -> bool:
     """Whether a store could hold this id (no NUL, which PostgreSQL refuses; not too long)."""
     return "\x00" not in record_id and 0 < len(record_id) <= _MAX_ID
@@ -1142,7 +1223,11 @@ def _groups(
 
 
 def review_routes(
-    desk: ErrorDesk, *, tokens: Tokens, handlers: HandlerLookup | None = None
+    desk: ErrorDesk,
+    *,
+    tokens: Tokens,
+    handlers: HandlerLookup | None = None,
+    allow_edits: bool = False,
 ) -> list[BaseRoute]:
     """The routes of the review pages, to mount at ``/review`` (or anywhere else).
 
@@ -1151,6 +1236,8 @@ def review_routes(
         tokens: The service's tokens; when ``tokens.review`` is set every page needs it.
         handlers: What retries each kind (the worker's `Handlers`): records waiting for
             automatic retries of a kind without a handler are marked "no handler".
+        allow_edits: Offer, on the page of a record that needs review or waits for a
+            retry, a form to correct its payload and retry it (off by default).
 
     Returns:
         Starlette routes relative to the mount point.
@@ -1163,4 +1250,5 @@ def review_routes(
         app = Starlette(routes=[Mount("/review", routes=review_routes(desk, tokens=tokens))])
         ```
     """
-    return _Pages(desk, tokens, None if handlers is None else handlers.get).routes()
+    lookup = None if handlers is None else handlers.get
+    return _Pages(desk, tokens, lookup, allow_edits=allow_edits).routes()

@@ -157,6 +157,7 @@ def create_app(
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
     require_handlers: bool = False,
+    allow_edits: bool = False,
 ) -> Starlette:
     """The Error-handling service's ASGI app.
 
@@ -175,6 +176,9 @@ def create_app(
         require_handlers: Refuse (422, naming the kind) a ``retry`` report for a kind that
             ``handlers`` has no handler for: without one, its record fails every
             automatic attempt (the review pages mark such records "no handler").
+        allow_edits: Let a reviewer correct a record's payload and retry it (the review
+            page's form, ``POST /v1/records/{id}/edit``); off, the route answers 403 and
+            the pages offer no form.
 
     Returns:
         The app: the JSON API (``/v1``, ``/healthz``, ``/openapi.json``) and the review
@@ -191,6 +195,7 @@ def create_app(
         max_body_bytes=max_body_bytes,
         max_payload_bytes=max_payload_bytes,
         require_handlers=require_handlers,
+        allow_edits=allow_edits,
     )
 
 
@@ -204,6 +209,7 @@ def _build_app(
     max_payload_bytes: int,
     closing: Callable[[], None] | None = None,
     require_handlers: bool = False,
+    allow_edits: bool = False,
 ) -> Starlette:
     for name, value in (
         ("max_body_bytes", max_body_bytes),
@@ -235,13 +241,19 @@ def _build_app(
         max_payload_bytes=max_payload_bytes,
         worker_problem=running.problem if running is not None else None,
         require_handlers=require_handlers,
+        allow_edits=allow_edits,
     )
     # an open door: only requests addressed to loopback, no cross-origin writes
     guard = [] if tokens.complete else [Middleware(LoopbackOnly)]
     return Starlette(
         routes=[
             *api.routes,
-            Mount("/review", routes=review_routes(desk, tokens=tokens, handlers=handlers)),
+            Mount(
+                "/review",
+                routes=review_routes(
+                    desk, tokens=tokens, handlers=handlers, allow_edits=allow_edits
+                ),
+            ),
         ],
         exception_handlers={
             HTTPException: _http_error,
@@ -304,6 +316,7 @@ def serve(
     schedules: Mapping[str, RetrySchedule] | None = None,
     retention_days: float | None = RETENTION_DAYS,
     require_handlers: bool = False,
+    allow_edits: bool = False,
 ) -> None:
     """Run the Error-handling service until it is stopped (SIGINT or SIGTERM).
 
@@ -326,6 +339,7 @@ def serve(
         retention_days: Resolved and discarded records unchanged for this long are
             deleted by the worker (``None``: kept forever); open records never are.
         require_handlers: Refuse ``retry`` reports for kinds without a handler (422).
+        allow_edits: Let a reviewer correct a payload and retry (see `create_app`).
 
     Raises:
         ConfigurationError: Before anything listens or opens: if ``host`` is not loopback
@@ -380,6 +394,7 @@ def serve(
             max_payload_bytes=DEFAULT_MAX_PAYLOAD_BYTES,
             closing=close,
             require_handlers=require_handlers,
+            allow_edits=allow_edits,
         )
         shown = f"[{host}]" if ":" in host else host
         logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(name)s: %(message)s")

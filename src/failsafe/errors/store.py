@@ -19,6 +19,7 @@ from failsafe.exceptions import FailsafeError
 
 __all__ = [
     "COUNT_LIMIT",
+    "EDITABLE",
     "MOVES",
     "RECEIPT_SECONDS",
     "REPEAT_SAMPLE",
@@ -147,6 +148,10 @@ MOVES: Final[dict[Status, frozenset[Status]]] = {
     Status.DISCARDED: frozenset(),
 }
 """Which status may follow which. Resolved and discarded records are closed for good."""
+
+
+EDITABLE: Final = frozenset({Status.NEEDS_REVIEW, Status.PENDING_RETRY})
+"""The statuses in which a record's payload may be corrected (and the record retried)."""
 
 
 def check_move(record_id: str, current: Status, wanted: Status) -> None:
@@ -463,6 +468,23 @@ class ErrorStore(Protocol):
 
     def group(self, fingerprint: str) -> Group:
         """Return one failure group, its hours included. Raises `GroupNotFound`."""
+        ...
+
+    def edit_payload(
+        self,
+        record_id: str,
+        payload: Any,
+        *,
+        now: float,
+        actor: str,
+        note: str,
+        next_attempt_at: float,
+    ) -> ErrorRecord:
+        """Replace a record's payload and make it ``pending_retry``, due at ``next_attempt_at``.
+
+        With an audit entry "payload edited" carrying ``note``, in one transaction. Raises
+        `RecordNotFound`, or `InvalidMove` unless its status is one of `EDITABLE`.
+        """
         ...
 
     def delete_closed(self, *, before: float, limit: int) -> int:
