@@ -9,6 +9,7 @@ failsafe errors serve [--db errors.db | --dsn postgresql://...] [--host 127.0.0.
                       [--poll-interval 1.0]
                       [--schedule KIND=ATTEMPTS:FIRST[:MAX] ...]
                       [--retention-days 14] [--require-handlers] [--allow-edits]
+                      [--alert-url URL] [--alert-at N ...]
 failsafe errors list [--status open] [--kind K] [--source S] [--text T] [--limit N] [--json]
 failsafe errors show ID [--json]
 failsafe errors resolve|retry|discard ID [--note TEXT] [--actor NAME] [--json]
@@ -587,6 +588,18 @@ def _cmd_group(args: argparse.Namespace) -> int:
     return OK
 
 
+def _alerts(args: argparse.Namespace) -> dict[str, Any]:
+    """``serve``'s alert options, when given (the service's defaults otherwise)."""
+    chosen: dict[str, Any] = {}
+    if args.alert_url is not None:
+        chosen["alert_url"] = args.alert_url
+    if args.alert_at:
+        if args.alert_url is None:
+            raise _Usage("--alert-at needs --alert-url")
+        chosen["alert_thresholds"] = tuple(args.alert_at)
+    return chosen
+
+
 def _callbacks(values: Sequence[str] | None) -> dict[str, str]:
     callbacks: dict[str, str] = {}
     for value in values or ():
@@ -652,9 +665,17 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             retention_days=args.retention_days or None,
             require_handlers=args.require_handlers,
             allow_edits=args.allow_edits,
+            **_alerts(args),
         )
     except ConfigurationError as exc:  # name the command's option, not the function's
-        option = {"db": "--db", "path": "--db", "port": "--port", "host": "--host"}
+        option = {
+            "db": "--db",
+            "path": "--db",
+            "port": "--port",
+            "host": "--host",
+            "alert_url": "--alert-url",
+            "thresholds": "--alert-at",
+        }
         raise _Usage(f"{option.get(exc.option, exc.option)}: {exc.problem}") from None
     return OK
 
@@ -728,6 +749,20 @@ def _fill_errors(errors: argparse.ArgumentParser) -> None:
         "--allow-edits",
         action="store_true",
         help="let reviewers correct a record's payload and retry it (off by default)",
+    )
+    serve.add_argument(
+        "--alert-url",
+        metavar="URL",
+        help="POST alerts (a new failure group, a group past --alert-at open records, a"
+        " record escalated to review) to this webhook",
+    )
+    serve.add_argument(
+        "--alert-at",
+        type=int,
+        action="append",
+        metavar="N",
+        help="open records of a group at which an alert says it grew (repeatable; default"
+        " 100, 1000 and 10000)",
     )
     serve.set_defaults(run=_cmd_serve)
 

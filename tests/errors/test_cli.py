@@ -269,6 +269,14 @@ def test_serve_passes_its_options_to_the_service(
     chosen = (calls[0]["retention_days"], calls[0]["require_handlers"], calls[0]["allow_edits"])
     assert chosen == (None, True, True)
     calls.clear()
+    alert = ["--alert-url", "https://hooks.example/a", "--alert-at", "50", "--alert-at", "500"]
+    assert main(["errors", "serve", "--db", db, *alert]) == 0
+    assert (calls[0]["alert_url"], calls[0]["alert_thresholds"]) == (
+        "https://hooks.example/a",
+        (50, 500),
+    )
+    assert main(["errors", "serve", "--db", db, "--alert-at", "5"]) == 2
+    calls.clear()
     assert main(["errors", "serve", "--dsn", "postgresql://x/y"]) == 0
     assert (calls[0]["db"], calls[0]["dsn"]) == (None, "postgresql://x/y")
     calls.clear()

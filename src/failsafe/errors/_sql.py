@@ -80,6 +80,18 @@ SCHEMA = (
         at DOUBLE PRECISION NOT NULL
     )""",
     """CREATE INDEX IF NOT EXISTS failsafe_error_receipts_at ON failsafe_error_receipts (at)""",
+    # the alerts outbox: one row per alert, kept once sent so it is never sent twice
+    """CREATE TABLE IF NOT EXISTS failsafe_error_alerts (
+        key TEXT PRIMARY KEY,
+        body TEXT NOT NULL,
+        created_at DOUBLE PRECISION NOT NULL,
+        next_at DOUBLE PRECISION,
+        attempts INTEGER NOT NULL,
+        last_error TEXT,
+        sent_at DOUBLE PRECISION
+    )""",
+    """CREATE INDEX IF NOT EXISTS failsafe_error_alerts_due
+        ON failsafe_error_alerts (next_at)""",
     # a record's receipts, found when retention deletes the record
     """CREATE INDEX IF NOT EXISTS failsafe_error_receipts_record
         ON failsafe_error_receipts (record_id)""",

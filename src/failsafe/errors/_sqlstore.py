@@ -40,6 +40,7 @@ from failsafe.errors.store import (
 )
 
 _HEX: Final = re.compile("[0-9a-f]+")
+_ALERTS_SINCE: Final = "failsafe:since"  # the outbox row saying when alerts began
 
 Run = Callable[[str, Sequence[Any]], Any]
 """Execute one statement in the open transaction; returns a cursor."""
@@ -530,6 +531,72 @@ class SQLStore:
             " HAVING SUM(records) = 0)",
             list(fingerprints),
         )
+
+    # -- the alerts outbox (see failsafe.errors.alerts) ----------------------------------------
+    def alert_add(self, key: str, body: str, *, now: float) -> bool:
+        """Queue an alert under ``key`` unless one was queued before; whether it is new."""
+        with self._transaction() as run:
+            added = run(
+                "INSERT INTO failsafe_error_alerts (key, body, created_at, next_at, attempts)"
+                " VALUES (?, ?, ?, ?, 0) ON CONFLICT (key) DO NOTHING RETURNING key",
+                (key, body, now, now),
+            ).fetchone()
+            return added is not None
+
+    def alert_since(self, *, now: float) -> float:
+        """When alerts began to be watched for in this store (``now``, the first time)."""
+        with self._transaction() as run:
+            run(
+                "INSERT INTO failsafe_error_alerts (key, body, created_at, attempts, sent_at)"
+                " VALUES (?, '{}', ?, 0, ?) ON CONFLICT (key) DO NOTHING",
+                (_ALERTS_SINCE, now, now),
+            )
+            row = run(
+                "SELECT created_at FROM failsafe_error_alerts WHERE key = ?", (_ALERTS_SINCE,)
+            ).fetchone()
+        return float(row[0])
+
+    def alerts_due(self, *, now: float, limit: int) -> list[tuple[str, str, int]]:
+        """Up to ``limit`` alerts due to be sent: ``(key, body, attempts so far)``."""
+        with self._reading() as run:
+            rows = run(
+                "SELECT key, body, attempts FROM failsafe_error_alerts"
+                " WHERE next_at <= ? ORDER BY next_at LIMIT ?",
+                (now, limit),
+            ).fetchall()
+        return [(str(k), str(b), int(a)) for k, b, a in rows]
+
+    def alert_sent(self, key: str, *, now: float) -> None:
+        """Mark an alert sent (it stays, so its key is never queued again)."""
+        with self._transaction() as run:
+            run(
+                "UPDATE failsafe_error_alerts SET sent_at = ?, next_at = NULL WHERE key = ?",
+                (now, key),
+            )
+
+    def alert_failed(self, key: str, *, error: str, next_at: float) -> None:
+        """Count a failed delivery; the alert is due again at ``next_at``."""
+        with self._transaction() as run:
+            run(
+                "UPDATE failsafe_error_alerts SET attempts = attempts + 1, last_error = ?,"
+                " next_at = ? WHERE key = ?",
+                (error, next_at, key),
+            )
+
+    def alerts_waiting(self) -> tuple[int, int, str | None]:
+        """Alerts not sent yet, how many of them failed at least once, and the last error."""
+        with self._reading() as run:
+            waiting, failing = run(
+                "SELECT COUNT(*), COALESCE(SUM(CASE WHEN attempts > 0 THEN 1 ELSE 0 END), 0)"
+                " FROM failsafe_error_alerts WHERE sent_at IS NULL",
+                (),
+            ).fetchone()
+            last = run(
+                "SELECT last_error FROM failsafe_error_alerts WHERE sent_at IS NULL"
+                " AND attempts > 0 ORDER BY next_at DESC LIMIT 1",
+                (),
+            ).fetchone()
+        return int(waiting), int(failing), None if last is None else str(last[0])
 
     # -- writes ---------------------------------------------------------------------------
     def add(

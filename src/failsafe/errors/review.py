@@ -55,6 +55,7 @@ try:
 except ImportError as exc:
     raise missing_extra("errors", "failsafe.errors.review", exc) from exc
 
+from failsafe.errors.alerts import Alerts
 from failsafe.errors.api import _MAX_ID, _MAX_OFFSET
 from failsafe.errors.auth import Tokens
 from failsafe.errors.desk import GROUP_ACTIONS, ErrorDesk
@@ -271,11 +272,13 @@ class _Pages:
         handlers: Callable[[str], object] | None,
         *,
         allow_edits: bool = False,
+        alerts: Alerts | None = None,
     ) -> None:
         self.desk = desk
         self.tokens = tokens
         self.handler_of = handlers
         self.allow_edits = allow_edits
+        self.alerts = alerts
         self.secret = secrets.token_bytes(32)
         self.csrf = csrf_token(tokens, self.secret)  # without a login session
         self.logins = _LoginLimit()
@@ -712,6 +715,7 @@ class _Pages:
         matching = "1 group matches" if found.total == 1 else f"{found.total:,} groups match"
         body = [
             "<h1>Failure groups</h1>",
+            await self.alerts_banner(),
             f'<p><a href="{_e(base)}/records">all records</a></p>',
             self.filter_form(request, filters, path="/"),
             f'<p class="total">{matching}{shown}.</p>',
@@ -736,6 +740,19 @@ class _Pages:
         if links:
             body.append(f'<nav class="pages">{"".join(links)}</nav>')
         return self.page(request, "Failure groups", "".join(body))
+
+    async def alerts_banner(self) -> str:
+        """A warning while alerts cannot be delivered (empty when they are, or there are none)."""
+        if self.alerts is None:
+            return ""
+        state = await run_in_threadpool(self.alerts.status)
+        if not state.failing:
+            return ""
+        return (
+            '<p class="msg error" role="alert">Alerts are not getting through to the webhook:'
+            f" {state.failing:,} failed, {state.waiting:,} waiting; the last error:"
+            f" {_e(state.last_error or '-')}. They are tried again with backoff.</p>"
+        )
 
     async def group_page(self, request: Request, *, message: str = "") -> Response:
         """One group: its numbers, charts, action forms, and its records."""
@@ -1228,6 +1245,7 @@ def review_routes(
     tokens: Tokens,
     handlers: HandlerLookup | None = None,
     allow_edits: bool = False,
+    alerts: Alerts | None = None,
 ) -> list[BaseRoute]:
     """The routes of the review pages, to mount at ``/review`` (or anywhere else).
 
@@ -1238,6 +1256,7 @@ def review_routes(
             automatic retries of a kind without a handler are marked "no handler".
         allow_edits: Offer, on the page of a record that needs review or waits for a
             retry, a form to correct its payload and retry it (off by default).
+        alerts: The service's webhook alerts: the groups page says when they fail.
 
     Returns:
         Starlette routes relative to the mount point.
@@ -1251,4 +1270,4 @@ def review_routes(
         ```
     """
     lookup = None if handlers is None else handlers.get
-    return _Pages(desk, tokens, lookup, allow_edits=allow_edits).routes()
+    return _Pages(desk, tokens, lookup, allow_edits=allow_edits, alerts=alerts).routes()

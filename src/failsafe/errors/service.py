@@ -23,7 +23,7 @@ import errno
 import logging
 import socket
 import threading
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from typing import Protocol
 
 from failsafe._extras import missing_extra
@@ -39,6 +39,7 @@ except ImportError as exc:
     raise missing_extra("errors", "failsafe.errors.service", exc) from exc
 
 from failsafe.errors._intake import MAX_WAITING
+from failsafe.errors.alerts import ALERT_THRESHOLDS, Alerts
 from failsafe.errors.api import (
     DEFAULT_MAX_BODY_BYTES,
     DEFAULT_MAX_PAYLOAD_BYTES,
@@ -158,6 +159,7 @@ def create_app(
     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
     require_handlers: bool = False,
     allow_edits: bool = False,
+    alerts: Alerts | None = None,
 ) -> Starlette:
     """The Error-handling service's ASGI app.
 
@@ -179,6 +181,8 @@ def create_app(
         allow_edits: Let a reviewer correct a record's payload and retry it (the review
             page's form, ``POST /v1/records/{id}/edit``); off, the route answers 403 and
             the pages offer no form.
+        alerts: The webhook alerts (run by ``worker``): the review pages say when their
+            deliveries fail.
 
     Returns:
         The app: the JSON API (``/v1``, ``/healthz``, ``/openapi.json``) and the review
@@ -196,6 +200,7 @@ def create_app(
         max_payload_bytes=max_payload_bytes,
         require_handlers=require_handlers,
         allow_edits=allow_edits,
+        alerts=alerts,
     )
 
 
@@ -210,6 +215,7 @@ def _build_app(
     closing: Callable[[], None] | None = None,
     require_handlers: bool = False,
     allow_edits: bool = False,
+    alerts: Alerts | None = None,
 ) -> Starlette:
     for name, value in (
         ("max_body_bytes", max_body_bytes),
@@ -251,7 +257,11 @@ def _build_app(
             Mount(
                 "/review",
                 routes=review_routes(
-                    desk, tokens=tokens, handlers=handlers, allow_edits=allow_edits
+                    desk,
+                    tokens=tokens,
+                    handlers=handlers,
+                    allow_edits=allow_edits,
+                    alerts=alerts,
                 ),
             ),
         ],
@@ -317,6 +327,8 @@ def serve(
     retention_days: float | None = RETENTION_DAYS,
     require_handlers: bool = False,
     allow_edits: bool = False,
+    alert_url: str | None = None,
+    alert_thresholds: Sequence[int] = ALERT_THRESHOLDS,
 ) -> None:
     """Run the Error-handling service until it is stopped (SIGINT or SIGTERM).
 
@@ -340,6 +352,10 @@ def serve(
             deleted by the worker (``None``: kept forever); open records never are.
         require_handlers: Refuse ``retry`` reports for kinds without a handler (422).
         allow_edits: Let a reviewer correct a payload and retry (see `create_app`).
+        alert_url: A webhook told of new failure groups, groups crossing
+            ``alert_thresholds`` open records, and records escalated to review (see
+            [`Alerts`][failsafe.errors.alerts.Alerts]).
+        alert_thresholds: Open records of a group at which it is said to have grown.
 
     Raises:
         ConfigurationError: Before anything listens or opens: if ``host`` is not loopback
@@ -382,8 +398,15 @@ def serve(
         chosen = dict(schedules or {})
         default = chosen.pop("*", None)
         desk = ErrorDesk(store, schedules=chosen, default_schedule=default)
+        alerts = None if alert_url is None else Alerts(desk, alert_url, thresholds=alert_thresholds)
         workers.append(
-            RetryWorker(desk, handlers, poll_interval=poll_interval, retention_days=retention_days)
+            RetryWorker(
+                desk,
+                handlers,
+                poll_interval=poll_interval,
+                retention_days=retention_days,
+                alerts=alerts,
+            )
         )
         app = _build_app(
             desk,
@@ -395,6 +418,7 @@ def serve(
             closing=close,
             require_handlers=require_handlers,
             allow_edits=allow_edits,
+            alerts=alerts,
         )
         shown = f"[{host}]" if ":" in host else host
         logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(name)s: %(message)s")

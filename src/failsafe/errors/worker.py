@@ -64,7 +64,7 @@ from typing import TYPE_CHECKING, Final, TypeAlias
 from urllib.parse import urlsplit
 
 from failsafe.errors.desk import RETENTION_BATCH, ErrorDesk
-from failsafe.errors.record import KIND_PATTERN, ErrorRecord, InvalidReport
+from failsafe.errors.record import KIND_PATTERN, ErrorRecord, InvalidReport, Status
 from failsafe.errors.store import StoreUnavailable
 from failsafe.exceptions import ConfigurationError
 
@@ -72,6 +72,8 @@ if TYPE_CHECKING:
     # httpx (the ``http`` extra) is imported only when a callback URL is used, so that
     # failsafe.errors and in-process handlers work without it
     import httpx
+
+    from failsafe.errors.alerts import Alerts
 
 __all__ = [
     "DEFAULT_CALLBACK_HOSTS",
@@ -301,6 +303,8 @@ class RetryWorker:
         retention_days: Resolved and discarded records unchanged for this many days are
             deleted (`clean_up`, every `RETENTION_EVERY` seconds while `run_forever`
             runs); ``None`` keeps them forever. Open records are never deleted.
+        alerts: Told of each record whose attempts ran out (escalated to review), and run
+            (`Alerts.run_once`) after each round of `run_forever`.
 
     Raises:
         ConfigurationError: If ``batch`` is not an integer from 1 to 500,
@@ -322,6 +326,7 @@ class RetryWorker:
         poll_interval: float = 1.0,
         http: httpx.Client | None = None,
         retention_days: float | None = RETENTION_DAYS,
+        alerts: Alerts | None = None,
     ) -> None:
         if not isinstance(batch, int) or isinstance(batch, bool) or not 1 <= batch <= 500:
             raise ConfigurationError("batch", f"must be an integer from 1 to 500, got {batch!r}")
@@ -350,6 +355,7 @@ class RetryWorker:
         self.poll_interval = float(poll_interval)
         self.retention_days = None if retention_days is None else float(retention_days)
         self._unhandled: set[str] = set()
+        self.alerts = alerts
         self._http = http
         self._owns_http = False
         self._lock = threading.Lock()
@@ -384,7 +390,9 @@ class RetryWorker:
         if len(detail) > _MAX_DETAIL:
             detail = detail[: _MAX_DETAIL - 3] + "..."
         try:
-            self.desk.attempted(record, ok=ok, detail=detail)
+            after = self.desk.attempted(record, ok=ok, detail=detail)
+            if self.alerts is not None and after.status is Status.NEEDS_REVIEW:
+                self.alerts.escalated(after)  # its attempts ran out: a person must look
         except Exception:
             # the store failed (or a person deleted the record): the lease ends and the
             # record is claimed again; the other records of this round still get their turn
@@ -466,8 +474,10 @@ class RetryWorker:
             return self._http
 
     def close(self) -> None:
-        """Stop the worker's thread (if started) and close the HTTP client it created."""
+        """Stop the worker's thread (if started); close its HTTP client and its alerts'."""
         self.stop()
+        if self.alerts is not None:
+            self.alerts.close()
         with self._lock:
             client, owned = self._http, self._owns_http
             if owned:
@@ -492,6 +502,8 @@ class RetryWorker:
                 if self.retention_days is not None and self.desk.clock.time() >= clean_at:
                     clean_at = self.desk.clock.time() + RETENTION_EVERY
                     await asyncio.to_thread(self.clean_up)
+                if self.alerts is not None:
+                    await asyncio.to_thread(self.alerts.run_once)
             except StoreUnavailable as exc:  # said once per outage, not once per round
                 if not store_down:
                     _log.warning("retry worker: %s; trying again every round", exc)
