@@ -26,7 +26,7 @@ ifdef CI
 export CI
 endif
 
-.PHONY: venv demo test services lint typecheck docs bench clean
+.PHONY: venv demo test services lint typecheck docs screenshots bench clean
 
 venv: $(STAMP)
 
@@ -58,6 +58,9 @@ typecheck: venv
 
 docs: venv
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
+
+screenshots: venv
+	$(BIN)/python scripts/screenshots.py
 
 bench: venv
 	$(BIN)/python -m bench
