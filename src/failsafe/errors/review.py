@@ -858,16 +858,7 @@ class _Pages:
                     self.confirm_form(request, here, action, done.matched, actor=actor, note=note),
                 )
             target = f"{here}?" + urlencode({"done": action, "changed": done.changed})
-            response = RedirectResponse(target, status_code=303)
-            response.set_cookie(
-                NAME_COOKIE,
-                actor,
-                path=f"{self.base(request)}/",
-                httponly=True,
-                samesite="strict",
-                secure=request.url.scheme == "https",
-            )
-            return response
+            return self.done(request, target, actor)
 
         return view
 
@@ -1067,7 +1058,20 @@ class _Pages:
             record = await run_in_threadpool(self.desk.get, record_id)
             return self.record_page(request, record, error=problem, status=422, edited=text)
         target = f"{self.base(request)}/records/{quote(record_id, safe='')}?done=edit"
-        return RedirectResponse(target, status_code=303)
+        return self.done(request, target, actor)
+
+    def done(self, request: Request, target: str, actor: str) -> Response:
+        """The 303 back after an action, remembering the name it was done under."""
+        response = RedirectResponse(target, status_code=303)
+        response.set_cookie(
+            NAME_COOKIE,
+            actor,
+            path=f"{self.base(request)}/",
+            httponly=True,
+            samesite="strict",
+            secure=request.url.scheme == "https",
+        )
+        return response
 
     def acting(self, action: str) -> _View:
         """The POST view of one action: act, then 303 back to the record (or say why not)."""
@@ -1101,16 +1105,7 @@ class _Pages:
                 record = await run_in_threadpool(self.desk.get, record_id)
                 return self.record_page(request, record, error=str(exc), status=409)
             target = f"{self.base(request)}/records/{quote(record_id, safe='')}?done={action}"
-            response = RedirectResponse(target, status_code=303)
-            response.set_cookie(
-                NAME_COOKIE,
-                actor,
-                path=f"{self.base(request)}/",
-                httponly=True,
-                samesite="strict",
-                secure=request.url.scheme == "https",
-            )
-            return response
+            return self.done(request, target, actor)
 
         return view
 
