@@ -244,7 +244,7 @@ def _child(kind: str, broker: str, queue: str) -> dict[str, Any]:
             return opened
 
         failsafe.queue.connect.open_broker = open_broker
-        argv = ["queue", "dlq", "replay", *where, "--rate", str(RATE)]
+        argv = ["queue", "dlq", "replay", *where, "--all", "--rate", str(RATE)]
     else:
         argv = ["queue", "dlq", "list", *where, "--limit", str(LIST_LIMIT)]
     floor = _rss_mb()

@@ -32,7 +32,7 @@ For the person on call, a queue's dead letters (see ``failsafe.queue.cli``):
 failsafe queue dlq list --queue NAME [--broker URL] [--place delayed|parked|all]
                         [--older-than AGE] [--error-type TYPE] [--id ID] [--limit N] [--json]
 failsafe queue dlq show ID --queue NAME [--broker URL] [--json]
-failsafe queue dlq replay --queue NAME [FILTERS] [--batch 100] [--rate N] [--dry-run]
+failsafe queue dlq replay --queue NAME [FILTERS | --all] [--batch 100] [--rate N] [--dry-run]
 failsafe queue dlq purge --queue NAME [FILTERS | --all] [--batch 100] [--dry-run] [--yes]
 ```
 

@@ -546,7 +546,7 @@ class StoreContract:
         lookup = store.lookup_id  # type: ignore[attr-defined]
         with pytest.raises(RecordNotFound):
             lookup("r-0")
-        again, created = store.add(
+        _, created = store.add(
             report(payload={"n": 0}), now=600.0, next_attempt_at=None, actor="w", report_id="r-0"
         )
         assert created

@@ -23,7 +23,15 @@ import attrs
 import pytest
 
 from failsafe.exceptions import ConfigurationError
-from failsafe.queue import Broker, Delivery, Envelope, ErrorInfo, Place, SettleConflict
+from failsafe.queue import (
+    Broker,
+    Delivery,
+    Envelope,
+    ErrorInfo,
+    NoSuchQueue,
+    Place,
+    SettleConflict,
+)
 from failsafe.queue.broker import DeadLetterCount, DeadLetterCursor, DeadLetterFilter
 
 DELAY = 0.5  # seconds: the delays the contract uses (short, for brokers on real time)
@@ -407,3 +415,60 @@ class BrokerContract:
         foreign = DeadLetterCursor("elsewhere", (1,))
         with pytest.raises(ConfigurationError, match="after"):
             broker.dead_letter_page(queue, after=foreign)
+
+    # -- unknown queues and id prefixes --------------------------------------------------------
+    def test_dlq_methods_refuse_an_unknown_queue_and_create_none(
+        self, broker: Broker, queue: str
+    ) -> None:
+        """Every DLQ method raises NoSuchQueue for a queue never declared, and creates none."""
+        unknown = f"{queue}.typo"
+        calls = {
+            "dead_letters": lambda: broker.dead_letters(unknown),
+            "dead_letters(delayed)": lambda: broker.dead_letters(unknown, place=Place.DELAYED),
+            "dead_letter_page": lambda: broker.dead_letter_page(unknown),
+            "count_dead_letters": lambda: broker.count_dead_letters(unknown),
+            "count (filtered)": lambda: broker.count_dead_letters(
+                unknown, where=DeadLetterFilter(error_types=["KeyError"])
+            ),
+            "replay": lambda: broker.replay(unknown, ["m-1"]),
+            "replay_batch": lambda: broker.replay_batch(unknown),
+            "purge": lambda: broker.purge(unknown, ["m-1"]),
+            "purge_batch": lambda: broker.purge_batch(unknown),
+        }
+        for _ in range(2):  # the second round proves the first created nothing
+            for name, call in calls.items():
+                with pytest.raises(NoSuchQueue) as caught:
+                    call()
+                assert caught.value.queue == unknown, name
+                assert f"no such queue {unknown!r} on " in str(caught.value), name
+        assert broker.dead_letters(queue) == []  # a known, empty queue is no error
+
+    def park_ids(self, broker: Broker, queue: str, ids: list[str]) -> None:
+        """Park one message per id, in order, a little time apart."""
+        for message_id in ids:
+            broker.publish(queue, msg(id=message_id))
+            [delivery] = self.take(broker, queue, wait=2.0)
+            broker.park(delivery, delivery.message)
+            self.elapse(broker, 0.02 if self.real_time else 1.0)
+
+    def test_a_page_filters_by_id_prefix(self, broker: Broker, queue: str) -> None:
+        """``id_prefixes`` takes the ids that begin with one; with ``ids``, either matches."""
+        ids = ["order-0001-a", "order-0001-b", "order-0002-a", "order-00010", "other-0001"]
+        self.park_ids(broker, queue, ids)
+
+        def listed(**where: Any) -> list[str]:
+            page = broker.dead_letter_page(queue, where=DeadLetterFilter(**where), limit=10)
+            return [letter.message.id for letter in page.letters]
+
+        assert listed(id_prefixes=["order-0001"]) == [ids[0], ids[1], ids[3]]
+        assert listed(id_prefixes=["order-0001-"]) == ids[:2]
+        assert listed(id_prefixes=["order-0001-b"]) == [ids[1]]  # a whole id is a prefix too
+        assert listed(id_prefixes=["order-0003"]) == []
+        assert listed(id_prefixes=["order-0002", "other"]) == [ids[2], ids[4]]
+        assert listed(ids=[ids[4]], id_prefixes=["order-0001-"]) == [ids[0], ids[1], ids[4]]
+        assert listed(id_prefixes=["order-0001"], place=Place.DELAYED) == []
+        where = DeadLetterFilter(id_prefixes=["order-0001"])
+        assert broker.count_dead_letters(queue, where=where) == DeadLetterCount(parked=3)
+        first = broker.purge_batch(queue, where=where, limit=2)
+        assert first.ids == (ids[0], ids[1])
+        assert [x.message.id for x in broker.dead_letters(queue)] == [ids[2], ids[3], ids[4]]

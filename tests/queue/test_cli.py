@@ -264,6 +264,113 @@ def test_show_unknown_id_exits_1(seeded: Seeded, capsys: pytest.CaptureFixture[s
         assert f"no dead letter with id {missing!r} in 'orders'" in captured.err
 
 
+def test_an_id_prefix_of_8_or_more_names_its_dead_letter(
+    seeded: Seeded, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``show`` and ``--id`` take the first 8+ characters of a unique id; 7 are exact-only."""
+    assert seeded.run("show", seeded.late[:8]) == 0
+    assert f"id:                 {seeded.late}\n" in capsys.readouterr().out
+    assert seeded.run("show", seeded.new[:12], "--json") == 0
+    assert json.loads(capsys.readouterr().out)["message"]["id"] == seeded.new
+    assert seeded.run("list", "--json", "--id", seeded.mid[:8], "--id", seeded.old[:10]) == 0
+    assert [d["message"]["id"] for d in json.loads(capsys.readouterr().out)] == [
+        seeded.old,
+        seeded.mid,
+    ]
+    assert seeded.run("show", seeded.old[:7]) == 1  # too short to be a prefix
+    assert f"no dead letter with id {seeded.old[:7]!r}" in capsys.readouterr().err
+    assert seeded.run("replay", "--id", seeded.mid[:8], "--id", seeded.old[:7]) == 0
+    assert capsys.readouterr().out == "replayed 1, not found 1\n"
+    assert seeded.mid not in seeded.places()
+    assert seeded.run("purge", "--id", seeded.new[:9], "--yes") == 0
+    assert capsys.readouterr().out == "purged 1, not found 0\n"
+    assert set(seeded.places()) == {seeded.old, seeded.late}
+
+
+def park_ids(path: Path, clock: FakeClock, ids: list[str]) -> None:
+    """Park one message of ``orders`` per id, in order, a second apart."""
+    broker = SQLiteBroker(path, clock=clock)
+    try:
+        for message_id in ids:
+            broker.publish("orders", Envelope(body=b"{}", id=message_id))
+            [delivery] = broker.receive("orders")
+            broker.park(delivery, delivery.message)
+            clock.advance(1)
+    finally:
+        broker.close()
+
+
+def test_an_ambiguous_prefix_is_refused_naming_two(
+    tmp_path: Path, clock: FakeClock, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A prefix that begins two ids exits 1 naming them, before anything moves."""
+    path = tmp_path / "q.db"
+    ids = ["3f2a9c1b-0001", "3f2a9c1b-0002", "3f2a9c1b-0003", "77aa0000-0001"]
+    park_ids(path, clock, ids)
+    where = ["--broker", str(path), "--queue", "orders"]
+    for command in (
+        ["show", "3f2a9c1b"],
+        ["replay", "--id", "3f2a9c1b-"],
+        ["list", "--id", "3f2a9c1b"],
+    ):
+        assert main(["queue", "dlq", *command, *where]) == 1
+        captured = capsys.readouterr()
+        assert captured.out == ""
+        prefix = command[-1]
+        assert captured.err.endswith(
+            f": id {prefix!r} begins more than one dead letter's id in 'orders' "
+            "(3f2a9c1b-0001, 3f2a9c1b-0002, ...): give more of it\n"
+        )
+    assert (
+        main(["queue", "dlq", "replay", "--id", "3f2a9c1b-0002", "--id", "77aa0000", *where]) == 0
+    )
+    assert capsys.readouterr().out == "replayed 2, not found 0\n"
+    broker = SQLiteBroker(path, clock=clock)
+    try:
+        assert [d.message.id for d in broker.dead_letters("orders")] == [ids[0], ids[2]]
+    finally:
+        broker.close()
+
+
+def test_the_exact_id_wins_over_a_prefix(
+    tmp_path: Path, clock: FakeClock, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An id that is a dead letter's whole id names it, though it begins others too."""
+    path = tmp_path / "q.db"
+    park_ids(path, clock, ["3f2a9c1b-1", "3f2a9c1b", "3f2a9c1b-2"])
+    where = ["--broker", str(path), "--queue", "orders"]
+    assert main(["queue", "dlq", "show", "3f2a9c1b", *where, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["message"]["id"] == "3f2a9c1b"
+    assert main(["queue", "dlq", "purge", "--id", "3f2a9c1b", "--yes", *where]) == 0
+    assert capsys.readouterr().out == "purged 1, not found 0\n"
+
+
+def test_a_prefix_is_looked_up_in_the_index_not_the_backlog(
+    tmp_path: Path, clock: FakeClock, capsys: pytest.CaptureFixture[str], decodes: list[object]
+) -> None:
+    """``show`` by a prefix among 20,000 parked decodes the one letter it names."""
+    path = tmp_path / "q.db"
+    broker = SQLiteBroker(path, clock=clock)
+    try:
+        broker.publish_many(
+            "orders", [Envelope(body=b"{}", id=f"{i:06d}.order") for i in range(20_000)]
+        )
+    finally:
+        broker.close()
+    db = sqlite3.connect(path)
+    with db:
+        db.execute("UPDATE failsafe_messages SET place = 'parked', since = seq")
+    db.close()
+    decodes.clear()
+    where = ["--broker", str(path), "--queue", "orders"]
+    assert main(["queue", "dlq", "show", "012345.o", *where, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["message"]["id"] == "012345.order"
+    assert len(decodes) == 1
+    assert main(["queue", "dlq", "list", "--id", "01234", *where]) == 0  # 5: exact only
+    assert capsys.readouterr().out == "no dead letters of 'orders' match\n"
+    assert len(decodes) == 1
+
+
 # -- replay -------------------------------------------------------------------------------------
 def test_replay_dry_run_changes_nothing(seeded: Seeded, capsys: pytest.CaptureFixture[str]) -> None:
     """``--dry-run`` lists what would be replayed (parked ones by default) and moves none."""
@@ -308,6 +415,42 @@ def test_replay_by_id_counts_the_ones_not_found(
     assert seeded.mid not in seeded.places()
 
 
+def test_replay_without_a_filter_is_refused(
+    seeded: Seeded, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``replay`` with no filter exits 2 naming the filters and ``--all``; nothing moves."""
+    before = seeded.places()
+    for args in ([], ["--place", "all"], ["--limit", "2"], ["--batch", "1", "--rate", "5"]):
+        assert seeded.run("replay", *args) == 2
+        captured = capsys.readouterr()
+        assert captured.out == ""
+        assert captured.err == (
+            "failsafe queue dlq replay: error: replay needs a filter (--older-than, "
+            "--error-type or --id), or --all to replay every dead letter of the place "
+            "(poison messages too: they fail and are parked again)\n"
+        )
+    assert seeded.places() == before
+    assert seeded.run("replay", "--all") == 0
+    assert capsys.readouterr().out == "replayed 3, not found 0\n"
+    assert seeded.places() == {seeded.late: "delayed"}
+
+
+def test_a_dry_run_needs_no_filter(seeded: Seeded, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--dry-run`` alone shows the whole place (and says ``--all`` is needed); no change."""
+    before = seeded.places()
+    for verb in ("replay", "purge"):
+        assert seeded.run(verb, "--dry-run") == 0
+        out = capsys.readouterr().out
+        assert [seeded.old in out, seeded.mid in out, seeded.new in out] == [True] * 3
+        assert out.endswith(
+            f"dry run: would {verb} 3 of 'orders', not found 0 "
+            f"(nothing changed; to {verb} them, give --all)\n"
+        )
+        assert seeded.run(verb, "--dry-run", "--all") == 0
+        assert capsys.readouterr().out.endswith("not found 0 (nothing changed)\n")
+    assert seeded.places() == before
+
+
 def test_replay_in_batches_with_progress_lines(
     tmp_path: Path, clock: FakeClock, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -315,7 +458,7 @@ def test_replay_in_batches_with_progress_lines(
     path = tmp_path / "q.db"
     ids = many_parked(path, clock, 250)
     base = ["queue", "dlq", "replay", "--broker", f"sqlite:{path}", "--queue", "orders"]
-    assert main([*base, "--batch", "100"]) == 0
+    assert main([*base, "--all", "--batch", "100"]) == 0
     captured = capsys.readouterr()
     assert captured.err == "replayed 100/250\nreplayed 200/250\nreplayed 250/250\n"
     assert captured.out == "replayed 250, not found 0\n"
@@ -340,9 +483,8 @@ def test_replay_progress_on_a_terminal_rewrites_one_line(
     many_parked(path, clock, 5)
     err = TtyIO()
     monkeypatch.setattr(sys, "stderr", err)
-    code = main(
-        ["queue", "dlq", "replay", "--broker", str(path), "--queue", "orders", "--batch", "2"]
-    )
+    base = ["queue", "dlq", "replay", "--broker", str(path), "--queue", "orders"]
+    code = main([*base, "--all", "--batch", "2"])
     assert code == 0
     assert err.getvalue() == "\rreplayed 2/5\rreplayed 4/5\rreplayed 5/5\n"
     assert capsys.readouterr().out == "replayed 5, not found 0\n"
@@ -356,7 +498,7 @@ def test_replay_rate_limit_pauses_between_batches(
     many_parked(path, clock, 250)
     start = clock.monotonic()
     base = ["queue", "dlq", "replay", "--broker", str(path), "--queue", "orders"]
-    assert main([*base, "--batch", "100", "--rate", "50"]) == 0
+    assert main([*base, "--all", "--batch", "100", "--rate", "50"]) == 0
     assert clock.sleeps == pytest.approx([2.0, 2.0])
     assert clock.monotonic() - start == pytest.approx(4.0)
     assert capsys.readouterr().out == "replayed 250, not found 0\n"
@@ -369,7 +511,7 @@ def test_replay_rate_limit_with_a_limit_and_small_batches(
     path = tmp_path / "q.db"
     ids = many_parked(path, clock, 10)
     base = ["queue", "dlq", "replay", "--broker", str(path), "--queue", "orders"]
-    assert main([*base, "--limit", "6", "--batch", "2", "--rate", "4"]) == 0
+    assert main([*base, "--all", "--limit", "6", "--batch", "2", "--rate", "4"]) == 0
     assert clock.sleeps == pytest.approx([0.5, 0.5])
     assert capsys.readouterr().out == "replayed 6, not found 0\n"
     broker = SQLiteBroker(path, clock=clock)
@@ -520,13 +662,19 @@ def test_the_broker_comes_from_the_environment(
     assert len(json.loads(capsys.readouterr().out)) == 4
 
 
-def test_an_unknown_queue_exits_1_listing_the_known_ones(
+def test_an_unknown_queue_exits_2_listing_the_known_ones(
     seeded: Seeded, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """A queue name the file does not know (a typo) exits 1 and lists the file's queues."""
-    assert main(["queue", "dlq", "list", "--broker", str(seeded.path), "--queue", "ordrs"]) == 1
-    assert "no queue 'ordrs'" in (err := capsys.readouterr().err)
-    assert "(its queues: orders)" in err
+    """A queue name the file does not know (a typo) exits 2 and lists the file's queues."""
+    for command in (["list"], ["show", seeded.old], ["replay", "--all"], ["purge", "--all"]):
+        where = ["--broker", str(seeded.path), "--queue", "ordrs"]
+        assert main(["queue", "dlq", *command, *where]) == 2
+        captured = capsys.readouterr()
+        assert captured.out == ""
+        assert f"error: no such queue 'ordrs' on {seeded.path} (its queues: orders)\n" in (
+            captured.err
+        )
+    assert _rows(seeded.path, "SELECT name FROM failsafe_queues") == [("orders",)]
 
 
 def test_an_unreachable_rabbitmq_exits_1(
@@ -572,7 +720,20 @@ def test_a_failing_broker_mid_replay_exits_1_with_what_was_done(
     monkeypatch.setattr(broker, "replay_batch", flaky)
     monkeypatch.setattr(failsafe.queue.connect, "open_broker", lambda url, **kw: broker)
     assert (
-        main(["queue", "dlq", "replay", "--broker", "mem", "--queue", "orders", "--batch", "2"])
+        main(
+            [
+                "queue",
+                "dlq",
+                "replay",
+                "--broker",
+                "mem",
+                "--queue",
+                "orders",
+                "--all",
+                "--batch",
+                "2",
+            ]
+        )
         == 1
     )
     err = capsys.readouterr().err
@@ -672,12 +833,146 @@ def rabbit_queue() -> Iterator[str]:
         connection = await aio_pika.connect(RABBITMQ)
         try:
             channel = await connection.channel()
-            for queue in (name, f"{name}.parked"):
+            for queue in (name, f"{name}.parked", f"{name}.delays", *delay_queues(name)):
                 await channel.queue_delete(queue)
         finally:
             await connection.close()
 
     asyncio.run(delete())
+
+
+def delay_queues(name: str) -> list[str]:
+    """The delay queues the RabbitMQ tests here may make (60 s and 120 s)."""
+    return [f"{name}.delay.60000", f"{name}.delay.120000"]
+
+
+def rabbit_exists(*names: str) -> list[bool]:
+    """Whether each queue exists on the server (passive declares, each on its own channel)."""
+
+    async def check() -> list[bool]:
+        connection = await aio_pika.connect(RABBITMQ)
+        found = []
+        try:
+            for name in names:
+                channel = await connection.channel()
+                try:
+                    await channel.declare_queue(name, passive=True)
+                    found.append(True)
+                except aio_pika.exceptions.ChannelNotFoundEntity:
+                    found.append(False)
+                finally:
+                    if not channel.is_closed:
+                        await channel.close()
+        finally:
+            await connection.close()
+        return found
+
+    return asyncio.run(check())
+
+
+@pytest.mark.rabbitmq
+@pytest.mark.real_time
+def test_a_misspelt_queue_on_rabbitmq_exits_2_and_creates_nothing(
+    rabbit_queue: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Every command on a queue RabbitMQ does not have exits 2 and declares nothing."""
+    where = ["--broker", RABBITMQ, "--queue", rabbit_queue]
+    for command in (
+        ["list"],
+        ["list", "--place", "delayed", "--json"],
+        ["show", "3f2a9c1b"],
+        ["replay", "--all"],
+        ["replay", "--dry-run"],
+        ["purge", "--id", "3f2a9c1b", "--yes"],
+    ):
+        assert main(["queue", "dlq", *command, *where]) == 2, command
+        captured = capsys.readouterr()
+        assert captured.out == ""
+        assert captured.err.endswith(
+            f": error: no such queue {rabbit_queue!r} on RabbitMQ at "
+            "amqp://guest:***@127.0.0.1:5672/\n"
+        ), command
+    assert rabbit_exists(rabbit_queue, f"{rabbit_queue}.parked") == [False, False]
+
+
+@pytest.mark.rabbitmq
+@pytest.mark.real_time
+def test_rabbitmq_says_how_many_wait_in_the_delay_queues(
+    rabbit_queue: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``list`` counts the messages it cannot list in the delay queues; ``show`` takes prefixes."""
+    for _ in range(2):  # two consumers' brokers: each writes its delays in the index
+        broker = open_broker(RABBITMQ)
+        try:
+            broker.publish(rabbit_queue, Envelope(body=b"{}"), delay=60.0)
+            broker.publish(rabbit_queue, Envelope(body=b"{}"), delay=120.0)
+        finally:
+            broker.close()
+    broker = open_broker(RABBITMQ)
+    try:
+        for message_id in ("3f2a9c1b-0001", "3f2a9c1b-0002", "77aa0000-0001"):
+            broker.publish(rabbit_queue, Envelope(body=b"{}", id=message_id))
+            [delivery] = broker.receive(rabbit_queue, wait=10.0)
+            broker.park(delivery, delivery.message)
+    finally:
+        broker.close()
+    where = ["--broker", RABBITMQ, "--queue", rabbit_queue]
+    why = (
+        "(they cannot be listed on RabbitMQ: a delay queue is read only by taking its "
+        "messages, which would disturb their timers)"
+    )
+
+    assert main(["queue", "dlq", "list", "--place", "delayed", *where]) == 0
+    assert capsys.readouterr().out == (
+        "no dead letters can be listed here; "
+        f"4 messages wait in the delay queues of {rabbit_queue!r} {why}\n"
+    )
+    assert main(["queue", "dlq", "list", *where]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[-2:] == [
+        f"3 dead letters of {rabbit_queue!r} (delayed: 0, parked: 3)",
+        f"not listed: 4 messages wait in the delay queues of {rabbit_queue!r} {why}",
+    ]
+    assert main(["queue", "dlq", "list", "--json", "--error-type", "KeyError", *where]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out) == []
+    assert captured.err == (
+        f"note: not listed: 4 messages wait in the delay queues of {rabbit_queue!r}, "
+        f"matching the filters or not {why}\n"
+    )
+    assert main(["queue", "dlq", "list", "--place", "parked", "--json", *where]) == 0
+    assert capsys.readouterr().err == ""  # the parking queue alone: nothing to say
+    # the index holds each delay once: the second broker's entries were dropped
+    assert rabbit_exists(*delay_queues(rabbit_queue)) == [True, True]
+    assert _ready_on_rabbitmq(f"{rabbit_queue}.delays") == 2
+
+    assert main(["queue", "dlq", "show", "77aa0000", *where, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["message"]["id"] == "77aa0000-0001"
+    assert main(["queue", "dlq", "show", "3f2a9c1b", *where]) == 1
+    assert capsys.readouterr().err.endswith(
+        f"id '3f2a9c1b' begins more than one dead letter's id in {rabbit_queue!r} "
+        "(3f2a9c1b-0001, 3f2a9c1b-0002, ...): give more of it\n"
+    )
+    assert main(["queue", "dlq", "show", "3f2a9c1b-0009", *where]) == 1
+    assert capsys.readouterr().err.endswith(
+        f"no dead letter with id '3f2a9c1b-0009' in {rabbit_queue!r}: not parked, and "
+        f"4 messages wait in the delay queues of {rabbit_queue!r} {why}\n"
+    )
+    assert main(["queue", "dlq", "purge", "--id", "3f2a9c1b-0002", "--yes", *where]) == 0
+    assert capsys.readouterr().out == "purged 1, not found 0\n"
+
+
+def _ready_on_rabbitmq(name: str) -> int:
+    async def count() -> int:
+        connection = await aio_pika.connect(RABBITMQ)
+        try:
+            channel = await connection.channel()
+            declared = await channel.declare_queue(name, passive=True)
+            return declared.declaration_result.message_count or 0
+        finally:
+            await connection.close()
+
+    return asyncio.run(count())
 
 
 @pytest.mark.rabbitmq
@@ -857,7 +1152,7 @@ def test_replay_at_a_rate_takes_n_over_r_on_the_clock(
     bulk_parked(path, clock, 1000)
     start = clock.monotonic()
     base = ["queue", "dlq", "replay", "--broker", str(path), "--queue", "orders"]
-    assert main([*base, "--rate", "200", "--batch", "50"]) == 0
+    assert main([*base, "--all", "--rate", "200", "--batch", "50"]) == 0
     assert capsys.readouterr().out == "replayed 1000, not found 0\n"
     took = clock.monotonic() - start
     assert 1000 / 200 - 50 / 200 <= took <= 1000 / 200

@@ -150,7 +150,7 @@ def _delete_queues() -> None:
     async def delete() -> None:
         connection = await aio_pika.connect(RABBIT)
         channel = await connection.channel()
-        for name in (QUEUE, f"{QUEUE}.parked", f"{QUEUE}.delay.500"):
+        for name in (QUEUE, f"{QUEUE}.parked", f"{QUEUE}.delay.500", f"{QUEUE}.delays"):
             await channel.queue_delete(name)
         await connection.close()
 

@@ -62,6 +62,7 @@ class ConsumerMachine(RuleBasedStateMachine):
         super().__init__()
         self.clock = FakeClock()
         self.broker = InMemoryBroker(clock=self.clock)
+        self.broker.declare(QUEUE)  # the invariant lists its dead letters before any publish
         self.sink = Sink()
         self.modes: dict[str, str] = {}
         self.calls: dict[str, int] = {}

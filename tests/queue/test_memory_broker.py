@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from failsafe.exceptions import ConfigurationError
-from failsafe.queue import Broker, Envelope, InMemoryBroker, Place, SettleConflict
+from failsafe.queue import (
+    Broker,
+    BrokerError,
+    Envelope,
+    InMemoryBroker,
+    NoSuchQueue,
+    Place,
+    SettleConflict,
+)
 from failsafe.queue.broker import DeadLetterFilter, error_type_matches
 from failsafe.testing import FakeClock
 from tests.queue.broker_contract import BrokerContract
@@ -55,6 +64,8 @@ def test_lease_hands_a_message_out_again() -> None:
     [
         ({"ids": "m-1"}, "ids"),
         ({"ids": ["m-1", ""]}, "ids"),
+        ({"id_prefixes": "3f2a9c1b"}, "id_prefixes"),
+        ({"id_prefixes": [""]}, "id_prefixes"),
         ({"error_types": "KeyError"}, "error_types"),
         ({"place": "ready"}, "place"),
         ({"until": "yesterday"}, "until"),
@@ -78,3 +89,29 @@ def test_error_types_match_by_full_or_last_name() -> None:
     assert DeadLetterFilter(place="parked", ids=["a", "a"]) == DeadLetterFilter(
         place=Place.PARKED, ids=("a",)
     )
+
+
+def test_no_such_queue_names_the_queue_and_the_broker() -> None:
+    """NoSuchQueue is a BrokerError and a LookupError, with its queue and broker; it pickles."""
+    error = NoSuchQueue("ordrs", "queue.db")
+    assert str(error) == "no such queue 'ordrs' on queue.db"
+    assert isinstance(error, BrokerError)
+    assert isinstance(error, LookupError)
+    copy = pickle.loads(pickle.dumps(error))
+    assert (type(copy), copy.queue, copy.broker, str(copy)) == (
+        NoSuchQueue,
+        "ordrs",
+        "queue.db",
+        str(error),
+    )
+
+
+def test_an_id_matches_a_filter_by_id_or_by_prefix() -> None:
+    """``names_id``: one of ``ids``, or beginning with one of ``id_prefixes``."""
+    where = DeadLetterFilter(ids=["m-1"], id_prefixes=["3f2a9c1b", "77aa"])
+    assert where.names_id("m-1")
+    assert where.names_id("3f2a9c1b-0001")
+    assert where.names_id("77aa")
+    assert not where.names_id("m-10")
+    assert not where.names_id("3f2a9c1")
+    assert not DeadLetterFilter().names_id("m-1")

@@ -31,11 +31,12 @@ from failsafe.queue import (
     BrokerUnavailable,
     Envelope,
     ErrorInfo,
+    NoSuchQueue,
     Place,
     SettleConflict,
     as_blocking,
 )
-from failsafe.queue.broker import DeadLetterCount, DeadLetterFilter
+from failsafe.queue.broker import DeadLetterCount, DeadLetterFilter, UnlistedDelayed
 from failsafe.queue.rabbitmq import RabbitMQBroker, _channel_open
 from failsafe.testing import FakeClock
 from tests.queue.broker_contract import BrokerContract
@@ -565,5 +566,114 @@ def test_replay_batches_leave_no_duplicates() -> None:
         assert sorted(moved) == ids
         assert await _ready(s, f"{queue}.parked") == 0
         assert await _ready(s, queue) == 300
+
+    run(body)
+
+
+# -- the DLQ tools never declare; what waits in the delay queues; receive without waiting ----
+async def _exists(s: Session, name: str) -> bool:
+    channel = await s.raw()  # a channel of its own: a failed passive declare closes it
+    try:
+        await channel.declare_queue(name, passive=True)
+    except aio_pika.exceptions.ChannelNotFoundEntity:
+        return False
+    return True
+
+
+def test_the_dlq_tools_declare_no_queue() -> None:
+    """On a queue RabbitMQ lacks, every DLQ tool raises NoSuchQueue and creates nothing."""
+
+    async def body(s: Session) -> None:
+        queue = s.queue()
+        broker = s.broker()
+        calls: list[Callable[[], Coroutine[Any, Any, object]]] = [
+            lambda: broker.dead_letters(queue),
+            lambda: broker.dead_letters(queue, place=Place.DELAYED),
+            lambda: broker.dead_letter_page(
+                queue, where=DeadLetterFilter(id_prefixes=["3f2a9c1b"])
+            ),
+            lambda: broker.count_dead_letters(queue),
+            lambda: broker.count_dead_letters(queue, where=DeadLetterFilter(place=Place.DELAYED)),
+            lambda: broker.replay(queue, ["m-1"]),
+            lambda: broker.replay_batch(queue),
+            lambda: broker.purge(queue, ["m-1"]),
+            lambda: broker.purge_batch(queue),
+            lambda: broker.count_unlisted_delayed(queue),
+        ]
+        for call in calls:
+            with pytest.raises(NoSuchQueue) as caught:
+                await call()
+            assert str(caught.value) == (
+                f"no such queue {queue!r} on RabbitMQ at amqp://guest:***@127.0.0.1:5672/"
+            )
+            assert isinstance(caught.value, LookupError)
+        assert broker.declared == frozenset()
+        for name in (queue, f"{queue}.parked", f"{queue}.delays"):
+            assert not await _exists(s, name), name
+        # a work queue without a parking queue (not made by failsafe): no dead letters
+        channel = await s.raw()
+        await channel.declare_queue(queue, durable=True)
+        assert await broker.dead_letters(queue) == []
+        assert await broker.count_dead_letters(queue) == DeadLetterCount()
+        assert (await broker.replay_batch(queue)).ids == ()
+        unlisted = await broker.count_unlisted_delayed(queue)
+        assert unlisted.messages == 0
+        assert not await _exists(s, f"{queue}.parked")
+
+    run(body)
+
+
+def test_count_unlisted_delayed_finds_every_delay_queue_through_the_index() -> None:
+    """Another broker counts what waits in each delay queue; the index keeps each delay once."""
+
+    async def body(s: Session) -> None:
+        queue = s.queue()
+        first, second = s.broker(), s.broker()
+        await first.publish(queue, Envelope(body=b"a"), delay=30.0)
+        await first.publish(queue, Envelope(body=b"b"), delay=60.0)
+        await second.publish(queue, Envelope(body=b"c"), delay=60.0)  # indexes 60 s again
+        await second.publish(queue, Envelope(body=b"d"), delay=60.0)
+        channel = await s.raw()
+        await channel.default_exchange.publish(  # not a delay: dropped from the index
+            aio_pika.Message(b"nonsense"), routing_key=f"{queue}.delays"
+        )
+        assert await _ready(s, f"{queue}.delays") == 4
+        reader = s.broker()  # knows no delay of its own
+        assert await reader.count_unlisted_delayed(queue) == UnlistedDelayed(
+            messages=4,
+            reason="they cannot be listed on RabbitMQ: a delay queue is read only by taking "
+            "its messages, which would disturb their timers",
+        )
+        assert reader.declared == frozenset()
+        assert await _ready(s, f"{queue}.delays") == 2  # 30000 and 60000, once each
+        assert (await reader.count_unlisted_delayed(queue)).messages == 4  # read again
+        assert await reader.dead_letters(queue, place=Place.DELAYED) == []
+
+    run(body)
+
+
+def test_receive_without_waiting_takes_a_message_already_there() -> None:
+    """A fresh broker's ``receive(wait=0)`` gets what is queued, and starts no consumer."""
+
+    async def body(s: Session) -> None:
+        queue = s.queue()
+        publisher = s.broker()
+        sent = [Envelope(body=b"1"), Envelope(body=b"2"), Envelope(body=b"3")]
+        for message in sent:
+            await publisher.publish(queue, message)
+        fresh = s.broker()
+        [first] = await fresh.receive(queue)  # the very first call on a new connection
+        assert first.message.id == sent[0].id
+        assert first.deliveries == 1
+        assert await _ready(s, queue) == 2  # taken by basic.get: no prefetch took the others
+        rest = await fresh.receive(queue, limit=5)
+        assert [d.message.id for d in rest] == [sent[1].id, sent[2].id]
+        assert await fresh.receive(queue) == []
+        await fresh.release(first)
+        [again] = await fresh.receive(queue)
+        assert (again.message.id, again.deliveries) == (sent[0].id, 2)
+        for delivery in [again, *rest]:
+            await fresh.ack(delivery)
+        assert await _ready(s, queue) == 0
 
     run(body)

@@ -4,11 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from typing import cast
 
 import aio_pika
 import pytest
 
-from failsafe.queue import AsyncConsumer, Envelope, Place, Redelivery, Unrecoverable
+from failsafe.queue import (
+    AsyncConsumer,
+    Consumer,
+    Envelope,
+    Place,
+    Redelivery,
+    Unrecoverable,
+    as_blocking,
+)
 from failsafe.queue.rabbitmq import RabbitMQBroker
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.real_time]
@@ -96,4 +105,58 @@ def test_stop_past_grace_gives_the_message_back() -> None:
             await broker.aclose()
 
     declared = asyncio.run(main())
+    asyncio.run(_delete(declared))
+
+
+def test_process_available_on_a_fresh_broker_handles_a_waiting_message() -> None:
+    """Right after connecting, ``process_available()`` handles the message already queued.
+
+    It used to return 0: it received from a consumer whose prefetch had not arrived yet.
+    """
+    queue = f"consumer.{uuid.uuid4().hex[:10]}"
+
+    async def main() -> frozenset[str]:
+        publisher = RabbitMQBroker(URL)
+        try:
+            await publisher.publish(queue, Envelope(body=b'{"n": 1}', id="waiting-1"))
+        finally:
+            await publisher.aclose()
+        seen: list[str] = []
+
+        async def handler(message: Envelope) -> None:
+            seen.append(message.id)
+
+        broker = RabbitMQBroker(URL)  # a new connection: nothing prefetched
+        try:
+            consumer = AsyncConsumer(broker, queue, handler)
+            assert await consumer.process_available() == 1
+            assert seen == ["waiting-1"]
+            assert await consumer.process_available() == 0
+            return broker.declared
+        finally:
+            await broker.aclose()
+
+    declared = asyncio.run(main())
+    asyncio.run(_delete(declared))
+
+
+def test_blocking_process_available_on_a_fresh_broker_handles_what_waits() -> None:
+    """The blocking ``Consumer`` over ``as_blocking``: the first call handles all 3 queued."""
+    queue = f"consumer.{uuid.uuid4().hex[:10]}"
+    publisher = as_blocking(lambda: RabbitMQBroker(URL))
+    try:
+        sent = [Envelope(body=f'{{"n": {i}}}'.encode()) for i in range(3)]
+        for message in sent:
+            publisher.publish(queue, message)
+    finally:
+        publisher.close()
+    seen: list[str] = []
+    broker = as_blocking(lambda: RabbitMQBroker(URL))
+    try:
+        consumer = Consumer(broker, queue, lambda message: seen.append(message.id))
+        assert consumer.process_available() == 3
+        assert seen == [m.id for m in sent]
+        declared = cast(RabbitMQBroker, broker.broker).declared
+    finally:
+        broker.close()
     asyncio.run(_delete(declared))

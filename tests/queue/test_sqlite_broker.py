@@ -26,6 +26,7 @@ from failsafe.queue import (
     Delivery,
     Envelope,
     ErrorInfo,
+    NoSuchQueue,
     Place,
     SettleConflict,
     decode,
@@ -542,6 +543,7 @@ def test_memory_path_is_a_private_broker() -> None:
 
 def test_dead_letters_refuse_a_bad_place(broker: SQLiteBroker) -> None:
     """``place`` must be a `Place` (or its value) or ``None``."""
+    broker.declare("q")
     assert broker.dead_letters("q", place="parked") == []  # type: ignore[arg-type]
     with pytest.raises(ConfigurationError, match="place"):
         broker.dead_letters("q", place="ready")  # type: ignore[arg-type]
@@ -620,6 +622,7 @@ def test_dlq_queries_use_their_indexes(broker: SQLiteBroker) -> None:
         DeadLetterFilter(place=Place.PARKED, until=5.0),
         DeadLetterFilter(ids=["a", "b"]),
         DeadLetterFilter(error_types=["OrderNotFound", "app.Other"]),
+        DeadLetterFilter(id_prefixes=["3f2a9c1b"]),
     ):
         conditions, params, indexed = _conditions(where)
         page = _plan(
@@ -633,8 +636,10 @@ def test_dlq_queries_use_their_indexes(broker: SQLiteBroker) -> None:
         )
         assert "INDEX failsafe_messages_dead" in page, page
         assert "SCAN failsafe_messages" not in page, page
-        if not where or not where.ids:
+        if not where or not (where.ids or where.id_prefixes):
             assert "TEMP B-TREE" not in page, page  # in index order: no sort of the selection
+        if where and where.id_prefixes:  # a range of the id index, not a scan of it
+            assert "failsafe_messages_dead_id (queue=? AND message_id>? AND message_id<?)" in page
     count = _plan(
         path,
         "SELECT place, COUNT(*) FROM (SELECT place FROM failsafe_messages WHERE queue = ? "
@@ -729,3 +734,47 @@ def test_a_large_selection_is_walked_by_id_index_and_batches(
         else:
             assert after[row[0]][3] == "ready"
     assert broker.count_dead_letters("q") == DeadLetterCount(parked=1500)
+
+
+def test_prefix_end_bounds_exactly_the_ids_that_begin_with_the_prefix() -> None:
+    """The range end of a prefix: its last character + 1, stepping over surrogates and the top."""
+    from failsafe.queue.sqlite import _prefix_end
+
+    assert _prefix_end("3f2a9c1b") == "3f2a9c1c"
+    assert _prefix_end("ab\ud7ff") == "ab\ue000"  # no surrogate: the next character
+    assert _prefix_end("ab\U0010ffff") == "ac"  # the last character cannot grow
+    assert _prefix_end("\U0010ffff") is None
+    for prefix in ("order-", "ab\U0010ffff", "é"):
+        end = _prefix_end(prefix)
+        assert end is not None
+        for text in (prefix, prefix + "\U0010ffff" * 3, prefix + "z"):
+            assert prefix <= text < end
+
+
+def test_a_top_prefix_still_selects_by_prefix(broker: SQLiteBroker) -> None:
+    """A prefix ending in the last code point (no range end) still takes only its ids."""
+    broker.publish_many(
+        "q", [Envelope(body=b"{}", id=i) for i in ("x\U0010ffff1", "x\U0010ffff2", "y")]
+    )
+    _rows(broker.path, "UPDATE failsafe_messages SET place = 'parked', since = seq")
+    page = broker.dead_letter_page("q", where=DeadLetterFilter(id_prefixes=["x\U0010ffff"]))
+    assert [x.message.id for x in page.letters] == ["x\U0010ffff1", "x\U0010ffff2"]
+
+
+def test_a_queue_known_only_by_its_rows_exists(tmp_path: Path, clock: FakeClock) -> None:
+    """Rows of a queue the file has no record of (an older file) make it a known queue."""
+    path = tmp_path / "queue.db"
+    broker = SQLiteBroker(path, clock=clock)
+    try:
+        broker.publish("q", Envelope(body=b"{}", id="m-1"))
+        _rows(path, "DELETE FROM failsafe_queues")
+        _rows(path, "UPDATE failsafe_messages SET place = 'parked'")
+    finally:
+        broker.close()
+    broker = SQLiteBroker(path, clock=clock)  # a fresh broker: it has recorded nothing
+    try:
+        assert [x.message.id for x in broker.dead_letters("q")] == ["m-1"]
+        with pytest.raises(NoSuchQueue, match=f"no such queue 'other' on {path}"):
+            broker.count_dead_letters("other")
+    finally:
+        broker.close()

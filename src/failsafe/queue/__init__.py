@@ -15,6 +15,7 @@ from failsafe.queue.broker import (
     BrokerUnavailable,
     DeadLetter,
     Delivery,
+    NoSuchQueue,
     Place,
     SettleConflict,
 )
@@ -67,6 +68,7 @@ __all__ = [
     "ErrorInfo",
     "InMemoryBroker",
     "MalformedMessage",
+    "NoSuchQueue",
     "Place",
     "SettleConflict",
     "as_async",

@@ -26,6 +26,7 @@ from failsafe.queue.broker import (
     DeadLetterPage,
     Delivery,
     Place,
+    UnlistedDelayed,
 )
 from failsafe.queue.envelope import Envelope
 
@@ -289,6 +290,17 @@ class BlockingView:
     def delivery_limit(self, queue: str) -> int | None:
         """See `Broker.delivery_limit`."""
         return self._call(self.broker.delivery_limit(queue))
+
+    def count_unlisted_delayed(self, queue: str) -> UnlistedDelayed | None:
+        """The broker's ``count_unlisted_delayed(queue)``; ``None`` for one without it.
+
+        A broker that can list its delayed messages has no such method (see
+        `failsafe.queue.broker`); RabbitMQ's counts the messages in its delay queues.
+        """
+        count: Callable[[str], Coroutine[Any, Any, UnlistedDelayed]] | None = getattr(
+            self.broker, "count_unlisted_delayed", None
+        )
+        return None if count is None else self._call(count(queue))
 
     def close(self) -> None:
         """Close the broker underneath, then stop the loop thread."""

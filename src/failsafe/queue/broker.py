@@ -21,6 +21,17 @@ dead letters therefore reads and decodes about 100 of them however many are park
 `replay_batch` and `purge_batch` act on the next batch of a selection the same way, the
 choice and the move in one step (one transaction on SQLite), so a command that replays a
 large selection walks it batch by batch and never holds it whole.
+
+The DLQ methods (`dead_letters`, `dead_letter_page`, `count_dead_letters`, `replay`,
+`replay_batch`, `purge`, `purge_batch`) never create a queue: for a queue the broker does
+not know they raise `NoSuchQueue` (a typo in ``failsafe queue dlq list --queue`` used to
+declare the misspelt queue on RabbitMQ).
+
+A broker that holds delayed messages it cannot list (RabbitMQ: reading a TTL queue would
+take its messages off their timers) may offer ``count_unlisted_delayed(queue)``, returning
+an `UnlistedDelayed`: how many wait there, and why they cannot be listed. It is not part
+of the protocols (``BlockingView`` forwards it and returns ``None`` for a broker without
+it).
 """
 
 from __future__ import annotations
@@ -47,8 +58,10 @@ __all__ = [
     "DeadLetterFilter",
     "DeadLetterPage",
     "Delivery",
+    "NoSuchQueue",
     "Place",
     "SettleConflict",
+    "UnlistedDelayed",
     "error_type_matches",
 ]
 
@@ -62,6 +75,24 @@ class BrokerError(FailsafeError):
 
 class BrokerUnavailable(BrokerError, ConnectionError):
     """The broker cannot be reached (consumers reconnect with backoff)."""
+
+
+class NoSuchQueue(BrokerError, LookupError):
+    """The broker has no queue of this name; the DLQ methods never create one.
+
+    Attributes:
+        queue: The name asked for.
+        broker: Which broker was asked (a file path, or ``RabbitMQ at URL`` with the
+            password masked).
+    """
+
+    def __init__(self, queue: str, broker: str) -> None:
+        self.queue = queue
+        self.broker = broker
+        super().__init__(f"no such queue {queue!r} on {broker}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.queue, self.broker))
 
 
 class SettleConflict(BrokerError):
@@ -145,6 +176,10 @@ def _ids(value: Iterable[str]) -> tuple[str, ...]:
     return _names("ids", value)
 
 
+def _id_prefixes(value: Iterable[str]) -> tuple[str, ...]:
+    return _names("id_prefixes", value)
+
+
 def _place(value: Place | str | None) -> Place | None:
     if value is None:
         return None
@@ -173,7 +208,11 @@ class DeadLetterFilter:
         error_types: Only those whose last error's type is one of these, by its full name
             or its last dotted part (see `error_type_matches`); empty: any, and those
             without an error too.
-        ids: Only these message ids; empty: any id.
+        ids: Only these message ids.
+        id_prefixes: Only the message ids that begin with one of these. Together with
+            ``ids``, one condition: the id is one of ``ids`` or begins with one of
+            ``id_prefixes``; both empty: any id. (``failsafe queue dlq`` takes a prefix of
+            8 characters or more for an id that it names alone; a filter takes any.)
 
     Raises:
         ConfigurationError: For a bad place, a time that is not a number, or a bare string
@@ -193,6 +232,7 @@ class DeadLetterFilter:
     until: float | None = attrs.field(default=None, validator=_until)
     error_types: tuple[str, ...] = attrs.field(default=(), converter=_error_types)
     ids: tuple[str, ...] = attrs.field(default=(), converter=_ids)
+    id_prefixes: tuple[str, ...] = attrs.field(default=(), converter=_id_prefixes)
 
     def matches(self, letter: DeadLetter) -> bool:
         """Whether ``letter`` meets every condition (what the adapters compute, in Python)."""
@@ -200,12 +240,19 @@ class DeadLetterFilter:
             return False
         if self.until is not None and letter.since > self.until:
             return False
-        if self.ids and letter.message.id not in self.ids:
+        if (self.ids or self.id_prefixes) and not self.names_id(letter.message.id):
             return False
         if self.error_types:
             error = letter.message.last_error
             return error_type_matches(error.type if error is not None else None, self.error_types)
         return True
+
+    def names_id(self, message_id: str) -> bool:
+        """Whether ``message_id`` is one of ``ids`` or begins with one of ``id_prefixes``.
+
+        ``False`` when both are empty (`matches` then takes any id).
+        """
+        return message_id in self.ids or message_id.startswith(self.id_prefixes)
 
 
 @attrs.frozen
@@ -276,12 +323,28 @@ class DeadLetterCount:
         return self.delayed + self.parked
 
 
+@attrs.frozen(kw_only=True)
+class UnlistedDelayed:
+    """Delayed messages a broker holds but cannot list (``count_unlisted_delayed``).
+
+    Attributes:
+        messages: How many wait in the DLQ (on RabbitMQ: in the queue's delay queues).
+        reason: Why they cannot be listed, as a clause (``they cannot be listed on
+            RabbitMQ: ...``).
+    """
+
+    messages: int
+    reason: str
+
+
 @runtime_checkable
 class Broker(Protocol):
     """A blocking broker adapter: what `Consumer` and the DLQ tools need.
 
     Implementations are thread-safe. Queue names are non-empty strings; adapters may refuse
-    names their broker cannot hold (with `ConfigurationError`).
+    names their broker cannot hold (with `ConfigurationError`). The DLQ methods
+    (`dead_letters` to `purge_batch`) raise `NoSuchQueue` for a queue the broker does not
+    know, and never create one.
     """
 
     def declare(self, queue: str) -> None:
@@ -350,6 +413,7 @@ class Broker(Protocol):
 
         Raises:
             ConfigurationError: For a ``limit`` below 1 or another adapter's cursor.
+            NoSuchQueue: If the broker has no queue ``queue``.
         """
         ...
 

@@ -5,8 +5,8 @@ Usage:
 ```text
 failsafe queue dlq list   --queue NAME [--broker URL] [FILTERS] [--json]
 failsafe queue dlq show   ID --queue NAME [--broker URL] [--json]
-failsafe queue dlq replay --queue NAME [--broker URL] [FILTERS] [--batch 100] [--rate N]
-                          [--dry-run]
+failsafe queue dlq replay --queue NAME [--broker URL] [FILTERS | --all] [--batch 100]
+                          [--rate N] [--dry-run]
 failsafe queue dlq purge  --queue NAME [--broker URL] [FILTERS | --all] [--batch 100]
                           [--dry-run] [--yes]
 
@@ -22,12 +22,21 @@ command started (a replayed message that fails and is parked again meanwhile is 
 the next run). ``AGE`` is a number with a unit:
 ``30s``, ``15m``, ``2h``, ``3d``, ``1w`` (or several, ``1h30m``), counted from the time the
 message got to its place. ``--error-type`` matches the last error's type exactly or by its
-last dotted part (``OrderNotFound`` matches ``app.errors.OrderNotFound``). ``purge`` refuses
-to run without ``--older-than``, ``--error-type`` or ``--id`` unless ``--all`` is given, and
-asks before deleting when its input is a terminal (``--yes`` skips the question).
+last dotted part (``OrderNotFound`` matches ``app.errors.OrderNotFound``). An ``ID`` (of
+``show`` or ``--id``) is a message's id or, with 8 characters or more, the start of one: the
+dead letter with that very id if there is one, else the only one whose id begins with it (a
+prefix that begins two is refused, naming them; one that begins none is not found).
+``replay`` and ``purge`` refuse to run without ``--older-than``, ``--error-type`` or
+``--id`` unless ``--all`` is given (a replay of everything sends the poison messages round
+again), except as a ``--dry-run``, which changes nothing and may show the whole place;
+``purge`` asks before deleting when its input is a terminal (``--yes`` skips the question).
+
+The commands never create a queue: a ``--queue`` the broker does not know is refused (exit
+2, "no such queue NAME on BROKER"; on SQLite with the file's queues listed).
 
 On RabbitMQ only parked messages are listed, replayed and purged: it cannot read its delay
-queues without disturbing them.
+queues without disturbing them. ``list`` (of the delayed messages or of both places) and a
+``show`` that finds nothing say how many messages wait in the delay queues instead.
 
 Bounds (issue #15): nothing reads the whole DLQ at once. ``list``, ``show`` and the dry runs
 read dead letters a page at a time (``--limit`` or 500, whichever is smaller) and print as
@@ -41,8 +50,9 @@ each batch is paid for when it starts and the next one waits until that is earne
 (one batch if that is more), so after a slow batch the command catches up by that much and
 no more.
 
-Exit codes: 0 done, 1 refused (not found, broker unreachable, not confirmed; the reason on
-stderr), 2 bad usage or configuration.
+Exit codes: 0 done, 1 refused (not found, an ambiguous id prefix, broker unreachable, not
+confirmed; the reason on stderr), 2 bad usage or configuration (no such queue, a missing
+filter).
 
 Time comes from the module attribute ``clock`` (the system clock); tests replace it with a
 ``FakeClock`` so that ages are fixed and the rate limit's pauses never really wait.
@@ -72,7 +82,9 @@ from failsafe.queue.broker import (
     DeadLetterCount,
     DeadLetterCursor,
     DeadLetterFilter,
+    NoSuchQueue,
     Place,
+    UnlistedDelayed,
 )
 
 __all__ = ["fill_queue_parser"]
@@ -90,6 +102,7 @@ DEFAULT_BROKER: Final = "queue.db"
 _LIST_LIMIT: Final = 100  # list's default --limit
 _PAGE: Final = 500  # dead letters read (and decoded) at most per page: list, show, dry runs
 _BURST_SECONDS: Final = 0.25  # --rate's token bucket holds this many seconds' worth at most
+_ID_PREFIX: Final = 8  # the fewest characters of a message id that name it as a prefix
 _UNITS: Final = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 _AGE: Final = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
 
@@ -99,7 +112,7 @@ class _Refused(Exception):
 
 
 class _Usage(Exception):
-    """Bad arguments or configuration: exit 2."""
+    """Bad arguments or configuration, or no such queue: exit 2."""
 
 
 def _guarded(
@@ -188,17 +201,25 @@ def _open(args: argparse.Namespace) -> Broker:
         if args.queue not in names:
             broker.close()
             listed = ", ".join(names) or "none"
-            raise _Refused(f"no queue {args.queue!r} at {url} (its queues: {listed})")
+            raise _Usage(f"{NoSuchQueue(args.queue, url)} (its queues: {listed})")
     return broker
 
 
-def _failed(exc: BaseException) -> _Refused:
+def _failed(exc: BaseException) -> Exception:
+    """The refusal (exit 1) for a broker's failure; the usage error (exit 2) for no queue."""
+    if isinstance(exc, NoSuchQueue):
+        return _Usage(str(exc))
     return _Refused(f"the broker failed: {exc}")
 
 
 # -- selection --------------------------------------------------------------------------------
-def _where(args: argparse.Namespace, default_place: str, until: float | None) -> DeadLetterFilter:
-    """The filter the options ask for; ``until``: the latest ``since`` to take."""
+def _where(
+    args: argparse.Namespace, default_place: str, until: float | None, ids: Sequence[str]
+) -> DeadLetterFilter:
+    """The filter the options ask for; ``until``: the latest ``since`` to take.
+
+    ``ids``: the ``--id`` values, each prefix replaced by the id it names (`_resolve_ids`).
+    """
     if args.older_than is not None:
         now = clock.time()
         until = now - args.older_than if until is None else min(until, now - args.older_than)
@@ -206,18 +227,108 @@ def _where(args: argparse.Namespace, default_place: str, until: float | None) ->
         place=_PLACES[args.place or default_place],
         until=until,
         error_types=args.error_type or (),
-        ids=args.id or (),
+        ids=ids,
     )
 
 
-def _selection(args: argparse.Namespace) -> tuple[DeadLetterFilter, DeadLetterFilter]:
+def _selection(
+    args: argparse.Namespace, ids: Sequence[str]
+) -> tuple[DeadLetterFilter, DeadLetterFilter]:
     """What ``replay`` or ``purge`` asks for, and the same bounded to now, to walk.
 
     The walk takes only dead letters that got there by now, so that one replayed and
     parked again meanwhile is not replayed again (and again). The count at the start needs
     no such bound (nothing has got there after now yet), which spares RabbitMQ a pass.
     """
-    return _where(args, "parked", None), _where(args, "parked", clock.time())
+    return _where(args, "parked", None, ids), _where(args, "parked", clock.time(), ids)
+
+
+def _filtered(args: argparse.Namespace) -> bool:
+    """Whether the options narrow the selection (``--limit`` and ``--place`` do not)."""
+    return args.older_than is not None or bool(args.error_type) or bool(args.id)
+
+
+def _needs_filter(verb: str, args: argparse.Namespace, why: str = "") -> None:
+    """Refuse to act on a whole place by accident: a filter, ``--all`` or ``--dry-run``.
+
+    A dry run changes nothing, so it may show the whole place (what ``--all`` would take).
+    """
+    if not (args.all or args.dry_run or _filtered(args)):
+        raise _Usage(
+            f"{verb} needs a filter (--older-than, --error-type or --id), "
+            f"or --all to {verb} every dead letter of the place{why}"
+        )
+
+
+# -- ids and their prefixes -------------------------------------------------------------------
+def _named(
+    given: str, exact: Sequence[DeadLetter], begun: Sequence[DeadLetter], queue: str
+) -> DeadLetter | None:
+    """The dead letter ``given`` names, from what the broker found; ``None``: none.
+
+    ``exact``: a dead letter with that very id, if any (it wins); ``begun``: up to two
+    whose id begins with ``given``, looked for only when ``given`` has `_ID_PREFIX`
+    characters or more. Two of them are refused (exit 1), naming both: a prefix names one
+    dead letter or none.
+    """
+    if exact:
+        return exact[0]
+    if len(given) < _ID_PREFIX or not begun:
+        return None
+    if len(begun) > 1:
+        ids = ", ".join(letter.message.id for letter in begun[:2])
+        raise _Refused(
+            f"id {given!r} begins more than one dead letter's id in {queue!r} ({ids}, ...): "
+            "give more of it"
+        )
+    return begun[0]
+
+
+def _resolve(broker: Broker, queue: str, place: Place | None, given: str) -> DeadLetter | None:
+    """The dead letter of ``place`` that ``given`` names: its id, or a prefix of it.
+
+    Two bounded lookups: the exact id (one letter), then, for a prefix of `_ID_PREFIX`
+    characters or more, the first two letters whose id begins with it.
+    """
+    exact = list(_Letters(broker, queue, DeadLetterFilter(place=place, ids=[given]), 1))
+    begun: list[DeadLetter] = []
+    if not exact and len(given) >= _ID_PREFIX:
+        prefix = DeadLetterFilter(place=place, id_prefixes=[given])
+        begun = list(_Letters(broker, queue, prefix, 2))
+    return _named(given, exact, begun, queue)
+
+
+def _resolve_ids(
+    broker: Broker, args: argparse.Namespace, default_place: str, *, missing_too: bool = True
+) -> tuple[list[str], list[str]]:
+    """The ``--id`` values with each prefix replaced by the id it names, and those not found.
+
+    One lookup finds the ids given in full (the letters it reads are those ids, no more);
+    then each value not found that way, of `_ID_PREFIX` characters or more, is looked up
+    as a prefix. A value that names no dead letter of the place stays as given (it selects
+    nothing) and is returned as not found. ``missing_too=False`` (``list``): the values too
+    short to be a prefix are not looked up (on RabbitMQ each lookup is a pass), and count
+    as found.
+    """
+    given = list(dict.fromkeys(args.id or ()))
+    place = _PLACES[args.place or default_place]
+    asked = given if missing_too else [v for v in given if len(v) >= _ID_PREFIX]
+    present = set(given) - set(asked)
+    if asked:
+        whole = DeadLetterFilter(place=place, ids=asked)
+        present |= {letter.message.id for letter in _Letters(broker, args.queue, whole, None)}
+    resolved, missing = [], []
+    for value in given:
+        letter = None
+        if value not in present and len(value) >= _ID_PREFIX:
+            prefix = DeadLetterFilter(place=place, id_prefixes=[value])
+            letter = _named(value, [], list(_Letters(broker, args.queue, prefix, 2)), args.queue)
+        if value in present or letter is not None:
+            resolved.append(value if letter is None else letter.message.id)
+        else:
+            resolved.append(value)
+            missing.append(value)
+    return resolved, missing
 
 
 class _Letters:
@@ -262,19 +373,6 @@ class _Letters:
             self.more = True
 
 
-def _missing(broker: Broker, queue: str, where: DeadLetterFilter) -> list[str]:
-    """The ids asked for (``--id``) that are not dead letters of the place at all."""
-    if not where.ids:
-        return []
-    present = {
-        letter.message.id
-        for letter in _Letters(
-            broker, queue, DeadLetterFilter(place=where.place, ids=where.ids), None
-        )
-    }
-    return [i for i in where.ids if i not in present]
-
-
 def _note_truncated(truncated: bool) -> None:
     if truncated:
         sys.stderr.write(
@@ -288,6 +386,42 @@ def _count(broker: Broker, queue: str, where: DeadLetterFilter) -> DeadLetterCou
         return broker.count_dead_letters(queue, where=where, at_most=COUNT_LIMIT)
     except (BrokerError, OSError) as exc:
         raise _failed(exc) from None
+
+
+def _unlisted(broker: Broker, queue: str, place: Place | None) -> UnlistedDelayed | None:
+    """Delayed messages of ``queue`` the broker holds but cannot list, if any.
+
+    Only a broker that cannot list its delayed messages (RabbitMQ) can say; for the others,
+    or when ``place`` is the parking queue, or none wait, ``None``.
+    """
+    count: Callable[[str], UnlistedDelayed | None] | None = getattr(
+        broker, "count_unlisted_delayed", None
+    )
+    if count is None or place is Place.PARKED:
+        return None
+    try:
+        unlisted = count(queue)
+    except (BrokerError, OSError) as exc:
+        raise _failed(exc) from None
+    return unlisted if unlisted is not None and unlisted.messages > 0 else None
+
+
+def _note_unlisted(
+    broker: Broker, args: argparse.Namespace, place: Place | None, what: str
+) -> None:
+    """On stderr, ``note: not WHAT: N messages wait in the delay queues ...``, if any do."""
+    unlisted = _unlisted(broker, args.queue, place)
+    if unlisted is not None:
+        line = _unlisted_line(unlisted, args.queue, _filtered(args))
+        sys.stderr.write(f"note: not {what}: {line}\n")
+
+
+def _unlisted_line(unlisted: UnlistedDelayed, queue: str, filtered: bool) -> str:
+    """``12 messages wait in the delay queues of 'orders' (they cannot be listed ...)``."""
+    n = unlisted.messages
+    wait = "message waits" if n == 1 else "messages wait"
+    which = ", matching the filters or not" if filtered else ""
+    return f"{n} {wait} in the delay queues of {queue!r}{which} ({unlisted.reason})"
 
 
 # -- output -------------------------------------------------------------------------------------
@@ -572,6 +706,9 @@ def _walk(
             cursor = batch.cursor
             if cursor is None:
                 break
+    except NoSuchQueue as exc:
+        progress.finish()
+        raise _Usage(f"{verb} {done} of {label}, then: {exc}") from None
     except (BrokerError, OSError) as exc:
         progress.finish()
         raise _Refused(f"{verb} {done} of {label}, then the broker failed: {exc}") from None
@@ -594,41 +731,54 @@ def _not_found(missing: list[str], total: DeadLetterCount, limit: int | None, do
 def _cmd_list(args: argparse.Namespace) -> int:
     broker = _open(args)
     try:
-        letters = _Letters(broker, args.queue, _where(args, "all", None), args.limit)
+        ids, _ = _resolve_ids(broker, args, "all", missing_too=False)
+        where = _where(args, "all", None, ids)
+        letters = _Letters(broker, args.queue, where, args.limit)
         if args.json:
             array = _JsonList(sys.stdout)
             for letter in letters:
                 array.add(_letter_json(letter))
             array.close()
             _note_truncated(letters.truncated)
+            _note_unlisted(broker, args, where.place, "listed")
             return OK
         table = _Table(sys.stdout)
         for letter in letters:
             table.add(letter)
         table.flush()
         _note_truncated(letters.truncated)
+        unlisted = _unlisted(broker, args.queue, where.place)
         if not letters.count:
-            sys.stdout.write(f"no dead letters of {args.queue!r} match\n")
+            if unlisted is None:
+                sys.stdout.write(f"no dead letters of {args.queue!r} match\n")
+            else:
+                line = _unlisted_line(unlisted, args.queue, _filtered(args))
+                sys.stdout.write(f"no dead letters can be listed here; {line}\n")
             return OK
         total = _count(broker, args.queue, letters.where) if letters.more else None
     finally:
         broker.close()
     sys.stdout.write(_count_line(letters, total, args.queue) + "\n")
+    if unlisted is not None:
+        line = _unlisted_line(unlisted, args.queue, _filtered(args))
+        sys.stdout.write(f"not listed: {line}\n")
     return OK
 
 
 def _cmd_show(args: argparse.Namespace) -> int:
     broker = _open(args)
     try:
-        where = DeadLetterFilter(ids=[args.message_id])
-        letter = next(iter(_Letters(broker, args.queue, where, 1)), None)
+        letter = _resolve(broker, args.queue, None, args.message_id)
+        unlisted = _unlisted(broker, args.queue, None) if letter is None else None
     finally:
         broker.close()
     if letter is None:
-        raise _Refused(
-            f"no dead letter with id {args.message_id!r} in {args.queue!r} "
-            "(not delayed, not parked: handled, replayed, purged or never there)"
-        )
+        missing = f"no dead letter with id {args.message_id!r} in {args.queue!r}"
+        if unlisted is None:
+            raise _Refused(
+                f"{missing} (not delayed, not parked: handled, replayed, purged or never there)"
+            )
+        raise _Refused(f"{missing}: not parked, and {_unlisted_line(unlisted, args.queue, False)}")
     if args.json:
         json.dump(_letter_json(letter), sys.stdout, indent=2)
         sys.stdout.write("\n")
@@ -646,22 +796,26 @@ def _dry_run(
         table.add(letter)
     table.flush()
     _note_truncated(letters.truncated)
+    _note_unlisted(broker, args, where.place, "listed")
+    unfiltered = "" if args.all or _filtered(args) else f"; to {verb} them, give --all"
     sys.stdout.write(
         f"dry run: would {verb} {letters.count} of {args.queue!r}, "
-        f"not found {len(missing)} (nothing changed)\n"
+        f"not found {len(missing)} (nothing changed{unfiltered})\n"
     )
     return OK
 
 
 def _cmd_replay(args: argparse.Namespace) -> int:
+    _needs_filter("replay", args, " (poison messages too: they fail and are parked again)")
     broker = _open(args)
     try:
-        asked, where = _selection(args)
-        missing = _missing(broker, args.queue, where)
+        ids, missing = _resolve_ids(broker, args, "parked")
+        asked, where = _selection(args, ids)
         if args.dry_run:
             return _dry_run("replay", args, broker, where, missing)
         total = _count(broker, args.queue, asked)
         moved = _walk("replayed", broker.replay_batch, args, where, total, args.rate)
+        _note_unlisted(broker, args, where.place, "replayed")
     finally:
         broker.close()
     not_found = _not_found(missing, total, args.limit, moved)
@@ -677,15 +831,11 @@ def _confirm(label: str, count: int, queue: str) -> bool:
 
 
 def _cmd_purge(args: argparse.Namespace) -> int:
-    if not args.all and args.older_than is None and not args.error_type and not args.id:
-        raise _Usage(
-            "purge needs a filter (--older-than, --error-type or --id), "
-            "or --all to purge every dead letter of the place"
-        )
+    _needs_filter("purge", args)
     broker = _open(args)
     try:
-        asked, where = _selection(args)
-        missing = _missing(broker, args.queue, where)
+        ids, missing = _resolve_ids(broker, args, "parked")
+        asked, where = _selection(args, ids)
         if args.dry_run:
             return _dry_run("purge", args, broker, where, missing)
         total = _count(broker, args.queue, asked)
@@ -695,6 +845,7 @@ def _cmd_purge(args: argparse.Namespace) -> int:
             sys.stderr.write("nothing purged\n")
             return REFUSED
         deleted = _walk("purged", broker.purge_batch, args, where, total, None)
+        _note_unlisted(broker, args, where.place, "purged")
     finally:
         broker.close()
     not_found = _not_found(missing, total, args.limit, deleted)
@@ -736,7 +887,10 @@ def _filters(
         help="only those whose last error is TYPE (full or last dotted name; repeatable)",
     )
     parser.add_argument(
-        "--id", action="append", metavar="ID", help="only this message id (repeatable)"
+        "--id",
+        action="append",
+        metavar="ID",
+        help=f"only this message id, or its first {_ID_PREFIX}+ characters (repeatable)",
     )
     parser.add_argument(
         "--limit",
@@ -786,7 +940,11 @@ def fill_queue_parser(queue: argparse.ArgumentParser) -> None:
     listing.set_defaults(run=_guarded(_cmd_list, listing.prog))
 
     show = sub.add_parser("show", help="show one dead letter in full")
-    show.add_argument("message_id", metavar="ID", help="the message's id")
+    show.add_argument(
+        "message_id",
+        metavar="ID",
+        help=f"the message's id, or the first {_ID_PREFIX} or more characters of it",
+    )
     _common(show)
     show.add_argument("--json", action="store_true", help="print JSON")
     show.set_defaults(run=_guarded(_cmd_show, show.prog))
@@ -805,6 +963,11 @@ def fill_queue_parser(queue: argparse.ArgumentParser) -> None:
         default=None,
         metavar="N",
         help="at most N messages a second (default: no limit)",
+    )
+    replay.add_argument(
+        "--all",
+        action="store_true",
+        help="allow replaying with no filter: every one of the place, poison messages too",
     )
     replay.add_argument("--dry-run", action="store_true", help="print what would be replayed")
     replay.set_defaults(run=_guarded(_cmd_replay, replay.prog))

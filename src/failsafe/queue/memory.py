@@ -25,6 +25,7 @@ from failsafe.queue.broker import (
     DeadLetterFilter,
     DeadLetterPage,
     Delivery,
+    NoSuchQueue,
     Place,
     SettleConflict,
 )
@@ -232,6 +233,7 @@ class InMemoryBroker:
         entry is looked at: this broker is for tests).
         """
         with self._lock:
+            self._require(queue)
             chosen, cursor = self._choose(queue, where, after, limit)
             letters = tuple(self._letter(e) for e in chosen)
         return DeadLetterPage(letters=letters, cursor=cursor)
@@ -246,6 +248,7 @@ class InMemoryBroker:
     ) -> DeadLetterBatch:
         """Replay the next ``limit`` dead letters matching ``where`` (see `replay`)."""
         with self._lock:
+            self._require(queue)
             chosen, cursor = self._choose(queue, where, after, limit)
             self._replay(chosen)
         return DeadLetterBatch(ids=tuple(e.message.id for e in chosen), cursor=cursor)
@@ -260,6 +263,7 @@ class InMemoryBroker:
     ) -> DeadLetterBatch:
         """Delete the next ``limit`` dead letters matching ``where`` for good."""
         with self._lock:
+            self._require(queue)
             chosen, cursor = self._choose(queue, where, after, limit)
             for entry in chosen:
                 del self._entries[entry.seq]
@@ -302,6 +306,7 @@ class InMemoryBroker:
         counts = {Place.DELAYED: 0, Place.PARKED: 0}
         seen = 0
         with self._lock:
+            self._require(queue)
             for e in sorted(self._entries.values(), key=lambda e: (e.since, e.seq)):
                 if e.queue != queue or e.place == _READY:
                     continue
@@ -328,6 +333,7 @@ class InMemoryBroker:
     def replay(self, queue: str, ids: Sequence[str]) -> int:
         """Move the listed dead letters back to the work queue now, with fresh counts."""
         with self._lock:
+            self._require(queue)
             return self._replay(self._dead(queue, set(ids)))
 
     def _replay(self, entries: list[_Entry]) -> int:
@@ -345,10 +351,16 @@ class InMemoryBroker:
     def purge(self, queue: str, ids: Sequence[str]) -> int:
         """Delete the listed dead letters for good."""
         with self._lock:
+            self._require(queue)
             doomed = self._dead(queue, set(ids))
             for entry in doomed:
                 del self._entries[entry.seq]
             return len(doomed)
+
+    def _require(self, queue: str) -> None:
+        """Raise `NoSuchQueue` unless ``queue`` was declared or published to (under the lock)."""
+        if queue not in self._queues:
+            raise NoSuchQueue(queue, "the in-memory broker")
 
     def _dead(self, queue: str, ids: set[str]) -> list[_Entry]:
         return [

@@ -21,6 +21,11 @@ and RabbitMQ counts its deliveries):
   up to whole milliseconds; since every message in one delay queue has the same TTL, the
   queue's head always expires first and each message comes back on time. Each distinct delay
   is a queue of its own: prefer a few fixed delays to finely jittered ones.
+- ``{queue}.delays``, the **index of the delay queues** (durable, and ``classic``, so that
+  reading it counts against no delivery limit): one message per delay queue, its
+  milliseconds as the body, written (confirmed) by a broker before it first declares that
+  delay queue. AMQP cannot list queues: the DLQ tools of another process find the delay
+  queues through it, to say how many messages wait there.
 
 Message mapping (an `Envelope` onto an AMQP message, published persistent, with publisher
 confirms, ``mandatory``):
@@ -43,14 +48,17 @@ and headers, as 32 hex digits): every redelivery of that message gets the same i
 idempotent consumer can recognise it, but two identical messages without ids share one.
 Once failsafe defers or parks such a message it writes that id as its ``message_id``.
 
-Deliveries: each work queue has a consumer (``basic.consume`` on a channel of its own, with
-``prefetch`` unacknowledged messages at most) started on the first `receive`; deliveries wait
-in a local buffer until `receive` takes them. `Delivery.deliveries` is RabbitMQ's
-``x-delivery-count`` header plus one. RabbitMQ 3.10 increments that count whenever a message
-goes back to its queue: after its connection or channel closed with it unacknowledged
-(including messages prefetched but not yet received), and on `release` (a ``basic.nack``
-with requeue), so a released message comes back with ``deliveries`` one higher (a floor that
-errs on the side of caution).
+Deliveries: each work queue has a channel of its own, and a consumer on it
+(``basic.consume``, with ``prefetch`` unacknowledged messages at most) started by the first
+`receive` that waits; deliveries wait in a local buffer until `receive` takes them. A
+`receive` that finds nothing there by its deadline asks the queue with ``basic.get`` for
+what is ready now, so ``receive(wait=0)`` (and ``process_available``) sees a message
+already in the queue rather than one a consumer's prefetch would bring a moment later.
+`Delivery.deliveries` is RabbitMQ's ``x-delivery-count`` header plus one. RabbitMQ 3.10
+increments that count whenever a message goes back to its queue: after its connection or
+channel closed with it unacknowledged (including messages prefetched but not yet received),
+and on `release` (a ``basic.nack`` with requeue), so a released message comes back with
+``deliveries`` one higher (a floor that errs on the side of caution).
 
 Settling: `ack` is ``basic.ack``, `release` ``basic.nack(requeue=True)``; `defer` publishes
 the updated message to the delay queue and `park` to the parking queue (each confirmed by
@@ -62,7 +70,10 @@ connection dropped and was restored: RabbitMQ has put the message back), raises
 `SettleConflict` without sending anything, so the channel stays open.
 
 The DLQ tools (`dead_letter_page`, `count_dead_letters`, `replay_batch`, `purge_batch`,
-`dead_letters`, `replay`, `purge`) read the parking queue in **passes**: a consumer on a
+`dead_letters`, `replay`, `purge`, `count_unlisted_delayed`) never declare a queue: they ask
+with passive declares, and raise `NoSuchQueue` when neither the work queue nor its parking
+queue exists (a misspelt ``--queue`` used to create both). They read the parking queue in
+**passes**: a consumer on a
 channel of its own, with a prefetch of what the pass still needs, holding what it reads
 unacknowledged and putting back what it leaves by closing that channel. RabbitMQ cannot
 browse a queue, so a pass always starts at the head: a page far into the parking queue
@@ -75,6 +86,8 @@ until the messages it put back are ready again, so that the next pass sees them.
 of one broker on one queue take turns; passes of other processes running at the same
 time may see part of the queue. Messages waiting in delay queues are **not** listed:
 RabbitMQ cannot read a queue without taking its head, which would disturb the TTL timers.
+`count_unlisted_delayed` says how many wait there (the index names the delay queues, a
+passive declare of each counts its messages).
 `DeadLetter.since` is when the message was parked. The rate of a replay is bounded by
 RabbitMQ's publisher confirms on the quorum work queue (about 1,000 to 2,000 messages a
 second on one loopback node), not by the DLQ tools.
@@ -124,8 +137,10 @@ from failsafe.queue.broker import (
     DeadLetterFilter,
     DeadLetterPage,
     Delivery,
+    NoSuchQueue,
     Place,
     SettleConflict,
+    UnlistedDelayed,
 )
 from failsafe.queue.envelope import Envelope, ErrorInfo
 from failsafe.queue.memory import check_queue_name
@@ -154,6 +169,10 @@ _MAX_TTL_MS = 2**32 - 1  # the largest x-message-ttl RabbitMQ accepts
 _IDLE = 1.0  # seconds a DLQ pass waits for a counted message before taking the queue as read
 _SETTLE_WAIT = 2.0  # seconds a DLQ pass waits at most for the messages it put back
 _SETTLE_POLL = 0.005  # seconds between looks at the parking queue's count meanwhile
+_UNLISTED = (
+    "they cannot be listed on RabbitMQ: a delay queue is read only by taking its messages, "
+    "which would disturb their timers"
+)
 
 
 def _reserved_header(name: str) -> bool:
@@ -434,8 +453,12 @@ class _Reader:
 
 @attrs.define(eq=False)
 class _Consumer:
+    """A work queue's channel: ``basic.get`` on it, and its consumer once one is started."""
+
     channel: aio_pika.abc.AbstractRobustChannel
+    queue: aio_pika.abc.AbstractQueue
     buffer: asyncio.Queue[aio_pika.abc.AbstractIncomingMessage]
+    consuming: bool = False
 
 
 class RabbitMQBroker:
@@ -674,8 +697,30 @@ class RabbitMQBroker:
         name = f"{queue}.delay.{ms}"
         if name not in self._declared:
             async with self._declare_lock:
-                await self._declare_one(name, self._delay_arguments(queue, ms))
+                if name not in self._declared:
+                    await self._index_delay(queue, ms)
+                    await self._declare_one(name, self._delay_arguments(queue, ms))
         return name
+
+    async def _index_delay(self, queue: str, ms: int) -> None:
+        """Write ``ms`` in ``queue``'s index of delay queues (confirmed), before declaring it.
+
+        AMQP cannot list queues, so the DLQ tools of another process find the delay queues
+        (to count what waits there) through this index: one message per delay queue, its
+        milliseconds as the body. It is written first, so that no delay queue holds a
+        message without being in the index; each broker writes each delay once, and the
+        DLQ tools drop the duplicates.
+        """
+        index = f"{queue}.delays"
+        await self._declare_one(index, {"x-queue-type": "classic"})
+        await self._publish(
+            index,
+            aio_pika.Message(
+                str(ms).encode(),
+                content_type="text/plain",
+                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            ),
+        )
 
     @property
     def declared(self) -> frozenset[str]:
@@ -758,35 +803,75 @@ class RabbitMQBroker:
                 work = await channel.declare_queue(
                     queue, durable=True, arguments=self._work_arguments(queue)
                 )
-                buffer: asyncio.Queue[aio_pika.abc.AbstractIncomingMessage] = asyncio.Queue()
-
-                async def arrived(message: aio_pika.abc.AbstractIncomingMessage) -> None:
-                    buffer.put_nowait(message)
-
-                await work.consume(arrived, no_ack=False)
             except BaseException:
                 await self._close_channel(channel)
                 raise
-            consumer = _Consumer(channel, buffer)
+            consumer = _Consumer(channel, work, asyncio.Queue())
             self._consumers[queue] = consumer
             return consumer
 
-    async def receive(self, queue: str, *, limit: int = 1, wait: float = 0.0) -> list[Delivery]:
-        """Take up to ``limit`` messages the queue's consumer has received.
+    async def _consume(self, consumer: _Consumer) -> None:
+        """Start the work queue's consumer (``basic.consume``), once."""
+        async with self._consume_lock:
+            if consumer.consuming:
+                return
+            buffer = consumer.buffer
 
-        Starts the consumer on first use; waits up to ``wait`` seconds for the first message
-        (``math.inf``: until one comes; cancel the call to stop waiting, nothing is lost).
-        Messages whose channel closed while they waited in the buffer (RabbitMQ has put them
-        back) are skipped.
+            async def arrived(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+                buffer.put_nowait(message)
+
+            await consumer.queue.consume(arrived, no_ack=False)
+            consumer.consuming = True
+
+    async def _get_ready(self, consumer: _Consumer, limit: int) -> list[Delivery]:
+        """Take up to ``limit`` messages ready in the work queue now, by ``basic.get``.
+
+        Each ``basic.get`` is answered with a message or "empty": unlike a consumer's
+        prefetch, which arrives a moment after ``basic.consume``, it sees what is already
+        in the queue (``process_available`` on a fresh broker used to handle nothing).
+        """
+        out: list[Delivery] = []
+        while len(out) < limit:
+            message = await consumer.queue.get(no_ack=False, fail=False, timeout=self.timeout)
+            if message is None:
+                break
+            out.append(self._delivery(consumer.queue.name, message))
+        return out
+
+    @staticmethod
+    def _delivery(queue: str, message: aio_pika.abc.AbstractIncomingMessage) -> Delivery:
+        return Delivery(
+            queue=queue,
+            message=_envelope(message),
+            deliveries=_deliveries(message),
+            token=_Token(message),
+        )
+
+    async def receive(self, queue: str, *, limit: int = 1, wait: float = 0.0) -> list[Delivery]:
+        """Take up to ``limit`` messages of the work queue.
+
+        First those the queue's consumer has received; a ``receive`` that waits
+        (``wait`` > 0) starts that consumer on first use and waits up to ``wait`` seconds
+        for the first message (``math.inf``: until one comes; cancel the call to stop
+        waiting, nothing is lost). When none has come by then, it asks the queue itself with
+        ``basic.get`` for the messages ready now, so that ``receive(wait=0)`` (what
+        ``process_available`` calls) sees a message already in the queue, and a
+        ``receive`` that does not wait never starts a consumer (whose prefetch would take
+        the queue's messages out of ``basic.get``'s sight until they arrived). Messages
+        whose channel closed while they waited in the buffer (RabbitMQ has put them back)
+        are skipped.
         """
         consumer = self._consumers.get(queue)
-        if consumer is None or limit < 1 or not wait >= 0:  # the checks, once per queue
+        starting = wait > 0 and (consumer is None or not consumer.consuming)
+        if consumer is None or starting or limit < 1 or not wait >= 0:  # the checks, once
             _check_name(queue)
             _v.check("limit", limit, _v.integer(1))
             if wait != math.inf:
                 _v.check("wait", wait, _v.number(at_least=0))
             async with self._guard(f"receiving from {queue!r}"):
                 consumer = await self._consumer(queue)
+                if wait > 0:
+                    await self._consume(consumer)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
         out: list[Delivery] = []
@@ -807,14 +892,10 @@ class RabbitMQBroker:
                         break
             if message.processed or not _channel_open(message):
                 continue  # its channel closed: RabbitMQ has put it back
-            out.append(
-                Delivery(
-                    queue=queue,
-                    message=_envelope(message),
-                    deliveries=_deliveries(message),
-                    token=_Token(message),
-                )
-            )
+            out.append(self._delivery(queue, message))
+        if not out:
+            async with self._guard(f"receiving from {queue!r}"):
+                out = await self._get_ready(consumer, limit)
         return out
 
     # -- settling --------------------------------------------------------------------------
@@ -927,15 +1008,17 @@ class RabbitMQBroker:
     ) -> tuple[list[_Taken], DeadLetterCursor | None, bool]:
         """One pass over the parking queue from its head: the next ``limit`` matches.
 
-        RabbitMQ cannot browse a queue, so the pass consumes from it on a channel of its
-        own and holds what it reads unacknowledged; closing the channel puts back whatever
-        ``act`` did not acknowledge. It steps over the messages earlier pages listed
-        (recognised by id: the cursor carries them, so a listing reaches no further than
-        ``dlq_browse_limit`` messages, ids included) and those ``where`` does not match,
-        and takes matches until it has ``limit``, it has read every message that was ready
-        when it started, or it has read ``dlq_browse_limit`` messages (then the result is
-        truncated). ``act`` (replay or purge) runs on the matches while they are still
-        held; what it took is gone, so its cursor carries no id.
+        It first asks whether the queue exists (`_require`: passive declares, which create
+        nothing; `NoSuchQueue` if not). RabbitMQ cannot browse a queue, so the pass
+        consumes from it on a channel of its own and holds what it reads unacknowledged;
+        closing the channel puts back whatever ``act`` did not acknowledge. It steps over
+        the messages earlier pages listed (recognised by id: the cursor carries them, so a
+        listing reaches no further than ``dlq_browse_limit`` messages, ids included) and
+        those ``where`` does not match, and takes matches until it has ``limit``, it has
+        read every message that was ready when it started, or it has read
+        ``dlq_browse_limit`` messages (then the result is truncated). ``act`` (replay or
+        purge) runs on the matches while they are still held; what it took is gone, so
+        its cursor carries no id.
 
         The consumer's prefetch is what the pass still needs (the messages to step over
         plus ``limit``; doubled for each new window when a filter leaves it short), so a
@@ -950,9 +1033,10 @@ class RabbitMQBroker:
         _v.check("limit", limit, _v.integer(1))
         where = where if where is not None else DeadLetterFilter()
         skip = _rabbit_key(after)
-        if where.place is Place.DELAYED:
-            return [], None, False  # delay queues cannot be read without disturbing them
-        await self._ensure(queue)
+        ready = await self._require(queue)
+        if where.place is Place.DELAYED or ready is None:
+            # delay queues cannot be read without disturbing them; no parking queue: none
+            return [], None, False
         channel = await self._channel()
         taken: list[_Taken] = []
         truncated = False
@@ -991,6 +1075,87 @@ class RabbitMQBroker:
         # oldest first within the page
         taken.sort(key=lambda item: item.letter.since)
         return taken, cursor, truncated
+
+    async def _passive(self, name: str) -> int | None:
+        """The messages ready in queue ``name``, or ``None`` if RabbitMQ has no such queue.
+
+        A passive ``queue.declare``, which never creates a queue, on a channel of its own:
+        RabbitMQ closes the channel of a passive declare that fails.
+        """
+        channel = await self._channel()
+        try:
+            declared = await channel.declare_queue(name, passive=True)
+        except aio_pika.exceptions.ChannelNotFoundEntity:
+            return None
+        finally:
+            await self._close_channel(channel)
+        return declared.declaration_result.message_count or 0
+
+    async def _require(self, queue: str) -> int | None:
+        """The messages ready in ``queue``'s parking queue (``None``: it has none).
+
+        What the DLQ tools ask instead of declaring: they never create a queue. Raises
+        `NoSuchQueue` when neither the work queue nor its parking queue exists.
+        """
+        parked = await self._passive(f"{queue}.parked")
+        if parked is None and await self._passive(queue) is None:
+            raise NoSuchQueue(queue, f"RabbitMQ at {_redact(self.url)}")
+        return parked
+
+    async def _delays(self, queue: str) -> list[int]:
+        """The delays (ms) of ``queue``'s delay queues: those its index names and ours.
+
+        Reads the index (``{queue}.delays``) with ``basic.get``, holding what it reads
+        unacknowledged, and puts it back by closing the channel; duplicates and entries
+        that are not a number of milliseconds are acknowledged, so the index stays as
+        small as the set of delays. A classic queue: reading it counts against no delivery
+        limit.
+        """
+        ours = f"{queue}.delay."
+        delays = {
+            int(name[len(ours) :])
+            for name in self._declared
+            if name.startswith(ours) and name[len(ours) :].isdigit()
+        }
+        index = f"{queue}.delays"
+        entries = await self._passive(index)
+        if not entries:
+            return sorted(delays)
+        indexed: set[int] = set()
+        channel = await self._channel()
+        try:
+            reader = await channel.get_queue(index, ensure=False)
+            for _ in range(min(entries, self.dlq_browse_limit)):
+                message = await reader.get(no_ack=False, fail=False, timeout=self.timeout)
+                if message is None:
+                    break
+                ms = _count(bytes(message.body))
+                if ms is None or ms < 1 or ms in indexed:
+                    await message.ack()  # a duplicate (or not a delay): drop it
+                    continue
+                indexed.add(ms)
+        finally:
+            await self._close_channel(channel)  # the entries kept go back
+        return sorted(delays | indexed)
+
+    async def count_unlisted_delayed(self, queue: str) -> UnlistedDelayed:
+        """How many messages of ``queue`` wait in its delay queues, which cannot be listed.
+
+        The delay queues are found through their index (written when a broker first uses
+        a delay; a delay queue made by a failsafe from before the index is found once a
+        broker defers to it again) and counted with passive declares: no message is read
+        and no queue created. A count at one moment: messages move on as they fall due.
+
+        Raises:
+            NoSuchQueue: If neither ``queue`` nor its parking queue exists.
+        """
+        _check_name(queue)
+        async with self._guard(f"counting the delay queues of {queue!r}"):
+            await self._require(queue)
+            waiting = 0
+            for ms in await self._delays(queue):
+                waiting += await self._passive(f"{queue}.delay.{ms}") or 0
+        return UnlistedDelayed(messages=waiting, reason=_UNLISTED)
 
     async def _settle_returns(self, name: str, expected: int) -> None:
         """Wait until the messages a pass put back are ready again (`_SETTLE_WAIT` at most).
@@ -1066,19 +1231,11 @@ class RabbitMQBroker:
         _check_name(queue)
         _v.check("at_most", at_most, _v.integer(1))
         where = where if where is not None else DeadLetterFilter()
-        if where.place is Place.DELAYED:
-            return DeadLetterCount()
         async with self._dlq_lock(queue), self._guard(f"counting the parking queue of {queue!r}"):
             if where == DeadLetterFilter(place=where.place):
-                await self._ensure(queue)
-                channel = await self._channel()
-                try:
-                    declared = await channel.declare_queue(
-                        f"{queue}.parked", passive=True, durable=True
-                    )
-                finally:
-                    await self._close_channel(channel)
-                ready = declared.declaration_result.message_count or 0
+                ready = await self._require(queue) or 0
+                if where.place is Place.DELAYED:
+                    return DeadLetterCount()
                 return DeadLetterCount(parked=min(ready, at_most), exact=ready <= at_most)
             taken, _, truncated = await self._walk(queue, where, None, at_most + 1, None)
         counted = min(len(taken), at_most)

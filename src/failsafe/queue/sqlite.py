@@ -24,9 +24,12 @@ The DLQ tools read dead letters a page at a time, by keyset on ``(since, seq)`` 
 index (``dead_letter_page``): a page of 100 reads about 100 rows whatever the backlog, and
 the filters are SQL (the error type through SQLite's JSON functions). ``replay`` and
 ``purge`` find their ids through an index on ``(queue, message_id)``, so a batch costs the
-same with a million dead letters as with ten. A file made by an older failsafe gets these
-indexes when it is first opened (``CREATE INDEX IF NOT EXISTS``, in the opening
-transaction: a one-time cost of about a second per million rows).
+same with a million dead letters as with ten; a filter on an id prefix is a range of that
+index. A file made by an older failsafe gets these indexes when it is first opened
+(``CREATE INDEX IF NOT EXISTS``, in the opening transaction: a one-time cost of about a
+second per million rows). The DLQ methods raise `NoSuchQueue` for a queue that was never
+declared or published to in the file (``failsafe_queues`` records them), rather than
+finding nothing.
 
 Several threads and several processes may share one file: a claim is one
 ``UPDATE ... RETURNING`` statement, which takes the file's write lock before it reads, so two
@@ -65,6 +68,7 @@ from failsafe.queue.broker import (
     DeadLetterFilter,
     DeadLetterPage,
     Delivery,
+    NoSuchQueue,
     Place,
     SettleConflict,
 )
@@ -236,9 +240,25 @@ def _conditions(where: DeadLetterFilter | None) -> tuple[list[str], list[Any], s
     if where.until is not None:
         conditions.append("since <= ?")
         params.append(float(where.until))
+    named = []  # the id conditions: any of them
     if where.ids:
-        conditions.append("message_id IN (SELECT value FROM json_each(?))")
+        named.append("message_id IN (SELECT value FROM json_each(?))")
         params.append(json.dumps(where.ids))
+    for prefix in where.id_prefixes:
+        # a range on the id index: text compares as UTF-8 bytes (BINARY), which is code
+        # point order, so the ids from the prefix up to `_prefix_end` are those beginning
+        # with it
+        end = _prefix_end(prefix)
+        if end is None:
+            named.append("(message_id >= ? AND substr(message_id, 1, ?) = ?)")
+            params.extend((prefix, len(prefix), prefix))
+        else:
+            named.append("(message_id >= ? AND message_id < ?)")
+            params.extend((prefix, end))
+    if named:
+        # one condition is a search of the id index; several (rare) a scan of the queue's
+        # entries in it, a row at a time
+        conditions.append(named[0] if len(named) == 1 else "(" + " OR ".join(named) + ")")
         indexed = "INDEXED BY failsafe_messages_dead_id"
     if where.error_types:
         terms = []
@@ -251,6 +271,18 @@ def _conditions(where: DeadLetterFilter | None) -> tuple[list[str], list[Any], s
                 params.extend((-(len(wanted) + 1), "." + wanted))
         conditions.append("(" + " OR ".join(terms) + ")")
     return conditions, params, indexed
+
+
+def _prefix_end(prefix: str) -> str | None:
+    """The least string above every string that begins with ``prefix`` (``None``: none is)."""
+    chars = list(prefix)
+    while chars:
+        code = ord(chars.pop()) + 1
+        if 0xD800 <= code <= 0xDFFF:  # surrogates are no characters: step over them
+            code = 0xE000
+        if code <= 0x10FFFF:
+            return "".join(chars) + chr(code)
+    return None
 
 
 def _chunks(ids: Sequence[str]) -> Iterator[list[str]]:
@@ -375,6 +407,25 @@ class SQLiteBroker:
                     db.execute("ROLLBACK")
                 raise
             db.execute("COMMIT")
+
+    def _require(self, db: sqlite3.Connection, queue: str) -> None:
+        """Raise `NoSuchQueue` unless ``queue`` was declared or published to in this file.
+
+        A file may hold messages of a queue it has no record of (written before queues
+        were recorded): those count too.
+        """
+        if queue in self._known:
+            return
+        found = db.execute(
+            "SELECT 1 FROM failsafe_queues WHERE name = ? UNION ALL "
+            "SELECT 1 FROM (SELECT 1 FROM failsafe_messages "
+            "WHERE queue = ? AND place <> 'parked' LIMIT 1) UNION ALL "
+            "SELECT 1 FROM (SELECT 1 FROM failsafe_messages "
+            "WHERE queue = ? AND place <> 'ready' LIMIT 1) LIMIT 1",
+            (queue, queue, queue),
+        ).fetchone()
+        if found is None:
+            raise NoSuchQueue(queue, self.path)
 
     def _record_queue(self, db: sqlite3.Connection, queue: str) -> None:
         if queue not in self._known:
@@ -603,14 +654,16 @@ class SQLiteBroker:
         """One page of ``queue``'s dead letters matching ``where``, oldest first.
 
         One indexed query: keyset on ``(since, seq)`` from ``after``, the filters in SQL,
-        ``LIMIT limit``; only the rows returned are decoded. With ``where.ids`` the rows
-        are found through the message-id index. A row whose stored envelope is unreadable
+        ``LIMIT limit``; only the rows returned are decoded. With ``where.ids`` or
+        ``where.id_prefixes`` the rows are found through the message-id index (a prefix is
+        a range of it). A row whose stored envelope is unreadable
         is listed with a stand-in envelope (the stored bytes as body, a ``last_error``
         saying why); it matches an error-type filter only as ``MalformedMessage`` when the
         row is not JSON at all.
 
         Raises:
             ConfigurationError: For ``limit`` < 1 or a cursor of another broker.
+            NoSuchQueue: If the file has no queue ``queue``.
         """
         _v.check("limit", limit, _ONE_OR_MORE)
         conditions, params, indexed = _conditions(where)
@@ -618,6 +671,7 @@ class SQLiteBroker:
             conditions.append("(since, seq) > (?, ?)")
             params.extend(_key(after))
         with self._connection() as db:
+            self._require(db, queue)
             rows = db.execute(
                 "SELECT seq, place, since, visible_at, message_id, envelope "
                 f"FROM failsafe_messages {indexed} WHERE {' AND '.join(conditions)} "
@@ -651,6 +705,7 @@ class SQLiteBroker:
         _v.check("at_most", at_most, _ONE_OR_MORE)
         conditions, params, indexed = _conditions(where)
         with self._connection() as db:
+            self._require(db, queue)
             rows = db.execute(
                 "SELECT place, COUNT(*) FROM (SELECT place FROM failsafe_messages "
                 f"{indexed} WHERE {' AND '.join(conditions)} LIMIT ?) GROUP BY place",
@@ -675,6 +730,7 @@ class SQLiteBroker:
         """
         moved = 0
         with self._transaction() as db:
+            self._require(db, queue)
             now = self.clock.time()
             for chunk in _chunks(ids):
                 marks = ", ".join("?" * len(chunk))
@@ -724,8 +780,8 @@ class SQLiteBroker:
             )
         return DeadLetterBatch(ids=tuple(row[2] for row in rows), cursor=cursor)
 
-    @staticmethod
     def _choose(
+        self,
         db: sqlite3.Connection,
         queue: str,
         where: DeadLetterFilter | None,
@@ -735,6 +791,7 @@ class SQLiteBroker:
     ) -> tuple[list[Any], DeadLetterCursor | None]:
         """``(seq, since, message_id, *extra)`` of the next ``limit`` matching rows."""
         _v.check("limit", limit, _ONE_OR_MORE)
+        self._require(db, queue)
         conditions, params, indexed = _conditions(where)
         if after is not None:
             conditions.append("(since, seq) > (?, ?)")
@@ -788,6 +845,7 @@ class SQLiteBroker:
         """Delete the listed dead letters for good; return how many were deleted."""
         deleted = 0
         with self._transaction() as db:
+            self._require(db, queue)
             for chunk in _chunks(ids):
                 marks = ", ".join("?" * len(chunk))
                 deleted += db.execute(
