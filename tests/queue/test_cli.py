@@ -25,8 +25,8 @@ from failsafe.cli import main
 from failsafe.exceptions import ConfigurationError
 from failsafe.queue import BlockingView, Envelope, ErrorInfo, InMemoryBroker, Place, decode
 from failsafe.queue.broker import DeadLetterBatch
-from failsafe.queue.cli import _Pacer
 from failsafe.queue.connect import open_broker
+from failsafe.queue.dlq import Pacer
 from failsafe.queue.sqlite import SQLiteBroker
 from failsafe.testing import FakeClock
 
@@ -1162,7 +1162,7 @@ def test_replay_at_a_rate_takes_n_over_r_on_the_clock(
 def test_the_rate_limiter_catches_up_by_a_burst_at_most() -> None:
     """After a stall the bucket lets a quarter second's worth through at once, then paces."""
     clock = FakeClock()
-    pacer = _Pacer(100.0, 10, clock)  # burst: max(10, 100 * 0.25) = 25 messages
+    pacer = Pacer(100.0, 10, clock)  # burst: max(10, 100 * 0.25) = 25 messages
     pacer.take(10)
     pacer.take(10)
     assert clock.sleeps == pytest.approx([0.1])

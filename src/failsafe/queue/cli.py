@@ -65,7 +65,6 @@ import base64
 import json
 import math
 import os
-import re
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
@@ -86,6 +85,7 @@ from failsafe.queue.broker import (
     Place,
     UnlistedDelayed,
 )
+from failsafe.queue.dlq import Pacer, parse_age, walk
 
 __all__ = ["fill_queue_parser"]
 
@@ -101,10 +101,7 @@ DEFAULT_BROKER: Final = "queue.db"
 
 _LIST_LIMIT: Final = 100  # list's default --limit
 _PAGE: Final = 500  # dead letters read (and decoded) at most per page: list, show, dry runs
-_BURST_SECONDS: Final = 0.25  # --rate's token bucket holds this many seconds' worth at most
 _ID_PREFIX: Final = 8  # the fewest characters of a message id that name it as a prefix
-_UNITS: Final = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
-_AGE: Final = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
 
 
 class _Refused(Exception):
@@ -135,15 +132,11 @@ def _guarded(
 
 # -- option types (argparse turns their errors into exit 2 naming the option) ---------------
 def _age(text: str) -> float:
-    """Parse ``30s``, ``15m``, ``2h``, ``3d``, ``1w`` or a sum like ``1h30m`` into seconds."""
-    value = text.strip().lower()
-    parts = _AGE.findall(value)
-    if not value or "".join(n + u for n, u in parts) != value:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not an age: give a number and a unit s, m, h, d or w "
-            "(30s, 15m, 2h, 3d, 1h30m)"
-        )
-    return sum(float(n) * _UNITS[u] for n, u in parts)
+    """``--older-than``'s value in seconds (`parse_age`), or argparse's error."""
+    try:
+        return parse_age(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _positive_int(text: str) -> int:
@@ -628,41 +621,6 @@ class _Progress:
             self.stream.flush()
 
 
-class _Pacer:
-    """A token bucket on ``clock``: ``rate`` messages a second, a batch paid for as it starts.
-
-    ``take(n)`` waits until the bucket is out of debt, then charges the batch's ``n``
-    messages, running it into debt again; the bucket refills at ``rate`` meanwhile, the
-    broker call's own time included, so batches that take less than ``n / rate`` go at
-    ``rate`` exactly. The bucket starts empty and holds at most ``burst`` tokens (a quarter
-    of a second's worth, and at least one batch): after a slow batch (a checkpoint of the
-    SQLite file, another process on the CPU) the next ones catch up by that much and no
-    more. Over any stretch of ``t`` seconds at most ``rate * t + burst`` plus one batch
-    are sent.
-    """
-
-    def __init__(self, rate: float, batch: int, pace_clock: Clock) -> None:
-        self.rate = rate
-        self.burst = max(float(batch), rate * _BURST_SECONDS)
-        self.clock = pace_clock
-        self.tokens = 0.0  # < 0: what the batches started so far still owe
-        self.at: float | None = None  # when ``tokens`` was last brought up to date
-
-    def _refill(self) -> None:
-        now = self.clock.monotonic()
-        if self.at is not None:
-            self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
-        self.at = now
-
-    def take(self, n: int) -> None:
-        """Wait until the batches before are paid for, then charge ``n`` messages."""
-        self._refill()
-        if self.tokens < 0:
-            self.clock.sleep(-self.tokens / self.rate)
-            self._refill()
-        self.tokens -= n
-
-
 def _total_label(total: DeadLetterCount, limit: int | None) -> tuple[int | None, str]:
     """How many the walk will take (``None``: unknown, walk to the end), and how to say it."""
     if total.exact:
@@ -684,28 +642,23 @@ def _walk(
     """Run ``act`` (``replay_batch``/``purge_batch``) batch by batch; return how many it took.
 
     Each batch is one broker call on the next ``--batch`` of the selection (the cursor of
-    the one before), paced by a `_Pacer` when ``rate`` is given. Stops after the number
+    the one before), paced by a `Pacer` when ``rate`` is given. Stops after the number
     counted at the start (or ``--limit``), or when the broker has no more.
     """
     wanted, label = _total_label(total, args.limit)
     progress = _Progress(verb, label, sys.stderr)
-    pacer = _Pacer(rate, args.batch, clock) if rate is not None else None
-    cursor: DeadLetterCursor | None = None
-    truncated = False
+    pacer = Pacer(rate, args.batch, clock) if rate is not None else None
     done = 0
+
+    def seen(count: int) -> None:
+        nonlocal done
+        done = count
+        progress.update(count)
+
     try:
-        while wanted is None or done < wanted:
-            size = args.batch if wanted is None else min(args.batch, wanted - done)
-            if pacer is not None:
-                pacer.take(size)
-            batch = act(args.queue, where=where, after=cursor, limit=size)
-            done += len(batch.ids)
-            truncated = truncated or batch.truncated
-            if batch.ids:
-                progress.update(done)
-            cursor = batch.cursor
-            if cursor is None:
-                break
+        done, truncated = walk(
+            act, args.queue, where, wanted=wanted, batch=args.batch, pacer=pacer, progress=seen
+        )
     except NoSuchQueue as exc:
         progress.finish()
         raise _Usage(f"{verb} {done} of {label}, then: {exc}") from None
