@@ -10,6 +10,7 @@ failsafe errors serve [--db errors.db | --dsn postgresql://...] [--host 127.0.0.
                       [--schedule KIND=ATTEMPTS:FIRST[:MAX] ...]
                       [--retention-days 14] [--require-handlers] [--allow-edits]
                       [--alert-url URL] [--alert-at N ...]
+                      [--dlq-broker URL --dlq-queue NAME ...]
 failsafe errors list [--status open] [--kind K] [--source S] [--text T] [--limit N] [--json]
 failsafe errors show ID [--json]
 failsafe errors resolve|retry|discard ID [--note TEXT] [--actor NAME] [--json]
@@ -600,6 +601,15 @@ def _alerts(args: argparse.Namespace) -> dict[str, Any]:
     return chosen
 
 
+def _dead_letters(args: argparse.Namespace) -> dict[str, Any]:
+    """``serve``'s dead-letter pages: the broker and its queues, when given."""
+    if args.dlq_broker is None and not args.dlq_queue:
+        return {}
+    if args.dlq_broker is None or not args.dlq_queue:
+        raise _Usage("--dlq-broker and --dlq-queue go together (the broker, and its queues)")
+    return {"dlq_broker": args.dlq_broker, "dlq_queues": tuple(args.dlq_queue)}
+
+
 def _callbacks(values: Sequence[str] | None) -> dict[str, str]:
     callbacks: dict[str, str] = {}
     for value in values or ():
@@ -666,6 +676,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             require_handlers=args.require_handlers,
             allow_edits=args.allow_edits,
             **_alerts(args),
+            **_dead_letters(args),
         )
     except ConfigurationError as exc:  # name the command's option, not the function's
         option = {
@@ -763,6 +774,18 @@ def _fill_errors(errors: argparse.ArgumentParser) -> None:
         metavar="N",
         help="open records of a group at which an alert says it grew (repeatable; default"
         " 100, 1000 and 10000)",
+    )
+    serve.add_argument(
+        "--dlq-broker",
+        metavar="URL",
+        help="a queue broker (sqlite:///queue.db, amqp://...) whose dead letters the review"
+        " pages show and act on (with --dlq-queue)",
+    )
+    serve.add_argument(
+        "--dlq-queue",
+        action="append",
+        metavar="NAME",
+        help="a work queue of --dlq-broker to show (repeatable)",
     )
     serve.set_defaults(run=_cmd_serve)
 

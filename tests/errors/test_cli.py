@@ -277,6 +277,14 @@ def test_serve_passes_its_options_to_the_service(
     )
     assert main(["errors", "serve", "--db", db, "--alert-at", "5"]) == 2
     calls.clear()
+    dlq = ["--dlq-broker", "sqlite:///q.db", "--dlq-queue", "orders", "--dlq-queue", "payments"]
+    assert main(["errors", "serve", "--db", db, *dlq]) == 0
+    assert (calls[0]["dlq_broker"], calls[0]["dlq_queues"]) == (
+        "sqlite:///q.db",
+        ("orders", "payments"),
+    )
+    assert main(["errors", "serve", "--db", db, "--dlq-queue", "orders"]) == 2
+    calls.clear()
     assert main(["errors", "serve", "--dsn", "postgresql://x/y"]) == 0
     assert (calls[0]["db"], calls[0]["dsn"]) == (None, "postgresql://x/y")
     calls.clear()

@@ -12,8 +12,10 @@ import socket
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
+import attrs
 import httpx
 import pytest
 from starlette.applications import Starlette
@@ -23,6 +25,7 @@ from failsafe.errors.auth import Tokens
 from failsafe.errors.desk import ErrorDesk
 from failsafe.errors.record import Action, Report, Status
 from failsafe.errors.review import review_routes
+from failsafe.errors.review_dlq import DeadLetters
 from failsafe.errors.sqlite import SQLiteStore
 
 TOKEN = "browser-review-token"
@@ -41,20 +44,28 @@ def review_app() -> Starlette:
     """The app uvicorn serves (``--factory``): review pages over the test's SQLite file."""
     desk = ErrorDesk(SQLiteStore(os.environ["REVIEW_TEST_DB"]))
     edits = os.environ.get("REVIEW_TEST_EDITS") == "1"
-    routes = review_routes(desk, tokens=Tokens.from_env(), allow_edits=edits)
+    broker = os.environ.get("REVIEW_TEST_DLQ_BROKER")
+    letters = None
+    if broker:
+        letters = DeadLetters(broker, [os.environ["REVIEW_TEST_DLQ_QUEUE"]])
+    routes = review_routes(desk, tokens=Tokens.from_env(), allow_edits=edits, dead_letters=letters)
     return Starlette(routes=[Mount("/review", routes=routes)])
 
 
 class ReviewServer:
     """A uvicorn process serving `review_app` on a loopback socket bound here (``--fd``)."""
 
-    def __init__(self, db: Path, *, edits: bool = False) -> None:
+    def __init__(
+        self, db: Path, *, edits: bool = False, dlq: tuple[str, str] | None = None
+    ) -> None:
         sock = socket.socket()
         sock.bind(("127.0.0.1", 0))
         sock.listen(64)
         self.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
         env = {**os.environ, "REVIEW_TEST_DB": str(db), "FAILSAFE_ERRORS_REVIEW_TOKEN": TOKEN}
         env["REVIEW_TEST_EDITS"] = "1" if edits else "0"
+        if dlq is not None:
+            env["REVIEW_TEST_DLQ_BROKER"], env["REVIEW_TEST_DLQ_QUEUE"] = dlq
         env.pop("FAILSAFE_ERRORS_REVIEW_TOKEN_FILE", None)
         self.process = subprocess.Popen(
             [
@@ -304,3 +315,87 @@ def test_a_reviewer_corrects_a_payload_and_retries_only_where_allowed(
             assert record.payload == {"orderId": "o-42"}
     finally:
         store.close()
+
+
+@pytest.fixture(params=["sqlite", "rabbitmq"])
+def parked(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, str, list[str]]]:
+    """A broker URL, a queue and the ids of its two parked messages (SQLite or RabbitMQ)."""
+    import asyncio
+    import uuid
+
+    from failsafe.queue import Envelope
+    from failsafe.queue.connect import open_broker
+    from failsafe.queue.envelope import ErrorInfo
+
+    if request.param == "sqlite":
+        url, queue = f"sqlite:///{tmp_path / 'queue.db'}", "orders"
+    else:
+        url, queue = "amqp://guest:guest@127.0.0.1:5672/", f"browser-{uuid.uuid4().hex[:8]}"
+    broker = open_broker(url)
+    ids = [f"{queue}-{uuid.uuid4().hex[:12]}" for _ in range(2)]
+    try:
+        broker.declare(queue)
+        for message_id in ids:
+            broker.publish(queue, Envelope(body=b'{"orderId": "o-42"}', id=message_id))
+            [delivery] = broker.receive(queue, wait=5.0)
+            error = ErrorInfo(type="OrderNotFound", message="no order o-42", at=0.0)
+            broker.park(delivery, attrs.evolve(delivery.message, last_error=error))
+    finally:
+        broker.close()
+    yield url, queue, ids
+    if request.param == "rabbitmq":
+        from tests.queue.test_rabbitmq_broker import _delete_queues
+
+        asyncio.run(_delete_queues([queue, f"{queue}.parked", f"{queue}.delays"]))
+
+
+@pytest.mark.browser
+@pytest.mark.real_time
+def test_a_reviewer_replays_and_purges_dead_letters(
+    seeded_db: tuple[Path, dict[str, str]], parked: tuple[str, str, list[str]]
+) -> None:
+    """In Chromium, on SQLite and RabbitMQ: replay a checked one, purge another from its page."""
+    from playwright.sync_api import sync_playwright
+
+    from failsafe.queue.connect import open_broker
+
+    db, _ = seeded_db
+    url, queue, ids = parked
+    server = ReviewServer(db, dlq=(url, queue))
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            try:
+                page = browser.new_context().new_page()
+                page.goto(f"{server.url}/review/login?next=/review/dlq")
+                page.fill("input[name=token]", TOKEN)
+                page.click("button[type=submit]")
+                page.wait_for_url(f"{server.url}/review/dlq")
+                page.click(f"a[href='/review/dlq/{queue}']")
+                assert "OrderNotFound: no order o-42" in page.inner_text("table.letters")
+                page.check(f"input[value='{ids[0]}']")
+                page.click("form.chosen button[value=replay]")
+                assert "This will replay 1 checked dead letter." in page.inner_text("[role=alert]")
+                page.click("form.confirm-replay button[type=submit]")
+                page.wait_for_url(f"{server.url}/review/dlq/{queue}?done=replay&n=1")
+                assert "Replayed 1 dead letters." in page.inner_text("[role=status]")
+                page.click(f"a[href='/review/dlq/{queue}/messages/{ids[1]}']")
+                assert '"orderId": "o-42"' in page.inner_text("pre.body")
+                page.click("form.one-purge button")
+                assert "deleted for good" in page.inner_text("[role=alert]")
+                page.click("form.confirm-purge button[type=submit]")
+                page.wait_for_url(f"{server.url}/review/dlq/{queue}?done=purge&n=1")
+                assert "No dead letters match." in page.inner_text("main")
+            finally:
+                browser.close()
+    finally:
+        server.stop()
+
+    broker = open_broker(url)
+    try:
+        assert broker.dead_letters(queue) == []
+        back = broker.receive(queue, wait=5.0)  # the replayed one is in the work queue again
+        assert [d.message.id for d in back] == [ids[0]]
+        broker.ack(back[0])
+    finally:
+        broker.close()

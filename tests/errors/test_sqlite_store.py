@@ -170,9 +170,7 @@ def test_a_file_from_before_the_counts_table_is_counted_when_opened(tmp_path: Pa
     again.close()
 
 
-def test_a_prefix_of_two_ids_names_neither(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_prefix_of_two_ids_names_neither(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Two ids that begin alike: their common prefix is refused, naming both; more is found."""
     import uuid
 

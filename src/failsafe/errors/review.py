@@ -61,6 +61,7 @@ from failsafe.errors.auth import Tokens
 from failsafe.errors.desk import GROUP_ACTIONS, ErrorDesk
 from failsafe.errors.fingerprint import FINGERPRINT_PATTERN
 from failsafe.errors.record import OPEN_STATUSES, ErrorRecord, InvalidReport, Status
+from failsafe.errors.review_dlq import DeadLetters
 from failsafe.errors.store import (
     EDITABLE,
     GROUP_ORDERS,
@@ -245,8 +246,8 @@ class _BadForm(Exception):
         super().__init__(message)
 
 
-async def _read_form(request: Request) -> dict[str, str]:
-    """Parse a urlencoded form body (at most 64 KiB), last value of each field winning."""
+async def _read_form(request: Request) -> dict[str, list[str]]:
+    """Parse a urlencoded form body (at most 64 KiB): each field's values, in order."""
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype != "application/x-www-form-urlencoded":
         raise _BadForm(415, "the form must be sent as application/x-www-form-urlencoded")
@@ -259,7 +260,7 @@ async def _read_form(request: Request) -> dict[str, str]:
         parsed = parse_qs(body.decode("utf-8"), keep_blank_values=True, strict_parsing=False)
     except UnicodeDecodeError:
         raise _BadForm(400, "the form is not valid UTF-8") from None
-    return {k: v[-1] for k, v in parsed.items()}
+    return parsed
 
 
 class _Pages:
@@ -279,6 +280,7 @@ class _Pages:
         self.handler_of = handlers
         self.allow_edits = allow_edits
         self.alerts = alerts
+        self.dead_letters = False  # whether the dead-letter pages are mounted beside
         self.secret = secrets.token_bytes(32)
         self.csrf = csrf_token(tokens, self.secret)  # without a login session
         self.logins = _LoginLimit()
@@ -398,12 +400,14 @@ class _Pages:
                     form = await _read_form(request)
                 except _BadForm as exc:
                     return self.problem(request, exc.status, exc.message)
-                given = form.get(CSRF_FIELD, "")
+                given = (form.get(CSRF_FIELD) or [""])[-1]
                 if not hmac.compare_digest(given.encode(), self.csrf_for(request).encode()):
                     return self.problem(
                         request, 403, "the form's CSRF token is missing or wrong; reload the page"
                     )
-                request.state.form = form
+                # the last value of each field; every value in ``form_lists`` (check boxes)
+                request.state.form = {k: v[-1] for k, v in form.items()}
+                request.state.form_lists = form
             return await view(request)
 
         return endpoint
@@ -442,7 +446,7 @@ class _Pages:
     async def login_post(self, request: Request) -> Response:
         """Check the token; on success set the HttpOnly, SameSite=Strict cookie."""
         try:
-            form = await _read_form(request)
+            form = {k: v[-1] for k, v in (await _read_form(request)).items()}
         except _BadForm as exc:
             return self.problem(request, exc.status, exc.message)
         target = self.safe_next(request, form.get("next"))
@@ -716,7 +720,9 @@ class _Pages:
         body = [
             "<h1>Failure groups</h1>",
             await self.alerts_banner(),
-            f'<p><a href="{_e(base)}/records">all records</a></p>',
+            f'<p><a href="{_e(base)}/records">all records</a>'
+            + (f' · <a href="{_e(base)}/dlq">dead letters</a>' if self.dead_letters else "")
+            + "</p>",
             self.filter_form(request, filters, path="/"),
             f'<p class="total">{matching}{shown}.</p>',
         ]
@@ -1241,6 +1247,7 @@ def review_routes(
     handlers: HandlerLookup | None = None,
     allow_edits: bool = False,
     alerts: Alerts | None = None,
+    dead_letters: DeadLetters | None = None,
 ) -> list[BaseRoute]:
     """The routes of the review pages, to mount at ``/review`` (or anywhere else).
 
@@ -1252,6 +1259,8 @@ def review_routes(
         allow_edits: Offer, on the page of a record that needs review or waits for a
             retry, a form to correct its payload and retry it (off by default).
         alerts: The service's webhook alerts: the groups page says when they fail.
+        dead_letters: A broker and queues whose dead letters get pages at ``/dlq``
+            (see `failsafe.errors.review_dlq`).
 
     Returns:
         Starlette routes relative to the mount point.
@@ -1265,4 +1274,11 @@ def review_routes(
         ```
     """
     lookup = None if handlers is None else handlers.get
-    return _Pages(desk, tokens, lookup, allow_edits=allow_edits, alerts=alerts).routes()
+    pages = _Pages(desk, tokens, lookup, allow_edits=allow_edits, alerts=alerts)
+    routes = pages.routes()
+    if dead_letters is not None:
+        from failsafe.errors.review_dlq import DeadLetterPages
+
+        pages.dead_letters = True
+        routes.extend(DeadLetterPages(pages, dead_letters).routes())
+    return routes

@@ -50,6 +50,7 @@ from failsafe.errors.api import (
 from failsafe.errors.auth import LoopbackOnly, Tokens
 from failsafe.errors.desk import ErrorDesk, RetrySchedule
 from failsafe.errors.review import review_routes
+from failsafe.errors.review_dlq import DeadLetters
 from failsafe.errors.store import ErrorStore, StoreUnavailable
 from failsafe.errors.worker import RETENTION_DAYS
 from failsafe.exceptions import ConfigurationError
@@ -160,6 +161,7 @@ def create_app(
     require_handlers: bool = False,
     allow_edits: bool = False,
     alerts: Alerts | None = None,
+    dead_letters: DeadLetters | None = None,
 ) -> Starlette:
     """The Error-handling service's ASGI app.
 
@@ -183,6 +185,8 @@ def create_app(
             the pages offer no form.
         alerts: The webhook alerts (run by ``worker``): the review pages say when their
             deliveries fail.
+        dead_letters: A broker and queues whose dead letters the review pages show and
+            act on (``/review/dlq``); the app does not close it.
 
     Returns:
         The app: the JSON API (``/v1``, ``/healthz``, ``/openapi.json``) and the review
@@ -201,6 +205,7 @@ def create_app(
         require_handlers=require_handlers,
         allow_edits=allow_edits,
         alerts=alerts,
+        dead_letters=dead_letters,
     )
 
 
@@ -216,6 +221,7 @@ def _build_app(
     require_handlers: bool = False,
     allow_edits: bool = False,
     alerts: Alerts | None = None,
+    dead_letters: DeadLetters | None = None,
 ) -> Starlette:
     for name, value in (
         ("max_body_bytes", max_body_bytes),
@@ -262,6 +268,7 @@ def _build_app(
                     handlers=handlers,
                     allow_edits=allow_edits,
                     alerts=alerts,
+                    dead_letters=dead_letters,
                 ),
             ),
         ],
@@ -329,6 +336,8 @@ def serve(
     allow_edits: bool = False,
     alert_url: str | None = None,
     alert_thresholds: Sequence[int] = ALERT_THRESHOLDS,
+    dlq_broker: str | None = None,
+    dlq_queues: Sequence[str] = (),
 ) -> None:
     """Run the Error-handling service until it is stopped (SIGINT or SIGTERM).
 
@@ -356,6 +365,9 @@ def serve(
             ``alert_thresholds`` open records, and records escalated to review (see
             [`Alerts`][failsafe.errors.alerts.Alerts]).
         alert_thresholds: Open records of a group at which it is said to have grown.
+        dlq_broker: A queue broker's URL (``sqlite:///queue.db``, ``amqp://...``) whose
+            ``dlq_queues``' dead letters the review pages show and act on.
+        dlq_queues: The work queues of ``dlq_broker`` to show.
 
     Raises:
         ConfigurationError: Before anything listens or opens: if ``host`` is not loopback
@@ -384,6 +396,7 @@ def serve(
         sock.close()
         raise
     workers: list[RetryWorker] = []
+    closers: list[Callable[[], None]] = []
     closed = threading.Event()
 
     def close() -> None:
@@ -391,6 +404,8 @@ def serve(
             closed.set()
             for worker in workers:
                 worker.close()
+            for closing in closers:
+                closing()
             store.close()
             sock.close()
 
@@ -399,6 +414,13 @@ def serve(
         default = chosen.pop("*", None)
         desk = ErrorDesk(store, schedules=chosen, default_schedule=default)
         alerts = None if alert_url is None else Alerts(desk, alert_url, thresholds=alert_thresholds)
+        if dlq_broker is not None:
+            letters = DeadLetters(dlq_broker, dlq_queues)
+            closers.append(letters.close)
+        elif dlq_queues:
+            raise ConfigurationError("dlq_queues", "need a dlq_broker to read them from")
+        else:
+            letters = None
         workers.append(
             RetryWorker(
                 desk,
@@ -419,6 +441,7 @@ def serve(
             require_handlers=require_handlers,
             allow_edits=allow_edits,
             alerts=alerts,
+            dead_letters=letters,
         )
         shown = f"[{host}]" if ":" in host else host
         logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(name)s: %(message)s")
