@@ -173,7 +173,7 @@ def run_both(quick: bool) -> list[str]:
     sqlite = run(seconds, postgres=False)
     if len(sqlite) == 1:  # no wrk: the one line says so
         return sqlite
-    return [*sqlite, "", *run(seconds, postgres=True)[1:]]
+    return [*sqlite, "", *run(seconds, postgres=True)]
 
 
 def main(argv: list[str] | None = None) -> int:
