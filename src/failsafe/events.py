@@ -21,16 +21,24 @@ from failsafe.outcome import Outcome
 __all__ = [
     "AttemptFailed",
     "BulkheadRejected",
+    "ChaosInjected",
     "CircuitClosed",
     "CircuitHalfOpened",
     "CircuitOpened",
     "CircuitRejected",
     "CircuitStorageRestored",
     "CircuitStorageUnavailable",
+    "ConcurrencyLimitChanged",
+    "ConcurrencyLimitRejected",
     "Event",
     "FailedOver",
     "FallbackUsed",
+    "HedgeStarted",
     "Listener",
+    "RateLimitDelayed",
+    "RateLimitRejected",
+    "RateLimiterStorageRestored",
+    "RateLimiterStorageUnavailable",
     "RetriesExhausted",
     "RetryBudgetExhausted",
     "RetryScheduled",
@@ -188,6 +196,115 @@ class BulkheadRejected(Event):
 
     max_concurrent: int
     max_queued: int
+
+
+@attrs.frozen(kw_only=True)
+class RateLimitRejected(Event):
+    """A call was refused by a rate limiter (no permit now, or none within ``max_wait``).
+
+    Attributes:
+        key: The limiter's key for the call (``None`` for a limiter without keys).
+        retry_after: Seconds until a permit is expected to be free.
+    """
+
+    key: object
+    retry_after: float
+
+
+@attrs.frozen(kw_only=True)
+class RateLimitDelayed(Event):
+    """A call waits ``delay`` seconds for its permit before it runs.
+
+    Attributes:
+        key: The limiter's key for the call (``None`` for a limiter without keys).
+        delay: Seconds the call waits.
+    """
+
+    key: object
+    delay: float
+
+
+@attrs.frozen(kw_only=True)
+class RateLimiterStorageUnavailable(Event):
+    """A shared rate limiter's storage failed; the limiter counts in process memory for now.
+
+    Emitted once per outage, by the call that found the storage failing.
+
+    Attributes:
+        error: The type of the storage's exception (``"redis.exceptions.ConnectionError"``).
+        message: Its message (cut to 200 characters).
+    """
+
+    error: str
+    message: str
+
+
+@attrs.frozen(kw_only=True)
+class RateLimiterStorageRestored(Event):
+    """A shared rate limiter's storage answers again; the limiter counts there again.
+
+    Attributes:
+        outage: Seconds (monotonic) from the failure to the restoration.
+    """
+
+    outage: float
+
+
+@attrs.frozen(kw_only=True)
+class HedgeStarted(Event):
+    """A hedged call started another attempt, the first ones being still unfinished.
+
+    Attributes:
+        attempt: The attempt started (2 for the first hedge).
+        delay: Seconds after the previous attempt's start that this one started.
+        target: The failover target it runs against (``None`` without targets).
+    """
+
+    attempt: int
+    delay: float
+    target: object
+
+
+@attrs.frozen(kw_only=True)
+class ConcurrencyLimitChanged(Event):
+    """An adaptive concurrency limit moved.
+
+    Attributes:
+        previous: The limit before.
+        limit: The limit now.
+        reason: What moved it (``"latency"``, ``"failure"``, ``"growth"``).
+    """
+
+    previous: int
+    limit: int
+    reason: str
+
+
+@attrs.frozen(kw_only=True)
+class ConcurrencyLimitRejected(Event):
+    """A call was shed: the adaptive concurrency limit was full.
+
+    Attributes:
+        limit: The limit when the call came.
+        in_flight: Calls running then.
+    """
+
+    limit: int
+    in_flight: int
+
+
+@attrs.frozen(kw_only=True)
+class ChaosInjected(Event):
+    """A chaos policy injected its fault, latency or result into a call.
+
+    Attributes:
+        kind: ``"fault"``, ``"latency"`` or ``"result"``.
+        detail: What was injected, in words (the exception's type, the seconds, the value's
+            type).
+    """
+
+    kind: str
+    detail: str
 
 
 class Listener(Protocol):

@@ -8,7 +8,9 @@ FailsafeError
 ├── UsageError (also TypeError)               failsafe called the wrong way
 ├── PolicyRejected                            a policy refused to run the call
 │   ├── CircuitOpenError                      .retry_after, .breaker
-│   └── BulkheadFull                          .max_concurrent, .max_queued
+│   ├── BulkheadFull                          .max_concurrent, .max_queued
+│   ├── RateLimited                           .retry_after, .limiter, .key
+│   └── ConcurrencyLimited                    .limit, .in_flight, .limiter
 ├── TimeoutExceeded (also TimeoutError)       .timeout
 └── AllTargetsFailed                          .failures (one per target)
 ```
@@ -30,9 +32,11 @@ __all__ = [
     "AllTargetsFailed",
     "BulkheadFull",
     "CircuitOpenError",
+    "ConcurrencyLimited",
     "ConfigurationError",
     "FailsafeError",
     "PolicyRejected",
+    "RateLimited",
     "TargetFailure",
     "TimeoutExceeded",
     "UsageError",
@@ -98,6 +102,42 @@ class BulkheadFull(PolicyRejected):
         self.max_queued = max_queued
         super().__init__(
             f"bulkhead {bulkhead!r} is full: {max_concurrent} running, {max_queued} waiting"
+        )
+
+
+class RateLimited(PolicyRejected):
+    """A rate limiter has no permit for the call now (or none within its ``max_wait``).
+
+    Attributes:
+        limiter: The limiter's name.
+        key: The key whose limit was reached (``None`` for a limiter without keys).
+        retry_after: Seconds until a permit is expected to be free (a hint: other callers
+            may take it first).
+    """
+
+    def __init__(self, limiter: str, retry_after: float, key: object = None) -> None:
+        self.limiter = limiter
+        self.key = key
+        self.retry_after = retry_after
+        which = f"{limiter!r}" if key is None else f"{limiter!r} (key {key!r})"
+        super().__init__(f"rate limiter {which} is at its limit; retry after {retry_after:.3g}s")
+
+
+class ConcurrencyLimited(PolicyRejected):
+    """An adaptive concurrency limit is full: the call was shed without running.
+
+    Attributes:
+        limiter: The limiter's name.
+        limit: The concurrency limit when the call came.
+        in_flight: Calls running then.
+    """
+
+    def __init__(self, limiter: str, limit: int, in_flight: int) -> None:
+        self.limiter = limiter
+        self.limit = limit
+        self.in_flight = in_flight
+        super().__init__(
+            f"concurrency limit {limiter!r} is full: {in_flight} running, limit {limit}"
         )
 
 
