@@ -629,6 +629,7 @@ def test_a_port_in_use_is_one_line_before_the_store_opens(
 
 
 def test_a_command_whose_extra_is_missing_says_how_to_install_it() -> None:
+    """Without the extra, a command says in one line which extra to install, exit 2."""
     code = (
         "import sys; sys.modules['starlette'] = None; sys.modules['uvicorn'] = None\n"
         "from failsafe.cli import main\n"
