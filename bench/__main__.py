@@ -28,6 +28,12 @@ PACKAGES = (
     "pyresilience",
 )
 HTTP_PACKAGES = ("httpx", "httpx-retries", "uvicorn")
+POLICY_BENCHES = (
+    "bench.limiter_bench",
+    "bench.hedging_bench",
+    "bench.adaptive_bench",
+    "bench.chaos_bench",
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,8 +45,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--only",
-        choices=("core", "http", "errors", "queue", "scale", "examples"),
+        choices=("core", "http", "policies", "errors", "queue", "scale", "examples"),
         help="run one part: the core policies, the HTTP transports against a local server,"
+        " the newer policies (rate limiter, hedging, adaptive concurrency, chaos),"
         " the Error-handling service, failsafe.queue on SQLite and RabbitMQ, growth (keyed"
         " breakers, the DLQ, error records to 1M, ingest under wrk), or the examples",
     )
@@ -60,6 +67,9 @@ def main(argv: list[str] | None = None) -> int:
         sections.append(_core(args.quick))
     if args.only in (None, "http"):
         sections.append(_http(args.quick))
+    if args.only in (None, "policies"):
+        for module in POLICY_BENCHES:
+            sections.append(_lines(module, args.quick))
     if args.only in (None, "errors"):
         sections.append(_errors(args.quick))
     if args.only in (None, "queue"):

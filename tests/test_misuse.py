@@ -13,16 +13,20 @@ from typing import Any
 import pytest
 
 from failsafe import (
+    AdaptiveConcurrency,
     Backoff,
     Bulkhead,
+    Chaos,
     CircuitBreaker,
     CircuitState,
     ConsecutiveFailures,
     Failover,
     Fallback,
+    Hedging,
     KeyedCircuitBreaker,
     Pipeline,
     Policy,
+    RateLimiter,
     Retry,
     RetryBudget,
     Timeout,
@@ -41,6 +45,12 @@ def _policies(clock: FakeClock, events: RecordingListener) -> dict[str, Policy]:
         "bulkhead": Bulkhead(max_concurrent=1, listeners=[events]),
         "fallback": Fallback("replaced", listeners=[events]),
         "failover": Failover(["a", "b"], on=Exception, listeners=[events]),
+        "rate_limiter": RateLimiter(rate=1, clock=clock, listeners=[events]),
+        "hedging": Hedging(delay=0.5, clock=clock, listeners=[events]),
+        "adaptive": AdaptiveConcurrency(clock=clock, listeners=[events]),
+        # switched on, injecting nothing: a function that turns out to return a coroutine
+        # cannot be told from a good one before it runs, and an injected fault skips running it
+        "chaos": Chaos.fault(0.0, ConnectionError, enabled=True, clock=clock, listeners=[events]),
         "pipeline": Pipeline(
             Fallback("replaced", listeners=[events]),
             Retry(on=Exception, backoff=Backoff.none(), clock=clock, listeners=[events]),
@@ -49,7 +59,19 @@ def _policies(clock: FakeClock, events: RecordingListener) -> dict[str, Policy]:
     }
 
 
-POLICY_NAMES = ["retry", "breaker", "timeout", "bulkhead", "fallback", "failover", "pipeline"]
+POLICY_NAMES = [
+    "retry",
+    "breaker",
+    "timeout",
+    "bulkhead",
+    "fallback",
+    "failover",
+    "rate_limiter",
+    "hedging",
+    "adaptive",
+    "chaos",
+    "pipeline",
+]
 
 
 @pytest.mark.parametrize("name", POLICY_NAMES)
@@ -269,6 +291,10 @@ BARE: list[tuple[str, Callable[[Callable[..., Any]], object]]] = [
     ("Fallback", Fallback),
     ("Failover", Failover),
     ("KeyedCircuitBreaker", KeyedCircuitBreaker),
+    ("RateLimiter", RateLimiter),
+    ("Hedging", Hedging),
+    ("AdaptiveConcurrency", AdaptiveConcurrency),
+    ("Chaos", Chaos),
     ("Pipeline", Pipeline),
 ]
 

@@ -98,3 +98,31 @@ def test_every_decision_becomes_a_metric() -> None:
     assert m["failsafe.failovers"] == [({"failsafe.policy": "failover"}, 1)]
     assert m["failsafe.fallbacks"] == [({"failsafe.policy": "fallback"}, 1)]
     assert m["failsafe.timeouts"] == [({"failsafe.policy": "timeout"}, 1)]
+
+
+def test_the_newer_policies_events_become_metrics() -> None:
+    """Rate-limit and shed rejections, permit waits, limit moves, hedges and chaos are recorded."""
+    from failsafe import events as ev
+
+    reader = InMemoryMetricReader()
+    listener = OpenTelemetryListener(MeterProvider(metric_readers=[reader]))
+    listener(ev.RateLimitRejected(policy="api", key="t1", retry_after=0.5))
+    listener(ev.RateLimitDelayed(policy="api", key="t1", delay=0.25))
+    listener(ev.ConcurrencyLimitRejected(policy="db", limit=4, in_flight=4))
+    listener(ev.ConcurrencyLimitChanged(policy="db", previous=4, limit=6, reason="growth"))
+    listener(ev.HedgeStarted(policy="reads", attempt=2, delay=0.05, target=None))
+    listener(ev.ChaosInjected(policy="chaos", kind="fault", detail="ConnectionError"))
+    m = collect(reader)
+    assert sorted(m["failsafe.calls.rejected"], key=str) == sorted(
+        [
+            ({"failsafe.policy": "api", "failsafe.reason": "rate_limited"}, 1),
+            ({"failsafe.policy": "db", "failsafe.reason": "concurrency_limit"}, 1),
+        ],
+        key=str,
+    )
+    assert m["failsafe.rate_limit.delay"] == [({"failsafe.policy": "api"}, (1, 0.25))]
+    assert m["failsafe.concurrency.limit"] == [({"failsafe.policy": "db"}, (1, 6))]
+    assert m["failsafe.hedges"] == [({"failsafe.policy": "reads"}, 1)]
+    assert m["failsafe.chaos.injected"] == [
+        ({"failsafe.policy": "chaos", "failsafe.chaos.kind": "fault"}, 1)
+    ]

@@ -140,3 +140,18 @@ def test_call_async_is_a_coroutine() -> None:
     coro = failsafe.Retry().call_async(answer)
     assert asyncio.iscoroutine(coro)
     assert asyncio.run(coro) == 42
+
+
+def test_call_async_is_a_coroutine_when_every_policy_binds_to_nothing() -> None:
+    """A pipeline of only switched-off chaos still gives ``call_async`` a coroutine of its own."""
+
+    class Ready:
+        """An awaitable that is not a coroutine (as a future or a Task is)."""
+
+        def __await__(self):  # type: ignore[no-untyped-def]
+            return (yield from asyncio.sleep(0, result=7).__await__())
+
+    pipeline = Pipeline(failsafe.Chaos.fault(0.5, ConnectionError), failsafe.Chaos.result(1, 0))
+    answer = pipeline.call_async(Ready)
+    assert asyncio.iscoroutine(answer)
+    assert asyncio.run(answer) == 7

@@ -12,9 +12,11 @@ pipeline.call(fetch, "sku-1")
 
 from failsafe._policy import Policy
 from failsafe._version import __version__
+from failsafe.adaptive_concurrency import AdaptiveConcurrency
 from failsafe.backoff import Backoff
 from failsafe.budget import RetryBudget
 from failsafe.bulkhead import Bulkhead
+from failsafe.chaos import Chaos
 from failsafe.circuit_breaker import (
     CircuitBreaker,
     CircuitState,
@@ -40,19 +42,23 @@ from failsafe.exceptions import (
 )
 from failsafe.failover import Failover
 from failsafe.fallback import Fallback
+from failsafe.hedging import Hedging
 from failsafe.outcome import Outcome
 from failsafe.pipeline import Pipeline
 from failsafe.predicates import Predicate, exception, result
+from failsafe.rate_limiter import RateLimiter
 from failsafe.retry import Retry
 from failsafe.timeout import Timeout
 
 __all__ = [
     "SYSTEM_CLOCK",
+    "AdaptiveConcurrency",
     "AllTargetsFailed",
     "Backoff",
     "Bulkhead",
     "BulkheadFull",
     "CallContext",
+    "Chaos",
     "CircuitBreaker",
     "CircuitOpenError",
     "CircuitState",
@@ -65,6 +71,7 @@ __all__ = [
     "Failover",
     "Fallback",
     "FailureRate",
+    "Hedging",
     "KeyedCircuitBreaker",
     "Listener",
     "Outcome",
@@ -73,6 +80,7 @@ __all__ = [
     "PolicyRejected",
     "Predicate",
     "RateLimited",
+    "RateLimiter",
     "Retry",
     "RetryBudget",
     "SystemClock",

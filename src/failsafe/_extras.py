@@ -13,7 +13,8 @@ EXTRAS: Final = {
     "errors": "the Error-handling service and its client (failsafe.errors)",
     "postgres": "the PostgreSQL error store (failsafe.errors.postgres, --dsn)",
     "rabbitmq": "RabbitMQ queues (failsafe.queue.rabbitmq, amqp:// brokers)",
-    "redis": "circuit breakers shared through Redis (redis_storage)",
+    "redis": "circuit breakers and rate limits shared through Redis (redis_storage,"
+    " redis_rate_limit)",
     "otel": "OpenTelemetry metrics (failsafe.opentelemetry)",
 }
 """Every extra of the distribution that adds a runtime feature, with what it adds."""

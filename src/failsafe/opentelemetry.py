@@ -18,7 +18,11 @@ The metrics, each with the attribute ``failsafe.policy`` (the policy's name):
 | ``failsafe.retries.exhausted`` | counter | ``{call}`` | a retry gave up (attribute ``failsafe.reason``: ``attempts``, ``deadline``) |
 | ``failsafe.retry.delay`` | histogram | ``s`` | the delay before each scheduled retry |
 | ``failsafe.circuit.transitions`` | counter | ``{transition}`` | a breaker changed state (attribute ``failsafe.circuit.state``: ``open``, ``half-open``, ``closed``) |
-| ``failsafe.calls.rejected`` | counter | ``{call}`` | a policy refused a call (attribute ``failsafe.reason``: ``circuit_open``, ``bulkhead_full``, ``retry_budget``) |
+| ``failsafe.calls.rejected`` | counter | ``{call}`` | a policy refused a call (attribute ``failsafe.reason``: ``circuit_open``, ``bulkhead_full``, ``retry_budget``, ``rate_limited``, ``concurrency_limit``) |
+| ``failsafe.rate_limit.delay`` | histogram | ``s`` | the wait of a call for its rate limiter's permit |
+| ``failsafe.concurrency.limit`` | histogram | ``{call}`` | an adaptive concurrency limit's new value, each time it moves |
+| ``failsafe.hedges`` | counter | ``{attempt}`` | a hedged call started another attempt |
+| ``failsafe.chaos.injected`` | counter | ``{call}`` | a chaos policy injected something (attribute ``failsafe.chaos.kind``: ``fault``, ``latency``, ``result``) |
 | ``failsafe.failovers`` | counter | ``{failover}`` | a failover moved to the next target |
 | ``failsafe.timeouts`` | counter | ``{call}`` | a call overran its timeout |
 | ``failsafe.fallbacks`` | counter | ``{call}`` | a fallback replaced a failure |
@@ -39,13 +43,19 @@ from failsafe._version import __version__
 from failsafe.events import (
     AttemptFailed,
     BulkheadRejected,
+    ChaosInjected,
     CircuitClosed,
     CircuitHalfOpened,
     CircuitOpened,
     CircuitRejected,
+    ConcurrencyLimitChanged,
+    ConcurrencyLimitRejected,
     Event,
     FailedOver,
     FallbackUsed,
+    HedgeStarted,
+    RateLimitDelayed,
+    RateLimitRejected,
     RetriesExhausted,
     RetryBudgetExhausted,
     RetryScheduled,
@@ -59,6 +69,8 @@ _REJECTED = {
     CircuitRejected: "circuit_open",
     BulkheadRejected: "bulkhead_full",
     RetryBudgetExhausted: "retry_budget",
+    RateLimitRejected: "rate_limited",
+    ConcurrencyLimitRejected: "concurrency_limit",
 }
 
 
@@ -104,6 +116,20 @@ class OpenTelemetryListener:
         self._fallbacks = meter.create_counter(
             "failsafe.fallbacks", unit="{call}", description="Failures replaced by a fallback"
         )
+        self._limit_delay = meter.create_histogram(
+            "failsafe.rate_limit.delay", unit="s", description="Waits for a rate limiter's permit"
+        )
+        self._limit = meter.create_histogram(
+            "failsafe.concurrency.limit",
+            unit="{call}",
+            description="An adaptive concurrency limit's value, each time it moves",
+        )
+        self._hedges = meter.create_counter(
+            "failsafe.hedges", unit="{attempt}", description="Hedged attempts started"
+        )
+        self._chaos = meter.create_counter(
+            "failsafe.chaos.injected", unit="{call}", description="Calls a chaos policy altered"
+        )
 
     def __call__(self, event: Event, /) -> None:
         """Record one event."""
@@ -126,3 +152,11 @@ class OpenTelemetryListener:
             self._timeouts.add(1, attributes)
         elif isinstance(event, FallbackUsed):
             self._fallbacks.add(1, attributes)
+        elif isinstance(event, RateLimitDelayed):
+            self._limit_delay.record(event.delay, attributes)
+        elif isinstance(event, ConcurrencyLimitChanged):
+            self._limit.record(event.limit, attributes)
+        elif isinstance(event, HedgeStarted):
+            self._hedges.add(1, attributes)
+        elif isinstance(event, ChaosInjected):
+            self._chaos.add(1, {**attributes, "failsafe.chaos.kind": event.kind})

@@ -56,11 +56,12 @@ class Pipeline(Policy):
         return nxt
 
     def _bind_async(self, nxt: AsyncRunner) -> AsyncRunner:
-        if not self.policies:
-            return _as_coroutine(nxt)
+        innermost = nxt
         for policy in reversed(self.policies):
             nxt = policy._bind_async(nxt)
-        return nxt
+        # no policy (or only ones that bind to nothing, such as a Chaos switched off): the
+        # innermost stage returns the function's own awaitable; call_async promises a coroutine
+        return _as_coroutine(nxt) if nxt is innermost else nxt
 
     def describe(self) -> str:
         """Say in words what the composition does, outermost first."""

@@ -1,5 +1,8 @@
 """Test helpers for users of failsafe: fake time, a recording listener, fault injection.
 
+The fault helpers (`fail_first`, `fail_every`, `with_latency`) inject with the machinery of
+[`Chaos`][failsafe.chaos.Chaos], deciding by call number instead of by a random draw.
+
 Everything here is public and stable, for your own tests:
 
 ```python
@@ -25,6 +28,7 @@ from contextlib import contextmanager
 from typing import Any, Generic, TypeVar
 
 from failsafe import clock as _clock
+from failsafe.chaos import _Fault, _injecting_async, _injecting_sync, _Latency
 from failsafe.clock import AsyncTimeout
 from failsafe.events import Event
 
@@ -298,8 +302,15 @@ class Faulty(Generic[T]):
     [`fail_every`][failsafe.testing.fail_every]. Works as a plain function; ``.async_``
     is the same behaviour as a coroutine function sharing the call count.
 
+    It is the fault injection of [`Chaos.fault`][failsafe.chaos.Chaos.fault], deciding by
+    call number (``should_fail(n)`` for the n-th call) instead of by a random draw.
+
     Attributes:
         calls: How many times it was called.
+
+    Raises:
+        ConfigurationError: At construction, naming ``error``, when ``error`` is not an
+            exception class or instance.
     """
 
     def __init__(
@@ -315,18 +326,24 @@ class Faulty(Generic[T]):
         self._wrapped = wrapped
         self.calls = 0
         self._lock = threading.Lock()
+        fault = _Fault(error, option="error")
+        self._run = _injecting_sync(self._fails, fault, _clock.SYSTEM_CLOCK, self._answer)
 
-    def __call__(self, *args: Any, **kwargs: Any) -> T:
-        """Count the call, then fail or answer as configured."""
+    def _fails(self, fn: object) -> bool:
+        """Count the call; whether it is one of those that fail."""
         with self._lock:
             self.calls += 1
             n = self.calls
-        if self._should_fail(n):
-            error = self._error
-            raise error() if isinstance(error, type) else error
+        return self._should_fail(n)
+
+    def _answer(self, fn: object, args: tuple[Any, ...], kwargs: dict[str, Any]) -> T:
         if self._wrapped is not None:
             return self._wrapped(*args, **kwargs)
         return self._returns  # type: ignore[return-value]
+
+    def __call__(self, *args: Any, **kwargs: Any) -> T:
+        """Count the call, then fail or answer as configured."""
+        return self._run(self, args, kwargs)  # type: ignore[no-any-return]
 
     async def async_(self, *args: Any, **kwargs: Any) -> T:
         """The same behaviour, as a coroutine function."""
@@ -357,12 +374,26 @@ def fail_every(
     return Faulty(lambda call: call % k == 0, error, returns, wrapped)
 
 
+def _always(fn: object) -> bool:
+    return True
+
+
+def _call(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    return fn(*args, **kwargs)
+
+
 def with_latency(clock: FakeClock, seconds: float, fn: Callable[..., T]) -> Callable[..., T]:
-    """Wrap ``fn`` so that each call first takes ``seconds`` of fake time."""
+    """Wrap ``fn`` so that each call first takes ``seconds`` of fake time.
+
+    The latency injection of [`Chaos.latency`][failsafe.chaos.Chaos.latency], on every call.
+
+    Raises:
+        ConfigurationError: Naming ``seconds``, when it is negative or not a finite number.
+    """
+    run = _injecting_sync(_always, _Latency(seconds), clock, _call)
 
     def slow(*args: Any, **kwargs: Any) -> T:
-        clock.sleep(seconds)
-        return fn(*args, **kwargs)
+        return run(fn, args, kwargs)  # type: ignore[no-any-return]
 
     return slow
 
@@ -370,10 +401,16 @@ def with_latency(clock: FakeClock, seconds: float, fn: Callable[..., T]) -> Call
 def with_latency_async(
     clock: FakeClock, seconds: float, fn: Callable[..., Awaitable[T]]
 ) -> Callable[..., Awaitable[T]]:
-    """Wrap a coroutine function so that each call first awaits ``seconds`` of fake time."""
+    """Wrap a coroutine function so that each call first awaits ``seconds`` of fake time.
+
+    The latency injection of [`Chaos.latency`][failsafe.chaos.Chaos.latency], on every call.
+
+    Raises:
+        ConfigurationError: Naming ``seconds``, when it is negative or not a finite number.
+    """
+    run = _injecting_async(_always, _Latency(seconds), clock, _call)
 
     async def slow(*args: Any, **kwargs: Any) -> T:
-        await clock.sleep_async(seconds)
-        return await fn(*args, **kwargs)
+        return await run(fn, args, kwargs)  # type: ignore[no-any-return]
 
     return slow

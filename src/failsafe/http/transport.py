@@ -12,6 +12,11 @@ Failover(endpoints)                     # then the next endpoint
 
 With a single endpoint (or none: the request's own origin) the endpoint is known before the
 request starts, so the failover layer is left out (the transport does what it would do).
+
+With ``hedging=`` (issue 17), a request that may be resent runs under a `Hedging` policy
+around all of that: attempt k (a hedge on a copy of the request) starts with the k-th
+endpoint whose circuit is not open (one `Failover` per starting endpoint), and the first
+acceptable answer wins.
 Without endpoints the keyed breaker holds a breaker per origin called, within its bounds
 (``max_keys``, ``idle_ttl``).
 
@@ -29,6 +34,7 @@ from collections.abc import Callable, Hashable, Sequence
 from contextvars import Token
 from typing import Any, Final
 
+import attrs
 import httpx
 
 from failsafe import events as _events
@@ -52,6 +58,7 @@ from failsafe.exceptions import (
     TargetFailure,
 )
 from failsafe.failover import Failover
+from failsafe.hedging import Hedging, _attempt_number, abandoned
 from failsafe.http._bounds import (
     _AsyncDeadlineStream,
     _Deadline,
@@ -181,6 +188,30 @@ class _Call(_Deadline):
         self.deadline_token: Token[tuple[float, Clock] | None] | None = None
 
 
+def _copy(request: httpx.Request) -> httpx.Request:
+    """A request of its own for a hedged attempt: concurrent attempts cannot share one.
+
+    Each attempt points its request at its endpoint (URL, ``Host``) and may shrink its
+    timeouts (from the request's own, kept in `_Call`), so a copy taken while another
+    attempt runs is as good as one taken before. The body is shared: a hedged request's is
+    bytes, read only.
+    """
+    return httpx.Request(
+        request.method,
+        request.url,
+        headers=request.headers,
+        stream=request.stream,
+        extensions=dict(request.extensions),
+    )
+
+
+class _Abandoned(Exception):
+    """Raised in a hedged request's losing attempt, under ``call``, instead of resending it.
+
+    No policy retries it, fails over on it or counts it: it ends the loser's retries.
+    """
+
+
 def _request_of(exc: BaseException) -> httpx.Request | None:
     return getattr(exc, "_request", None)
 
@@ -190,6 +221,30 @@ def _why_not_resent(request: httpx.Request | None) -> str | None:
         return None
     reason = request.extensions.get(_RESEND)
     return reason if isinstance(reason, str) else None
+
+
+@attrs.define(kw_only=True, eq=False, repr=False)
+class _EndpointHedging(Hedging):
+    """The transports' hedging: attempt k goes to the k-th endpoint whose circuit is not open.
+
+    With one endpoint (or none: the request's origin) every attempt goes to it.
+    """
+
+    keys: tuple[str, ...] = ()
+    breakers: KeyedCircuitBreaker | None = None
+
+    def _target_for(self, number: int) -> object:
+        keys = self.keys
+        if len(keys) < 2:
+            return _target.get()  # the one endpoint, set by `_Resilience.start`
+        breakers = self.breakers
+        healthy = keys
+        if breakers is not None:
+            # the state alone: no breaker object is built for an endpoint never failed
+            healthy = tuple(k for k in keys if breakers._state_of(k) is not CircuitState.OPEN)
+        if not healthy:  # every circuit open: the failover (and its last resort) decide
+            healthy = keys
+        return healthy[(number - 1) % len(healthy)]
 
 
 class _Resilience:
@@ -213,6 +268,7 @@ class _Resilience:
         listeners: Sequence[Listener],
         name: str,
         discard: Any,
+        hedging: Hedging | None = None,
     ) -> None:
         check("max_retry_after", max_retry_after, number(at_least=0))
         check("deadline", deadline, number(above=0, optional=True))
@@ -319,6 +375,46 @@ class _Resilience:
             if len(self.endpoints) == 1:
                 self.single = self.endpoints[0].key
                 self.run = per_endpoint
+        # Hedging (issue 17), for requests that may be resent: attempt k starts on the k-th
+        # endpoint whose circuit is not open, and keeps the retries and the failover, in
+        # the endpoints' order from there (one Failover per starting endpoint)
+        self.hedging: _EndpointHedging | None = None
+        self.rotations: list[Pipeline | Retry | Failover] = [self.run]
+        self.rotation_of: dict[object, int] = {}
+        if hedging is not None:
+            if not isinstance(hedging, Hedging):
+                raise ConfigurationError("hedging", f"must be a Hedging policy, got {hedging!r}")
+            keys = tuple(e.key for e in self.endpoints or ())
+            self.hedging = _EndpointHedging(
+                delay=hedging.delay,
+                max_hedges=hedging.max_hedges,
+                on=Predicate(
+                    lambda e: failed_over(e) or isinstance(e, AllTargetsFailed),
+                    resendable_result if handles_results else None,
+                    f"{failover_pred} or every endpoint failed",
+                ),
+                on_discard=discard,
+                budget=hedging.budget,
+                max_threads=hedging.max_threads,
+                clock=hedging.clock,
+                listeners=(*hedging.listeners, *self.listeners),
+                name=f"{name}-hedging" if hedging.name == "hedging" else hedging.name,
+                keys=keys,
+                breakers=self.breakers,
+            )
+            if len(keys) > 1:
+                self.rotations = [
+                    Failover(
+                        keys[i:] + keys[:i],
+                        policy=per_endpoint,
+                        on=failover_pred,
+                        on_discard=discard,
+                        listeners=self.listeners,
+                        name=f"{name}-failover",
+                    )
+                    for i in range(len(keys))
+                ]
+                self.rotation_of = {key: i for i, key in enumerate(keys)}
         # One runner for every request: the keyed breaker finds the endpoint's breaker on each
         # attempt. (A runner per origin, with its breaker bound in, was kept here for every
         # origin ever called, unbounded: issue 15. The keyed breaker's look-up is a dict read.)
@@ -337,7 +433,9 @@ class _Resilience:
             self.panic = PanicProbes(last_resort, max(1, math.ceil(last_resort)), clock)
 
     def describe(self) -> str:
-        return self.policy.describe()
+        if self.hedging is None:
+            return self.policy.describe()
+        return f"{self.policy.describe()}; {self.hedging.describe()} (idempotent requests)"
 
     def _circuit_opened(self) -> bool:
         """Whether the current endpoint's circuit is open (this failure may have opened it).
@@ -403,6 +501,58 @@ class _Resilience:
     def bind_async(self, attempt: AsyncRunner) -> AsyncRunner:
         """The asyncio twin of `bind_sync`."""
         return self.run._bind_async(attempt)
+
+    def hedges(self, request: httpx.Request) -> bool:
+        """Whether to hedge a request (after `start`): hedging is on and it may be resent."""
+        return self.hedging is not None and _why_not_resent(request) is None
+
+    @staticmethod
+    def adopt(request: httpx.Request, response: httpx.Response) -> None:
+        """A hedged request's answer came from its own copy: point ``request`` where it went.
+
+        As an attempt of a request that is not hedged does (httpx gives the caller's request
+        to the response).
+        """
+        answered = response.request
+        if answered is not request:
+            request.url = answered.url
+            request.headers["Host"] = answered.headers.get("Host", request.url.netloc.decode())
+
+    def bind_hedged_sync(self, attempt: SyncRunner) -> SyncRunner | None:
+        """The runner of hedged requests, around ``attempt``; ``None`` without hedging."""
+        if self.hedging is None:
+            return None
+
+        def unless_abandoned(send: Any, args: Any, kwargs: Any) -> Any:
+            if abandoned():  # a losing thread: no new attempt, so no retry of a loser
+                raise _Abandoned("another attempt of this hedged request was taken")
+            return attempt(send, args, kwargs)
+
+        runners = [r._bind_sync(unless_abandoned) for r in self.rotations]
+        rotation_of = self.rotation_of
+
+        def dispatch(send: Any, args: Any, kwargs: Any) -> Any:
+            request, call = args
+            # a copy for every attempt, the first too: a loser's thread may still point its
+            # request elsewhere when the caller's takes the URL of the one that answered
+            return runners[rotation_of.get(_target.get(), 0)](send, (_copy(request), call), kwargs)
+
+        return self.hedging._bind_sync(dispatch)
+
+    def bind_hedged_async(self, attempt: AsyncRunner) -> AsyncRunner | None:
+        """The asyncio twin of `bind_hedged_sync` (a loser is cancelled instead)."""
+        if self.hedging is None:
+            return None
+        runners = [r._bind_async(attempt) for r in self.rotations]
+        rotation_of = self.rotation_of
+
+        async def dispatch(send: Any, args: Any, kwargs: Any) -> Any:
+            request, call = args
+            if _attempt_number() > 1:  # the first attempt sends the request itself
+                request = _copy(request)
+            return await runners[rotation_of.get(_target.get(), 0)](send, (request, call), kwargs)
+
+        return self.hedging._bind_async(dispatch)
 
     def failed(
         self,
@@ -677,6 +827,15 @@ class ResilientTransport(httpx.BaseTransport):
             that ``retry_on`` would retry is read only once it is kept (the transport's
             answer), so that a discarded one is never read whole. ``False`` for streamed
             downloads: the body is then read by the caller, outside the retries.
+        hedging: A [`Hedging`][failsafe.Hedging] policy: a request that may be resent
+            (GET, HEAD, OPTIONS, PUT, DELETE, TRACE, or one with the idempotency header,
+            with a body of bytes) that has no answer after its ``delay`` is sent again to
+            the next endpoint whose circuit is not open, and the first acceptable answer
+            wins (see [Hedging](../http.md#hedging)). The transport takes its ``delay``,
+            ``max_hedges``, ``budget``, ``max_threads``, ``clock``, ``listeners`` and
+            ``name``; what is acceptable is ``retry_on``'s business, and a losing response
+            is closed. Each hedge keeps the retries and the failover, from its endpoint on.
+            ``None`` (default): no hedging. Other requests are never hedged.
         clock: Time for backoff, deadlines and breakers (a fake one in tests).
         rng: Randomness for jitter.
         listeners: Receive [`HttpAttempt`][failsafe.http.HttpAttempt] for every attempt and
@@ -717,6 +876,7 @@ class ResilientTransport(httpx.BaseTransport):
         idempotency_key: bool = False,
         idempotency_header: str = "Idempotency-Key",
         buffer: bool = True,
+        hedging: Hedging | None = None,
         clock: Clock = SYSTEM_CLOCK,
         rng: random.Random | None = None,
         listeners: Sequence[Listener] = (),
@@ -739,10 +899,12 @@ class ResilientTransport(httpx.BaseTransport):
             listeners=listeners,
             name=name,
             discard=release,
+            hedging=hedging,
         )
         self._buffer = buffer
         self._send = self._inner.handle_request
         self._run: SyncRunner = self._resilience.bind_sync(self._attempt)
+        self._hedged = self._resilience.bind_hedged_sync(self._attempt)
 
     @property
     def breakers(self) -> KeyedCircuitBreaker | None:
@@ -753,8 +915,11 @@ class ResilientTransport(httpx.BaseTransport):
         """Send ``request`` under the policies; see the class documentation."""
         resilience = self._resilience
         call = resilience.start(request)
+        run = self._run
+        if self._hedged is not None and resilience.hedges(request):
+            run = self._hedged
         try:
-            response = self._run(self._send, (request, call), _NO_KWARGS)
+            response = run(self._send, (request, call), _NO_KWARGS)
         except Exception as exc:
             refused = resilience.last_resort(exc, call)
             tried = None if refused is None else self._last_resort(refused, request, call)
@@ -772,6 +937,8 @@ class ResilientTransport(httpx.BaseTransport):
                 _target.reset(call.target_token)
             if call.deadline_token is not None:
                 _deadline.reset(call.deadline_token)
+        if run is not self._run:
+            resilience.adopt(request, response)
         if self._buffer and not response.is_stream_consumed:
             # a response the attempt left unread, as it might have been discarded, is kept
             self._read(response)
@@ -891,6 +1058,7 @@ class AsyncResilientTransport(httpx.AsyncBaseTransport):
         idempotency_key: bool = False,
         idempotency_header: str = "Idempotency-Key",
         buffer: bool = True,
+        hedging: Hedging | None = None,
         clock: Clock = SYSTEM_CLOCK,
         rng: random.Random | None = None,
         listeners: Sequence[Listener] = (),
@@ -913,10 +1081,12 @@ class AsyncResilientTransport(httpx.AsyncBaseTransport):
             listeners=listeners,
             name=name,
             discard=release_async,
+            hedging=hedging,
         )
         self._buffer = buffer
         self._send = self._inner.handle_async_request
         self._run: AsyncRunner = self._resilience.bind_async(self._attempt)
+        self._hedged = self._resilience.bind_hedged_async(self._attempt)
 
     @property
     def breakers(self) -> KeyedCircuitBreaker | None:
@@ -927,8 +1097,11 @@ class AsyncResilientTransport(httpx.AsyncBaseTransport):
         """Send ``request`` under the policies; see the class documentation."""
         resilience = self._resilience
         call = resilience.start(request)
+        run = self._run
+        if self._hedged is not None and resilience.hedges(request):
+            run = self._hedged
         try:
-            response = await self._run(self._send, (request, call), _NO_KWARGS)
+            response = await run(self._send, (request, call), _NO_KWARGS)
         except Exception as exc:
             refused = resilience.last_resort(exc, call)
             tried = None if refused is None else await self._last_resort(refused, request, call)
@@ -946,6 +1119,8 @@ class AsyncResilientTransport(httpx.AsyncBaseTransport):
                 _target.reset(call.target_token)
             if call.deadline_token is not None:
                 _deadline.reset(call.deadline_token)
+        if run is not self._run:
+            resilience.adopt(request, response)
         if self._buffer and not response.is_stream_consumed:
             # a response the attempt left unread, as it might have been discarded, is kept
             await self._read(response)
