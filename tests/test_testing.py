@@ -69,3 +69,19 @@ def test_latency_helpers_take_fake_time() -> None:
 
     assert asyncio.run(with_latency_async(clock, 3, answer)()) == "a"
     assert clock.monotonic() == 5
+
+
+def test_call_at_fires_when_time_reaches_it_and_not_once_cancelled() -> None:
+    """A timer armed with call_at runs as time passes its moment; a cancelled one never runs."""
+    from failsafe.testing import FakeClock
+
+    clock = FakeClock()
+    rang: list[str] = []
+    clock.call_at(2.0, lambda: rang.append("two"))
+    cancelled = clock.call_at(1.0, lambda: rang.append("one"))
+    cancelled.cancel()
+    clock.advance(1.5)
+    assert rang == []
+    clock.advance(0.5)
+    assert rang == ["two"]
+    assert clock.monotonic() == 2.0

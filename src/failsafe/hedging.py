@@ -31,7 +31,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextvars import ContextVar
 from inspect import isawaitable
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import attrs
 
@@ -728,6 +728,12 @@ def _outcome_of(task: asyncio.Task[Any]) -> Outcome[Any]:
     return Outcome(exception=exc) if exc is not None else Outcome(task.result())
 
 
+class _Timer(Protocol):
+    """What a fake clock's ``call_at`` returns."""
+
+    def cancel(self) -> None: ...
+
+
 def _real(clock: Clock) -> bool:
     return type(clock) is SystemClock and not _standing_in()
 
@@ -824,7 +830,7 @@ class _SyncCall:
         try:
             self.cond.wait_for(lambda: self.rung or bool(self.finished))
         finally:
-            timer[2] = None  # disarmed, as FakeClock's own timeouts do
+            timer.cancel()
 
     def hedge(
         self,
@@ -856,12 +862,12 @@ class _SyncCall:
         return None
 
 
-def _fake_schedule(clock: Clock) -> Callable[[float, Callable[[], None]], list[Any]] | None:
-    """The timer hook of a fake clock (FakeClock's ``_schedule``), or ``None`` on real time."""
+def _fake_schedule(clock: Clock) -> Callable[[float, Callable[[], None]], _Timer] | None:
+    """A fake clock's ``call_at`` (`FakeClock.call_at`), or ``None`` on real time."""
     if type(clock) is SystemClock:
         if not _standing_in():
             return None
         # under fake_time() the system clock's methods are the fake clock's, bound to it
         clock = getattr(SystemClock.__dict__["monotonic"].__func__, "__self__", clock)
-    schedule = getattr(clock, "_schedule", None)
-    return schedule if callable(schedule) else None
+    call_at = getattr(clock, "call_at", None)
+    return call_at if callable(call_at) else None

@@ -34,6 +34,7 @@ from failsafe.events import Event
 
 __all__ = [
     "FakeClock",
+    "FakeTimer",
     "Faulty",
     "RecordingListener",
     "fail_every",
@@ -193,6 +194,19 @@ class FakeClock:
             heapq.heappush(self._timers, timer)
             return timer
 
+    def call_at(self, when: float, callback: Callable[[], None]) -> FakeTimer:
+        """Call ``callback`` when fake time reaches ``when`` (on the thread that moves it there).
+
+        For code that waits on something else with a deadline measured on this clock (a
+        thread waiting for a condition, as a hedged call does under ``call``): arm a timer
+        that wakes the waiter, and cancel it once the wait is over. A ``when`` already
+        passed fires at the next move of time, however small.
+
+        Returns:
+            The timer: ``cancel()`` it to forget the callback.
+        """
+        return FakeTimer(self._schedule(when, callback))
+
     def sleep(self, seconds: float) -> None:
         """Record the sleep and advance time; never waits."""
         self.sleeps.append(seconds)
@@ -210,6 +224,19 @@ class FakeClock:
 
     def __repr__(self) -> str:
         return f"FakeClock(now={self._now!r}, sleeps={len(self.sleeps)})"
+
+
+class FakeTimer:
+    """A callback armed on a [`FakeClock`][failsafe.testing.FakeClock] by ``call_at``."""
+
+    __slots__ = ("_entry",)
+
+    def __init__(self, entry: list[Any]) -> None:
+        self._entry = entry
+
+    def cancel(self) -> None:
+        """Forget the callback (it will not be called); harmless once it has been."""
+        self._entry[2] = None
 
 
 _fake_time_lock = threading.Lock()

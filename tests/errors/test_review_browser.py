@@ -152,11 +152,11 @@ def test_a_reviewer_logs_in_and_resolves_a_record_with_a_note(
 
                 page.fill("input[name=token]", "wrong")
                 page.click("button[type=submit]")
-                assert "not the review token" in page.inner_text("main")
+                page.locator("main", has_text="not the review token").wait_for()
 
                 page.fill("input[name=token]", TOKEN)
                 page.click("button[type=submit]")
-                assert page.url == f"{server.url}/review/"
+                page.wait_for_url(f"{server.url}/review/")  # the groups page loaded, not only asked
                 cookie = next(c for c in context.cookies() if c["name"] == "failsafe_review")
                 assert cookie["httpOnly"] is True
                 assert cookie["sameSite"] == "Strict"
@@ -168,14 +168,14 @@ def test_a_reviewer_logs_in_and_resolves_a_record_with_a_note(
                 lost_group = rows.filter(has_text="order.not_found")
                 assert "OrderNotFound" in lost_group.inner_text()
                 lost_group.locator("a").first.click()
-                assert "/review/groups/v1-" in page.url
+                page.wait_for_url("**/review/groups/v1-*")
                 assert "2 (2 open)" in page.inner_text("main")
                 assert page.locator("svg.chart").count() == 2
                 headers = page.locator("h2.group").all_inner_texts()
                 assert headers == ["order.not_found · OrderNotFound (2 records, 2 reports)"]
 
                 page.click(f"a[href='/review/records/{ids['lost']}']")
-                assert page.url == f"{server.url}/review/records/{ids['lost']}"
+                page.wait_for_url(f"{server.url}/review/records/{ids['lost']}")
                 assert '"orderId": "o-42"' in page.inner_text("pre.payload")
 
                 form = page.locator("form.action-resolve")
