@@ -126,3 +126,25 @@ def test_the_newer_policies_events_become_metrics() -> None:
     assert m["failsafe.chaos.injected"] == [
         ({"failsafe.policy": "chaos", "failsafe.chaos.kind": "fault"}, 1)
     ]
+
+
+def test_a_metrics_only_breakers_refusals_are_marked_not_enforced() -> None:
+    """A call a metrics-only breaker would have refused counts with failsafe.enforced=False."""
+    reader = InMemoryMetricReader()
+    listener = OpenTelemetryListener(MeterProvider(metric_readers=[reader]))
+    breaker = CircuitBreaker(
+        name="trial", threshold=1, clock=FakeClock(), listeners=[listener], metrics_only=True
+    )
+    with pytest.raises(ConnectionError):
+        breaker.call(fail_first(1, ConnectionError))
+    assert breaker.call(lambda: "ran") == "ran"
+    assert collect(reader)["failsafe.calls.rejected"] == [
+        (
+            {
+                "failsafe.policy": "trial",
+                "failsafe.reason": "circuit_open",
+                "failsafe.enforced": False,
+            },
+            1,
+        )
+    ]

@@ -62,6 +62,12 @@ def number(
     return check
 
 
+def boolean(inst: object, attr: Any, value: object) -> None:
+    """``True`` or ``False`` (not a truthy string such as ``"false"``)."""
+    if not isinstance(value, bool):
+        raise ConfigurationError(attr.name, f"must be True or False, got {value!r}")
+
+
 def random_source(inst: object, attr: Any, value: object) -> None:
     """A `random.Random` (a seeded one, a `random.SystemRandom`...) or ``None``."""
     if value is not None and not isinstance(value, random.Random):

@@ -359,6 +359,13 @@ class CircuitBreaker(Policy):
         listeners: failsafe listeners (callables taking an event) and/or pybreaker
             ``CircuitBreakerListener`` instances (``state_change``, ``failure``,
             ``success`` are called).
+        metrics_only: Run every call, whatever the circuit's state (default ``False``). The
+            breaker keeps its states as usual, and where it would have refused a call it
+            emits [`CircuitRejected`][failsafe.events.CircuitRejected] with
+            ``enforced=False`` and runs the call instead; such a call's outcome is not
+            counted (a breaker that enforced would not have made it), so the states move
+            exactly as an enforcing breaker's would. For rolling out thresholds: watch what
+            a breaker would do before it does it (resilience4j's ``METRICS_ONLY``).
         key: What this breaker is for, within a family of breakers of one ``name``, such as
             an endpoint. A [`KeyedCircuitBreaker`][failsafe.KeyedCircuitBreaker] sets it on
             each breaker it creates. It names the breaker ``name[key]`` in
@@ -416,6 +423,7 @@ class CircuitBreaker(Policy):
     storage_retry: float = attrs.field(default=5.0, validator=number(above=0))
     clock: Clock = SYSTEM_CLOCK
     listeners: Sequence[Any] = attrs.field(default=(), converter=_v.objects)
+    metrics_only: bool = attrs.field(default=False, validator=_v.boolean)
     key: object = None
     _lock: threading.Lock = attrs.field(factory=threading.Lock, init=False)
     _probes: int = attrs.field(default=0, init=False)
@@ -717,8 +725,15 @@ class CircuitBreaker(Policy):
         if admitted:
             return probe
         _emit(
-            self._events, CircuitRejected, policy=self.name, key=self.key, retry_after=retry_after
+            self._events,
+            CircuitRejected,
+            policy=self.name,
+            key=self.key,
+            retry_after=retry_after,
+            enforced=not self.metrics_only,
         )
+        if self.metrics_only:
+            return _UNCOUNTED
         raise CircuitOpenError(self._label(), retry_after)
 
     def _label(self) -> str:
@@ -901,8 +916,13 @@ class CircuitBreaker(Policy):
                 if self.max_reset_timeout is not None
                 else ""
             )
+            + (", metrics only (never refuses a call)" if self.metrics_only else "")
         )
 
+
+# The probe number of a call a metrics-only breaker would have refused: it matches no
+# half-open period, so its outcome changes nothing (see _end_probe).
+_UNCOUNTED = -1
 
 # What ``trip`` is when it is not given (the field's default object), told apart by identity
 # so that ``threshold=`` can refuse an explicit ``trip=`` (even an equal one) and ``trip``
@@ -924,6 +944,7 @@ class BreakerOptions(TypedDict, total=False):
     storage_retry: float
     clock: Clock
     listeners: Sequence[Any]
+    metrics_only: bool
 
 
 # -- keyed breakers -------------------------------------------------------------------------

@@ -124,10 +124,15 @@ class CircuitClosed(Event):
 
 @attrs.frozen(kw_only=True)
 class CircuitRejected(Event):
-    """A call was rejected by an open breaker."""
+    """A call was rejected by an open breaker.
+
+    ``enforced`` is ``False`` when the breaker is metrics-only
+    (``CircuitBreaker(metrics_only=True)``): it would have rejected the call, and ran it.
+    """
 
     key: object
     retry_after: float
+    enforced: bool = True
 
 
 @attrs.frozen(kw_only=True)

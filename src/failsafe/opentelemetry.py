@@ -18,7 +18,7 @@ The metrics, each with the attribute ``failsafe.policy`` (the policy's name):
 | ``failsafe.retries.exhausted`` | counter | ``{call}`` | a retry gave up (attribute ``failsafe.reason``: ``attempts``, ``deadline``) |
 | ``failsafe.retry.delay`` | histogram | ``s`` | the delay before each scheduled retry |
 | ``failsafe.circuit.transitions`` | counter | ``{transition}`` | a breaker changed state (attribute ``failsafe.circuit.state``: ``open``, ``half-open``, ``closed``) |
-| ``failsafe.calls.rejected`` | counter | ``{call}`` | a policy refused a call (attribute ``failsafe.reason``: ``circuit_open``, ``bulkhead_full``, ``retry_budget``, ``rate_limited``, ``concurrency_limit``) |
+| ``failsafe.calls.rejected`` | counter | ``{call}`` | a policy refused a call (attribute ``failsafe.reason``: ``circuit_open``, ``bulkhead_full``, ``retry_budget``, ``rate_limited``, ``concurrency_limit``; ``failsafe.enforced``: ``false`` when a metrics-only breaker would have refused it and ran it) |
 | ``failsafe.rate_limit.delay`` | histogram | ``s`` | the wait of a call for its rate limiter's permit |
 | ``failsafe.concurrency.limit`` | histogram | ``{call}`` | an adaptive concurrency limit's new value, each time it moves |
 | ``failsafe.hedges`` | counter | ``{attempt}`` | a hedged call started another attempt |
@@ -145,7 +145,10 @@ class OpenTelemetryListener:
         elif kind in _STATE:
             self._transitions.add(1, {**attributes, "failsafe.circuit.state": _STATE[kind]})
         elif kind in _REJECTED:
-            self._rejected.add(1, {**attributes, "failsafe.reason": _REJECTED[kind]})
+            attributes["failsafe.reason"] = _REJECTED[kind]
+            if getattr(event, "enforced", True) is False:  # a metrics-only breaker's
+                attributes["failsafe.enforced"] = False
+            self._rejected.add(1, attributes)
         elif isinstance(event, FailedOver):
             self._failovers.add(1, attributes)
         elif isinstance(event, TimedOut):
