@@ -399,3 +399,75 @@ def test_a_reviewer_replays_and_purges_dead_letters(
         broker.ack(back[0])
     finally:
         broker.close()
+
+
+@pytest.mark.browser
+@pytest.mark.real_time
+def test_a_reviewer_replays_all_that_match_a_filter_and_purges_the_rest(
+    seeded_db: tuple[Path, dict[str, str]], tmp_path: Path
+) -> None:
+    """In Chromium: filter by error type, replay all that match (counted first), then purge all."""
+    from playwright.sync_api import sync_playwright
+
+    from failsafe.queue import Envelope
+    from failsafe.queue.connect import open_broker
+    from failsafe.queue.envelope import ErrorInfo
+
+    url, queue = f"sqlite:///{tmp_path / 'queue.db'}", "orders"
+    errors = {"m-lost-1": "OrderNotFound", "m-lost-2": "OrderNotFound", "m-bad": "BadPayload"}
+    broker = open_broker(url)
+    try:
+        broker.declare(queue)
+        for message_id, error_type in errors.items():
+            broker.publish(queue, Envelope(body=b"{}", id=message_id))
+            [delivery] = broker.receive(queue, wait=5.0)
+            error = ErrorInfo(type=error_type, message="parked by the test", at=0.0)
+            broker.park(delivery, attrs.evolve(delivery.message, last_error=error))
+    finally:
+        broker.close()
+
+    db, _ = seeded_db
+    server = ReviewServer(db, dlq=(url, queue))
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            try:
+                page = browser.new_context().new_page()
+                page.goto(f"{server.url}/review/login?next=/review/dlq/{queue}")
+                page.fill("input[name=token]", TOKEN)
+                page.click("button[type=submit]")
+                page.wait_for_url(f"{server.url}/review/dlq/{queue}")
+
+                page.fill("form.filters input[name=error_type]", "OrderNotFound")
+                page.click("form.filters button[type=submit]")
+                page.wait_for_url("**error_type=OrderNotFound*")
+                assert page.locator("table.letters tbody tr").count() == 2
+                page.click("form.matching-replay button[type=submit]")
+                alert = page.locator("[role=alert]")
+                alert.wait_for()
+                assert "This will replay 2 parked dead letters of this queue" in alert.inner_text()
+                page.click("form.confirm-replay button[type=submit]")
+                page.wait_for_url(f"{server.url}/review/dlq/{queue}?done=replay&n=2")
+
+                # no filter: the purge of everything asks to be told "all" first, then counts
+                page.click("form.matching-purge button[type=submit]")
+                page.locator("[role=alert]", has_text="No filter narrows this purge").wait_for()
+                page.click("form.confirm-purge button[type=submit]")
+                page.locator("[role=alert]", has_text="This will purge 1 parked").wait_for()
+                page.click("form.confirm-purge button[type=submit]")
+                page.wait_for_url(f"{server.url}/review/dlq/{queue}?done=purge&n=1")
+                assert "No dead letters match." in page.inner_text("main")
+            finally:
+                browser.close()
+    finally:
+        server.stop()
+
+    broker = open_broker(url)
+    try:
+        assert broker.dead_letters(queue) == []
+        back = broker.receive(queue, limit=10, wait=5.0)  # the two replayed, queued again
+        assert sorted(d.message.id for d in back) == ["m-lost-1", "m-lost-2"]
+        for delivery in back:
+            broker.ack(delivery)
+    finally:
+        broker.close()

@@ -150,6 +150,11 @@ def test_purging_all_that_match_counts_first_and_needs_a_filter_or_all(
     unfiltered = console.post("/review/dlq/orders/purge", [("csrf", csrf), ("matching", "yes")])
     assert "No filter narrows this purge" in unfiltered.text
     assert 'name="all" value="yes"' in unfiltered.text
+    counted = console.post(
+        "/review/dlq/orders/purge", [("csrf", csrf), ("matching", "yes"), ("all", "yes")]
+    )
+    assert "This will purge" in counted.text
+    assert 'name="all" value="yes"' in counted.text  # carried to the confirmation
     form = [("csrf", csrf), ("matching", "yes"), ("error_type", "OrderNotFound")]
     ask = console.post("/review/dlq/orders/purge", form)
     assert "This will purge 1 parked dead letter of this queue" in ask.text  # not the delayed

@@ -466,7 +466,8 @@ class DeadLetterPages:
     ) -> Response:
         """The dry run's page: how many it will take, the rate, and Confirm."""
         csrf = _e(self.pages.csrf_for(request))
-        kept = ("place", "error_type", "older_than", "message", "matching")
+        # "all": a reviewer who said "every parked one" is not asked again at the count
+        kept = ("place", "error_type", "older_than", "message", "matching", "all")
         pairs = [(k, v) for k, v in form.items() if k in kept] + [("id", i) for i in ids]
         hidden = "".join(f'<input type="hidden" name="{_e(k)}" value="{_e(v)}">' for k, v in pairs)
         if needs_all:
