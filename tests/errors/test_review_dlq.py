@@ -85,6 +85,7 @@ def ids_on(page: str) -> list[str]:
 
 
 def test_the_index_counts_each_queue_and_the_groups_page_links_it(console: Console) -> None:
+    """The DLQ index counts each queue's parked and delayed; the groups page links to it."""
     page = console.get("/review/dlq")
     assert page.status_code == 200
     assert re.search(r'orders</a></td><td class="num">3</td><td>1</td>', page.text)
@@ -92,6 +93,7 @@ def test_the_index_counts_each_queue_and_the_groups_page_links_it(console: Conso
 
 
 def test_a_queue_lists_its_dead_letters_with_filters(console: Console, seeded: Seeded) -> None:
+    """A queue's page lists its dead letters oldest first, and each filter narrows them."""
     page = console.get("/review/dlq/orders")
     assert ids_on(page.text) == [seeded.old, seeded.mid, seeded.late, seeded.new]
     assert f"{NOT_FOUND}: {NOT_FOUND} for {seeded.old}" in page.text
@@ -110,6 +112,7 @@ def test_a_queue_lists_its_dead_letters_with_filters(console: Console, seeded: S
 
 
 def test_one_dead_letter_shows_its_headers_body_and_error(console: Console, seeded: Seeded) -> None:
+    """One dead letter's page shows its headers, its body (escaped) and its last error."""
     page = console.get(f"/review/dlq/orders/messages/{seeded.old}")
     assert page.status_code == 200
     assert "<th>tenant</th><td>acme</td>" in page.text
@@ -122,9 +125,43 @@ def test_one_dead_letter_shows_its_headers_body_and_error(console: Console, seed
     assert console.get("/review/dlq/orders/messages/nope").status_code == 404
 
 
+def test_a_dead_letters_secrets_never_reach_a_page(tmp_path: Path, clock: FakeClock) -> None:
+    """Secret headers, body fields and error text are redacted on the list and the message."""
+    import attrs
+
+    from failsafe.queue import ErrorInfo
+
+    url = f"sqlite:///{tmp_path / 'secrets.db'}"
+    broker = open_broker(url)
+    try:
+        broker.declare("payments")
+        body = b'{"orderId": "o-9", "password": "hunter2", "card": "4111 1111 1111 1111"}'
+        headers = {"Authorization": "Bearer s3cr3t-token", "tenant": "acme"}
+        broker.publish("payments", Envelope(body=body, id="m-secret", headers=headers))
+        [delivery] = broker.receive("payments")
+        error = ErrorInfo(type="LoginFailed", message="login with password=hunter2", at=0.0)
+        broker.park(delivery, attrs.evolve(delivery.message, last_error=error))
+    finally:
+        broker.close()
+    console = Console(tmp_path, url, clock, "payments")
+    try:
+        listed = console.get("/review/dlq/payments").text
+        shown = console.get("/review/dlq/payments/messages/m-secret").text
+    finally:
+        console.letters.close()
+    for page in (listed, shown):
+        assert "hunter2" not in page
+        assert "LoginFailed" in page
+    assert "s3cr3t-token" not in shown
+    assert "4111 1111 1111 1111" not in shown
+    assert "&quot;orderId&quot;: &quot;o-9&quot;" in shown  # what is not secret stays
+    assert "<th>tenant</th><td>acme</td>" in shown
+
+
 def test_replaying_the_checked_ones_asks_first_then_moves_them(
     console: Console, seeded: Seeded
 ) -> None:
+    """Replaying the checked ones shows the count first; Confirm moves them to the queue."""
     csrf = console.csrf()
     chosen = [("csrf", csrf), ("id", seeded.old), ("id", seeded.new)]
     ask = console.post("/review/dlq/orders/replay", chosen)
@@ -146,6 +183,7 @@ def test_replaying_the_checked_ones_asks_first_then_moves_them(
 def test_purging_all_that_match_counts_first_and_needs_a_filter_or_all(
     console: Console, seeded: Seeded
 ) -> None:
+    """Purging all that match needs a filter or a second 'all', and counts before it acts."""
     csrf = console.csrf()
     unfiltered = console.post("/review/dlq/orders/purge", [("csrf", csrf), ("matching", "yes")])
     assert "No filter narrows this purge" in unfiltered.text
@@ -169,6 +207,7 @@ def test_purging_all_that_match_counts_first_and_needs_a_filter_or_all(
 def test_a_replay_of_all_goes_at_the_asked_rate(
     console: Console, seeded: Seeded, clock: FakeClock
 ) -> None:
+    """A replay of all that match is paced at the rate asked (on the fake clock)."""
     broker = open_broker(f"sqlite:///{seeded.path}", clock=clock)
     try:
         for n in range(300):
@@ -192,6 +231,8 @@ def test_a_replay_of_all_goes_at_the_asked_rate(
 
 
 def test_the_pages_need_the_token_and_the_csrf(console: Console, seeded: Seeded) -> None:
+    """Without the review token or the CSRF value the pages and actions are refused."""
+
     async def anonymous() -> int:
         transport = httpx.ASGITransport(app=console.app)
         async with httpx.AsyncClient(transport=transport, base_url="http://e") as client:

@@ -23,7 +23,6 @@ messages can be listed; the pages say how many wait in the delay queues.
 from __future__ import annotations
 
 import base64
-import contextlib
 import json
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -44,6 +43,7 @@ except ImportError as exc:  # pragma: no cover - the errors extra brings starlet
     raise missing_extra("errors", "failsafe.errors.review_dlq", exc) from exc
 
 if TYPE_CHECKING:
+    from failsafe.errors.redact import Redactor
     from failsafe.errors.review import _Pages
     from failsafe.queue.broker import Broker, DeadLetter, DeadLetterCursor
 
@@ -133,6 +133,9 @@ class DeadLetterPages:
     def __init__(self, pages: _Pages, letters: DeadLetters) -> None:
         self.pages = pages
         self.letters = letters
+        # a page is no place for a secret: what a dead letter carries is redacted as the
+        # service redacts reports (the desk's rules: secret keys, URLs' passwords, cards)
+        self.redactor = pages.desk.redactor
 
     # -- reading the request ------------------------------------------------------------------
     def _queue(self, request: Request) -> str | None:
@@ -241,7 +244,7 @@ class DeadLetterPages:
             f'<td><span class="status">{_e(letter.place.value)}</span></td>'
             f"<td>{_e(_when(letter.since))}</td>"
             f'<td class="num">{letter.message.delayed_attempts}</td>'
-            f"<td>{_e(_error(letter))}</td></tr>"
+            f"<td>{_e(_error(letter, self.redactor))}</td></tr>"
             for letter in page.letters
         )
         done = request.query_params.get("done", "")
@@ -348,9 +351,9 @@ class DeadLetterPages:
             ("content type", envelope.content_type),
         ]
         error = envelope.last_error
+        shown_headers = self.redactor.value(dict(envelope.headers))
         headers = "".join(
-            f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>"
-            for k, v in sorted(envelope.headers.items())
+            f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in sorted(shown_headers.items())
         )
         csrf = _e(self.pages.csrf_for(request))
         forms = "".join(
@@ -368,12 +371,13 @@ class DeadLetterPages:
             + "</table><h2>Last error</h2>"
             + (
                 f"<table><tr><th>type</th><td>{_e(error.type)}</td></tr>"
-                f"<tr><th>message</th><td>{_e(error.message)}</td></tr></table>"
+                f"<tr><th>message</th><td>{_e(self.redactor.text(error.message))}</td></tr>"
+                "</table>"
                 if error is not None
                 else "<p>None recorded.</p>"
             )
             + f"<h2>Headers</h2><table>{headers or '<tr><td>none</td></tr>'}</table>"
-            + f'<h2>Body</h2><pre class="body">{_e(_body(envelope.body))}</pre>'
+            + f'<h2>Body</h2><pre class="body">{_e(_body(envelope.body, self.redactor))}</pre>'
             + f'<h2>Act</h2><div class="actions">{forms}</div>'
         )
         return self.pages.page(request, f"Dead letter {envelope.id[:16]}", body)
@@ -543,22 +547,27 @@ def _when(epoch: float | None) -> str:
     return when(epoch)
 
 
-def _error(letter: DeadLetter) -> str:
+def _error(letter: DeadLetter, redactor: Redactor) -> str:
     error = letter.message.last_error
     if error is None:
         return ""
-    text = f"{error.type}: {error.message}" if error.message else error.type
+    message = redactor.text(error.message)
+    text = f"{error.type}: {message}" if message else error.type
     return text if len(text) <= 120 else text[:119] + "…"
 
 
-def _body(body: bytes) -> str:
-    """A body as text: pretty JSON when it is JSON, else UTF-8 (bytes it cannot read shown)."""
+def _body(body: bytes, redactor: Redactor) -> str:
+    """A body as text, secrets redacted: pretty JSON when it is JSON, else UTF-8."""
     shown = body[:_BODY_SHOWN]
     text = shown.decode("utf-8", errors="backslashreplace")
     if not text.isprintable():  # a control character shows as its escape, not as itself
         text = "".join(c if c.isprintable() or c in "\n\t" else f"\\x{ord(c):02x}" for c in text)
-    with contextlib.suppress(ValueError):  # not JSON: shown as it is
-        text = json.dumps(json.loads(text), indent=2, sort_keys=True, ensure_ascii=False)
+    try:
+        text = json.dumps(
+            redactor.value(json.loads(text)), indent=2, sort_keys=True, ensure_ascii=False
+        )
+    except ValueError:  # not JSON (or cut short): redacted as text
+        text = redactor.text(text) or ""
     if len(body) > _BODY_SHOWN:
         text += f"\n… ({len(body) - _BODY_SHOWN:,} more bytes)"
     return text
