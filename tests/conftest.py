@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import sys
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
+from urllib.parse import urlparse
 
 import pytest
 
 import failsafe
+from tests.tcp_proxy import Proxy
 
 _real_sleep = time.sleep
 _STDLIB_POLLERS = frozenset({"subprocess"})
@@ -78,3 +81,35 @@ class Driver:
 def driver(request: pytest.FixtureRequest) -> Driver:
     """The same scenario through the plain and the async entry point."""
     return Driver(request.param)
+
+
+# -- Redis outages (tests/test_circuit_breaker_redis.py, tests/test_rate_limiter_redis.py) -------
+@pytest.fixture
+def redis_proxy() -> Iterator[Proxy]:
+    """A loopback proxy in front of the test Redis (cut it to make an outage), closed after."""
+    from tests.redis_support import REDIS_URL
+
+    parsed = urlparse(REDIS_URL)
+    proxy = Proxy((parsed.hostname or "127.0.0.1", parsed.port or 6379))
+    proxy.start()
+    yield proxy
+    proxy.close()
+
+
+@pytest.fixture
+def dead_url() -> str:
+    """A Redis URL on a loopback port where nothing listens."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"redis://127.0.0.1:{port}/0"
+
+
+@pytest.fixture
+def redis_retries(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """Every backoff sleep redis-py's client-side retries take (it sleeps between retries)."""
+    import redis.retry
+
+    slept: list[float] = []
+    monkeypatch.setattr(redis.retry, "sleep", slept.append)
+    return slept

@@ -1,20 +1,18 @@
 """One breaker shared by several processes through Redis (the real server), and Redis outages.
 
 The outage tests run against the real Redis at ``FAILSAFE_TEST_REDIS``, against a port where
-nothing listens, and through a loopback TCP proxy (`Proxy`) that is cut mid-run and restored.
+nothing listens, and through a loopback TCP redis_proxy (`Proxy`) that is cut mid-run and restored.
 """
 
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
-from urllib.parse import urlparse
 
 import pybreaker
 import pytest
@@ -35,11 +33,10 @@ from failsafe.circuit_breaker import redis_client, redis_storage
 from failsafe.events import CircuitStorageRestored, CircuitStorageUnavailable
 from failsafe.testing import FakeClock, RecordingListener
 from tests.conftest import Driver
+from tests.redis_support import REDIS_URL, redis_proxy_url
 from tests.tcp_proxy import Proxy
 
 pytestmark = pytest.mark.redis
-
-REDIS_URL = os.environ.get("FAILSAFE_TEST_REDIS", "redis://127.0.0.1:6379/0")
 
 
 @pytest.fixture
@@ -121,37 +118,6 @@ def _down() -> None:
 
 
 # -- issue 11: a Redis outage must not become an outage of the guarded service ------------------
-
-
-def _url(proxy: Proxy) -> str:
-    return f"redis://127.0.0.1:{proxy.port}/0"
-
-
-@pytest.fixture
-def proxy() -> Iterator[Proxy]:
-    """A proxy in front of the test Redis, closed afterwards."""
-    parsed = urlparse(REDIS_URL)
-    p = Proxy((parsed.hostname or "127.0.0.1", parsed.port or 6379))
-    p.start()
-    yield p
-    p.close()
-
-
-@pytest.fixture
-def dead_url() -> str:
-    """A Redis URL on a loopback port where nothing listens."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    return f"redis://127.0.0.1:{port}/0"
-
-
-@pytest.fixture
-def redis_retries(monkeypatch: pytest.MonkeyPatch) -> list[float]:
-    """Every backoff sleep redis-py's client-side retries take (it sleeps between retries)."""
-    slept: list[float] = []
-    monkeypatch.setattr(redis.retry, "sleep", slept.append)
-    return slept
 
 
 Storages = Callable[..., pybreaker.CircuitRedisStorage]
@@ -284,13 +250,13 @@ def test_the_http_transport_keeps_sending_when_its_breakers_redis_is_down(
 
 
 def test_calls_flow_through_a_cut_and_the_state_resynchronises(
-    proxy: Proxy, namespace: str, redis_retries: list[float], storages: Storages
+    redis_proxy: Proxy, namespace: str, redis_retries: list[float], storages: Storages
 ) -> None:
     """Redis cut mid-run: calls go on under a local state, which is written back on return."""
     clock, events = FakeClock(), RecordingListener()
     here = CircuitBreaker(
         name="warehouse",
-        storage=storages(_url(proxy), namespace=namespace),
+        storage=storages(redis_proxy_url(redis_proxy), namespace=namespace),
         trip=ConsecutiveFailures(threshold=3),
         reset_timeout=60,
         storage_retry=5,
@@ -303,7 +269,7 @@ def test_calls_flow_through_a_cut_and_the_state_resynchronises(
         here.call(_down)
     assert there.failure_count == 1  # shared while Redis answers
 
-    proxy.cut()
+    redis_proxy.cut()
     assert [here.call(lambda: "flows") for _ in range(5)] == ["flows"] * 5
     assert events.kinds == ["CircuitStorageUnavailable"]
     for _ in range(3):
@@ -312,12 +278,12 @@ def test_calls_flow_through_a_cut_and_the_state_resynchronises(
     with pytest.raises(CircuitOpenError):
         here.call(lambda: "never")  # opened on the local state
     assert there.state is CircuitState.CLOSED  # Redis did not learn it yet
-    accepted = proxy.accepted
+    accepted = redis_proxy.accepted
 
-    proxy.restore()
+    redis_proxy.restore()
     with pytest.raises(CircuitOpenError):
         here.call(lambda: "never")  # storage_retry has not passed: Redis is left alone
-    assert proxy.accepted == accepted
+    assert redis_proxy.accepted == accepted
     clock.advance(5)
     with pytest.raises(CircuitOpenError) as info:
         here.call(lambda: "never")
@@ -337,22 +303,22 @@ def test_calls_flow_through_a_cut_and_the_state_resynchronises(
 
 
 def test_after_a_cut_the_shared_state_is_adopted(
-    proxy: Proxy, namespace: str, storages: Storages
+    redis_proxy: Proxy, namespace: str, storages: Storages
 ) -> None:
     """A breaker that stayed closed through the cut takes the state the others left in Redis."""
     clock, events = FakeClock(), RecordingListener()
     here = CircuitBreaker(
         name="warehouse",
-        storage=storages(_url(proxy), namespace=namespace),
+        storage=storages(redis_proxy_url(redis_proxy), namespace=namespace),
         storage_retry=5,
         clock=clock,
         listeners=[events],
     )
     assert here.call(lambda: "flows") == "flows"
-    proxy.cut()
+    redis_proxy.cut()
     assert here.call(lambda: "flows") == "flows"
     breaker(namespace).open()  # meanwhile another process opened it
-    proxy.restore()
+    redis_proxy.restore()
     clock.advance(5)
     with pytest.raises(CircuitOpenError):
         here.call(lambda: "never")
@@ -366,42 +332,45 @@ def test_after_a_cut_the_shared_state_is_adopted(
 
 @pytest.mark.real_time  # waits out the client's socket timeout once, 0.1 s
 def test_a_silent_redis_costs_one_socket_timeout_per_retry_interval(
-    proxy: Proxy, namespace: str, redis_retries: list[float], storages: Storages
+    redis_proxy: Proxy, namespace: str, redis_retries: list[float], storages: Storages
 ) -> None:
     """A partition (Redis accepts, never answers) costs one short timeout, then calls flow."""
     clock, events = FakeClock(), RecordingListener()
     here = CircuitBreaker(
-        storage=storages(_url(proxy), namespace=namespace, timeout=0.1),
+        storage=storages(redis_proxy_url(redis_proxy), namespace=namespace, timeout=0.1),
         storage_retry=5,
         clock=clock,
         listeners=[events],
     )
     assert here.call(lambda: "flows") == "flows"
-    proxy.cut(blackhole=True)
+    redis_proxy.cut(blackhole=True)
     started = time.monotonic()
     assert [here.call(lambda: "flows") for _ in range(20)] == ["flows"] * 20
     assert time.monotonic() - started < 1.5  # one 0.1 s timeout, not one (or more) per call
     lost = events.of_type(CircuitStorageUnavailable)[0]
     assert lost.error == "redis.exceptions.TimeoutError"
     assert redis_retries == []
-    proxy.restore()
+    redis_proxy.restore()
     clock.advance(5)
     assert here.call(lambda: "flows") == "flows"
     assert events.kinds == ["CircuitStorageUnavailable", "CircuitStorageRestored"]
 
 
 def test_a_users_own_pybreaker_storage_gets_the_same_guard(
-    proxy: Proxy, namespace: str, redis_retries: list[float]
+    redis_proxy: Proxy, namespace: str, redis_retries: list[float]
 ) -> None:
     """A user's pybreaker ``CircuitRedisStorage`` and client: a cut is absorbed the same way."""
     client = redis.Redis.from_url(
-        _url(proxy), socket_timeout=0.25, socket_connect_timeout=0.25, retry=Retry(NoBackoff(), 0)
+        redis_proxy_url(redis_proxy),
+        socket_timeout=0.25,
+        socket_connect_timeout=0.25,
+        retry=Retry(NoBackoff(), 0),
     )
     storage = pybreaker.CircuitRedisStorage(pybreaker.STATE_CLOSED, client, namespace=namespace)
     events = RecordingListener()
     here = CircuitBreaker(storage=storage, clock=FakeClock(), listeners=[events])
     assert here.call(lambda: "flows") == "flows"
-    proxy.cut()
+    redis_proxy.cut()
     assert here.call(lambda: "flows") == "flows"  # pybreaker alone would log and read "closed"
     assert events.kinds == ["CircuitStorageUnavailable"]
     assert events.of_type(CircuitStorageUnavailable)[0].error == "redis.exceptions.ConnectionError"

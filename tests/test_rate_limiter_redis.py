@@ -1,7 +1,7 @@
 """RateLimiter shared through Redis (the real server): one limit for many limiters, outages.
 
 Runs against the real Redis at ``FAILSAFE_TEST_REDIS``; outages against a port where nothing
-listens and through a loopback TCP proxy (`Proxy`) cut mid-run and restored. Under
+listens and through a loopback TCP redis_proxy (`Proxy`) cut mid-run and restored. Under
 ``CI=true`` a missing server fails the tests, never skips them.
 """
 
@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import subprocess
 import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
-from urllib.parse import urlparse
 
 import pytest
 import redis
@@ -28,11 +26,10 @@ from failsafe.events import RateLimiterStorageRestored, RateLimiterStorageUnavai
 from failsafe.rate_limiter import redis_rate_limit
 from failsafe.testing import FakeClock, RecordingListener
 from tests.conftest import Driver
+from tests.redis_support import REDIS_URL, redis_proxy_url
 from tests.tcp_proxy import Proxy
 
 pytestmark = pytest.mark.redis
-
-REDIS_URL = os.environ.get("FAILSAFE_TEST_REDIS", "redis://127.0.0.1:6379/0")
 
 
 @pytest.fixture
@@ -50,37 +47,6 @@ def namespace() -> Iterator[str]:
     for key in client.scan_iter(f"*{name}*"):
         client.delete(key)
     client.close()
-
-
-@pytest.fixture
-def proxy() -> Iterator[Proxy]:
-    """A proxy in front of the test Redis, closed afterwards."""
-    parsed = urlparse(REDIS_URL)
-    p = Proxy((parsed.hostname or "127.0.0.1", parsed.port or 6379))
-    p.start()
-    yield p
-    p.close()
-
-
-@pytest.fixture
-def dead_url() -> str:
-    """A Redis URL on a loopback port where nothing listens."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    return f"redis://127.0.0.1:{port}/0"
-
-
-@pytest.fixture
-def redis_retries(monkeypatch: pytest.MonkeyPatch) -> list[float]:
-    """Every backoff sleep redis-py's client-side retries take (it sleeps between retries)."""
-    slept: list[float] = []
-    monkeypatch.setattr(redis.retry, "sleep", slept.append)
-    return slept
-
-
-def _url(proxy: Proxy) -> str:
-    return f"redis://127.0.0.1:{proxy.port}/0"
 
 
 Shared = Callable[..., RateLimiter]
@@ -344,12 +310,12 @@ def test_a_dead_redis_degrades_to_a_local_limit(
 
 
 def test_a_cut_degrades_and_recovers(
-    proxy: Proxy, namespace: str, shared: Shared, redis_retries: list[float], driver: Driver
+    redis_proxy: Proxy, namespace: str, shared: Shared, redis_retries: list[float], driver: Driver
 ) -> None:
     """Redis cut mid-run: a local limit meanwhile, Redis left alone, then shared again."""
     clock, events = FakeClock(), RecordingListener()
     here = shared(
-        _url(proxy),
+        redis_proxy_url(redis_proxy),
         _token_bucket,
         namespace=namespace,
         rate=4,
@@ -362,7 +328,7 @@ def test_a_cut_degrades_and_recovers(
     assert run(driver, here, lambda: 1) == 1
     assert [there.try_acquire(), there.try_acquire()] == [True, True]  # 3 of 4 shared taken
 
-    proxy.cut()
+    redis_proxy.cut()
     local = []
     for _ in range(6):
         try:
@@ -371,12 +337,12 @@ def test_a_cut_degrades_and_recovers(
             local.append(0)
     assert local == [1, 1, 1, 1, 0, 0]  # a full local bucket of 4: this process alone
     assert events.kinds[0] == "RateLimiterStorageUnavailable"
-    accepted = proxy.accepted
+    accepted = redis_proxy.accepted
 
-    proxy.restore()
+    redis_proxy.restore()
     with pytest.raises(RateLimited):
         run(driver, here, lambda: 1)  # storage_retry has not passed: Redis is left alone
-    assert proxy.accepted == accepted
+    assert redis_proxy.accepted == accepted
     clock.advance(5)
     assert run(driver, here, lambda: "shared again") == "shared again"  # the 4th shared permit
     with pytest.raises(RateLimited):
@@ -391,26 +357,26 @@ def test_a_cut_degrades_and_recovers(
 
 @pytest.mark.real_time  # waits out the client's socket timeout once, 0.1 s
 def test_a_silent_redis_costs_one_timeout_per_retry_interval(
-    proxy: Proxy, namespace: str, redis_retries: list[float]
+    redis_proxy: Proxy, namespace: str, redis_retries: list[float]
 ) -> None:
     """A partition (Redis accepts, never answers) costs one short timeout, then calls flow."""
     clock, events = FakeClock(), RecordingListener()
     limiter = RateLimiter(
         rate=1000,
-        storage=redis_rate_limit(_url(proxy), namespace=namespace, timeout=0.1),
+        storage=redis_rate_limit(redis_proxy_url(redis_proxy), namespace=namespace, timeout=0.1),
         storage_retry=5,
         clock=clock,
         listeners=[events],
     )
     assert limiter.try_acquire()
-    proxy.cut(blackhole=True)
+    redis_proxy.cut(blackhole=True)
     started = time.monotonic()
     assert all(limiter.try_acquire() for _ in range(20))
     assert time.monotonic() - started < 1.5  # one 0.1 s timeout, not one per call
     assert events.of_type(RateLimiterStorageUnavailable)[0].error == (
         "redis.exceptions.TimeoutError"
     )
-    proxy.restore()
+    redis_proxy.restore()
     clock.advance(5)
     assert limiter.try_acquire()
     assert events.kinds == ["RateLimiterStorageUnavailable", "RateLimiterStorageRestored"]

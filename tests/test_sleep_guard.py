@@ -18,6 +18,6 @@ def test_a_tests_own_sleep_fails() -> None:
 def test_subprocess_waiting_for_its_child_is_not_a_sleep() -> None:
     """``subprocess.run(..., timeout=)`` polls its child with short sleeps: they go through."""
     done = subprocess.run(
-        [sys.executable, "-c", "import time; time.sleep(0.2)"], timeout=30, check=False
+        [sys.executable, "-c", "import time; time.sleep(0.05)"], timeout=30, check=False
     )
     assert done.returncode == 0

@@ -89,7 +89,56 @@ class _Keys:
         self.forced = 0
 
 
-class _TokenBucket:
+class _PerKey:
+    """The per-key map of an algorithm: sweeping the keys that hold nothing, making room.
+
+    An algorithm says, per key, when its latest permit was (``_last``) and below what time
+    that means the key holds nothing worth keeping (``_idle``); the rest is shared.
+    """
+
+    __slots__ = ("keys", "lock", "states")
+
+    keys: _Keys
+    lock: threading.Lock
+    states: dict[Hashable, Any]
+
+    def __len__(self) -> int:
+        return len(self.states)
+
+    def _last(self, state: Any) -> float:
+        raise NotImplementedError
+
+    def _idle(self, now: float) -> float:
+        raise NotImplementedError
+
+    def sweep(self, now: float) -> int:
+        """Drop every key that holds nothing now; return how many were dropped."""
+        with self.lock:
+            return self._sweep(now)
+
+    def _sweep(self, now: float) -> int:
+        keys, states, last = self.keys, self.states, self._last
+        keys.next_sweep = now + keys.period
+        idle = self._idle(now)
+        gone = [k for k, state in states.items() if last(state) <= idle]
+        for k in gone:
+            del states[k]
+        keys.evicted += len(gone)
+        return len(gone)
+
+    def _make_room(self, now: float) -> None:
+        keys, states, last = self.keys, self.states, self._last
+        assert keys.max_keys is not None
+        if self._sweep(now) and len(states) < keys.max_keys:
+            return
+        # every key holds permits: drop those whose latest permit is oldest (they lose least)
+        count = max(1, keys.max_keys // _ROOM, len(states) - keys.max_keys + 1)
+        for k in heapq.nsmallest(count, states, key=lambda k: last(states[k])):
+            del states[k]
+        _forced(keys, count)
+
+
+class _TokenBucket(_PerKey):
     """GCRA: per key, the theoretical arrival time (``tat``) of the next permit.
 
     A permit asked at ``now`` is due at ``max(tat, now) + interval - ahead`` (``ahead`` is
@@ -98,7 +147,7 @@ class _TokenBucket:
     past holds nothing (its bucket is full) and is dropped by the sweep.
     """
 
-    __slots__ = ("ahead", "hold", "interval", "keys", "lock", "slack", "states", "tat")
+    __slots__ = ("ahead", "hold", "interval", "slack", "tat")
 
     def __init__(
         self,
@@ -120,9 +169,6 @@ class _TokenBucket:
         self.states: dict[Hashable, float] = {}
         self.keys = _Keys(max_keys, idle_ttl, self.hold)
         self.lock = self.keys.lock
-
-    def __len__(self) -> int:
-        return len(self.states)
 
     def take(self, key: Hashable, now: float, max_wait: float) -> float:
         """Take a permit due within ``max_wait``; return its wait (> max_wait: none taken)."""
@@ -188,40 +234,17 @@ class _TokenBucket:
             elif key in self.states:
                 self.states[key] -= self.interval
 
+    def _last(self, state: Any) -> float:
+        return float(state)  # the tat: the smallest is the nearest to a full bucket
+
     def _idle(self, now: float) -> float:
         """A ``tat`` at or below this holds nothing worth keeping at ``now``."""
         ttl = self.keys.idle_ttl
         # the last permit asked was due at tat - interval or earlier: idle since then
         return now if ttl is None else max(now, now - ttl + self.interval)
 
-    def sweep(self, now: float) -> int:
-        """Drop every key that holds nothing now; return how many were dropped."""
-        with self.lock:
-            return self._sweep(now)
 
-    def _sweep(self, now: float) -> int:
-        keys, states = self.keys, self.states
-        keys.next_sweep = now + keys.period
-        idle = self._idle(now)
-        gone = [k for k, tat in states.items() if tat <= idle]
-        for k in gone:
-            del states[k]
-        keys.evicted += len(gone)
-        return len(gone)
-
-    def _make_room(self, now: float) -> None:
-        keys, states = self.keys, self.states
-        assert keys.max_keys is not None
-        if self._sweep(now) and len(states) < keys.max_keys:
-            return
-        # every key holds permits: drop those nearest to a full bucket (they lose least)
-        count = max(1, keys.max_keys // _ROOM, len(states) - keys.max_keys + 1)
-        for k in heapq.nsmallest(count, states, key=states.__getitem__):
-            del states[k]
-        _forced(keys, count)
-
-
-class _SlidingLog:
+class _SlidingLog(_PerKey):
     """An exact sliding window: per key, the times of the permits taken in the last window.
 
     A permit asked at ``now`` is due when fewer than ``limit`` permits fall in the window
@@ -231,7 +254,7 @@ class _SlidingLog:
     ``limit`` entries, with it at most ``limit * (1 + ceil(max_wait / window))``.
     """
 
-    __slots__ = ("hold", "keys", "limit", "lock", "log", "states", "window")
+    __slots__ = ("hold", "limit", "log", "window")
 
     def __init__(
         self,
@@ -248,9 +271,6 @@ class _SlidingLog:
         self.states: dict[Hashable, deque[float]] = {}
         self.keys = _Keys(max_keys, idle_ttl, self.hold)
         self.lock = self.keys.lock
-
-    def __len__(self) -> int:
-        return len(self.states)
 
     def _due(self, log: deque[float], now: float) -> float:
         horizon = now - self.window
@@ -302,32 +322,13 @@ class _SlidingLog:
                     del log[i]
                     return
 
-    def sweep(self, now: float) -> int:
-        """Drop every key that holds nothing now; return how many were dropped."""
-        with self.lock:
-            return self._sweep(now)
+    def _last(self, state: Any) -> float:
+        return float(state[-1]) if state else -math.inf  # an empty log holds nothing
 
-    def _sweep(self, now: float) -> int:
-        keys, states = self.keys, self.states
-        keys.next_sweep = now + keys.period
-        idle = now - self.window
-        if keys.idle_ttl is not None:
-            idle = max(idle, now - keys.idle_ttl)
-        gone = [k for k, log in states.items() if not log or log[-1] <= idle]
-        for k in gone:
-            del states[k]
-        keys.evicted += len(gone)
-        return len(gone)
-
-    def _make_room(self, now: float) -> None:
-        keys, states = self.keys, self.states
-        assert keys.max_keys is not None
-        if self._sweep(now) and len(states) < keys.max_keys:
-            return
-        count = max(1, keys.max_keys // _ROOM, len(states) - keys.max_keys + 1)
-        for k in heapq.nsmallest(count, states, key=lambda k: states[k][-1] if states[k] else 0):
-            del states[k]
-        _forced(keys, count)
+    def _idle(self, now: float) -> float:
+        """A log whose last permit is at or below this holds nothing worth keeping."""
+        ttl = self.keys.idle_ttl
+        return now - self.window if ttl is None else max(now - self.window, now - ttl)
 
 
 def _forced(keys: _Keys, count: int) -> None:

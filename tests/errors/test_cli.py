@@ -518,6 +518,7 @@ def _fingerprint(seeded: Seeded, record_id: str) -> str:
 def test_groups_lists_the_groups_with_open_records(
     seeded: Seeded, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    """`errors groups` lists the groups, filters them by status and text, and bounds --limit."""
     assert seeded.run("groups") == 0
     out = capsys.readouterr().out
     assert out.splitlines()[0].split()[:4] == ["fingerprint", "open", "records", "reports"]
@@ -536,6 +537,7 @@ def test_groups_lists_the_groups_with_open_records(
 def test_group_show_and_a_dry_run_then_the_action(
     seeded: Seeded, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    """`errors group show` describes a group; `--dry-run` counts, then the action moves them."""
     fingerprint = _fingerprint(seeded, seeded.lost)
     db = ["--db", str(seeded.path)]
     assert main(["errors", "group", "show", fingerprint, *db]) == 0
@@ -586,6 +588,7 @@ def test_a_record_is_named_by_a_prefix_of_its_id_or_by_its_report_id(
 def test_a_store_in_a_missing_directory_is_one_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    """A store in a directory that does not exist is one line naming it, exit 2."""
     missing = tmp_path / "no" / "such" / "dir" / "errors.db"
     assert main(["errors", "serve", "--db", str(missing), "--port", "1"]) == 2
     err = capsys.readouterr().err
@@ -599,6 +602,7 @@ def test_a_store_in_a_missing_directory_is_one_line(
 def test_a_file_that_is_not_a_database_is_one_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    """A file that is not a database is one line naming it, exit 2."""
     text = tmp_path / "passwd"
     text.write_text("root:x:0:0:root:/root:/bin/bash\n" * 50)
     before = text.read_bytes()
@@ -612,6 +616,7 @@ def test_a_file_that_is_not_a_database_is_one_line(
 def test_a_port_in_use_is_one_line_before_the_store_opens(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    """A port in use is one line, said before the store is opened, exit 2."""
     taken = socket.socket()
     taken.bind(("127.0.0.1", 0))
     taken.listen(1)

@@ -14,6 +14,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import attrs
 import httpx
@@ -101,6 +102,16 @@ class ReviewServer:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             self.process.wait(10)
+
+
+def _log_in(browser: Any, server: ReviewServer, path: str) -> Any:
+    """A new page of ``browser``, logged in with the review token and loaded at ``path``."""
+    page = browser.new_context().new_page()
+    page.goto(f"{server.url}/review/login?next={path}")
+    page.fill("input[name=token]", TOKEN)
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{server.url}{path}")  # the page loaded, not only asked for
+    return page
 
 
 @pytest.fixture
@@ -226,10 +237,7 @@ def test_a_reviewer_resolves_a_whole_group_after_seeing_the_count(
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             try:
-                page = browser.new_context().new_page()
-                page.goto(f"{server.url}/review/login")
-                page.fill("input[name=token]", TOKEN)
-                page.click("button[type=submit]")
+                page = _log_in(browser, server, "/review/")
                 page.locator("table.groups tbody tr", has_text="order.not_found").locator(
                     "a"
                 ).first.click()
@@ -281,11 +289,7 @@ def test_a_reviewer_corrects_a_payload_and_retries_only_where_allowed(
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             try:
-                page = browser.new_context().new_page()
-                page.goto(f"{server.url}/review/login?next=/review/records/{ids['lost']}")
-                page.fill("input[name=token]", TOKEN)
-                page.click("button[type=submit]")
-                page.wait_for_url(f"{server.url}/review/records/{ids['lost']}")
+                page = _log_in(browser, server, f"/review/records/{ids['lost']}")
                 form = page.locator("form.edit-payload")
                 if not edits:
                     assert form.count() == 0
@@ -366,11 +370,7 @@ def test_a_reviewer_replays_and_purges_dead_letters(
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             try:
-                page = browser.new_context().new_page()
-                page.goto(f"{server.url}/review/login?next=/review/dlq")
-                page.fill("input[name=token]", TOKEN)
-                page.click("button[type=submit]")
-                page.wait_for_url(f"{server.url}/review/dlq")
+                page = _log_in(browser, server, "/review/dlq")
                 page.click(f"a[href='/review/dlq/{queue}']")
                 assert "OrderNotFound: no order o-42" in page.inner_text("table.letters")
                 page.check(f"input[value='{ids[0]}']")
@@ -432,11 +432,7 @@ def test_a_reviewer_replays_all_that_match_a_filter_and_purges_the_rest(
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             try:
-                page = browser.new_context().new_page()
-                page.goto(f"{server.url}/review/login?next=/review/dlq/{queue}")
-                page.fill("input[name=token]", TOKEN)
-                page.click("button[type=submit]")
-                page.wait_for_url(f"{server.url}/review/dlq/{queue}")
+                page = _log_in(browser, server, f"/review/dlq/{queue}")
 
                 page.fill("form.filters input[name=error_type]", "OrderNotFound")
                 page.click("form.filters button[type=submit]")

@@ -79,6 +79,7 @@ def test_a_read_waits_for_a_busy_read_connection_only_so_long(tmp_path: Path) ->
 
 
 def test_a_memory_store_reads_on_its_one_connection() -> None:
+    """An in-memory store reads on its writer's connection (a second one would be empty)."""
     store = SQLiteStore(":memory:")
     record, _ = store.add(report(), now=1.0, next_attempt_at=None, actor="w")
     assert store.get(record.id) == record
@@ -87,6 +88,7 @@ def test_a_memory_store_reads_on_its_one_connection() -> None:
 
 @pytest.mark.parametrize("readers", [0, -1, True, 1.5])
 def test_bad_readers_is_refused(tmp_path: Path, readers: object) -> None:
+    """A readers count that is not a positive integer is refused, naming the option."""
     with pytest.raises(ConfigurationError, match="readers"):
         SQLiteStore(tmp_path / "e.db", readers=readers)  # type: ignore[arg-type]
 

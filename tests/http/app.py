@@ -27,7 +27,10 @@ _hits: dict[str, int] = defaultdict(int)
 _seen: dict[str, list[tuple[str, str | None]]] = defaultdict(list)
 
 
-async def _send(send: Any, status: int, body: Any, headers: list[tuple[bytes, bytes]] = []) -> None:  # noqa: B006
+async def send_json(
+    send: Any, status: int, body: Any, headers: list[tuple[bytes, bytes]] = []  # noqa: B006
+) -> None:
+    """Answer ``status`` with ``body`` as JSON (and ``headers``)."""
     data = json.dumps(body).encode()
     await send(
         {
@@ -43,15 +46,21 @@ async def _send(send: Any, status: int, body: Any, headers: list[tuple[bytes, by
     await send({"type": "http.response.body", "body": data})
 
 
+async def lifespan(receive: Any, send: Any) -> None:
+    """Answer uvicorn's startup and shutdown (the app has nothing to set up)."""
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
 async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     if scope["type"] == "lifespan":
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await send({"type": "lifespan.shutdown.complete"})
-                return
+        await lifespan(receive, send)
+        return
     body = b""
     while True:  # read the whole request body
         message = await receive()
@@ -65,7 +74,7 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         parts = parts[1:]
     route = parts[0]
     if route == "ok":
-        await _send(
+        await send_json(
             send,
             200,
             {
@@ -79,14 +88,14 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
             },
         )
     elif route == "status":
-        await _send(send, int(parts[1]), {"server": NAME, "status": int(parts[1])})
+        await send_json(send, int(parts[1]), {"server": NAME, "status": int(parts[1])})
     elif route == "throttle":
-        await _send(send, 429, {"server": NAME}, [(b"retry-after", parts[1].encode())])
+        await send_json(send, 429, {"server": NAME}, [(b"retry-after", parts[1].encode())])
     elif route == "busy":
-        await _send(send, 503, {"server": NAME}, [(b"retry-after", parts[1].encode())])
+        await send_json(send, 503, {"server": NAME}, [(b"retry-after", parts[1].encode())])
     elif route == "slow":
         await asyncio.sleep(int(parts[1]) / 1000)
-        await _send(send, 200, {"server": NAME, "slow": True})
+        await send_json(send, 200, {"server": NAME, "slow": True})
     elif route == "reset":
         await send(
             {
@@ -102,10 +111,10 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         _seen[name].append((scope["method"], key))
         _hits[name] += 1
         if _hits[name] <= failures:
-            await _send(send, 503, {"server": NAME, "hit": _hits[name]})
+            await send_json(send, 503, {"server": NAME, "hit": _hits[name]})
         else:
-            await _send(send, 200, {"server": NAME, "hit": _hits[name]})
+            await send_json(send, 200, {"server": NAME, "hit": _hits[name]})
     elif route == "seen":
-        await _send(send, 200, {"server": NAME, "seen": _seen[parts[1]]})
+        await send_json(send, 200, {"server": NAME, "seen": _seen[parts[1]]})
     else:
-        await _send(send, 404, {"server": NAME, "error": "no such route"})
+        await send_json(send, 404, {"server": NAME, "error": "no such route"})

@@ -14,10 +14,25 @@ import pytest
 
 
 class Server:
-    """One uvicorn process serving tests/http/app.py on a socket bound by the test."""
+    """One uvicorn process serving an ASGI app (tests/http/app.py) on a socket the test binds.
 
-    def __init__(self, name: str) -> None:
+    Args:
+        name: The server's ``SERVER_NAME`` (the app says it in its answers).
+        app: The app, as uvicorn names it.
+        env: More environment for the app.
+        ready_path: A path answered once the app is up.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        app: str = "tests.http.app:app",
+        env: dict[str, str] | None = None,
+        ready_path: str = "/ok",
+    ) -> None:
         self.name = name
+        self.ready_path = ready_path
         sock = socket.socket()
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         # uvicorn treats an --fd socket as a Unix one and never sets TCP_NODELAY on what it
@@ -27,13 +42,12 @@ class Server:
         sock.listen(64)
         self.port = sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
-        env = {**os.environ, "SERVER_NAME": name}
         self.process = subprocess.Popen(
             [
                 sys.executable,
                 "-m",
                 "uvicorn",
-                "tests.http.app:app",
+                app,
                 "--fd",
                 str(sock.fileno()),
                 "--log-level",
@@ -41,7 +55,7 @@ class Server:
                 "--no-access-log",
             ],
             pass_fds=[sock.fileno()],
-            env=env,
+            env={**os.environ, "SERVER_NAME": name, **(env or {})},
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -55,7 +69,7 @@ class Server:
         pause = threading.Event()
         for _ in range(500):
             try:
-                httpx.get(f"{self.url}/ok", timeout=1.0)
+                httpx.get(f"{self.url}{self.ready_path}", timeout=1.0)
                 return
             except httpx.TransportError as exc:
                 if self.process.poll() is not None:

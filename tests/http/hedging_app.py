@@ -12,28 +12,14 @@ long each ``/item`` request takes (a slow endpoint and fast ones from one app). 
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 from typing import Any
+
+from tests.http.app import lifespan, send_json
 
 NAME = os.environ.get("SERVER_NAME", "server")
 LAG = int(os.environ.get("LAG_MS", "0")) / 1000
 _counts = {"served": 0, "disconnected": 0}
-
-
-async def _send(send: Any, status: int, body: Any) -> None:
-    data = json.dumps(body).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(data)).encode()),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": data})
 
 
 async def _disconnected(receive: Any) -> None:
@@ -43,21 +29,16 @@ async def _disconnected(receive: Any) -> None:
 
 async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     if scope["type"] == "lifespan":
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await send({"type": "lifespan.shutdown.complete"})
-                return
+        await lifespan(receive, send)
+        return
     while (await receive()).get("more_body"):  # the request body
         pass
     route = scope["path"].strip("/")
     if route == "stats":
-        await _send(send, 200, _counts)
+        await send_json(send, 200, _counts)
         return
     if route not in ("item", "fail-slow"):
-        await _send(send, 404, {"server": NAME})
+        await send_json(send, 404, {"server": NAME})
         return
     if LAG:
         gone = asyncio.ensure_future(_disconnected(receive))
@@ -70,4 +51,4 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         gone.cancel()
     _counts["served"] += 1
     status = 503 if route == "fail-slow" and LAG else 200
-    await _send(send, status, {"server": NAME, "method": scope["method"]})
+    await send_json(send, status, {"server": NAME, "method": scope["method"]})

@@ -9,11 +9,6 @@ endpoint, wins.
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import socket
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -30,60 +25,25 @@ from failsafe.http import (
     endpoint_breakers,
 )
 from failsafe.testing import FakeClock, RecordingListener
+from tests.http.conftest import Server
 
 DELAY = 0.05
 
 
-class LagServer:
+class LagServer(Server):
     """A uvicorn process of hedging_app whose ``/item`` takes ``lag_ms``."""
 
     def __init__(self, name: str, lag_ms: int) -> None:
-        self.name = name
-        sock = socket.socket()
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # see tests/http/conftest
-        sock.bind(("127.0.0.1", 0))
-        sock.listen(64)
-        self.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-        env = {**os.environ, "SERVER_NAME": name, "LAG_MS": str(lag_ms)}
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "tests.http.hedging_app:app",
-                "--fd",
-                str(sock.fileno()),
-                "--log-level",
-                "critical",
-                "--no-access-log",
-            ],
-            pass_fds=[sock.fileno()],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+        super().__init__(
+            name,
+            app="tests.http.hedging_app:app",
+            env={"LAG_MS": str(lag_ms)},
+            ready_path="/stats",
         )
-        sock.close()
-        pause = threading.Event()
-        for _ in range(500):
-            try:
-                httpx.get(f"{self.url}/stats", timeout=1.0)
-                return
-            except httpx.TransportError:
-                if self.process.poll() is not None:
-                    raise RuntimeError(f"server {name} exited") from None
-                pause.wait(0.02)
-        raise RuntimeError(f"server {name} did not start")
 
     def stats(self) -> dict[str, int]:
         """The server's counts so far."""
         return httpx.get(f"{self.url}/stats", timeout=2.0).json()  # type: ignore[no-any-return]
-
-    def kill(self) -> None:
-        """Stop the server."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait(10)
 
 
 @pytest.fixture(scope="module")
