@@ -30,6 +30,7 @@ from typing import Any
 
 import attrs
 
+from failsafe import _registry
 from failsafe import _validators as _v
 from failsafe._policy import AsyncRunner, Policy, SyncRunner
 from failsafe._validators import integer, number
@@ -326,6 +327,7 @@ class AdaptiveConcurrency(Policy):
             )
         self._predicate = classify(self.on, self.on_result)
         self._state = _State(float(self.initial_limit))
+        _registry.register(self)
 
     @property
     def limit(self) -> int:

@@ -6,6 +6,7 @@ import threading
 
 import attrs
 
+from failsafe import _registry
 from failsafe._validators import number
 from failsafe.clock import SYSTEM_CLOCK, Clock
 
@@ -29,6 +30,7 @@ class RetryBudget:
         min_per_second: Retries always allowed per second, whatever the traffic.
         window: Seconds over which calls and retries are counted.
         clock: Measures the window (a fake one in tests).
+        name: Names this budget in the health snapshot and in metrics.
 
     Raises:
         ConfigurationError: On a ratio outside [0, 1], a negative floor or a window <= 0.
@@ -41,6 +43,7 @@ class RetryBudget:
     min_per_second: float = attrs.field(default=10.0, validator=number(at_least=0))
     window: float = attrs.field(default=10.0, validator=number(above=0))
     clock: Clock = SYSTEM_CLOCK
+    name: str = "retry-budget"
     _lock: threading.Lock = attrs.field(factory=threading.Lock, init=False, repr=False)
     _width: float = attrs.field(init=False, repr=False)
     _stamps: list[int] = attrs.field(init=False, repr=False)
@@ -52,6 +55,7 @@ class RetryBudget:
         self._stamps = [-(2**62)] * _BUCKETS  # never counted, whatever the clock
         self._calls = [0] * _BUCKETS
         self._retries = [0] * _BUCKETS
+        _registry.register(self)
 
     def _slot(self, now: float) -> int:
         tick = int(now // self._width)

@@ -10,6 +10,7 @@ from typing import Any
 
 import attrs
 
+from failsafe import _registry
 from failsafe import _validators as _v
 from failsafe._policy import AsyncRunner, Policy, SyncRunner
 from failsafe._validators import integer, number
@@ -82,6 +83,9 @@ class Bulkhead(Policy):
     _lock: threading.Lock = attrs.field(factory=threading.Lock, init=False)
     _active: int = attrs.field(default=0, init=False)
     _waiters: deque[_Waiter] = attrs.field(factory=deque, init=False)
+
+    def __attrs_post_init__(self) -> None:
+        _registry.register(self)
 
     @property
     def active(self) -> int:

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, TypedDict
 import attrs
 from typing_extensions import Unpack
 
+from failsafe import _registry
 from failsafe import _validators as _v
 from failsafe._policy import AsyncRunner, Policy, SyncRunner
 from failsafe._validators import integer, number
@@ -508,6 +509,8 @@ class CircuitBreaker(Policy):
                 retry_interval=self.storage_retry,
                 clock=self.clock,
             )
+        if self.key is None:  # a keyed breaker's own breakers are listed through it
+            _registry.register(self)
 
     # -- inspection and manual control ------------------------------------------------------
     def _now_state(self) -> str:
@@ -1056,6 +1059,7 @@ class KeyedCircuitBreaker(Policy):
     """
 
     __slots__ = (
+        "__weakref__",
         "_clock",
         "_evicted",
         "_forced",
@@ -1101,6 +1105,8 @@ class KeyedCircuitBreaker(Policy):
         self._storage_factory = storage_factory
         self._options = options
         self._proto = proto = CircuitBreaker(name=name, **options)  # validates them now
+        _registry.forget(proto)
+        _registry.register(self)
         # whether a key without failures needs no breaker object (see the note at _GRAIN)
         self._lean = (
             storage_factory is None

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 import attrs
@@ -28,6 +28,7 @@ __all__ = [
     "CircuitRejected",
     "CircuitStorageRestored",
     "CircuitStorageUnavailable",
+    "Enricher",
     "ConcurrencyLimitChanged",
     "ConcurrencyLimitRejected",
     "Event",
@@ -310,6 +311,21 @@ class ChaosInjected(Event):
 
     kind: str
     detail: str
+
+
+class Enricher(Protocol):
+    """Adds the user's own attributes (a tenant, a region) to failsafe's metrics and spans.
+
+    Telemetry listeners (``failsafe.opentelemetry``, ``failsafe.prometheus``) call each
+    enricher with the event being recorded, or with ``None`` for what no event caused (a
+    gauge read on collection, a span of the HTTP transport or the queue consumer), and add
+    the attributes it returns. An enricher runs on the thread or task that took the decision,
+    so it can read the caller's context variables; one that raises is logged and skipped.
+    """
+
+    def __call__(self, event: Event | None, /) -> Mapping[str, str | bool | int | float] | None:
+        """Return the attributes to add (or ``None`` for none)."""
+        ...
 
 
 class Listener(Protocol):

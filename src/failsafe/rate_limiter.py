@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import attrs
 
+from failsafe import _registry
 from failsafe import _validators as _v
 from failsafe._policy import AsyncRunner, Policy, SyncRunner
 from failsafe._validators import integer, number
@@ -805,6 +806,7 @@ class RateLimiter(Policy):
                 listeners=self.listeners,
                 policy=self.name,
             )
+        _registry.register(self)
 
     @classmethod
     def sliding_window(
