@@ -30,6 +30,7 @@ CASES = [
     ("failsafe.errors.postgres", "psycopg_pool", "postgres"),
     ("failsafe.queue.rabbitmq", "aio_pika", "rabbitmq"),
     ("failsafe.opentelemetry", "opentelemetry", "otel"),
+    ("failsafe.prometheus", "prometheus_client", "prometheus"),
 ]
 
 
@@ -64,7 +65,7 @@ def test_a_shared_breaker_without_redis_names_the_extra() -> None:
 
 
 def test_the_core_imports_without_any_extra() -> None:
-    blocked = ["httpx", "starlette", "psycopg", "aio_pika", "redis", "opentelemetry"]
+    blocked = ["httpx", "starlette", "psycopg", "aio_pika", "redis", "opentelemetry", "prometheus_client"]
     code = (
         f"import sys\nfor name in {blocked!r}: sys.modules[name] = None\n"
         "import failsafe, failsafe.queue, failsafe.testing\nprint('ok')\n"

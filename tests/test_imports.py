@@ -19,6 +19,7 @@ HEAVY = (
     "sqlalchemy",
     "starlette",
     "opentelemetry",
+    "prometheus_client",
     "pybreaker",
 )
 

@@ -101,7 +101,7 @@ def test_every_decision_becomes_a_metric() -> None:
 
 
 def test_the_newer_policies_events_become_metrics() -> None:
-    """Rate-limit and shed rejections, permit waits, limit moves, hedges and chaos are recorded."""
+    """Rate-limit and shed rejections, permit waits, hedges and chaos are recorded (not limits)."""
     from failsafe import events as ev
 
     reader = InMemoryMetricReader()
@@ -121,7 +121,7 @@ def test_the_newer_policies_events_become_metrics() -> None:
         key=str,
     )
     assert m["failsafe.rate_limit.delay"] == [({"failsafe.policy": "api"}, (1, 0.25))]
-    assert m["failsafe.concurrency.limit"] == [({"failsafe.policy": "db"}, (1, 6))]
+    assert "failsafe.concurrency.limit" not in m  # a gauge of instrument(), not an event metric
     assert m["failsafe.hedges"] == [({"failsafe.policy": "reads"}, 1)]
     assert m["failsafe.chaos.injected"] == [
         ({"failsafe.policy": "chaos", "failsafe.chaos.kind": "fault"}, 1)
@@ -148,3 +148,83 @@ def test_a_metrics_only_breakers_refusals_are_marked_not_enforced() -> None:
             1,
         )
     ]
+
+
+def gauge_points(reader: InMemoryMetricReader, policy: str) -> dict[str, list[Any]]:
+    """The gauge points of one policy (other tests' live policies are registered too)."""
+    data = reader.get_metrics_data()
+    found: dict[str, list[Any]] = {}
+    for rm in data.resource_metrics if data is not None else ():
+        for sm in rm.scope_metrics:
+            for metric in sm.metrics:
+                for point in metric.data.data_points:
+                    if point.attributes and point.attributes.get("failsafe.policy") == policy:
+                        found.setdefault(metric.name, []).append(
+                            (dict(point.attributes), point.value)  # type: ignore[union-attr]
+                        )
+    return found
+
+
+def test_instrument_exports_the_health_gauges() -> None:
+    """instrument() registers the gauges of failsafe.health, read at each collection."""
+    from failsafe.opentelemetry import instrument
+
+    reader = InMemoryMetricReader()
+    bulkhead = Bulkhead(name="otel-pool", max_concurrent=3)
+    breaker = CircuitBreaker(name="otel-stock", clock=FakeClock())
+    with instrument(meter_provider=MeterProvider(metric_readers=[reader]), spans=False):
+        assert gauge_points(reader, "otel-pool") == {
+            "failsafe.bulkhead.in_flight": [({"failsafe.policy": "otel-pool"}, 0)],
+            "failsafe.bulkhead.queued": [({"failsafe.policy": "otel-pool"}, 0)],
+        }
+        assert gauge_points(reader, "otel-stock") == {
+            "failsafe.circuit.state": [({"failsafe.policy": "otel-stock"}, 0)]
+        }
+        breaker.open()
+        assert gauge_points(reader, "otel-stock")["failsafe.circuit.state"][0][1] == 2
+
+        def inside() -> None:
+            points = gauge_points(reader, "otel-pool")["failsafe.bulkhead.in_flight"]
+            assert points == [({"failsafe.policy": "otel-pool"}, 1)]
+
+        bulkhead.call(inside)
+
+
+def test_an_adaptive_limit_is_a_gauge() -> None:
+    """failsafe.concurrency.limit is the gauge of an adaptive limit's current value."""
+    from failsafe import AdaptiveConcurrency
+    from failsafe.opentelemetry import instrument
+
+    reader = InMemoryMetricReader()
+    limit = AdaptiveConcurrency(name="otel-db", initial_limit=7)
+    with instrument(meter_provider=MeterProvider(metric_readers=[reader]), spans=False):
+        points = gauge_points(reader, "otel-db")
+    assert points["failsafe.concurrency.limit"] == [({"failsafe.policy": "otel-db"}, 7)]
+    assert limit.limit == 7
+
+
+def test_gauges_carry_the_enrichers_attributes_and_go_silent_when_undone() -> None:
+    """Gauges get the enrichers' attributes (called with None); uninstrument() silences them."""
+    from failsafe.opentelemetry import instrument
+
+    reader = InMemoryMetricReader()
+    seen: list[object] = []
+
+    def region(event: object) -> dict[str, str]:
+        seen.append(event)
+        return {"region": "eu"}
+
+    bulkhead = Bulkhead(name="otel-enriched", max_concurrent=1)
+    done = instrument(
+        meter_provider=MeterProvider(metric_readers=[reader]), spans=False, enrichers=[region]
+    )
+    try:
+        assert gauge_points(reader, "otel-enriched")["failsafe.bulkhead.in_flight"] == [
+            ({"region": "eu", "failsafe.policy": "otel-enriched"}, 0)
+        ]
+        assert seen
+        assert all(event is None for event in seen)
+    finally:
+        done.uninstrument()
+    assert gauge_points(reader, "otel-enriched") == {}
+    assert bulkhead.name == "otel-enriched"

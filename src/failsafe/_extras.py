@@ -15,7 +15,8 @@ EXTRAS: Final = {
     "rabbitmq": "RabbitMQ queues (failsafe.queue.rabbitmq, amqp:// brokers)",
     "redis": "circuit breakers and rate limits shared through Redis (redis_storage,"
     " redis_rate_limit)",
-    "otel": "OpenTelemetry metrics (failsafe.opentelemetry)",
+    "otel": "OpenTelemetry traces, metrics and gauges (failsafe.opentelemetry)",
+    "prometheus": "Prometheus metrics and gauges (failsafe.prometheus)",
 }
 """Every extra of the distribution that adds a runtime feature, with what it adds."""
 

@@ -67,6 +67,7 @@ class _Local(Protocol):
     hold: float
 
     def take(self, key: Hashable, now: float, max_wait: float) -> float: ...
+    def free(self, now: float) -> int: ...
     def give_back(self, key: Hashable, at: float) -> None: ...
     def __len__(self) -> int: ...
     def sweep(self, now: float) -> int: ...
@@ -227,6 +228,15 @@ class _TokenBucket(_PerKey):
         finally:
             lock.release()
 
+    def free(self, now: float) -> int:
+        """Permits of the single limit that could be taken at ``now`` without waiting."""
+        with self.lock:
+            tat = self.tat
+        start = tat if tat > now else now
+        # the n-th permit taken now is free while start + (n - 1) * interval <= now + slack
+        free = math.floor((now + self.slack - start) / self.interval) + 1
+        return max(0, min(free, round(self.ahead / self.interval)))
+
     def give_back(self, key: Hashable, at: float) -> None:
         """Return one permit taken and not used (the bucket gains one permit back)."""
         with self.lock:
@@ -311,6 +321,24 @@ class _SlidingLog(_PerKey):
             if wait <= max_wait:
                 log.append(due)
             return wait
+
+    def free(self, now: float) -> int:
+        """Permits of the single limit that could be taken at ``now`` without waiting.
+
+        Reads the log without pruning it; counts from its newest entry, so at most the
+        entries inside the window are looked at.
+        """
+        horizon = now - self.window
+        with self.lock:
+            log = self.log
+            if log and log[-1] > now + _EPS:  # a permit is reserved ahead: callers wait
+                return 0
+            held = 0
+            for at in reversed(log):
+                if at <= horizon or held >= self.limit:
+                    break
+                held += 1
+        return self.limit - held
 
     def give_back(self, key: Hashable, at: float) -> None:
         """Remove the permit taken for ``at`` (the latest entry at or before it)."""
@@ -856,6 +884,18 @@ class RateLimiter(Policy):
     def evicted(self) -> int:
         """Keys dropped so far (they held nothing, were idle, or made room)."""
         return self._local.keys.evicted
+
+    @property
+    def available(self) -> int | None:
+        """Permits a call could take now without waiting, for a limiter without keys.
+
+        Counted in process memory: for a limiter shared through Redis, this is the count it
+        falls back on while the storage is unavailable (Redis is never asked here).
+        ``None`` for a limiter with keys (each key has its own limit: see ``keys_held``).
+        """
+        if self.key is not None:
+            return None
+        return self._local.free(self.clock.monotonic())
 
     @property
     def storage_available(self) -> bool:

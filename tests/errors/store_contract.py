@@ -20,6 +20,11 @@ from failsafe.errors import (
 )
 from failsafe.errors.store import RECEIPT_SECONDS, REPEAT_SAMPLE, GroupNotFound, GroupQuery
 
+TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
+SPAN = "00f067aa0ba902b7"
+OTHER_TRACE = "0af7651916cd43dd8448eb211c80319c"
+OTHER_SPAN = "b7ad6b7169203331"
+
 
 def report(**overrides: Any) -> Report:
     fields: dict[str, Any] = {
@@ -434,6 +439,50 @@ class StoreContract:
             query = attrs.evolve(query, after=page.next_after)
         assert seen == [r.id for r in everything]
         assert len(set(seen)) == 7
+
+    def test_a_record_keeps_the_trace_of_its_latest_traced_report(self, store: ErrorStore) -> None:
+        """A repeat with a trace replaces the record's trace ids; one without leaves them."""
+        first, _ = store.add(
+            report(trace_id=TRACE, span_id=SPAN), now=1.0, next_attempt_at=2.0, actor="w"
+        )
+        assert (first.trace_id, first.span_id) == (TRACE, SPAN)
+        assert store.get(first.id) == first
+        untraced, _ = store.add(report(), now=2.0, next_attempt_at=3.0, actor="w")
+        assert (untraced.id, untraced.trace_id, untraced.span_id) == (first.id, TRACE, SPAN)
+        later, _ = store.add(report(trace_id=OTHER_TRACE), now=3.0, next_attempt_at=4.0, actor="w")
+        assert (later.trace_id, later.span_id) == (OTHER_TRACE, None)  # the pair, not a mix
+        # repeats stored together: the last of them that carries a trace
+        store.add_many(
+            [
+                (report(trace_id=TRACE, span_id=SPAN), None),
+                (report(trace_id=OTHER_TRACE, span_id=OTHER_SPAN), None),
+                (report(), None),
+            ],
+            now=4.0,
+            next_attempt_at=[5.0, 5.0, 5.0],
+            actor=["w", "w", "w"],
+        )
+        after = store.get(first.id)
+        assert (after.count, after.trace_id, after.span_id) == (6, OTHER_TRACE, OTHER_SPAN)
+        assert store.find(Query()).total == 1
+
+    def test_records_are_listed_by_trace_newest_first(self, store: ErrorStore) -> None:
+        """A trace id filter lists that trace's records only, with the other filters."""
+        made = [
+            store.add(
+                report(payload={"n": n}, trace_id=trace, span_id=SPAN if n else None),
+                now=float(n),
+                next_attempt_at=None,
+                actor="w",
+            )[0]
+            for n, trace in enumerate([TRACE, OTHER_TRACE, TRACE, None])
+        ]
+        page = store.find(Query(trace_id=TRACE))
+        assert [r.id for r in page.records] == [made[2].id, made[0].id]
+        assert page.total == 2
+        assert store.find(Query(trace_id=TRACE, kind="other.kind")).total == 0
+        assert store.find(Query(trace_id="f" * 32)).total == 0
+        assert store.find(Query()).total == 4
 
     def test_a_count_past_the_limit_stops_there(
         self, store: ErrorStore, monkeypatch: pytest.MonkeyPatch

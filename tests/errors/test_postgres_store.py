@@ -19,7 +19,13 @@ from psycopg import sql
 from failsafe.errors import ErrorRecord, Query, Status
 from failsafe.errors import _sql as store_sql
 from failsafe.errors.postgres import PostgresStore
-from tests.errors.store_contract import GroupCommitContract, StoreContract, report
+from tests.errors.store_contract import (
+    SPAN,
+    TRACE,
+    GroupCommitContract,
+    StoreContract,
+    report,
+)
 
 DSN = os.environ.get("FAILSAFE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 
@@ -161,6 +167,42 @@ def test_counts_of_two_stores_on_one_schema_add_up(schema: str) -> None:
         first.add(report(payload={"n": 10}), now=11.0, next_attempt_at=None, actor="w")
         assert first.counts()["pending_retry"] == 4
         assert second.counts()["resolved"] == 1
+    finally:
+        first.close()
+        second.close()
+
+
+def test_a_schema_from_before_traces_gets_the_trace_columns_when_opened(schema: str) -> None:
+    """An older schema's records read with no trace; new ones store theirs, by index."""
+    store = PostgresStore(DSN, schema=schema)
+    old, _ = store.add(report(payload={"n": 1}), now=1.0, next_attempt_at=None, actor="w")
+    store.close()
+    with psycopg.connect(DSN, autocommit=True) as conn:  # as a schema of the version before
+        conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
+        conn.execute("DROP INDEX failsafe_errors_trace")
+        conn.execute("ALTER TABLE failsafe_errors DROP COLUMN trace_id, DROP COLUMN span_id")
+    first, second = PostgresStore(DSN, schema=schema), PostgresStore(DSN, schema=schema)
+    try:
+        assert (first.get(old.id).trace_id, first.get(old.id).span_id) == (None, None)
+        new, _ = second.add(
+            report(payload={"n": 2}, trace_id=TRACE, span_id=SPAN),
+            now=2.0,
+            next_attempt_at=None,
+            actor="w",
+        )
+        assert [r.id for r in first.find(Query(trace_id=TRACE)).records] == [new.id]
+        assert first.get(new.id).span_id == SPAN
+        with first._transaction() as run:
+            run("SET LOCAL enable_seqscan = off", ())
+            plan = "\n".join(
+                row[0]
+                for row in run(
+                    "EXPLAIN SELECT id FROM failsafe_errors WHERE trace_id = ?"
+                    " ORDER BY created_at DESC, id DESC",
+                    (TRACE,),
+                ).fetchall()
+            )
+        assert "failsafe_errors_trace" in plan
     finally:
         first.close()
         second.close()

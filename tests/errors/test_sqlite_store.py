@@ -11,7 +11,13 @@ import pytest
 
 from failsafe.errors import Query, RecordNotFound, SQLiteStore, Status, StoreUnavailable
 from failsafe.exceptions import ConfigurationError
-from tests.errors.store_contract import GroupCommitContract, StoreContract, report
+from tests.errors.store_contract import (
+    SPAN,
+    TRACE,
+    GroupCommitContract,
+    StoreContract,
+    report,
+)
 
 
 class TestSQLiteStore(StoreContract):
@@ -190,3 +196,40 @@ def test_a_prefix_of_two_ids_names_neither(tmp_path: Path, monkeypatch: pytest.M
     assert "give more of it" in str(caught.value)
     assert desk.get("abcdef120").id == first.id
     assert desk.resolve("abcdef12f", actor="ann").id == second.id
+
+
+def test_a_file_from_before_traces_gets_the_trace_columns_when_opened(tmp_path: Path) -> None:
+    """An older file's records read with no trace; new ones store theirs, found by index."""
+    import sqlite3
+
+    path = tmp_path / "errors.db"
+    store = SQLiteStore(path)
+    old, _ = store.add(report(payload={"n": 1}), now=1.0, next_attempt_at=None, actor="w")
+    store.close()
+    db = sqlite3.connect(path)  # as a file written by the version before traces
+    db.execute("DROP INDEX failsafe_errors_trace")
+    db.execute("ALTER TABLE failsafe_errors DROP COLUMN trace_id")
+    db.execute("ALTER TABLE failsafe_errors DROP COLUMN span_id")
+    db.commit()
+    db.close()
+    reopened = SQLiteStore(path)
+    assert (reopened.get(old.id).trace_id, reopened.get(old.id).span_id) == (None, None)
+    new, _ = reopened.add(
+        report(payload={"n": 2}, trace_id=TRACE, span_id=SPAN),
+        now=2.0,
+        next_attempt_at=None,
+        actor="w",
+    )
+    assert [r.id for r in reopened.find(Query(trace_id=TRACE)).records] == [new.id]
+    with reopened._reading() as run:
+        plan = " ".join(
+            str(row[-1])
+            for row in run(
+                "EXPLAIN QUERY PLAN SELECT id FROM failsafe_errors WHERE trace_id = ?"
+                " ORDER BY created_at DESC, id DESC",
+                (TRACE,),
+            ).fetchall()
+        )
+    assert "failsafe_errors_trace" in plan
+    reopened.close()
+    assert SQLiteStore(path).get(new.id).trace_id == TRACE  # opened again: nothing to add

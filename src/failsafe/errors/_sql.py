@@ -16,7 +16,8 @@ OPEN_IN = "(" + ", ".join(f"'{s.value}'" for s in open_statuses()) + ")"
 
 RECORD_COLUMNS = (
     "id, kind, source, action, payload, error_type, error_message, traceback, correlation_id,"
-    " dedupe_key, count, status, created_at, updated_at, next_attempt_at, fingerprint"
+    " dedupe_key, count, status, created_at, updated_at, next_attempt_at, fingerprint,"
+    " trace_id, span_id"
 )
 
 SCHEMA = (
@@ -36,7 +37,9 @@ SCHEMA = (
         created_at DOUBLE PRECISION NOT NULL,
         updated_at DOUBLE PRECISION NOT NULL,
         next_attempt_at DOUBLE PRECISION,
-        fingerprint TEXT NOT NULL DEFAULT ''
+        fingerprint TEXT NOT NULL DEFAULT '',
+        trace_id TEXT,
+        span_id TEXT
     )""",
     # one open record per dedupe key: a repeated report can only join it
     f"""CREATE UNIQUE INDEX IF NOT EXISTS failsafe_errors_open_dedupe
@@ -97,7 +100,17 @@ SCHEMA = (
         ON failsafe_error_receipts (record_id)""",
 )
 
-RECORD_MARKS = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+TRACE_COLUMNS = ("trace_id", "span_id")
+"""The columns a store from before traces lacks: added (nullable) when it is opened."""
+TRACE_SCHEMA = (
+    # a record's trace: the records of one trace, newest first, off this index (only the
+    # records that have one are in it)
+    """CREATE INDEX IF NOT EXISTS failsafe_errors_trace
+        ON failsafe_errors (trace_id, created_at, id) WHERE trace_id IS NOT NULL""",
+)
+"""Run once the trace columns are there (`TRACE_COLUMNS`)."""
+
+RECORD_MARKS = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 INSERT_RECORD = f"INSERT INTO failsafe_errors ({RECORD_COLUMNS}) VALUES {RECORD_MARKS}"
 # a concurrent duplicate waits on the partial unique index, then does nothing (and bumps)
 IF_NEW = f" ON CONFLICT (dedupe_key) WHERE status IN {OPEN_IN} DO NOTHING RETURNING id"
@@ -105,10 +118,21 @@ INSERT_IF_NEW = INSERT_RECORD + IF_NEW
 
 
 FIND_OPEN = f"SELECT id FROM failsafe_errors WHERE dedupe_key = ? AND status IN {OPEN_IN}"
-# a repeat (or k of them): the count up, its new value back
+# a repeat (or k of them): the count up, its new value back; the trace of the latest repeat
+# that carries one replaces the record's (trace id, trace id, span id; NULL: kept)
 BUMP_BY = (
-    "UPDATE failsafe_errors SET count = count + ?, updated_at = ? WHERE id = ? RETURNING count"
+    "UPDATE failsafe_errors SET count = count + ?, updated_at = ?,"
+    " trace_id = COALESCE(CAST(? AS TEXT), trace_id),"
+    " span_id = CASE WHEN CAST(? AS TEXT) IS NULL THEN span_id ELSE CAST(? AS TEXT) END"
+    " WHERE id = ? RETURNING count"
 )
+
+
+def bump_params(
+    repeats: int, now: float, trace_id: str | None, span_id: str | None, record_id: str
+) -> tuple[Any, ...]:
+    """BUMP_BY's parameters: ``repeats`` more reports, the latest traced one's trace ids."""
+    return (repeats, now, trace_id, trace_id, span_id, record_id)
 
 
 INSERT_HISTORY = (
@@ -375,6 +399,9 @@ def where(query: Query, text_clause: TextClause = text_like) -> tuple[str, list[
     if query.fingerprint is not None:
         clauses.append("fingerprint = ?")
         params.append(query.fingerprint)
+    if query.trace_id is not None:
+        clauses.append("trace_id = ?")
+        params.append(query.trace_id)
     if query.since is not None:
         clauses.append("created_at >= ?")
         params.append(query.since)
@@ -427,6 +454,8 @@ def record_row(record: ErrorRecord, *, payload: str | None = None) -> tuple[Any,
         record.updated_at,
         record.next_attempt_at,
         record.fingerprint,
+        record.trace_id,
+        record.span_id,
     )
 
 
@@ -453,6 +482,8 @@ def build(
         updated_at=float(row[13]),
         next_attempt_at=None if row[14] is None else float(row[14]),
         fingerprint=row[15],
+        trace_id=row[16],
+        span_id=row[17],
         attempts=tuple(Attempt(at=float(a[0]), ok=bool(a[1]), detail=a[2]) for a in attempts),
         history=tuple(
             AuditEntry(at=float(h[0]), actor=h[1], action=h[2], note=h[3]) for h in history
@@ -506,7 +537,7 @@ class ArrayBulk(Bulk):
 
     def insert_if_new(self, rows: Rows) -> tuple[str, list[Any]]:
         """INSERT_IF_NEW for many records, a column each."""
-        types = ["text"] * 10 + ["bigint", "text", "float8", "float8", "float8", "text"]
+        types = ["text"] * 10 + ["bigint", "text", "float8", "float8", "float8"] + ["text"] * 3
         arrays = ", ".join(f"?::{t}[]" for t in types)
         statement = (
             f"INSERT INTO failsafe_errors ({RECORD_COLUMNS}) SELECT * FROM unnest({arrays}){IF_NEW}"

@@ -154,6 +154,8 @@ def _new_record(
         updated_at=now,
         next_attempt_at=next_attempt_at if status is Status.PENDING_RETRY else None,
         fingerprint=fingerprint(report),
+        trace_id=report.trace_id,
+        span_id=report.span_id,
     )
 
 
@@ -788,7 +790,19 @@ class SQLStore:
         entries: list[tuple[Any, ...]] = []
         for key, indexes in members.items():
             now = max(group[i][1] for i in indexes)
-            bumped = run(_sql.BUMP_BY, (len(indexes), now, open_ids[key])).fetchone()[0]
+            # the latest repeat with a trace: the record points at that trace from now on
+            traced = [group[i][0] for i in indexes if group[i][0].trace_id is not None]
+            latest = traced[-1] if traced else None
+            bumped = run(
+                _sql.BUMP_BY,
+                _sql.bump_params(
+                    len(indexes),
+                    now,
+                    None if latest is None else latest.trace_id,
+                    None if latest is None else latest.span_id,
+                    open_ids[key],
+                ),
+            ).fetchone()[0]
             before = int(bumped) - len(indexes)
             # a bounded sample of the repeats, as in _add: the count says the rest
             for n, i in enumerate(indexes, start=1):
@@ -856,7 +870,8 @@ class SQLStore:
                 continue
             record_id, created = existing[0], False
             # a bounded sample of the repeats: the count and updated_at say the rest
-            if run(_sql.BUMP_BY, (1, now, record_id)).fetchone()[0] <= REPEAT_SAMPLE + 1:
+            params = _sql.bump_params(1, now, report.trace_id, report.span_id, record_id)
+            if run(_sql.BUMP_BY, params).fetchone()[0] <= REPEAT_SAMPLE + 1:
                 run(_sql.INSERT_HISTORY, (record_id, now, actor, "reported again", None))
             break
         if report_id is not None:

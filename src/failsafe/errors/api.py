@@ -34,6 +34,7 @@ from urllib.parse import urlsplit
 
 import attrs
 
+from failsafe import _tracing
 from failsafe._extras import missing_extra
 
 try:
@@ -49,7 +50,15 @@ from failsafe.errors._intake import Intake
 from failsafe.errors.auth import Tokens
 from failsafe.errors.desk import GROUP_ACTIONS, ErrorDesk
 from failsafe.errors.fingerprint import FINGERPRINT_PATTERN
-from failsafe.errors.record import KIND_PATTERN, Action, InvalidReport, Report, Status
+from failsafe.errors.record import (
+    KIND_PATTERN,
+    SPAN_ID_PATTERN,
+    TRACE_ID_PATTERN,
+    Action,
+    InvalidReport,
+    Report,
+    Status,
+)
 from failsafe.errors.store import (
     GROUP_ORDERS,
     GroupNotFound,
@@ -67,6 +76,7 @@ __all__ = [
     "DEFAULT_MAX_BODY_BYTES",
     "DEFAULT_MAX_PAYLOAD_BYTES",
     "OPERATIONS",
+    "REPORT_SPAN",
     "Answer",
     "Body",
     "Field",
@@ -83,6 +93,10 @@ DEFAULT_MAX_BODY_BYTES: Final = 256 * 1024
 """The largest request body read, in bytes; a larger one is refused with 413."""
 DEFAULT_MAX_PAYLOAD_BYTES: Final = 64 * 1024
 """The largest report payload (as compact JSON), in bytes; a larger one is refused with 422."""
+REPORT_SPAN: Final = "failsafe.errors report"
+"""The span storing one ``POST /v1/reports`` (with a tracing system installed): attributes
+``failsafe.errors.kind``, ``failsafe.errors.source``, ``failsafe.errors.record_id`` and
+``failsafe.errors.created`` (whether the record is new)."""
 
 _MAX_DEPTH: Final = 64
 _MAX_ID: Final = 200
@@ -936,6 +950,22 @@ _REPORT: Final = Body(
             description="The failure group (default: made from the kind, error type, message"
             " and traceback, see the docs' failure groups).",
         ),
+        Field(
+            name="trace_id",
+            nullable=True,
+            pattern=TRACE_ID_PATTERN,
+            problem="must be 32 lower-case hex digits, not all zero, got {value}",
+            description="The W3C trace id of the trace the failure happened in: the record"
+            " can be found by it, and the service's retries of it join that trace.",
+        ),
+        Field(
+            name="span_id",
+            nullable=True,
+            pattern=SPAN_ID_PATTERN,
+            problem="must be 16 lower-case hex digits, not all zero, got {value}",
+            description="The W3C span id of the span that reported the failure (within"
+            " trace_id's trace): the parent of the retries' spans.",
+        ),
     ),
 )
 """The body of ``POST /v1/reports`` (and of each report in a batch)."""
@@ -1064,6 +1094,7 @@ _STATUS_NAMES: Final = tuple(s.value for s in Status)
 _CURSOR_NUMBER: Final = "-?[0-9]{1,17}(?:\\.[0-9]{1,24})?(?:e[+-]?[0-9]{1,2})?"
 _CURSOR_PATTERN: Final = f"^(?:[{_WS}]*|{_CURSOR_NUMBER}_[0-9a-f]{{1,64}})$"
 _NEXT_PATTERN: Final = f"^{_CURSOR_NUMBER}_[0-9a-f]{{1,64}}$"
+_TRACE_FILTER_PATTERN: Final = f"^(?:[{_WS}]*|[0-9a-fA-F]{{32}})$"
 _INSTANT_PROBLEM: Final = (
     "must be epoch seconds or an ISO 8601 time (epoch seconds: a finite number such as"
     " 1700000000.5; ISO 8601: such as 2026-11-01 or 2026-11-01T09:30:00+01:00, UTC when"
@@ -1105,6 +1136,13 @@ _LIST_PARAMS: Final = (
     ),
     _query("q", "Text in the kind, error type, message or payload (any case; empty: any)."),
     _query("fingerprint", "Only the records of this failure group (empty: any)."),
+    _query(
+        "trace_id",
+        "Only the records of this trace: its W3C trace id, 32 hex digits, any case (empty: any).",
+        pattern=_TRACE_FILTER_PATTERN,
+        problem="must be a trace id (32 hex digits), got {value}",
+        parse=str.lower,
+    ),
     _query("limit", "Records per page.", kind="integer", minimum=1, maximum=500, default=50),
     _query(
         "after",
@@ -1828,6 +1866,7 @@ def _api(
             until=p["until"],
             text=p["q"],
             fingerprint=p["fingerprint"],
+            trace_id=p["trace_id"],
             limit=p["limit"],
             offset=p["offset"],
             after=p["after"],
@@ -2058,12 +2097,26 @@ _ENCODER: Final = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separato
 async def _store_report(
     intake: Intake, inputs: _Inputs, accepts: Callable[[Report], None]
 ) -> tuple[int, bytes]:
-    """Store a checked report; the answer's status and body (201: a new record)."""
+    """Store a checked report; the answer's status and body (201: a new record).
+
+    With a tracing system installed, storing it is a span (`REPORT_SPAN`) in the request's
+    trace, naming the record it made or joined.
+    """
     parsed: Report = inputs.body
     accepts(parsed)
-    record, created = await intake.report(
-        parsed, actor=parsed.source, report_id=inputs.params["Idempotency-Key"]
-    )
+    tracing = _tracing.installed()
+    if tracing is None:
+        record, created = await intake.report(
+            parsed, actor=parsed.source, report_id=inputs.params["Idempotency-Key"]
+        )
+    else:
+        attributes = {"failsafe.errors.kind": parsed.kind, "failsafe.errors.source": parsed.source}
+        with tracing.span(REPORT_SPAN, kind="internal", attributes=attributes) as span:
+            record, created = await intake.report(
+                parsed, actor=parsed.source, report_id=inputs.params["Idempotency-Key"]
+            )
+            span.set("failsafe.errors.record_id", record.id)
+            span.set("failsafe.errors.created", created)
     answer = {"record": record.to_json(), "created": created}
     return (201 if created else 200), _ENCODER.encode(answer).encode()
 
@@ -2195,6 +2248,17 @@ def _response_schemas() -> dict[str, Any]:
         "updated_at": {"type": "number"},
         "next_attempt_at": {"type": ["number", "null"]},
         "fingerprint": {"type": "string", "description": "The record's failure group."},
+        "trace_id": {
+            "type": ["string", "null"],
+            "pattern": TRACE_ID_PATTERN,
+            "description": "The trace the failure happened in (that of the latest report"
+            " carrying one), or null.",
+        },
+        "span_id": {
+            "type": ["string", "null"],
+            "pattern": SPAN_ID_PATTERN,
+            "description": "The span that reported it, within trace_id's trace, or null.",
+        },
     }
     count = {"type": "integer", "minimum": 0}
     group: dict[str, Any] = {

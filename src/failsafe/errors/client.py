@@ -8,6 +8,12 @@ reports later, oldest first, with backoff, and deletes each one only after the s
 acknowledged it. Hence the guarantee: **once ``report()`` returns, the report is never
 lost**, even if the process is killed the next instant.
 
+A report made inside a span (once a tracing system is installed, see
+``failsafe.opentelemetry.instrument()``) carries that span's trace and span ids, so its
+record can be found from the trace and the service's retries of it join the trace; the
+request to the service carries the W3C ``traceparent`` header, so the service's spans join
+it too. Without a tracing system, nothing of this runs.
+
 Each report gets an id (a uuid4 hex) which ``report()`` returns and sends as the
 ``Idempotency-Key`` header: when an answer is lost and the report is sent again, the
 service counts it once. The report's id finds its record for seven days
@@ -47,6 +53,7 @@ from typing import Any, Final, Literal
 
 import attrs
 
+from failsafe import _tracing
 from failsafe._extras import missing_extra
 
 try:
@@ -292,9 +299,18 @@ class _SinkBase:
         source: str | None,
         dedupe_key: str | None,
         correlation_id: str | None,
+        trace_id: str | None = None,
+        span_id: str | None = None,
     ) -> tuple[str, dict[str, Any]]:
         if self._closed:
             raise SinkClosed("this error sink is closed")
+        if trace_id is None:
+            if span_id is not None:
+                raise ReportRejected("a span id needs its trace id", field="span_id")
+            tracing = _tracing.installed()
+            ids = None if tracing is None else tracing.current_ids()
+            if ids is not None:
+                trace_id, span_id = ids
         body: dict[str, Any] = {
             "kind": kind,
             "action": action.value if isinstance(action, Action) else action,
@@ -312,6 +328,10 @@ class _SinkBase:
             body["dedupe_key"] = dedupe_key
         if correlation_id is not None:
             body["correlation_id"] = correlation_id
+        if trace_id is not None:
+            body["trace_id"] = trace_id
+            if span_id is not None:
+                body["span_id"] = span_id
         try:
             json.dumps(body, allow_nan=False)
         except (TypeError, ValueError) as exc:
@@ -365,8 +385,23 @@ class _SinkBase:
             size += len(part) + 1
         return taken, b'{"reports":[' + b",".join(parts) + b"]}"
 
-    def _request_headers(self, report_id: str) -> dict[str, str]:
-        return {**self._headers, "Idempotency-Key": report_id}
+    def _request_headers(
+        self, report_id: str, body: dict[str, Any], *, spooled: bool
+    ) -> dict[str, str]:
+        """A report's request headers (``spooled``: sent later, from the spool).
+
+        With a tracing system installed, the request carries a ``traceparent``: the current
+        span's (``report()``'s own attempt), or the one the spooled report was made in.
+        """
+        headers = {**self._headers, "Idempotency-Key": report_id}
+        tracing = _tracing.installed()
+        if tracing is None:
+            return headers
+        if not spooled:
+            tracing.inject(headers)
+        elif isinstance(body.get("trace_id"), str) and isinstance(body.get("span_id"), str):
+            headers.update(_tracing.traceparent(body["trace_id"], body["span_id"]))
+        return headers
 
     @staticmethod
     def _judge(response: httpx.Response) -> _Outcome:
@@ -536,6 +571,8 @@ class ErrorSink(_SinkBase):
         source: str | None = None,
         dedupe_key: str | None = None,
         correlation_id: str | None = None,
+        trace_id: str | None = None,
+        span_id: str | None = None,
     ) -> str:
         """Report one failure; return its id. Once this returns, the report is never lost.
 
@@ -548,6 +585,10 @@ class ErrorSink(_SinkBase):
             dedupe_key: Reports with the same key, while a record is open, are counted on
                 one record (default: the service derives one).
             correlation_id: The request or message id that ties logs together.
+            trace_id: The trace the failure happened in (32 lower-case hex digits). Default:
+                the current span's, when a tracing system is installed and a span is current.
+            span_id: The span that reported it (16 lower-case hex digits), with
+                ``trace_id`` only. Default: the current span's, as ``trace_id``.
 
         Returns:
             The report's id (also its ``Idempotency-Key``). It is not the record's id (a
@@ -556,7 +597,9 @@ class ErrorSink(_SinkBase):
             after the report is stored (`RECEIPT_SECONDS`).
 
         Raises:
-            ReportRejected: If the report is malformed or the service refuses it (4xx).
+            ReportRejected: If the report is malformed (a ``trace_id`` or ``span_id`` that
+                is not a W3C id, a ``span_id`` without a ``trace_id``) or the service
+                refuses it (4xx).
             SinkClosed: If the sink is closed.
             sqlite3.Error: If the report could be neither delivered nor spooled (the
                 spool's disk is full or read-only): then it was not recorded.
@@ -569,6 +612,8 @@ class ErrorSink(_SinkBase):
             source=source,
             dedupe_key=dedupe_key,
             correlation_id=correlation_id,
+            trace_id=trace_id,
+            span_id=span_id,
         )
         if self._desk is not None:
             self._desk.report(Report.from_json(body), actor=body["source"], report_id=report_id)
@@ -591,9 +636,16 @@ class ErrorSink(_SinkBase):
         self._wake.set()
         return report_id
 
-    def _post(self, report_id: str, body: dict[str, Any], timeout: httpx.Timeout) -> httpx.Response:
+    def _post(
+        self,
+        report_id: str,
+        body: dict[str, Any],
+        timeout: httpx.Timeout,
+        spooled: bool = False,
+    ) -> httpx.Response:
         content = json.dumps(body, separators=(",", ":")).encode()
-        return self._failover("/v1/reports", content, self._request_headers(report_id), timeout)
+        headers = self._request_headers(report_id, body, spooled=spooled)
+        return self._failover("/v1/reports", content, headers, timeout)
 
     def _post_batch(self, content: bytes) -> httpx.Response:
         return self._failover("/v1/reports/batch", content, self._headers, self._deliver_timeout)
@@ -636,12 +688,12 @@ class ErrorSink(_SinkBase):
     def _send(self, item: SpooledReport, *, force: bool) -> _Outcome:
         try:
             if force and self.breaker.state is not CircuitState.CLOSED:
-                response = self._post(item.report_id, item.body, self._deliver_timeout)
+                response = self._post(item.report_id, item.body, self._deliver_timeout, True)
                 if response.is_success:
                     self.breaker.close()  # the service answered: let report() try it again
             else:
                 response = self.breaker.call(
-                    self._post, item.report_id, item.body, self._deliver_timeout
+                    self._post, item.report_id, item.body, self._deliver_timeout, True
                 )
         except CircuitOpenError as exc:
             return _Outcome("open", wait=exc.retry_after)
@@ -880,6 +932,8 @@ class AsyncErrorSink(_SinkBase):
         source: str | None = None,
         dedupe_key: str | None = None,
         correlation_id: str | None = None,
+        trace_id: str | None = None,
+        span_id: str | None = None,
     ) -> str:
         """Report one failure; return its id. Once this returns, the report is never lost.
 
@@ -898,6 +952,8 @@ class AsyncErrorSink(_SinkBase):
             source=source,
             dedupe_key=dedupe_key,
             correlation_id=correlation_id,
+            trace_id=trace_id,
+            span_id=span_id,
         )
         if self._desk is not None:
             desk = self._desk
@@ -926,13 +982,16 @@ class AsyncErrorSink(_SinkBase):
         return report_id
 
     async def _post(
-        self, report_id: str, body: dict[str, Any], limits: httpx.Timeout
+        self,
+        report_id: str,
+        body: dict[str, Any],
+        limits: httpx.Timeout,
+        spooled: bool = False,
     ) -> httpx.Response:
         total = self._timeout_total if limits is self._timeout else self._deliver_total
         content = json.dumps(body, separators=(",", ":")).encode()
-        return await self._failover(
-            "/v1/reports", content, self._request_headers(report_id), limits, total
-        )
+        headers = self._request_headers(report_id, body, spooled=spooled)
+        return await self._failover("/v1/reports", content, headers, limits, total)
 
     async def _post_batch(self, content: bytes) -> httpx.Response:
         return await self._failover(
@@ -985,12 +1044,12 @@ class AsyncErrorSink(_SinkBase):
     async def _send(self, item: SpooledReport, *, force: bool) -> _Outcome:
         try:
             if force and self.breaker.state is not CircuitState.CLOSED:
-                response = await self._post(item.report_id, item.body, self._deliver_timeout)
+                response = await self._post(item.report_id, item.body, self._deliver_timeout, True)
                 if response.is_success:
                     self.breaker.close()
             else:
                 response = await self.breaker.call_async(
-                    self._post, item.report_id, item.body, self._deliver_timeout
+                    self._post, item.report_id, item.body, self._deliver_timeout, True
                 )
         except CircuitOpenError as exc:
             return _Outcome("open", wait=exc.retry_after)

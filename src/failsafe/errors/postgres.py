@@ -450,9 +450,30 @@ def _create_tables(conn: psycopg.Connection[Any], schema: str | None) -> None:
             conn.execute(sql.SQL("SET LOCAL search_path TO {}").format(name))
         for statement in _sql.SCHEMA:
             conn.execute(_pyformat(statement.format(serial="BIGSERIAL")), ())
+        _add_trace_columns(conn)
         _create_text_index(conn)
         _create_counts(conn)
         _create_groups(conn)
+
+
+def _add_trace_columns(conn: psycopg.Connection[Any]) -> None:
+    """A schema from before traces gets the (empty) trace columns and their index, once.
+
+    Called inside the schema lock's transaction. Looked up first: an ``ALTER TABLE`` would
+    lock the records table at every start, even with nothing to add.
+    """
+    found = {
+        row[0]
+        for row in conn.execute(
+            "SELECT column_name FROM information_schema.columns"
+            " WHERE table_schema = current_schema() AND table_name = 'failsafe_errors'"
+        ).fetchall()
+    }
+    for column in _sql.TRACE_COLUMNS:
+        if column not in found:
+            conn.execute(f"ALTER TABLE failsafe_errors ADD COLUMN {column} TEXT")
+    for statement in _sql.TRACE_SCHEMA:
+        conn.execute(statement)
 
 
 # one shard per connection: concurrent writers (other instances, too) update rows of their

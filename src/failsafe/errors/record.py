@@ -34,6 +34,8 @@ from failsafe.exceptions import FailsafeError
 __all__ = [
     "KIND_PATTERN",
     "OPEN_STATUSES",
+    "SPAN_ID_PATTERN",
+    "TRACE_ID_PATTERN",
     "Action",
     "Attempt",
     "AuditEntry",
@@ -78,6 +80,13 @@ KIND_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
 """What a report's ``kind`` may be (matched whole: no line break after it either)."""
 _KIND = re.compile(KIND_PATTERN)
 _FINGERPRINT = re.compile(FINGERPRINT_PATTERN)
+
+TRACE_ID_PATTERN: Final = r"^(?!0{32})[0-9a-f]{32}$"
+"""What a report's ``trace_id`` may be: a W3C trace id, 32 lower-case hex digits, not all zero."""
+SPAN_ID_PATTERN: Final = r"^(?!0{16})[0-9a-f]{16}$"
+"""What a report's ``span_id`` may be: a W3C span id, 16 lower-case hex digits, not all zero."""
+_TRACE_ID = re.compile(TRACE_ID_PATTERN)
+_SPAN_ID = re.compile(SPAN_ID_PATTERN)
 _MAX_TEXT = 64 * 1024
 # json.dumps(value, separators=...) builds an encoder per call; these are built once (the
 # encoders keep no state between calls, so threads may share them)
@@ -95,6 +104,8 @@ REPORT_FIELDS: Final = (
     "correlation_id",
     "dedupe_key",
     "fingerprint",
+    "trace_id",
+    "span_id",
 )
 _REPORT_FIELD_SET: Final = frozenset(REPORT_FIELDS)
 
@@ -119,6 +130,16 @@ class Report:
             (1-128 letters, digits, ``._:-``). Default: the one
             [`fingerprint`][failsafe.errors.fingerprint.fingerprint] makes from the kind,
             error type, message and traceback when the report is stored.
+        trace_id: The trace the failure happened in (a W3C trace id: 32 lower-case hex
+            digits, not all zero), so the record can be found from a trace and the
+            service's retries of it join that trace. The sinks fill it from the current
+            span when a tracing system is installed.
+        span_id: The span that reported the failure (16 lower-case hex digits, not all
+            zero), within ``trace_id``'s trace: the parent of the retries' spans.
+
+    Raises:
+        InvalidReport: If ``fingerprint``, ``trace_id`` or ``span_id`` is malformed
+            (``field`` names it).
     """
 
     kind: str
@@ -131,6 +152,8 @@ class Report:
     correlation_id: str | None = None
     dedupe_key: str = ""
     fingerprint: str | None = None
+    trace_id: str | None = None
+    span_id: str | None = None
 
     def __attrs_post_init__(self) -> None:
         if self.fingerprint is not None and not _FINGERPRINT.fullmatch(self.fingerprint):
@@ -139,6 +162,10 @@ class Report:
                 "must be 1-128 letters, digits, '.', '_', ':' or '-',"
                 f" got {str(self.fingerprint)[:80]!r}",
             )
+        if self.trace_id is not None:
+            check_trace_id(self.trace_id)
+        if self.span_id is not None:
+            check_span_id(self.span_id)
         if not self.dedupe_key:
             object.__setattr__(self, "dedupe_key", default_dedupe_key(self))
 
@@ -182,6 +209,8 @@ class Report:
             correlation_id=_text(data, "correlation_id", limit=200),
             dedupe_key=_text(data, "dedupe_key", limit=200) or "",
             fingerprint=_text(data, "fingerprint", limit=128),
+            trace_id=_text(data, "trace_id", limit=32),
+            span_id=_text(data, "span_id", limit=16),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -189,6 +218,30 @@ class Report:
         data = attrs.asdict(self)
         data["action"] = self.action.value
         return {k: v for k, v in data.items() if v is not None}
+
+
+def check_trace_id(value: object, field: str = "trace_id") -> None:
+    """Refuse what is not a W3C trace id (`TRACE_ID_PATTERN`), naming ``field``.
+
+    Raises:
+        InvalidReport: If ``value`` is not 32 lower-case hex digits, or is all zero.
+    """
+    if not isinstance(value, str) or not _TRACE_ID.fullmatch(value):
+        raise InvalidReport(
+            field, f"must be 32 lower-case hex digits, not all zero, got {str(value)[:80]!r}"
+        )
+
+
+def check_span_id(value: object, field: str = "span_id") -> None:
+    """Refuse what is not a W3C span id (`SPAN_ID_PATTERN`), naming ``field``.
+
+    Raises:
+        InvalidReport: If ``value`` is not 16 lower-case hex digits, or is all zero.
+    """
+    if not isinstance(value, str) or not _SPAN_ID.fullmatch(value):
+        raise InvalidReport(
+            field, f"must be 16 lower-case hex digits, not all zero, got {str(value)[:80]!r}"
+        )
 
 
 def check_payload(payload: Any, *, max_payload_bytes: int = 64 * 1024) -> None:
@@ -344,6 +397,9 @@ class ErrorRecord:
         fingerprint: The failure group (see
             [`fingerprint`][failsafe.errors.fingerprint.fingerprint]): the report's own, or
             the one made when it was first stored.
+        trace_id: The trace the failure happened in, if its report said: that of the
+            latest report carrying one (a repeat with a trace id replaces it).
+        span_id: The span that reported it, within ``trace_id``'s trace.
     """
 
     id: str
@@ -364,6 +420,8 @@ class ErrorRecord:
     updated_at: float
     next_attempt_at: float | None
     fingerprint: str = ""
+    trace_id: str | None = None
+    span_id: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The record as the service's API returns it.
@@ -393,6 +451,8 @@ class ErrorRecord:
             "updated_at": self.updated_at,
             "next_attempt_at": self.next_attempt_at,
             "fingerprint": self.fingerprint,
+            "trace_id": self.trace_id,
+            "span_id": self.span_id,
         }
 
 

@@ -288,6 +288,8 @@ class Redactor:
             action=report.action,
             source=report.source,
             fingerprint=report.fingerprint,
+            trace_id=report.trace_id,
+            span_id=report.span_id,
             **changes,
         )
 

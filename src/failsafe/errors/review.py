@@ -11,10 +11,11 @@ Server-rendered HTML (no script at all; a little CSS), mounted by the service at
 - ``POST /review/groups/{fingerprint}/retry|resolve|discard``: without ``confirm``, the
   page saying how many records the action would change; with it, the action, then a 303
   redirect back to the group;
-- ``GET /review/records``: records matching filters (status, kind, source, text, group),
-  grouped by kind and error type, with pagination;
-- ``GET /review/records/{id}``: one record with its payload, error, attempts and history,
-  and forms to resolve (with a note), retry or discard it;
+- ``GET /review/records``: records matching filters (status, kind, source, text, trace id,
+  group), grouped by kind and error type, with pagination;
+- ``GET /review/records/{id}``: one record with its payload, error, trace (a link to the
+  records of its trace), attempts and history, and forms to resolve (with a note), retry or
+  discard it;
 - ``POST /review/records/{id}/resolve|retry|discard``: the action, then a 303 redirect back
   to the record; a refused move shows its reason on the record page (409);
 - ``GET|POST /review/login`` and ``POST /review/logout``.
@@ -134,6 +135,7 @@ _GROUP_DONE: Final = {
     "discard": "Discarded {n} record{s}.",
 }
 _FINGERPRINT: Final = re.compile(FINGERPRINT_PATTERN)
+_TRACE_ID: Final = re.compile("[0-9a-f]{32}")
 _MAX_FORM_BYTES: Final = 64 * 1024
 _MAX_ACTOR: Final = 200
 _MAX_NOTE: Final = 10_000
@@ -526,6 +528,11 @@ class _Pages:
                 return self.problem(request, 400, f"{name} must not contain NUL characters")
         if "\x00" in text:
             return self.problem(request, 400, "text must not contain NUL characters")
+        trace_id = params.get("trace_id", "").strip().lower()
+        if trace_id and not _TRACE_ID.fullmatch(trace_id):
+            return self.problem(
+                request, 400, f"trace_id must be a trace id (32 hex digits), got {trace_id[:80]!r}"
+            )
         group = fingerprint or params.get("group", "").strip()
         if group and not _FINGERPRINT.fullmatch(group):
             return self.problem(request, 400, f"group must be a fingerprint, got {group[:80]!r}")
@@ -535,6 +542,7 @@ class _Pages:
             source=source or None,
             text=text or None,
             fingerprint=group or None,
+            trace_id=trace_id or None,
             limit=min(limit + 1, 500),  # one more than shown: whether a next page has any
             offset=0 if after else offset,
             after=after,
@@ -548,7 +556,13 @@ class _Pages:
             records=shown_records,
             next_after=(last.created_at, last.id) if more and last is not None else None,
         )
-        filters = {"status": status_value, "kind": kind, "source": source, "text": text}
+        filters = {
+            "status": status_value,
+            "kind": kind,
+            "source": source,
+            "text": text,
+            "trace_id": trace_id,
+        }
         if group and fingerprint is None:
             filters["group"] = group
         if not page.records:
@@ -597,7 +611,7 @@ class _Pages:
         fields = "".join(
             f'<label>{_e(name)} <input type="text" name="{name}" value="{_e(filters[name])}">'
             "</label>"
-            for name in ("kind", "source", "text")
+            for name in ("kind", "source", "text", "trace_id")
             if name in filters
         )
         if "group" in filters:
@@ -946,6 +960,8 @@ class _Pages:
             ("last changed", _e(_when(record.updated_at))),
             ("next attempt", _e(_when(record.next_attempt_at))),
             ("correlation id", _e(record.correlation_id or "-")),
+            ("trace id", self.trace_link(request, record.trace_id)),
+            ("span id", f"<code>{_e(record.span_id)}</code>" if record.span_id else "-"),
             ("dedupe key", _e(record.dedupe_key)),
         ]
         facts_html = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in facts)
@@ -982,6 +998,18 @@ class _Pages:
             f"<th>action</th><th>note</th></tr></thead><tbody>{history}</tbody></table>"
         )
         return self.page(request, f"{record.kind} {record.id[:12]}", body, status=status)
+
+    def trace_link(self, request: Request, trace_id: str | None) -> str:
+        """A record's trace id, linked to the listing of every record of that trace."""
+        if trace_id is None:
+            return "-"
+        listing = f"{self.base(request)}/records?" + urlencode(
+            {"status": "all", "trace_id": trace_id}
+        )
+        return (
+            f'<a href="{_e(listing)}" title="every record of this trace">'
+            f"<code>{_e(trace_id)}</code></a>"
+        )
 
     def action_forms(self, request: Request, record: ErrorRecord) -> str:
         """The resolve/retry/discard forms the record's status allows."""

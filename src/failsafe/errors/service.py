@@ -54,6 +54,7 @@ from failsafe.errors.review_dlq import DeadLetters
 from failsafe.errors.store import ErrorStore, StoreUnavailable
 from failsafe.errors.worker import RETENTION_DAYS
 from failsafe.exceptions import ConfigurationError
+from failsafe.tracing import TracingMiddleware
 
 __all__ = ["MAX_WAITING", "BackgroundWorker", "create_app", "serve"]
 
@@ -190,7 +191,10 @@ def create_app(
 
     Returns:
         The app: the JSON API (``/v1``, ``/healthz``, ``/openapi.json``) and the review
-        pages (``/review``). It does not close the desk's store.
+        pages (``/review``). It does not close the desk's store. Once a tracing system is
+        installed (``failsafe.opentelemetry.instrument()``), each request is a server span
+        continuing its caller's trace
+        ([`TracingMiddleware`][failsafe.tracing.TracingMiddleware]).
 
     Raises:
         ConfigurationError: If a size limit is not a positive integer.
@@ -277,8 +281,10 @@ def _build_app(
             StoreUnavailable: _store_unavailable,
             Exception: _server_error,
         },
-        # reports go in at the door, inside the guard, before the router's layers
-        middleware=[*guard, Middleware(api.report_door)],
+        # outermost, a server span per request (continuing the caller's trace) once a tracing
+        # system is installed; reports go in at the door, inside the guard, before the
+        # router's layers
+        middleware=[Middleware(TracingMiddleware), *guard, Middleware(api.report_door)],
         lifespan=lifespan,
     )
 

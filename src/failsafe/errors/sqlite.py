@@ -91,6 +91,7 @@ class SQLiteStore(SQLStore):
         with self._transaction() as run:
             for statement in _sql.SCHEMA:
                 run(statement.format(serial="INTEGER"), ())
+            _add_trace_columns(run)
             _create_text_index(run)
             _create_counts(run)
             _create_groups(run)
@@ -272,6 +273,16 @@ def _create_groups(run: Run) -> None:
             "r", None, rows=" FROM failsafe_errors r", shard="0", hour=_HOUR
         ):
             run(statement, ())
+
+
+def _add_trace_columns(run: Run) -> None:
+    """A file from before traces gets the (empty) trace columns and their index, once."""
+    columns = {row[1] for row in run("PRAGMA table_info(failsafe_errors)", ()).fetchall()}
+    for column in _sql.TRACE_COLUMNS:
+        if column not in columns:
+            run(f"ALTER TABLE failsafe_errors ADD COLUMN {column} TEXT", ())
+    for statement in _sql.TRACE_SCHEMA:
+        run(statement, ())
 
 
 def _create_text_index(run: Run) -> None:

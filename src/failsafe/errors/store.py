@@ -213,6 +213,7 @@ class Query:
         until: Created before (epoch seconds).
         text: A substring of the kind, error type, error message or payload (any case).
         fingerprint: Only the records of this failure group.
+        trace_id: Only the records whose trace id is this one (read off an index).
         limit: Records per page (1-500).
         offset: Records to skip (costs as many index steps: prefer ``after``).
         after: Only records older than this one: the ``(created_at, id)`` of the last
@@ -227,6 +228,7 @@ class Query:
     until: float | None = None
     text: str | None = None
     fingerprint: str | None = None
+    trace_id: str | None = None
     limit: int = attrs.field(default=50, validator=_limit)
     offset: int = attrs.field(default=0, validator=_offset)
     after: tuple[float, str] | None = attrs.field(default=None, validator=_after)

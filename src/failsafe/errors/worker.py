@@ -30,6 +30,16 @@ Each round, the [`RetryWorker`][failsafe.errors.worker.RetryWorker]:
 A kind with no handler fails each attempt with ``no handler registered for kind '<kind>'``,
 so its records reach review after the kind's attempts rather than waiting forever.
 
+With a tracing system installed (``failsafe.opentelemetry.instrument()``), each attempt is a
+span, `RETRY_SPAN`, continuing the trace the record's report was made in (its ``trace_id``,
+under its ``span_id``), so a retry made hours later shows in the original trace; an HTTP
+callback request carries the span's ``traceparent``, so the handler's own spans join it too.
+The span's attributes are ``failsafe.errors.record_id``, ``failsafe.errors.kind``,
+``failsafe.errors.source``, ``failsafe.errors.attempt`` (this attempt's number, all
+attempts counted), ``failsafe.errors.outcome`` (``succeeded`` or ``failed``) and
+``failsafe.errors.status`` (the record's status after it); never the payload or a message.
+Without a tracing system, nothing of this runs.
+
 One attempt per claim: the HTTP callback is sent once, with a short timeout (10 s by
 default), not through a retrying transport, because the worker's schedule *is* the retry.
 A handler that raises, or a callback that fails, never stops the worker, and one bad
@@ -63,8 +73,15 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Final, TypeAlias
 from urllib.parse import urlsplit
 
+from failsafe import _tracing
 from failsafe.errors.desk import RETENTION_BATCH, ErrorDesk
-from failsafe.errors.record import KIND_PATTERN, ErrorRecord, InvalidReport, Status
+from failsafe.errors.record import (
+    KIND_PATTERN,
+    SPAN_ID_PATTERN,
+    ErrorRecord,
+    InvalidReport,
+    Status,
+)
 from failsafe.errors.store import StoreUnavailable
 from failsafe.exceptions import ConfigurationError
 
@@ -80,6 +97,7 @@ __all__ = [
     "RETENTION_DAYS",
     "RETENTION_EVERY",
     "RETENTION_PER_PASS",
+    "RETRY_SPAN",
     "UNHANDLED_KINDS_LOGGED",
     "Handler",
     "HandlerPinned",
@@ -102,12 +120,16 @@ pass, so a large backlog of old records is worked off without holding the store 
 UNHANDLED_KINDS_LOGGED: Final = 1024
 """Kinds without a handler the worker remembers having logged (each is logged once)."""
 
+RETRY_SPAN: Final = "failsafe.errors retry"
+"""The name of the span of one automatic attempt (with a tracing system installed)."""
+
 Handler: TypeAlias = Callable[[ErrorRecord], str | None]
 """An in-process retry: returns on success (optionally a detail to record), raises on failure."""
 
 # the same rule as a report's kind (record.Report.from_json), so every reportable kind can
 # have a handler and a handler's kind is always one a report could carry
 _KIND = re.compile(KIND_PATTERN)
+_SPAN_ID = re.compile(SPAN_ID_PATTERN)
 _MAX_URL = 2000
 _MAX_DETAIL = 2000
 _BODY_IN_DETAIL = 200
@@ -381,10 +403,46 @@ class RetryWorker:
         return len(records)
 
     def _attempt(self, record: ErrorRecord) -> None:
+        handler = self.handlers.get(record.kind)
+        tracing = _tracing.installed()
+        if tracing is None:
+            ok, detail, _ = self._try(record, handler, None)
+            self._book(record, ok, detail)
+            return
+        # the record's trace, continued: a retry made later shows in the original trace
+        with tracing.span(
+            RETRY_SPAN,
+            kind="client" if isinstance(handler, str) else "internal",
+            attributes={
+                "failsafe.errors.record_id": record.id,
+                "failsafe.errors.kind": record.kind,
+                "failsafe.errors.source": record.source,
+                "failsafe.errors.attempt": len(record.attempts) + 1,
+            },
+            carrier=_parent(record),
+        ) as span:
+            ok, detail, error = self._try(record, handler, (tracing, span))
+            after = self._book(record, ok, detail)
+            span.set("failsafe.errors.outcome", "succeeded" if ok else "failed")
+            if after is not None:
+                span.set("failsafe.errors.status", after.status.value)
+            if error is not None:
+                span.failed(error)
+
+    def _try(
+        self,
+        record: ErrorRecord,
+        handler: Handler | str | None,
+        traced: tuple[_tracing.Tracing, _tracing.Span] | None,
+    ) -> tuple[bool, str, BaseException | str | None]:
+        """Run the attempt: whether it worked, its detail, and what failed (for a span)."""
         try:
-            ok, detail = self._call(record)
+            return self._call(record, handler, traced)
         except Exception as exc:  # a handler's own failure: the attempt failed, go on
-            ok, detail = False, _describe(exc)
+            return False, _describe(exc), exc
+
+    def _book(self, record: ErrorRecord, ok: bool, detail: str) -> ErrorRecord | None:
+        """Record the attempt; the record after it (``None`` if that failed: it is logged)."""
         # a detail carries exception messages and response bodies: redact like a report
         detail = self.desk.redactor.text(detail) or ""
         if len(detail) > _MAX_DETAIL:
@@ -397,16 +455,22 @@ class RetryWorker:
             # the store failed (or a person deleted the record): the lease ends and the
             # record is claimed again; the other records of this round still get their turn
             _log.exception("could not record the attempt on error record %s", record.id)
+            return None
+        return after
 
-    def _call(self, record: ErrorRecord) -> tuple[bool, str]:
-        handler = self.handlers.get(record.kind)
+    def _call(
+        self,
+        record: ErrorRecord,
+        handler: Handler | str | None,
+        traced: tuple[_tracing.Tracing, _tracing.Span] | None,
+    ) -> tuple[bool, str, BaseException | str | None]:
         if handler is None:
             self._said_unhandled(record.kind)
-            return False, f"no handler registered for kind {record.kind!r}"
+            return False, f"no handler registered for kind {record.kind!r}", "no_handler"
         if isinstance(handler, str):
-            return self._post(handler, record)
+            return self._post(handler, record, traced)
         result = handler(record)
-        return True, result if isinstance(result, str) and result else "ok"
+        return True, result if isinstance(result, str) and result else "ok", None
 
     def _said_unhandled(self, kind: str) -> None:
         """Log, once per kind, that records of ``kind`` have no handler to retry them."""
@@ -450,19 +514,34 @@ class RetryWorker:
             )
         return deleted
 
-    def _post(self, url: str, record: ErrorRecord) -> tuple[bool, str]:
+    def _post(
+        self,
+        url: str,
+        record: ErrorRecord,
+        traced: tuple[_tracing.Tracing, _tracing.Span] | None = None,
+    ) -> tuple[bool, str, BaseException | str | None]:
         import httpx
 
+        headers = {"Idempotency-Key": record.id}
+        if traced is not None:
+            tracing, span = traced
+            tracing.inject(headers)  # the handler's spans join the retry's trace
+            parts = urlsplit(url)
+            span.set("http.request.method", "POST")
+            if parts.hostname:
+                span.set("server.address", parts.hostname)
+            port = parts.port or (443 if parts.scheme == "https" else 80)
+            span.set("server.port", port)
         try:
-            response = self._client().post(
-                url, json={"record": record.to_json()}, headers={"Idempotency-Key": record.id}
-            )
+            response = self._client().post(url, json={"record": record.to_json()}, headers=headers)
         except httpx.HTTPError as exc:
-            return False, _describe(exc)
+            return False, _describe(exc), exc
+        if traced is not None:
+            traced[1].set("http.response.status_code", response.status_code)
         if response.is_success:
-            return True, f"HTTP {response.status_code}"
+            return True, f"HTTP {response.status_code}", None
         body = response.text[:_BODY_IN_DETAIL]
-        return False, f"HTTP {response.status_code}: {body}"
+        return False, f"HTTP {response.status_code}: {body}", str(response.status_code)
 
     def _client(self) -> httpx.Client:
         with self._lock:
@@ -578,6 +657,20 @@ class RetryWorker:
             f"RetryWorker({self.handlers!r}, batch={self.batch}, "
             f"poll_interval={self.poll_interval:g})"
         )
+
+
+def _parent(record: ErrorRecord) -> dict[str, str] | None:
+    """The carrier naming the span a record's report was made in (``None``: no trace).
+
+    A record with a trace id but no span id (its reporter gave only the trace) continues
+    that trace under a stand-in parent id: the first 16 hex digits of the record's id.
+    """
+    if record.trace_id is None:
+        return None
+    span_id = record.span_id or record.id[:16]
+    if not _SPAN_ID.fullmatch(span_id):
+        return None
+    return _tracing.traceparent(record.trace_id, span_id)
 
 
 def _describe(exc: BaseException) -> str:

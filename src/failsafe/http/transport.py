@@ -27,6 +27,7 @@ discarded responses differ (one blocks, one awaits).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import random
 import uuid
@@ -37,6 +38,7 @@ from typing import Any, Final
 import attrs
 import httpx
 
+from failsafe import _tracing
 from failsafe import events as _events
 from failsafe._policy import AsyncRunner, SyncRunner
 from failsafe._validators import check, number
@@ -165,6 +167,57 @@ _RESEND: Final = "failsafe.resend"  # request extension: why a request may not b
 
 
 _NO_KWARGS: Final[dict[str, Any]] = {}  # the runners pass it along and never unpack it
+# given as the kwargs of `_attempt` by its traced twin: the attempt runs untraced, in its span
+_TRACED: Final[dict[str, Any]] = {}
+
+
+def _public_url(url: httpx.URL) -> str:
+    """``url`` for a span: without its userinfo, query and fragment (they may hold secrets)."""
+    path = url.raw_path.partition(b"?")[0].decode("ascii")
+    return f"{url.scheme}://{url.netloc.decode('ascii')}{path}"
+
+
+def _public_endpoint(key: str) -> str:
+    """An endpoint's key for a span: without userinfo (``http://user:pw@host`` -> ``http://host``)."""
+    if "@" not in key:
+        return key
+    public = _public_url(httpx.URL(key))
+    return public if key.endswith("/") else public.rstrip("/")
+
+
+def _client_span(
+    tracing: _tracing.Tracing, request: httpx.Request, call: _Call
+) -> contextlib.AbstractContextManager[_tracing.Span]:
+    """The CLIENT span of one attempt, about to send ``request`` (aimed at its endpoint)."""
+    url = request.url
+    method = request.method
+    attributes: dict[str, _tracing.Value] = {
+        "http.request.method": method,
+        "server.address": url.host,
+        "server.port": url.port or (443 if url.scheme == "https" else 80),
+        "url.full": _public_url(url),
+        "failsafe.endpoint": _public_endpoint(str(_target.get())),
+    }
+    if call.total > 1:
+        attributes["http.request.resend_count"] = call.total - 1
+    return tracing.span(method, kind="client", attributes=attributes)
+
+
+def _with_context(tracing: _tracing.Tracing, request: httpx.Request) -> httpx.Request:
+    """A copy of ``request`` with the current span's ``traceparent`` (the caller's unchanged)."""
+    carrier: dict[str, str] = {}
+    tracing.inject(carrier)
+    if not carrier:
+        return request
+    sent = httpx.Request(
+        request.method,
+        request.url,
+        headers=request.headers,
+        stream=request.stream,
+        extensions=request.extensions,
+    )
+    sent.headers.update(carrier)
+    return sent
 
 
 class _Call(_Deadline):
@@ -758,6 +811,18 @@ class _Resilience:
                 error=error,
             )
 
+    def answered(self, span: _tracing.Span, response: httpx.Response) -> None:
+        """Record an attempt's answer on its span: its status, failed when 5xx or retried."""
+        status = response.status_code
+        span.set("http.response.status_code", status)
+        failed = status >= 500
+        test = self.result_test
+        if not failed and test is not None:
+            with contextlib.suppress(httpx.ResponseNotRead):  # a classifier reading the body
+                failed = bool(test(response))
+        if failed:
+            span.failed(str(status))
+
     def _retry_after(self, outcome: Outcome[Any]) -> float | None:
         response = outcome.result
         if isinstance(response, httpx.Response) and response.status_code in (429, 503):
@@ -855,6 +920,12 @@ class ResilientTransport(httpx.BaseTransport):
     after retryable statuses, the last response is returned (``raise_for_status()`` stays
     the caller's choice). ``response.extensions["failsafe.endpoint"]`` names the endpoint
     that answered and ``response.extensions["failsafe.attempts"]`` counts the attempts.
+
+    Tracing: once a tracing system is installed
+    ([`instrument`][failsafe.opentelemetry.instrument]), each attempt is a CLIENT span under
+    the caller's current span, and a copy of the request carrying the span's
+    ``traceparent`` is sent (see [HTTP client spans](../observe/tracing.md#http-client-spans));
+    the URL is recorded without its query string and userinfo.
 
     Raises:
         ConfigurationError: At construction, on a bad option (an empty endpoint list, a URL
@@ -989,8 +1060,11 @@ class ResilientTransport(httpx.BaseTransport):
             response.close()
             raise
 
-    def _attempt(self, send: Any, args: Any, _: object) -> httpx.Response:
+    def _attempt(self, send: Any, args: Any, kwargs: object) -> httpx.Response:
         """One attempt, ``send(request)``: the runner innermost in the policies."""
+        tracing = _tracing._installed
+        if tracing is not None and kwargs is not _TRACED:
+            return self._traced_attempt(tracing, send, args)
         request, call = args
         resilience = self._resilience
         key = resilience.aim(request, call)
@@ -1025,6 +1099,37 @@ class ResilientTransport(httpx.BaseTransport):
         if resilience.listeners or _events._global:
             resilience.attempted(call, key, request, response, None)
         return response  # type: ignore[no-any-return]
+
+    def _traced_attempt(
+        self, tracing: _tracing.Tracing, send: Any, args: tuple[httpx.Request, _Call]
+    ) -> httpx.Response:
+        """`_attempt` in a CLIENT span, from the sending to the body's end (tracing installed).
+
+        The span starts once the request is aimed at its endpoint (an attempt that the
+        deadline stops before sending has none) and its copy carries the span's
+        ``traceparent``.
+        """
+        call = args[1]
+        scope: contextlib.AbstractContextManager[_tracing.Span] | None = None
+        span: _tracing.Span | None = None
+
+        def traced_send(request: httpx.Request) -> httpx.Response:
+            nonlocal scope, span
+            scope = _client_span(tracing, request, call)
+            span = scope.__enter__()
+            return send(_with_context(tracing, request))  # type: ignore[no-any-return]
+
+        try:
+            response = self._attempt(traced_send, args, _TRACED)
+        except BaseException as exc:
+            if scope is not None:
+                scope.__exit__(type(exc), exc, exc.__traceback__)
+            raise
+        if scope is not None:
+            assert span is not None
+            self._resilience.answered(span, response)
+            scope.__exit__(None, None, None)
+        return response
 
     def close(self) -> None:
         """Close the inner transport."""
@@ -1175,8 +1280,11 @@ class AsyncResilientTransport(httpx.AsyncBaseTransport):
             await response.aclose()
             raise
 
-    async def _attempt(self, send: Any, args: Any, _: object) -> httpx.Response:
+    async def _attempt(self, send: Any, args: Any, kwargs: object) -> httpx.Response:
         """One attempt, ``await send(request)``: the runner innermost in the policies."""
+        tracing = _tracing._installed
+        if tracing is not None and kwargs is not _TRACED:
+            return await self._traced_attempt(tracing, send, args)
         request, call = args
         resilience = self._resilience
         key = resilience.aim(request, call)
@@ -1211,6 +1319,32 @@ class AsyncResilientTransport(httpx.AsyncBaseTransport):
         if resilience.listeners or _events._global:
             resilience.attempted(call, key, request, response, None)
         return response  # type: ignore[no-any-return]
+
+    async def _traced_attempt(
+        self, tracing: _tracing.Tracing, send: Any, args: tuple[httpx.Request, _Call]
+    ) -> httpx.Response:
+        """The asyncio twin of `ResilientTransport._traced_attempt`."""
+        call = args[1]
+        scope: contextlib.AbstractContextManager[_tracing.Span] | None = None
+        span: _tracing.Span | None = None
+
+        async def traced_send(request: httpx.Request) -> httpx.Response:
+            nonlocal scope, span
+            scope = _client_span(tracing, request, call)
+            span = scope.__enter__()
+            return await send(_with_context(tracing, request))  # type: ignore[no-any-return]
+
+        try:
+            response = await self._attempt(traced_send, args, _TRACED)
+        except BaseException as exc:
+            if scope is not None:
+                scope.__exit__(type(exc), exc, exc.__traceback__)
+            raise
+        if scope is not None:
+            assert span is not None
+            self._resilience.answered(span, response)
+            scope.__exit__(None, None, None)
+        return response
 
     async def aclose(self) -> None:
         """Close the inner transport."""

@@ -13,7 +13,9 @@ import threading
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, TypeVar
 
+from failsafe import _tracing
 from failsafe.clock import SYSTEM_CLOCK, Clock
+from failsafe.queue import _trace
 from failsafe.queue.broker import (
     COUNT_LIMIT,
     AsyncBroker,
@@ -209,8 +211,18 @@ class BlockingView:
         self._call(self.broker.declare(queue))
 
     def publish(self, queue: str, message: Envelope, *, delay: float = 0.0) -> None:
-        """See `Broker.publish`."""
-        self._call(self.broker.publish(queue, message, delay=delay))
+        """See `Broker.publish`.
+
+        With tracing installed, the producer span is started here, in the caller's thread
+        (the broker runs on the loop thread, which does not see the caller's span).
+        """
+        tracing = _tracing.installed()
+        if tracing is None or not isinstance(message, Envelope):
+            self._call(self.broker.publish(queue, message, delay=delay))
+            return
+        system = _trace.system_of(self.broker)
+        with _trace.publishing(tracing, system, queue, (message,)) as traced:
+            self._call(self.broker.publish(queue, traced[0], delay=delay))
 
     def receive(self, queue: str, *, limit: int = 1, wait: float = 0.0) -> list[Delivery]:
         """See `Broker.receive`."""

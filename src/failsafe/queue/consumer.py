@@ -23,12 +23,23 @@ from typing import Any, Protocol
 
 import attrs
 
+from failsafe import _registry, _tracing
 from failsafe import _validators as _v
 from failsafe.backoff import Backoff
 from failsafe.clock import SYSTEM_CLOCK, Clock
 from failsafe.events import Listener, _emit
 from failsafe.exceptions import ConfigurationError
-from failsafe.queue.broker import AsyncBroker, Broker, Delivery, SettleConflict
+from failsafe.queue import _trace
+from failsafe.queue.broker import (
+    COUNT_LIMIT,
+    AsyncBroker,
+    Broker,
+    DeadLetterCount,
+    DeadLetterFilter,
+    Delivery,
+    Place,
+    SettleConflict,
+)
 from failsafe.queue.envelope import Envelope
 from failsafe.queue.events import (
     MessageDeadLettered,
@@ -53,6 +64,18 @@ __all__ = ["AsyncConsumer", "AsyncReviewSink", "Consumer", "ReviewSink"]
 _log = logging.getLogger("failsafe.queue")
 
 _MAX_REPORTED_BODY = 16 * 1024  # body characters copied into a review report
+_PARKED = DeadLetterFilter(place=Place.PARKED)  # what dlq_depth counts
+
+# How a delivery ended, as its span's ``failsafe.queue.outcome`` says.
+_ACKED = "acked"  # handled, and the ack recorded
+_REDELIVERED = "redelivered"  # deferred to the DLQ for a delayed redelivery
+_REVIEW = "review"  # reported to the error sink and parked
+_PARKED_ONLY = "parked"  # parked without a report (no error sink, or the report failed)
+_RELEASED = "released"  # given back unhandled (an AsyncConsumer's handler was cancelled)
+_UNSETTLED = "unsettled"  # settling failed: the broker hands the message out again
+
+# What handling one delivery came to: the outcome, the failure (if any) and the attempts.
+_Result = tuple[str, BaseException | None, int]
 
 
 class ReviewSink(Protocol):
@@ -293,20 +316,81 @@ class _ConsumerBase:
         listeners: Sequence[Listener],
         name: str,
         review_kind: str | None,
+        dlq_refresh: float | None,
+        broker: object,
     ) -> None:
         if not callable(handler):
             raise ConfigurationError("handler", f"must be callable, got {handler!r}")
         _v.check("concurrency", concurrency, _v.integer(1))
         _v.check("poll", poll, _v.number(above=0))
+        _v.check("dlq_refresh", dlq_refresh, _v.number(above=0, optional=True))
+        if not isinstance(name, str) or not name:
+            raise ConfigurationError("name", f"must be a non-empty string, got {name!r}")
         self._core = _Core(queue, redelivery or Redelivery(), clock, listeners, name, review_kind)
         self.concurrency = concurrency
         self.poll = poll
+        self.dlq_refresh = None if dlq_refresh is None else float(dlq_refresh)
         self._declared = False
+        self._system = _trace.system_of(broker)
+        self._running = False
+        self._started = False
+        self._dlq_depth: int | None = None
+        self._dlq_next: float | None = None  # monotonic time of the next count (None: now)
+        _registry.register(self)
+
+    @property
+    def name(self) -> str:
+        """The name given at construction (``failsafe.policy`` in events, spans and gauges)."""
+        return self._core.name
 
     @property
     def queue(self) -> str:
         """The work queue's name."""
         return self._core.queue
+
+    @property
+    def running(self) -> bool:
+        """Whether `run` is consuming: from its start until it returns."""
+        return self._running
+
+    @property
+    def started(self) -> bool:
+        """Whether `run` was ever called (a consumer that started and no longer runs stopped)."""
+        return self._started
+
+    @property
+    def dlq_depth(self) -> int | None:
+        """Parked messages of the queue, as last counted (``None`` until counted).
+
+        Counted by `run` and `process_available` between receives, at most every
+        ``dlq_refresh`` seconds, with the broker's count of its parking queue (stopping at
+        1,000,000). Never counted with ``dlq_refresh=None``. A count that fails leaves the
+        last value.
+        """
+        return self._dlq_depth
+
+    def _dlq_due(self) -> bool:
+        """Whether the parked messages should be counted now (and, if so, when next)."""
+        every = self.dlq_refresh
+        if every is None:
+            return False
+        now = self._core.clock.monotonic()
+        if self._dlq_next is not None and now < self._dlq_next:
+            return False
+        self._dlq_next = now + every
+        return True
+
+    def _dlq_counted(self, count: DeadLetterCount | None, error: BaseException | None) -> None:
+        if error is not None:
+            # the type only: a broker's message may hold its URL or a path
+            _log.debug(
+                "queue %s: counting its parked messages failed (%s); dlq_depth keeps %s",
+                self.queue,
+                type(error).__name__,
+                self._dlq_depth,
+            )
+        elif count is not None:
+            self._dlq_depth = count.parked
 
     @property
     def redelivery(self) -> Redelivery:
@@ -329,11 +413,19 @@ class Consumer(_ConsumerBase):
         poll: Seconds one receive waits for a message before looking at ``stop()`` again.
         clock: Time for retries' pauses and stamps (a ``FakeClock`` in tests).
         listeners: Receive the [queue events][failsafe.queue.events].
-        name: Names this consumer in events and logs.
+        name: Names this consumer in events, logs, spans and gauges.
         review_kind: The error records' ``kind`` (default ``queue.<queue>``).
+        dlq_refresh: Seconds between two counts of the queue's parked messages for
+            `dlq_depth` (at most one count that often, between receives); ``None``: never
+            counted.
 
     Raises:
         ConfigurationError: At construction, naming a bad option.
+
+    With tracing installed (``failsafe.opentelemetry.instrument()``), each delivery is
+    handled in a consumer span that continues the publisher's trace (see the queue guide's
+    "Tracing and gauges"). `in_flight`, `running` and `dlq_depth` feed the gauges of
+    [`failsafe.health`][failsafe.health].
     """
 
     def __init__(
@@ -350,16 +442,34 @@ class Consumer(_ConsumerBase):
         listeners: Sequence[Listener] = (),
         name: str = "consumer",
         review_kind: str | None = None,
+        dlq_refresh: float | None = 30.0,
     ) -> None:
-        super().__init__(
-            queue, handler, redelivery, concurrency, poll, clock, listeners, name, review_kind
-        )
         self.broker = broker
         self.handler = handler
         self.errors = errors
         self._stop = threading.Event()
         self._slots = threading.Condition()
-        self._inflight = 0
+        self._inflight = 0  # deliveries handed to the pool and not finished (run's slots)
+        self._handling = 0  # deliveries inside handle(), for in_flight
+        self._handling_lock = threading.Lock()
+        super().__init__(
+            queue,
+            handler,
+            redelivery,
+            concurrency,
+            poll,
+            clock,
+            listeners,
+            name,
+            review_kind,
+            dlq_refresh,
+            broker,
+        )
+
+    @property
+    def in_flight(self) -> int:
+        """Messages being handled now (in `handle`, from any thread)."""
+        return self._handling
 
     def _prepare(self) -> None:
         if not self._declared:
@@ -367,9 +477,38 @@ class Consumer(_ConsumerBase):
             self._core.check_limit(self.broker.delivery_limit(self.queue))
             self._declared = True
 
+    def _refresh_dlq(self) -> None:
+        """Count the parked messages for `dlq_depth`, if it is time (never raises)."""
+        if not self._dlq_due():
+            return
+        try:
+            count = self.broker.count_dead_letters(self.queue, where=_PARKED, at_most=COUNT_LIMIT)
+        except Exception as exc:
+            self._dlq_counted(None, exc)
+        else:
+            self._dlq_counted(count, None)
+
     # -- one delivery ----------------------------------------------------------------------
     def handle(self, delivery: Delivery) -> None:
-        """Handle one delivery and settle it (what `run` does for each message)."""
+        """Handle one delivery and settle it (what `run` does for each message).
+
+        With tracing installed, in a consumer span that continues the trace named by the
+        message's ``traceparent`` header; the handler runs with that span current.
+        """
+        with self._handling_lock:
+            self._handling += 1
+        try:
+            tracing = _tracing.installed()
+            if tracing is None:
+                self._handle(delivery)
+                return
+            with _trace.consumer_span(tracing, self._system, self.name, delivery) as span:
+                _trace.finish(span, *self._handle(delivery))
+        finally:
+            with self._handling_lock:
+                self._handling -= 1
+
+    def _handle(self, delivery: Delivery) -> _Result:
         core = self._core
         round_, allowed = core.begin(delivery)
         if allowed <= 0:
@@ -394,22 +533,23 @@ class Consumer(_ConsumerBase):
                     self.broker.ack(delivery)
                 except Exception as exc:
                     core.settle_failed("ack", delivery, exc)
-                    return
+                    return _UNSETTLED, None, round_.attempts
                 core.handled(round_)
-                return
-        self._settle(delivery, core.decide(round_, error), error)
+                return _ACKED, None, round_.attempts
+        outcome = self._settle(delivery, core.decide(round_, error), error)
+        return outcome, error, round_.attempts
 
-    def _settle(self, delivery: Delivery, decision: Decision, error: BaseException) -> None:
+    def _settle(self, delivery: Delivery, decision: Decision, error: BaseException) -> str:
         core = self._core
         if decision.action == "defer":
             try:
                 self.broker.defer(delivery, decision.message, decision.delay or 0.0)
             except Exception as exc:
                 core.settle_failed("defer", delivery, exc)
-                return
+                return _UNSETTLED
             core.deferred(decision)
-            return
-        report_id = None
+            return _REDELIVERED
+        outcome = _PARKED_ONLY
         if self.errors is not None:
             try:
                 report_id = self.errors.report(error=error, **core.review_report(decision))
@@ -418,21 +558,25 @@ class Consumer(_ConsumerBase):
                 _log.exception("report of message %s to the error sink failed", delivery.message.id)
             else:
                 core.reviewed(decision, report_id)
+                outcome = _REVIEW
         try:
             self.broker.park(delivery, decision.message)
         except Exception as exc:
             core.settle_failed("park", delivery, exc)
-            return
+            return _UNSETTLED
         core.parked(decision)
+        return outcome
 
     # -- driving -----------------------------------------------------------------------------
     def process_available(self, limit: int | None = None) -> int:
         """Handle, in this thread, the messages that are ready now; return how many.
 
         Returns when the queue has nothing ready (or after ``limit`` messages). For tests on
-        a fake clock, and for consumers run from a scheduler.
+        a fake clock, and for consumers run from a scheduler. Counts the parked messages
+        first when ``dlq_refresh`` has passed since the last count.
         """
         self._prepare()
+        self._refresh_dlq()
         done = 0
         while limit is None or done < limit:
             want = self.concurrency if limit is None else min(self.concurrency, limit - done)
@@ -448,19 +592,33 @@ class Consumer(_ConsumerBase):
         """Consume until `stop()` is called; then let in-flight messages finish.
 
         A broker that cannot be reached is retried with backoff (0.1 s doubling to 30 s).
+        Between receives, the parked messages are counted for `dlq_depth` every
+        ``dlq_refresh`` seconds.
         """
         self._stop.clear()
+        self._running = self._started = True
+        try:
+            self._run()
+        finally:
+            self._running = False
+
+    def _run(self) -> None:
         failures = 0
         with ThreadPoolExecutor(self.concurrency, thread_name_prefix="failsafe-consumer") as pool:
             while not self._stop.is_set():
                 with self._slots:
                     while self._inflight >= self.concurrency and not self._stop.is_set():
                         self._slots.wait(self.poll)
+                        if self.dlq_refresh is not None:
+                            break  # let the loop count the parked messages if it is time
                     free = self.concurrency - self._inflight
                 if self._stop.is_set():
                     break
                 try:
                     self._prepare()
+                    self._refresh_dlq()
+                    if free <= 0:
+                        continue
                     deliveries = self.broker.receive(self.queue, limit=free, wait=self.poll)
                 except Exception as exc:
                     failures += 1
@@ -522,6 +680,9 @@ class AsyncConsumer(_ConsumerBase):
     [`AsyncErrorSink`][failsafe.errors.AsyncErrorSink] as ``errors``, and ``grace``: seconds
     `stop()` waits for in-flight messages before cancelling them (a cancelled message is
     released back to its queue).
+
+    Raises:
+        ConfigurationError: At construction, naming a bad option.
     """
 
     def __init__(
@@ -539,10 +700,8 @@ class AsyncConsumer(_ConsumerBase):
         listeners: Sequence[Listener] = (),
         name: str = "consumer",
         review_kind: str | None = None,
+        dlq_refresh: float | None = 30.0,
     ) -> None:
-        super().__init__(
-            queue, handler, redelivery, concurrency, poll, clock, listeners, name, review_kind
-        )
         _v.check("grace", grace, _v.number(at_least=0))
         self.broker = broker
         self.handler = handler
@@ -551,6 +710,25 @@ class AsyncConsumer(_ConsumerBase):
         self._stopping: asyncio.Event | None = None
         self._wake = asyncio.Event()
         self._free = concurrency
+        self._handling = 0  # deliveries inside handle(), for in_flight
+        super().__init__(
+            queue,
+            handler,
+            redelivery,
+            concurrency,
+            poll,
+            clock,
+            listeners,
+            name,
+            review_kind,
+            dlq_refresh,
+            broker,
+        )
+
+    @property
+    def in_flight(self) -> int:
+        """Messages being handled now (in `handle`)."""
+        return self._handling
 
     async def _prepare(self) -> None:
         if not self._declared:
@@ -558,8 +736,42 @@ class AsyncConsumer(_ConsumerBase):
             self._core.check_limit(await self.broker.delivery_limit(self.queue))
             self._declared = True
 
+    async def _refresh_dlq(self) -> None:
+        """Count the parked messages for `dlq_depth`, if it is time (never raises)."""
+        if not self._dlq_due():
+            return
+        try:
+            count = await self.broker.count_dead_letters(
+                self.queue, where=_PARKED, at_most=COUNT_LIMIT
+            )
+        except Exception as exc:
+            self._dlq_counted(None, exc)
+        else:
+            self._dlq_counted(count, None)
+
     async def handle(self, delivery: Delivery) -> None:
-        """Handle one delivery and settle it (what `run` does for each message)."""
+        """Handle one delivery and settle it (what `run` does for each message).
+
+        With tracing installed, in a consumer span that continues the trace named by the
+        message's ``traceparent`` header; the handler runs with that span current.
+        """
+        self._handling += 1
+        try:
+            tracing = _tracing.installed()
+            if tracing is None:
+                await self._handle(delivery)
+                return
+            with _trace.consumer_span(tracing, self._system, self.name, delivery) as span:
+                try:
+                    result = await self._handle(delivery)
+                except asyncio.CancelledError:
+                    span.set("failsafe.queue.outcome", _RELEASED)
+                    raise
+                _trace.finish(span, *result)
+        finally:
+            self._handling -= 1
+
+    async def _handle(self, delivery: Delivery) -> _Result:
         core = self._core
         round_, allowed = core.begin(delivery)
         if allowed <= 0:
@@ -587,22 +799,23 @@ class AsyncConsumer(_ConsumerBase):
                     await self.broker.ack(delivery)
                 except Exception as exc:
                     core.settle_failed("ack", delivery, exc)
-                    return
+                    return _UNSETTLED, None, round_.attempts
                 core.handled(round_)
-                return
-        await self._settle(delivery, core.decide(round_, error), error)
+                return _ACKED, None, round_.attempts
+        outcome = await self._settle(delivery, core.decide(round_, error), error)
+        return outcome, error, round_.attempts
 
-    async def _settle(self, delivery: Delivery, decision: Decision, error: BaseException) -> None:
+    async def _settle(self, delivery: Delivery, decision: Decision, error: BaseException) -> str:
         core = self._core
         if decision.action == "defer":
             try:
                 await self.broker.defer(delivery, decision.message, decision.delay or 0.0)
             except Exception as exc:
                 core.settle_failed("defer", delivery, exc)
-                return
+                return _UNSETTLED
             core.deferred(decision)
-            return
-        report_id = None
+            return _REDELIVERED
+        outcome = _PARKED_ONLY
         if self.errors is not None:
             try:
                 report_id = await self.errors.report(error=error, **core.review_report(decision))
@@ -610,12 +823,14 @@ class AsyncConsumer(_ConsumerBase):
                 _log.exception("report of message %s to the error sink failed", delivery.message.id)
             else:
                 core.reviewed(decision, report_id)
+                outcome = _REVIEW
         try:
             await self.broker.park(delivery, decision.message)
         except Exception as exc:
             core.settle_failed("park", delivery, exc)
-            return
+            return _UNSETTLED
         core.parked(decision)
+        return outcome
 
     async def _give_back(self, delivery: Delivery) -> None:
         try:
@@ -624,8 +839,13 @@ class AsyncConsumer(_ConsumerBase):
             self._core.settle_failed("release", delivery, exc)
 
     async def process_available(self, limit: int | None = None) -> int:
-        """Handle the messages that are ready now, one at a time; return how many."""
+        """Handle the messages that are ready now, one at a time; return how many.
+
+        Counts the parked messages first when ``dlq_refresh`` has passed since the last
+        count.
+        """
         await self._prepare()
+        await self._refresh_dlq()
         done = 0
         while limit is None or done < limit:
             want = self.concurrency if limit is None else min(self.concurrency, limit - done)
@@ -642,12 +862,29 @@ class AsyncConsumer(_ConsumerBase):
 
         ``concurrency`` worker tasks handle the messages one fetcher receives (no task is
         created per message). Cancelling the task that runs this cancels in-flight handlers
-        too; their messages are released back to the queue.
+        too; their messages are released back to the queue. The parked messages are counted
+        for `dlq_depth` every ``dlq_refresh`` seconds meanwhile.
         """
         self._stopping = stopping = asyncio.Event()
-        if getattr(self.broker, "concurrent_receive", False):
-            await self._run_pulling(stopping)
-            return
+        self._running = self._started = True
+        try:
+            if getattr(self.broker, "concurrent_receive", False):
+                await self._run_pulling(stopping)
+            else:
+                await self._run_fetching(stopping)
+        finally:
+            self._running = False
+
+    async def _wait(self, event: asyncio.Event, seconds: float) -> None:
+        """Wait for ``event``, or ``seconds`` on the consumer's clock, whichever is first."""
+        try:
+            async with self._core.clock.timeout_async(seconds):
+                await event.wait()
+        except TimeoutError:
+            pass
+
+    async def _run_fetching(self, stopping: asyncio.Event) -> None:
+        """One fetcher receives for ``concurrency`` worker tasks."""
         self._wake = wake = asyncio.Event()  # set by a worker that finished, and by stop()
         self._free = self.concurrency
         inbox: asyncio.Queue[Delivery | None] = asyncio.Queue()
@@ -657,10 +894,16 @@ class AsyncConsumer(_ConsumerBase):
             while not stopping.is_set():
                 if self._free <= 0:
                     wake.clear()
-                    await wake.wait()
+                    if self.dlq_refresh is None:
+                        await wake.wait()
+                    else:  # all busy: still count the parked messages when it is time
+                        await self._wait(wake, self.poll)
+                        if self._declared:
+                            await self._refresh_dlq()
                     continue
                 try:
                     await self._prepare()
+                    await self._refresh_dlq()
                     deliveries = await self.broker.receive(
                         self.queue, limit=self._free, wait=self.poll
                     )
@@ -709,7 +952,16 @@ class AsyncConsumer(_ConsumerBase):
 
         workers = [asyncio.create_task(pull(i)) for i in range(self.concurrency)]
         try:
-            await stopping.wait()
+            every = self.dlq_refresh
+            while not stopping.is_set():
+                if every is None:
+                    await stopping.wait()
+                    break
+                if self._declared:  # a worker's _prepare() declared the queue
+                    await self._refresh_dlq()
+                    await self._wait(stopping, every)
+                else:
+                    await self._wait(stopping, self.poll)
         finally:
             for i, task in enumerate(workers):
                 if not busy[i]:

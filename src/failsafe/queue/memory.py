@@ -10,12 +10,15 @@ from __future__ import annotations
 import itertools
 import threading
 from collections.abc import Sequence
+from typing import ClassVar
 
 import attrs
 
+from failsafe import _tracing
 from failsafe import _validators as _v
 from failsafe.clock import SYSTEM_CLOCK, Clock
 from failsafe.exceptions import ConfigurationError
+from failsafe.queue import _trace
 from failsafe.queue.broker import (
     COUNT_LIMIT,
     DeadLetter,
@@ -82,6 +85,9 @@ class InMemoryBroker:
 
     _nonblocking = True  # as_async() calls it directly, without a thread
 
+    #: The ``messaging.system`` of its spans.
+    messaging_system: ClassVar[str] = "failsafe.memory"
+
     def __init__(
         self,
         *,
@@ -110,9 +116,27 @@ class InMemoryBroker:
             self._queues.add(check_queue_name(queue))
 
     def publish(self, queue: str, message: Envelope, *, delay: float = 0.0) -> None:
-        """Enqueue ``message`` (in the DLQ, due after ``delay``, when ``delay`` > 0)."""
+        """Enqueue ``message`` (in the DLQ, due after ``delay``, when ``delay`` > 0).
+
+        With tracing installed, in a producer span whose ``traceparent`` the message
+        carries (unless it has one already).
+
+        Raises:
+            ConfigurationError: If ``queue`` or ``delay`` is bad, or ``message`` is not an
+                `Envelope`.
+        """
         check_queue_name(queue)
         _v.check("delay", delay, _v.number(at_least=0))
+        if not isinstance(message, Envelope):  # as the other adapters refuse it
+            raise ConfigurationError("message", f"must be an Envelope, got {message!r}")
+        tracing = _tracing.installed()
+        if tracing is None:
+            self._put(queue, message, delay)
+            return
+        with _trace.publishing(tracing, self.messaging_system, queue, (message,)) as traced:
+            self._put(queue, traced[0], delay)
+
+    def _put(self, queue: str, message: Envelope, delay: float) -> None:
         now = self.clock.time()
         with self._lock:
             self._queues.add(queue)

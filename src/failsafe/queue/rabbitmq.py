@@ -109,7 +109,7 @@ import json
 import logging
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import urlsplit, urlunsplit
 
 from failsafe._extras import missing_extra
@@ -123,9 +123,11 @@ except ImportError as exc:
     raise missing_extra("rabbitmq", "failsafe.queue.rabbitmq", exc) from exc
 import attrs
 
+from failsafe import _tracing
 from failsafe import _validators as _v
 from failsafe.clock import SYSTEM_CLOCK, Clock
 from failsafe.exceptions import ConfigurationError
+from failsafe.queue import _trace
 from failsafe.queue.broker import (
     COUNT_LIMIT,
     BrokerError,
@@ -508,6 +510,9 @@ class RabbitMQBroker:
     #: Consumers may have every worker wait in `receive` at once (a wait costs no thread).
     concurrent_receive = True
 
+    #: The ``messaging.system`` of its spans.
+    messaging_system: ClassVar[str] = "rabbitmq"
+
     def __init__(
         self,
         url: str = DEFAULT_URL,
@@ -776,14 +781,22 @@ class RabbitMQBroker:
 
         ``delay`` > 0 publishes it to the delay queue of that many milliseconds (rounded
         up), declared on first use, from where RabbitMQ moves it to the work queue when due.
-        The work queue is declared if this broker has not declared it yet.
+        The work queue is declared if this broker has not declared it yet. With tracing
+        installed, in a producer span whose ``traceparent`` the message carries (unless it
+        has one already).
         """
         _check_name(queue)
         _v.check("delay", delay, _v.number(at_least=0))
         if not isinstance(message, Envelope):
             raise ConfigurationError("message", f"must be an Envelope, got {message!r}")
-        async with self._guard(f"publishing to {queue!r}"):
-            await self._publish_envelope(queue, message, delay)
+        tracing = _tracing.installed()
+        if tracing is None:
+            async with self._guard(f"publishing to {queue!r}"):
+                await self._publish_envelope(queue, message, delay)
+            return
+        with _trace.publishing(tracing, self.messaging_system, queue, (message,)) as traced:
+            async with self._guard(f"publishing to {queue!r}"):
+                await self._publish_envelope(queue, traced[0], delay)
 
     # -- receiving -------------------------------------------------------------------------
     async def _consumer(self, queue: str) -> _Consumer:

@@ -49,13 +49,15 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import attrs
 
+from failsafe import _tracing
 from failsafe import _validators as _v
 from failsafe.clock import SYSTEM_CLOCK, Clock
 from failsafe.exceptions import ConfigurationError
+from failsafe.queue import _trace
 from failsafe.queue.bridge import AsyncView
 from failsafe.queue.broker import (
     COUNT_LIMIT,
@@ -334,6 +336,9 @@ class SQLiteBroker:
         ```
     """
 
+    #: The ``messaging.system`` of its spans.
+    messaging_system: ClassVar[str] = "failsafe.sqlite"
+
     def __init__(
         self,
         path: str | Path,
@@ -454,7 +459,9 @@ class SQLiteBroker:
     def publish_many(self, queue: str, messages: Iterable[Envelope], *, delay: float = 0.0) -> int:
         """Enqueue several messages in one transaction (all or none); return how many.
 
-        They are received in the order given. Much faster than one ``publish`` each.
+        They are received in the order given. Much faster than one ``publish`` each. With
+        tracing installed, the batch is published in one producer span, whose
+        ``traceparent`` each message carries (unless it has one already).
 
         Raises:
             ConfigurationError: If ``queue`` or ``delay`` is bad, or an item is not an
@@ -462,6 +469,19 @@ class SQLiteBroker:
         """
         check_queue_name(queue)
         _v.check("delay", delay, _AT_LEAST_0)
+        tracing = _tracing.installed()
+        if tracing is None:
+            return self._insert(queue, messages, delay)
+        batch = list(messages)
+        for message in batch:
+            if not isinstance(message, Envelope):
+                raise ConfigurationError("message", f"must be an Envelope, got {message!r}")
+        if not batch:
+            return 0
+        with _trace.publishing(tracing, self.messaging_system, queue, batch) as traced:
+            return self._insert(queue, traced, delay)
+
+    def _insert(self, queue: str, messages: Iterable[Envelope], delay: float) -> int:
         now = self.clock.time()
         place = _DELAYED if delay > 0 else _READY
         visible_at = now + delay
