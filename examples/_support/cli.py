@@ -6,8 +6,9 @@
 - ``serve NAME --settings PATH --fd N``: one service (what the supervisor runs).
 
 ``up`` and ``demo`` take ``--run-dir``, then the example's own options, then ``--dsn`` and
-``--schema``; ``up`` also takes ``--fast``. What ``up`` prints and what ``demo`` plays are
-the example's; `main` parses, fills in the run folder and calls them.
+``--schema``; ``up`` also takes ``--fast`` and ``--traces`` (the demos are always traced).
+What ``up`` prints and what ``demo`` plays are the example's; `main` parses, fills in the
+run folder and calls them.
 """
 
 from __future__ import annotations
@@ -36,7 +37,9 @@ _HELP = """``python -m {package} up|demo``: run the services, or play {scenario}
 
 Options of ``up`` and ``demo``: ``--run-dir`` (default: a new folder under ``{folder}/``),
 {options}``--dsn`` (PostgreSQL instead of SQLite files), ``--schema``, and for ``up``
-``--fast`` (the demo's short waits instead of the default ones).
+``--fast`` (the demo's short waits instead of the default ones) and ``--traces`` (each
+service writes its spans to ``traces/`` in the run folder, as the demo does; ``python -m
+examples._support.traces RUN_DIR`` prints one trace as a tree).
 """
 
 
@@ -133,6 +136,11 @@ def main(
         command.add_argument("--schema", default=settings.schema, help="PostgreSQL schema prefix")
         if name == "up":
             command.add_argument("--fast", action="store_true", help="short waits, as in the demo")
+            command.add_argument(
+                "--traces",
+                action="store_true",
+                help="each service writes its spans to traces/ in the run folder",
+            )
     serve = commands.add_parser("serve", help="run one service (used by the supervisor)")
     serve.add_argument("name", choices=services)
     serve.add_argument("--settings", required=True)

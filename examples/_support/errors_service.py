@@ -3,7 +3,8 @@
 - `errors_app`: what ``failsafe errors serve`` runs (the JSON API, the review pages at
   ``/review/``, the retry worker), built with `failsafe.errors.service.create_app` so that an
   example can give what the command does not take yet: a retry schedule per kind (the
-  example's desk) and the callbacks' HTTP client;
+  example's desk) and the callbacks' HTTP client; plus ``/health``
+  (`failsafe.health.health_route`), as every service of the examples serves;
 - `errors_store`: its store, a SQLite file in the run folder or a PostgreSQL schema;
 - `error_sink`: a service's `ErrorSink`, with a spool of its own in the run folder.
 
@@ -21,6 +22,7 @@ from examples._support.settings import RunSettings
 from failsafe.errors import ErrorDesk, ErrorSink, ErrorStore, Handlers, RetryWorker, SQLiteStore
 from failsafe.errors.auth import Tokens
 from failsafe.errors.service import create_app
+from failsafe.health import health_route
 
 __all__ = ["error_sink", "errors_app", "errors_store"]
 
@@ -77,6 +79,8 @@ def errors_app(
     errors_desk = desk(store)
     client = http()
     worker = RetryWorker(errors_desk, handlers, poll_interval=settings.poll_interval, http=client)
+    # the app is wrapped in failsafe.tracing.TracingMiddleware already (its server spans)
     app = create_app(errors_desk, tokens=tokens, handlers=handlers, worker=worker)
+    app.routes.append(health_route("/health"))  # the callbacks' circuits, if any
     app.state.closers = [worker.close, client.close, store.close]
     return app

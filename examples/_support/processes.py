@@ -5,7 +5,8 @@ the ports into ``settings.json`` in the run folder, and starts each service as
 ``python -m examples.EXAMPLE serve NAME --settings PATH --fd N``, handing it the socket.
 Each process logs to ``NAME.log`` in the run folder. A service can be killed (``SIGKILL``,
 as a crash), stopped (``SIGTERM``) and started again on the same port. `Supervisor.serve`
-is the child's side: it runs one app under uvicorn on the socket it was handed.
+is the child's side: it runs one app under uvicorn on the socket it was handed, traced
+first when the settings' ``traces`` is on (`examples._support.telemetry.start`).
 """
 
 from __future__ import annotations
@@ -87,9 +88,15 @@ class Supervisor(Generic[SettingsT]):
         """Run service ``name`` on the listening socket ``fd`` (the child's side: ``python
         -m PACKAGE serve NAME --settings PATH --fd N``)."""
         settings = cls.settings_type.load(settings_path)
-        _run_app(
-            name, fd, url=settings.url(name), create_app=lambda: cls.create_app(name, settings)
-        )
+
+        def create_app() -> object:
+            if settings.traces:  # spans to traces/NAME.jsonl, before anything is built
+                from examples._support import telemetry
+
+                telemetry.start(settings, name)
+            return cls.create_app(name, settings)
+
+        _run_app(name, fd, url=settings.url(name), create_app=create_app)
 
     def __init__(self, settings: SettingsT) -> None:
         self._sockets = {name: _listen(settings.host) for name in self.services}

@@ -37,6 +37,8 @@ class RunSettings:
         retry_backoff_max: Its longest delay, in seconds.
         poll_interval: Seconds between the Error-handling service's retry rounds.
         sink_poll: Seconds between a service's deliveries of spooled error reports.
+        traces: Whether each service writes its OpenTelemetry spans to ``traces/`` in the
+            run folder (`examples._support.telemetry`); the demos turn it on.
     """
 
     FAST: ClassVar[dict[str, Any]] = {"retry_backoff": 0.2, "poll_interval": 0.1, "sink_poll": 0.5}
@@ -53,6 +55,7 @@ class RunSettings:
     retry_backoff_max: float = 900.0
     poll_interval: float = 1.0
     sink_poll: float = 5.0
+    traces: bool = False
 
     @classmethod
     def fast(cls, run_dir: str | Path, **changes: Any) -> Self:

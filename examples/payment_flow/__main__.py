@@ -23,6 +23,8 @@ def _settings(args: argparse.Namespace, fast: bool) -> Settings:
         changes["redelivery_delay"] = args.redelivery_delay
     if args.dsn:
         changes.update(dsn=args.dsn, schema=args.schema)
+    if getattr(args, "traces", False):  # up's option (the demo is always traced)
+        changes["traces"] = True
     return settings.replace(**changes)
 
 
@@ -37,6 +39,9 @@ def _up(args: argparse.Namespace) -> int:
         for name in SERVICES:
             print(f"  {name:<9} {settings.url(name)}")
         print(f"  review pages {settings.url('errors')}/review/")
+        print(f"  health       {settings.url('consumer')}/health (every service serves its own)")
+        if settings.traces:
+            print(f"traces: python -m examples._support.traces {settings.path}")
         order, payment = settings.url("order"), settings.url("payment")
         print("try:")
         print(f'  curl -s -X POST {order}/orders -d \'{{"orderId": "o-1"}}\'')

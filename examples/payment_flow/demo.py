@@ -9,7 +9,13 @@
 3. the status write failing: the Order service reports it, and the Error-handling service
    retries the write by itself until the order is Paid;
 4. an unknown order: a review record; a person finds the order and sends the record back for
-   a retry, which applies the status and resolves the record.
+   a retry, which applies the status and resolves the record;
+5. the trace of step 3's payment (the run is traced: ``traces`` on), from the site through
+   the Payment service, the queue, the Status consumer, the Order service and the
+   Error-handling service's later retry, printed as a tree (`examples._support.traces`).
+
+Step 2 also reads the Status consumer's ``/health`` (`failsafe.health`): its circuit to the
+Order service opens while the Order service is down and closes once it is back.
 
 It prints what really happened and returns 0 only if every step behaved as described (the
 payment flow's steps are listed in the example's README).
@@ -22,16 +28,20 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 
+from examples._support.traces import Span, read_spans, tree
 from examples.payment_flow.db import OrdersDB
 from examples.payment_flow.domain import PAID, RESERVED, status_message
 from examples.payment_flow.runner import Supervisor
 from examples.payment_flow.settings import Settings
-from examples.payment_flow.wiring import RETRY_KIND, REVIEW_KIND, blocking_broker
+from examples.payment_flow.wiring import RETRY_KIND, RETRY_PATH, REVIEW_KIND, blocking_broker
 from failsafe.queue import Broker, DeadLetter, Envelope, Place
+
+if TYPE_CHECKING:
+    from examples._support.telemetry import Site
 
 __all__ = ["Flow", "run_demo"]
 
@@ -41,6 +51,9 @@ T = TypeVar("T")
 class Flow:
     """A client of a running payment flow: pay, read orders, error records, the queue.
 
+    With the settings' ``traces`` on, each payment is the root span of a trace (the site's,
+    written to ``traces/site.jsonl``), whose id `payment_traces` keeps per order.
+
     Args:
         settings: The running services' settings (``Supervisor.settings``).
     """
@@ -48,14 +61,23 @@ class Flow:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.http = httpx.Client(timeout=30.0)
+        self.site: Site | None = None
+        if settings.traces:  # the OpenTelemetry SDK is needed only then
+            from examples._support.telemetry import Site
+
+            self.site = Site(settings)
+        self.payment_traces: dict[str, str] = {}
+        """The trace id of each order's latest payment (with ``traces`` on)."""
         token = os.environ.get("FAILSAFE_ERRORS_REVIEW_TOKEN")
         self.review_headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._broker: Broker | None = None
         self._db: OrdersDB | None = None
 
     def close(self) -> None:
-        """Close the clients."""
+        """Close the clients (and the site's trace file)."""
         self.http.close()
+        if self.site is not None:
+            self.site.close()
         if self._broker is not None:
             self._broker.close()
         if self._db is not None:
@@ -84,13 +106,30 @@ class Flow:
         response.raise_for_status()
 
     def pay(self, order_id: str, amount: float = 25.0, *, key: str | None = None) -> httpx.Response:
-        """``POST /payments`` on the Payment service."""
+        """``POST /payments`` on the Payment service (the root span of a trace, if traced)."""
         headers = {"Idempotency-Key": key} if key else {}
+        if self.site is None:
+            return self._pay(order_id, amount, headers)
+        with self.site.request("pay", order=order_id) as request:
+            response = self._pay(order_id, amount, {**headers, **request.headers})
+            request.answered(response.status_code)
+        if request.trace_id is not None:
+            self.payment_traces[order_id] = request.trace_id
+        return response
+
+    def _pay(self, order_id: str, amount: float, headers: dict[str, str]) -> httpx.Response:
         return self.http.post(
             f"{self.settings.url('payment')}/payments",
             json={"orderId": order_id, "amount": amount},
             headers=headers,
         )
+
+    def health(self, service: str) -> dict[str, Any]:
+        """Service ``service``'s ``GET /health``: its failsafe policies, right now."""
+        response = self.http.get(f"{self.settings.url(service)}/health")
+        response.raise_for_status()
+        snapshot: dict[str, Any] = response.json()
+        return snapshot
 
     def set_status(self, order_id: str, status: str, message_id: str) -> httpx.Response:
         """``PUT /orders/{orderId}/status`` directly on the Order service."""
@@ -267,6 +306,7 @@ class _Demo:
         delay = settings.redelivery_delay
         print(f"\n2. The Order service is down (payment flow step 3; DLQ every {delay:g} s)")
         supervisor = self.supervisor
+        self.check(self.consumer_health() == "closed", "the consumer's circuit to it is closed")
         supervisor.kill("order")
         print("   the Order service was killed (kill -9)")
         before = flow.stats().get("RedeliveryScheduled", 0)
@@ -293,6 +333,10 @@ class _Demo:
             "redelivered from the DLQ, the Order service still down: back to the DLQ, "
             "orders still reserved",
         )
+        self.check(
+            self.consumer_health() != "closed",
+            "the consumer's circuit to the Order service is not closed",
+        )
         supervisor.start(["order"])
         back = time.monotonic()
         print("   the Order service is back")
@@ -303,6 +347,29 @@ class _Demo:
                 f"{order_id} Paid {time.monotonic() - back:.1f} s after it came back, "
                 "with one reserved -> paid",
             )
+        self.check(self.consumer_health() == "closed", "the consumer's circuit is closed again")
+
+    def consumer_health(self) -> str:
+        """GET the Status consumer's ``/health``; print it, return its circuit's state.
+
+        The consumer's client has one keyed breaker, ``order-breaker``, keyed by the Order
+        service's address; the snapshot lists its keys that are not closed (an open one
+        whose open period is over admits a probe with the next call).
+        """
+        snapshot = self.flow.health("consumer")
+        entries = {entry["name"]: entry for entry in snapshot["entries"]}
+        consumer = entries["status-consumer"]
+        breaker = entries["order-breaker"]
+        order = self.flow.settings.url("order")
+        keys = [k for k in breaker["open_keys"] if k["key"].rstrip("/") == order]
+        state = keys[0]["state"] if keys else "closed"
+        wait = f", probe in {keys[0]['retry_after']:.1f} s" if keys and state == "open" else ""
+        print(
+            f"   consumer GET /health: {snapshot['status']}; status-consumer"
+            f" {consumer['state']}, {consumer['in_flight']} in flight, DLQ depth"
+            f" {consumer['dlq_depth']}; order-breaker: {state}{wait}"
+        )
+        return str(state)
 
     def write_fails(self) -> None:
         flow = self.flow
@@ -350,13 +417,63 @@ class _Demo:
             "o-404 is Paid and its record resolved",
         )
 
+    def trace(self, order_id: str) -> None:
+        flow = self.flow
+        print(f"\n5. The trace of {order_id}'s payment, whose status write was retried (step 3)")
+        trace_id = flow.payment_traces.get(order_id)
+        if trace_id is None:
+            self.check(False, f"{order_id}'s payment started a trace")
+            return
+        run = flow.settings.path
+
+        def complete() -> list[Span] | None:  # the last spans end a moment after the record
+            spans = [s for s in read_spans(run) if s.trace_id == trace_id]
+            return spans if _retried(spans) else None
+
+        try:
+            spans = flow.wait_for("the trace's retry spans", complete, timeout=10)
+        except TimeoutError:
+            spans = [s for s in read_spans(run) if s.trace_id == trace_id]
+            self.check(False, "the Error-handling service's retry that worked, in the trace")
+        for line in tree(spans, trace_id):
+            print(f"   {line}")
+        print(f"   (python -m examples._support.traces {run} --trace {trace_id})")
+        services = {s.service for s in spans}
+        ids = {s.span_id for s in spans}
+        self.check(
+            {"site", "payment", "consumer", "order", "errors"} <= services,
+            "one trace: the site, the Payment service, the Status consumer, the Order service"
+            " and the Error-handling service",
+        )
+        self.check(
+            all(s.parent_id in ids for s in spans if s.service != "site"),
+            "every span but the site's is a child of another span of the trace",
+        )
+
     supervisor: Supervisor
+
+
+def _retried(spans: list[Span]) -> bool:
+    """Whether ``spans`` hold the retry that worked, and the Order service serving it."""
+    worked = any(
+        s.name == "failsafe.errors retry"
+        and s.attributes.get("failsafe.errors.outcome") == "succeeded"
+        for s in spans
+    )
+    served = any(
+        s.service == "order"
+        and s.attributes.get("url.path") == RETRY_PATH
+        and s.attributes.get("http.response.status_code") == 200
+        for s in spans
+    )
+    return worked and served
 
 
 def run_demo(settings: Settings) -> int:
     """Start the services, play the payment flow, and return 0 if all went as described."""
     print("The payment flow: after a payment, change the order's status through a queue")
     print("(the step numbers in brackets are those of examples/payment_flow/README.md)")
+    settings = settings.replace(traces=True)  # traces/ in the run folder
     with Supervisor(settings) as supervisor:
         print(f"run folder: {supervisor.settings.path.resolve()}")
         print(f"broker: {settings.broker or 'SQLite ' + supervisor.settings.broker_url}")
@@ -371,6 +488,7 @@ def run_demo(settings: Settings) -> int:
             demo.order_service_down()
             demo.write_fails()
             demo.unknown_order()
+            demo.trace("o-1004")
         except (TimeoutError, httpx.HTTPError) as exc:
             demo.check(False, f"stopped: {exc}")
         finally:

@@ -45,6 +45,8 @@ from examples.payment_flow.db import OrdersDB, Outcome, StatusWriteFailed
 from examples.payment_flow.domain import Invalid, StatusUpdate, parse_status_update
 from examples.payment_flow.settings import Settings
 from examples.payment_flow.wiring import RETRY_KIND, RETRY_PATH, REVIEW_KIND, error_sink
+from failsafe.health import health_route
+from failsafe.tracing import TracingMiddleware
 
 __all__ = ["OrderService", "create_app"]
 
@@ -183,8 +185,10 @@ def create_app(settings: Settings) -> Starlette:
         Route("/orders/{order_id}/status", put_status, methods=["PUT"]),
         Route(RETRY_PATH, retry, methods=["POST"]),
         Route("/healthz", healthz("order")),
+        health_route("/health"),  # the error sink's circuit
         *fault_routes(service.faults),
     ]
-    app = Starlette(routes=routes, middleware=[Middleware(FaultMiddleware, faults=service.faults)])
+    middleware = [Middleware(TracingMiddleware), Middleware(FaultMiddleware, faults=service.faults)]
+    app = Starlette(routes=routes, middleware=middleware)
     app.state.closers = [service.close]
     return app

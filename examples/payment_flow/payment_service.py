@@ -33,7 +33,9 @@ from examples._support.web import healthz, invalid, read_json
 from examples.payment_flow.domain import Invalid, charge, parse_payment, status_message
 from examples.payment_flow.settings import Settings
 from examples.payment_flow.wiring import async_broker
+from failsafe.health import health_route
 from failsafe.queue import AsyncBroker, Envelope
+from failsafe.tracing import TracingMiddleware
 
 __all__ = ["create_app", "payment_id"]
 
@@ -94,10 +96,11 @@ def create_app(settings: Settings) -> Starlette:
     routes = [
         Route("/payments", pay, methods=["POST"]),
         Route("/healthz", healthz("payment")),
+        health_route("/health"),  # no policy here: an empty list
         *fault_routes(faults),
     ]
     return Starlette(
         routes=routes,
-        middleware=[Middleware(FaultMiddleware, faults=faults)],
+        middleware=[Middleware(TracingMiddleware), Middleware(FaultMiddleware, faults=faults)],
         lifespan=lifespan,
     )

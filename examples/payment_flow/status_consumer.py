@@ -16,7 +16,10 @@ waits unseen):
 - another 4xx, or a body that is not a status message: `deliver` raises `Unrecoverable`: a
   review record ``queue.order-status`` and the parking queue at once.
 
-The process serves ``/healthz`` and ``/stats`` (the consumer's events, counted) on its port.
+The process has no API of its own, but serves a small app on its port: ``/healthz``,
+``/stats`` (the consumer's events, counted) and ``/health``, failsafe's snapshot
+(`failsafe.health.health_route`): the consumer (running, messages in flight, the DLQ depth
+it last learnt), its circuit to the Order service and its error sink's.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from typing import Any
 
 import httpx
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -45,9 +49,11 @@ from examples.payment_flow.wiring import (
     redelivery,
 )
 from failsafe.events import Event
+from failsafe.health import health_route
 from failsafe.logging import LoggingListener
 from failsafe.queue import Consumer, Envelope, Unrecoverable
 from failsafe.queue.events import MessageHandled, MessageReceived
+from failsafe.tracing import TracingMiddleware
 
 __all__ = ["EventCounter", "OrderServiceUnavailable", "StatusRefused", "create_app", "deliver"]
 
@@ -124,7 +130,8 @@ class _Quiet(logging.Filter):
 
 
 def create_app(settings: Settings) -> Starlette:
-    """The Status consumer's process: the consumer on a thread, ``/stats`` on the port."""
+    """The Status consumer's process: the consumer on a thread, ``/stats`` and ``/health``
+    on the port."""
     counter = EventCounter()
     state: dict[str, Any] = {}
 
@@ -162,5 +169,9 @@ def create_app(settings: Settings) -> Starlette:
     async def stats(request: Request) -> Response:
         return JSONResponse(counter.snapshot())
 
-    routes = [Route("/stats", stats), Route("/healthz", healthz("consumer"))]
-    return Starlette(routes=routes, lifespan=lifespan)
+    routes = [
+        Route("/stats", stats),
+        Route("/healthz", healthz("consumer")),
+        health_route("/health"),  # the consumer (in flight, DLQ depth) and its circuit
+    ]
+    return Starlette(routes=routes, middleware=[Middleware(TracingMiddleware)], lifespan=lifespan)

@@ -21,6 +21,7 @@ def _up(args: argparse.Namespace) -> int:
     settings = Settings.fast(args.run_dir) if args.fast else Settings(run_dir=args.run_dir)
     if args.dsn:
         settings = settings.replace(dsn=args.dsn, schema=args.schema)
+    settings = settings.replace(traces=args.traces)
     with Supervisor(settings) as supervisor:
         supervisor.start()
         print(f"run folder: {supervisor.settings.path.resolve()} (logs, databases, settings.json)")
@@ -28,6 +29,9 @@ def _up(args: argparse.Namespace) -> int:
             print(f"  {name:<12} {supervisor.settings.url(name)}")
         order = supervisor.settings.url("order")
         print(f"  review pages {supervisor.settings.url('errors')}/review/")
+        print(f"  health       {order}/health (every service serves its own)")
+        if args.traces:
+            print(f"traces: python -m examples._support.traces {supervisor.settings.path}")
         print(
             f"try: curl -s -X POST {order}/orders/o-1/products -H 'content-type: application/json'"
             ' -d \'{"clientId": "c-1", "productId": "p-desk"}\''

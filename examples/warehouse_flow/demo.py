@@ -4,6 +4,11 @@ Each step sends what the site would send, prints what really happened (the statu
 message, which Warehouse instance answered after how many attempts, the stock before and
 after, the Error-handling service's records), and checks it against the order flow's steps
 (listed in the example's README). The demo exits 0 only if every step behaved.
+
+The run is traced (``traces`` on): each add is the root span of a trace that the services
+continue. The demo reads the Order service's ``/health`` (`failsafe.health`) to show
+Warehouse 1's circuit opening and closing again, and prints the trace of the order whose
+stock write the Error-handling service redid (`examples._support.traces`).
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ from typing import Any
 
 import httpx
 
+from examples._support.telemetry import Site
+from examples._support.traces import Span, read_spans, tree
 from examples.warehouse_flow.domain import (
     ADDED,
     CATALOGUE,
@@ -30,7 +37,7 @@ from examples.warehouse_flow.domain import (
 )
 from examples.warehouse_flow.runner import Supervisor
 from examples.warehouse_flow.settings import Settings
-from examples.warehouse_flow.wiring import RETRY_KIND, REVIEW_KIND
+from examples.warehouse_flow.wiring import RETRY_KIND, RETRY_PATH, REVIEW_KIND
 from failsafe.cli import main as failsafe_cli
 
 __all__ = ["Demo", "Reply", "run_demo"]
@@ -44,6 +51,7 @@ class Reply:
     body: dict[str, Any]
     endpoint: str
     attempts: str
+    trace_id: str | None = None
 
     @property
     def text(self) -> str:
@@ -58,6 +66,7 @@ class Demo:
     supervisor: Supervisor
     out: Callable[[str], None] = print
     failures: list[str] = field(default_factory=list)
+    site: Site | None = None
 
     @property
     def settings(self) -> Settings:
@@ -76,17 +85,25 @@ class Demo:
         body = {"clientId": "c-42", "productId": product, "quantity": quantity}
         headers = {"Idempotency-Key": key} if key else {}
         self.out(f"  site -> POST /orders/{order}/products {json.dumps(body)}")
-        response = httpx.post(
-            f"{self.settings.url('order')}/orders/{order}/products",
-            json=body,
-            headers=headers,
-            timeout=60.0,
-        )
+        if self.site is None:
+            self.site = Site(self.settings)
+        with (
+            httpx.Client(timeout=60.0) as client,
+            # the site's request is the root span of the order's trace
+            self.site.request("add product", order=order, product=product) as request,
+        ):
+            response = client.post(
+                f"{self.settings.url('order')}/orders/{order}/products",
+                json=body,
+                headers={**headers, **request.headers},  # its traceparent
+            )
+            request.answered(response.status_code)
         reply = Reply(
             response.status_code,
             response.json(),
             response.headers.get("X-Warehouse-Endpoint", ""),
             response.headers.get("X-Warehouse-Attempts", ""),
+            request.trace_id,
         )
         served = (
             f" (answered by {self.instance(reply.endpoint)} after {reply.attempts} attempt(s))"
@@ -118,6 +135,25 @@ class Demo:
         records: list[dict[str, Any]] = response.json()["records"]
         return records
 
+    def circuit(self, instance: str) -> str:
+        """GET the Order service's ``/health``; print and return ``instance``'s circuit state.
+
+        The Order service's circuits are one keyed breaker, ``warehouse-breaker``, keyed by
+        the instance's address; the snapshot lists only its keys that are not closed. An
+        open circuit whose open period is over admits a probe with the next call: it is
+        returned as ``"open, probe due"``.
+        """
+        snapshot = httpx.get(f"{self.settings.url('order')}/health", timeout=5.0).json()
+        entry = next(e for e in snapshot["entries"] if e["name"] == "warehouse-breaker")
+        states = {key["key"].rstrip("/"): key for key in entry["open_keys"]}
+        shown = []
+        for name in ("warehouse-1", "warehouse-2"):
+            shown.append(f"{name} {_state(states.get(self.settings.url(name)))}")
+        self.out(
+            f"  order GET /health: {snapshot['status']}; warehouse-breaker: {', '.join(shown)}"
+        )
+        return _state(states.get(self.settings.url(instance)))
+
     def faults(self, service: str, **switches: Any) -> None:
         """Flip fault switches on ``service``."""
         httpx.post(
@@ -131,14 +167,16 @@ class Demo:
             self.failures.append(what)
         return ok
 
-    def wait_for(self, what: Callable[[], bool], timeout: float = 30.0) -> bool:
-        """Poll ``what`` until it is true or ``timeout`` seconds have passed."""
-        pause = threading.Event()
+    def wait_for(
+        self, what: Callable[[], bool], timeout: float = 30.0, *, pause: float = 0.1
+    ) -> bool:
+        """Poll ``what`` every ``pause`` seconds until it is true or ``timeout`` seconds passed."""
+        sleeper = threading.Event()
         deadline = time.monotonic() + timeout
         while not what():
             if time.monotonic() > deadline:
                 return False
-            pause.wait(0.1)
+            sleeper.wait(pause)
         return True
 
     def changes(self, before: dict[str, int], after: dict[str, int]) -> str:
@@ -147,6 +185,16 @@ class Demo:
             f"{c} {before[c]} -> {after[c]}" for c in sorted(after) if before.get(c) != after[c]
         ]
         return ", ".join(moved) or "nothing changed"
+
+
+def _state(key: dict[str, Any] | None) -> str:
+    """A key's state, from its ``open_keys`` item in the health snapshot (none: closed)."""
+    if key is None:
+        return "closed"
+    if key["state"] != "open":
+        return str(key["state"])
+    wait = float(key.get("retry_after") or 0.0)
+    return f"open, probe in {wait:.1f} s" if wait > 0 else "open, probe due"
 
 
 def _step(demo: Demo, title: str) -> None:
@@ -174,6 +222,7 @@ def _normal_add(demo: Demo) -> None:
 
 def _failover(demo: Demo) -> None:
     _step(demo, "2. Warehouse 1 is killed (kill -9): served by Warehouse 2 (order flow steps 3-4)")
+    demo.check(demo.circuit("warehouse-1") == "closed", "Warehouse 1's circuit is closed")
     demo.supervisor.kill("warehouse-1")
     demo.out("  warehouse-1 killed")
     before = demo.stock()
@@ -196,6 +245,10 @@ def _both_down(demo: Demo) -> None:
     demo.out("  warehouse-2 killed too")
     reply = demo.add("o-1003", "p-lamp")
     demo.check(reply.status == 500 and reply.text == TRY_LATER, "500, try again later")
+    demo.check(
+        demo.circuit("warehouse-1").startswith("open"),
+        f"Warehouse 1's circuit opened after {demo.settings.breaker_failures} failures in a row",
+    )
     demo.out("  restarting both instances...")
     demo.supervisor.start(["warehouse-1", "warehouse-2"])
     demo.out(
@@ -234,7 +287,7 @@ def _not_enough(demo: Demo) -> None:
     demo.check(after == before, "nothing decremented")
 
 
-def _write_fails(demo: Demo) -> None:
+def _write_fails(demo: Demo) -> str | None:
     _step(demo, "6. The stock write fails: the client is told success, the Error-handling")
     demo.out("   service retries the write until the stock is right (order flow steps 10-11)")
     for name in ("warehouse-1", "warehouse-2"):
@@ -269,6 +322,7 @@ def _write_fails(demo: Demo) -> None:
     )
     for name in ("warehouse-1", "warehouse-2"):
         demo.faults(name, fail_writes=0)
+    return reply.trace_id
 
 
 def _review(demo: Demo, record_id: str | None) -> None:
@@ -312,7 +366,78 @@ def _review(demo: Demo, record_id: str | None) -> None:
     )
 
 
-STEPS = ("normal", "failover", "both_down", "unknown", "not_enough", "write_fails", "review")
+def _circuit_closes(demo: Demo) -> None:
+    _step(demo, "8. Warehouse 1's circuit closes again, as the Order service's /health shows")
+    settings = demo.settings
+    demo.wait_for(
+        lambda: demo.circuit("warehouse-1") in ("closed", "half-open", "open, probe due"),
+        settings.breaker_reset_max + 5.0,
+        pause=1.0,
+    )
+    reply = demo.add("o-1008", "p-desk")
+    demo.check(
+        reply.status == 200 and demo.instance(reply.endpoint) == "warehouse-1",
+        "its open period over, Warehouse 1 answered the next add (the probe)",
+    )
+    demo.check(demo.circuit("warehouse-1") == "closed", "Warehouse 1's circuit is closed again")
+
+
+def _retried(spans: list[Span]) -> bool:
+    """Whether ``spans`` hold the retry that worked, and the Warehouse serving it."""
+    return any(
+        s.name == "failsafe.errors retry"
+        and s.attributes.get("failsafe.errors.outcome") == "succeeded"
+        for s in spans
+    ) and any(
+        s.service.startswith("warehouse")
+        and s.attributes.get("url.path") == RETRY_PATH
+        and s.attributes.get("http.response.status_code") == 200
+        for s in spans
+    )
+
+
+def _trace(demo: Demo, trace_id: str | None) -> None:
+    _step(demo, "9. The trace of o-1006, whose stock write the Error-handling service redid")
+    if not demo.check(trace_id is not None, "the order's add started a trace"):
+        return
+    run = demo.settings.path
+    spans: list[Span] = []
+
+    def complete() -> bool:
+        spans[:] = [s for s in read_spans(run) if s.trace_id == trace_id]
+        return _retried(spans)
+
+    done = demo.wait_for(complete, 10.0)  # the last spans end a moment after the record
+    assert trace_id is not None
+    for line in tree(spans, trace_id):
+        demo.out(f"  {line}")
+    demo.out(f"  (python -m examples._support.traces {run} --trace {trace_id})")
+    services = {s.service for s in spans}
+    ids = {s.span_id for s in spans}
+    demo.check(
+        {"site", "order", "errors"} <= services
+        and any(name.startswith("warehouse") for name in services),
+        "one trace holds the site's, the Order service's, the Warehouse's and the"
+        " Error-handling service's spans",
+    )
+    demo.check(
+        all(s.parent_id in ids for s in spans if s.service != "site"),
+        "every span but the site's is a child of another span of the trace",
+    )
+    demo.check(done, "the Error-handling service's later retry and the Warehouse serving it")
+
+
+STEPS = (
+    "normal",
+    "failover",
+    "both_down",
+    "unknown",
+    "not_enough",
+    "write_fails",
+    "review",
+    "circuit_closes",
+    "trace",
+)
 
 
 def play(demo: Demo) -> bool:
@@ -322,8 +447,10 @@ def play(demo: Demo) -> bool:
     _both_down(demo)
     record_id = _unknown_product(demo)
     _not_enough(demo)
-    _write_fails(demo)
+    trace_id = _write_fails(demo)
     _review(demo, record_id)
+    _circuit_closes(demo)
+    _trace(demo, trace_id)
     return not demo.failures
 
 
@@ -342,7 +469,7 @@ def _postgres_schema(settings: Settings) -> Iterator[None]:
 
 def run_demo(run_dir: str, *, dsn: str | None = None, schema: str = "warehouse_flow") -> int:
     """Start the services in ``run_dir``, play the order flow, stop them; return the exit status."""
-    settings = Settings.fast(run_dir)
+    settings = Settings.fast(run_dir, traces=True)  # traces/ in the run folder
     if dsn is not None:
         settings = settings.replace(dsn=dsn, schema=f"{schema}_demo_{uuid.uuid4().hex[:8]}")
     print("The order flow: adding a product to an order (examples/warehouse_flow)")
@@ -353,8 +480,12 @@ def run_demo(run_dir: str, *, dsn: str | None = None, schema: str = "warehouse_f
         supervisor.start()
         for name in ("order", "warehouse-1", "warehouse-2", "products", "errors"):
             print(f"  {name:<12} {supervisor.settings.url(name)}")
-        demo = Demo(supervisor)
-        ok = play(demo)
+        site = Site(supervisor.settings)  # the root span of each add: traces/site.jsonl
+        demo = Demo(supervisor, site=site)
+        try:
+            ok = play(demo)
+        finally:
+            site.close()
     took = time.monotonic() - started
     print("")
     if ok:

@@ -38,6 +38,8 @@ from examples._support.web import closing, healthz, invalid, read_json
 from examples.warehouse_flow.domain import Invalid, OrderLine, order_answer, parse_add_request
 from examples.warehouse_flow.settings import Settings
 from examples.warehouse_flow.wiring import warehouse_client
+from failsafe.health import health_route
+from failsafe.tracing import TracingMiddleware
 
 __all__ = ["OrderService", "create_app"]
 
@@ -106,8 +108,9 @@ def create_app(settings: Settings) -> Starlette:
         routes=[
             Route("/orders/{order_id}/products", add_product, methods=["POST"]),
             Route("/healthz", healthz("order"), methods=["GET"]),
+            health_route("/health"),  # the Warehouse instances' circuits
             *fault_routes(faults),
         ],
-        middleware=[Middleware(FaultMiddleware, faults=faults)],
+        middleware=[Middleware(TracingMiddleware), Middleware(FaultMiddleware, faults=faults)],
         lifespan=closing(service.warehouse.close),
     )

@@ -20,6 +20,8 @@ from examples._support.web import closing, healthz
 from examples.warehouse_flow.db import ProductsDB, open_database
 from examples.warehouse_flow.domain import CATALOGUE
 from examples.warehouse_flow.settings import Settings
+from failsafe.health import health_route
+from failsafe.tracing import TracingMiddleware
 
 __all__ = ["create_app"]
 
@@ -44,8 +46,9 @@ def create_app(settings: Settings) -> Starlette:
         routes=[
             Route("/products/{product_id}/components", components, methods=["GET"]),
             Route("/healthz", healthz("products"), methods=["GET"]),
+            health_route("/health"),  # no policy here: an empty list
             *fault_routes(faults),
         ],
-        middleware=[Middleware(FaultMiddleware, faults=faults)],
+        middleware=[Middleware(TracingMiddleware), Middleware(FaultMiddleware, faults=faults)],
         lifespan=closing(catalogue.db.close),
     )

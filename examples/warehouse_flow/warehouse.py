@@ -53,6 +53,8 @@ from examples.warehouse_flow.wiring import (
     error_sink,
     products_client,
 )
+from failsafe.health import health_route
+from failsafe.tracing import TracingMiddleware
 
 __all__ = ["Warehouse", "create_app"]
 
@@ -222,8 +224,12 @@ def create_app(settings: Settings, instance: str) -> Starlette:
             Route(RETRY_PATH, retry, methods=["POST"]),
             Route("/warehouse/v1/stock", stock, methods=["GET"]),
             Route("/healthz", healthz(instance), methods=["GET"]),
+            health_route("/health"),  # the Products client's and the error sink's circuits
             *fault_routes(warehouse.faults),
         ],
-        middleware=[Middleware(FaultMiddleware, faults=warehouse.faults)],
+        middleware=[
+            Middleware(TracingMiddleware),
+            Middleware(FaultMiddleware, faults=warehouse.faults),
+        ],
         lifespan=closing(warehouse.close),
     )

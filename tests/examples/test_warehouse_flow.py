@@ -265,6 +265,11 @@ def test_the_demo_plays_every_step_and_exits_0(tmp_path: Any) -> None:
     assert "answered by warehouse-2 after 5 attempt(s)" in out  # Warehouse 1 killed
     assert "500 'The product could not be added now; please try again later'" in out
     assert "is now resolved" in out  # the review record, resolved by a person
+    assert "ok: Warehouse 1's circuit opened after 5 failures in a row" in out  # /health
+    assert "ok: Warehouse 1's circuit is closed again" in out
+    assert "ok: one trace holds the site's, the Order service's, the Warehouse's" in out
+    assert "errors: failsafe.errors retry [client" in out  # in the printed tree
     assert "FAILED" not in out
+    assert (tmp_path / "traces" / "order.jsonl").exists()
     assert (tmp_path / "warehouse-1.log").exists()
     assert (tmp_path / "stock.db").exists()
