@@ -34,6 +34,11 @@ POLICY_BENCHES = (
     "bench.adaptive_bench",
     "bench.chaos_bench",
 )
+OBSERVE_BENCHES = (
+    "bench.observe_bench",
+    "bench.prometheus_bench",
+    "bench.config_bench",
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,9 +50,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--only",
-        choices=("core", "http", "policies", "errors", "queue", "scale", "examples"),
+        choices=("core", "http", "policies", "observe", "errors", "queue", "scale", "examples"),
         help="run one part: the core policies, the HTTP transports against a local server,"
         " the newer policies (rate limiter, hedging, adaptive concurrency, chaos),"
+        " observing and configuring (traces, Prometheus, configured pipelines),"
         " the Error-handling service, failsafe.queue on SQLite and RabbitMQ, growth (keyed"
         " breakers, the DLQ, error records to 1M, ingest under wrk), or the examples",
     )
@@ -69,6 +75,9 @@ def main(argv: list[str] | None = None) -> int:
         sections.append(_http(args.quick))
     if args.only in (None, "policies"):
         for module in POLICY_BENCHES:
+            sections.append(_lines(module, args.quick))
+    if args.only in (None, "observe"):
+        for module in OBSERVE_BENCHES:
             sections.append(_lines(module, args.quick))
     if args.only in (None, "errors"):
         sections.append(_errors(args.quick))

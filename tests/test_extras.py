@@ -65,7 +65,15 @@ def test_a_shared_breaker_without_redis_names_the_extra() -> None:
 
 
 def test_the_core_imports_without_any_extra() -> None:
-    blocked = ["httpx", "starlette", "psycopg", "aio_pika", "redis", "opentelemetry", "prometheus_client"]
+    blocked = [
+        "httpx",
+        "starlette",
+        "psycopg",
+        "aio_pika",
+        "redis",
+        "opentelemetry",
+        "prometheus_client",
+    ]
     code = (
         f"import sys\nfor name in {blocked!r}: sys.modules[name] = None\n"
         "import failsafe, failsafe.queue, failsafe.testing\nprint('ok')\n"

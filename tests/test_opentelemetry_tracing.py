@@ -435,8 +435,7 @@ def test_enrichers_reach_metrics_span_events_and_spans(otel: Otel) -> None:
 def test_a_failing_enricher_is_logged_once_and_skipped(
     otel: Otel, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """An enricher that raises is logged at WARNING once (then DEBUG), by its exception's type
-    only; the others still apply."""
+    """A raising enricher is logged once at WARNING (then DEBUG), by type only; others apply."""
 
     def broken(event: Event | None) -> Mapping[str, str | bool | int | float]:
         raise RuntimeError(SECRET)

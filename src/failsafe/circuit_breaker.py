@@ -610,6 +610,62 @@ class CircuitBreaker(Policy):
         """Whether the circuit is open in process memory and its open period has not ended."""
         return self._guard is None and self._store.state == _OPEN and self._remaining() > 0
 
+    # -- a reload of the configuration (failsafe.config) ----------------------------------
+    def _take_over(self, old: CircuitBreaker) -> None:
+        """Go on from ``old``'s state: a reload replaced ``old`` by this breaker (new options).
+
+        Called by `failsafe.config` before this breaker serves its first call, with both
+        breakers on the same clock. Kept: the state, the opening time (so an open circuit
+        stays open, its period now measured with this breaker's ``reset_timeout`` from
+        when it opened: a shorter one may half-open it at the next call), how many times
+        in a row it opened (``max_reset_timeout`` growth), the successes of a half-open
+        circuit, and the failures counted when both trips are of one kind (for
+        ``FailureRate``, when ``window`` and ``buckets`` are unchanged too). A trip of
+        another kind starts counting afresh, in the state it finds. Not kept: probes
+        running on ``old``; they finish there, and this breaker admits its own. A breaker
+        whose state lives in a shared storage (Redis) reads it there: nothing to copy.
+        """
+        if self._guard is not None or old._guard is not None:
+            return
+        with old._lock:
+            source = old._store
+            state, failures = source.state, source.counter
+            successes, opened_at = source.success_counter, source.opened_at
+            stamp, stamp_mono, future = old._stamp, old._stamp_mono, old._future
+            openings = old._openings
+            window = old._window
+            slices = None
+            if (
+                window is not None
+                and isinstance(old.trip, FailureRate)
+                and isinstance(self.trip, FailureRate)
+                and (old.trip.window, old.trip.buckets) == (self.trip.window, self.trip.buckets)
+            ):
+                slices = (list(window.stamps), list(window.calls), list(window.failures))
+        with self._lock:
+            store = self._store
+            store.state = state
+            store.reset_counter()
+            store.reset_success_counter()
+            if isinstance(old.trip, ConsecutiveFailures) and isinstance(
+                self.trip, ConsecutiveFailures
+            ):
+                _set_count(store, "_fail_counter", store.increment_counter, failures)
+            _set_count(store, "_success_counter", store.increment_success_counter, successes)
+            if slices is not None and self._window is not None:
+                self._window.stamps, self._window.calls, self._window.failures = slices
+            if opened_at is not None:
+                store.opened_at = opened_at
+            # the same stamp object: _remaining measures the open period on the monotonic
+            # clock from when old opened, as old did
+            self._stamp, self._stamp_mono, self._future = stamp, stamp_mono, future
+            self._openings = openings
+            self._open_for = self.reset_timeout
+            if self.max_reset_timeout is not None and openings:
+                grown = self.reset_timeout * 2.0 ** min(openings - 1, 64)
+                self._open_for = min(grown, self.max_reset_timeout)
+            self._new_period()
+
     # -- transitions (called with the lock held; they return the events to publish) -------
     def _remaining(self) -> float:
         opened = self._store.opened_at
@@ -923,6 +979,17 @@ class CircuitBreaker(Policy):
         )
 
 
+def _set_count(
+    store: pybreaker.CircuitBreakerStorage, field: str, increment: Callable[[], None], count: int
+) -> None:
+    """Set a storage's counter (reset to zero before): the field of the memory storage."""
+    if hasattr(store, field):
+        setattr(store, field, count)
+    else:  # pragma: no cover - another storage: count up to it
+        for _ in range(count):
+            increment()
+
+
 # The probe number of a call a metrics-only breaker would have refused: it matches no
 # half-open period, so its outcome changes nothing (see _end_probe).
 _UNCOUNTED = -1
@@ -1203,6 +1270,30 @@ class KeyedCircuitBreaker(Policy):
                     continue
                 self._drop(key)
             return self._evicted - before
+
+    def _take_over(self, old: KeyedCircuitBreaker) -> None:
+        """Go on from ``old``'s keys: a reload replaced ``old`` by this keyed breaker.
+
+        Called by `failsafe.config` before this breaker serves its first call, with both on
+        the same clock. Each key whose breaker holds a state (a failure counted, a circuit
+        open or half-open) gets a breaker here that takes that state over (see
+        `CircuitBreaker._take_over`), up to ``max_keys`` keys, the most recently used
+        first; they count as used now. Keys holding nothing are not carried: a key's first
+        call here finds what they held, a closed circuit with no failure counted.
+        """
+        with old._lock:
+            keys = [*old._held, *old._order]  # held first: _order ends with the most recent
+            carried = []
+            for key in keys:
+                entry = old._table[key]
+                if isinstance(entry, _Kept) and not entry.breaker._at_rest():
+                    carried.append((key, entry.breaker))
+        if self.max_keys is not None:
+            carried = carried[-self.max_keys :]
+        now = self._clock.monotonic()
+        for key, breaker in carried:
+            self._touch(key, now)
+            self._charge(key)._take_over(breaker)
 
     def _state_of(self, key: Hashable) -> CircuitState:
         """The state of ``key``'s circuit, building no breaker (a key without one is closed)."""

@@ -1,4 +1,4 @@
-"""The ``failsafe`` command: the Error-handling service and its records, and a queue's DLQ.
+"""The ``failsafe`` command: the Error-handling service, a queue's DLQ, configuration files.
 
 Usage:
 
@@ -11,7 +11,8 @@ failsafe errors serve [--db errors.db | --dsn postgresql://...] [--host 127.0.0.
                       [--retention-days 14] [--require-handlers] [--allow-edits]
                       [--alert-url URL] [--alert-at N ...]
                       [--dlq-broker URL --dlq-queue NAME ...]
-failsafe errors list [--status open] [--kind K] [--source S] [--text T] [--limit N] [--json]
+failsafe errors list [--status open] [--kind K] [--source S] [--text T] [--trace-id ID]
+                     [--limit N] [--json]
 failsafe errors show ID [--json]
 failsafe errors resolve|retry|discard ID [--note TEXT] [--actor NAME] [--json]
 failsafe errors groups [--status open] [--kind K] [--source S] [--text T]
@@ -39,12 +40,24 @@ failsafe queue dlq purge --queue NAME [FILTERS | --all] [--batch 100] [--dry-run
 
 ``--broker`` is ``sqlite:///path.db``, a file path or ``amqp://...`` (default:
 ``$FAILSAFE_QUEUE_BROKER``, else ``queue.db``).
+
+For a configuration file of named pipelines (see ``failsafe.config``):
+
+```text
+failsafe config check FILE [--env]
+```
+
+``check`` loads the file (with the ``FAILSAFE_<PIPELINE>_<KIND>_<OPTION>`` overrides of the
+environment when ``--env`` is given) and prints each pipeline as ``name: <repr>``; on the
+first problem it prints it as ``file:line: key = value: problem`` on stderr and exits 2.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
 import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -63,6 +76,7 @@ USAGE: Final = 2
 
 _OPEN: Final = ("pending_retry", "retrying", "needs_review")
 _ALL: Final = ("pending_retry", "retrying", "needs_review", "resolved", "discarded")
+_TRACE_ID: Final = re.compile("[0-9a-f]{32}")  # a W3C trace id, lower case
 
 
 class _Refused(Exception):
@@ -145,6 +159,7 @@ class _Local(_Target):
                 source=query["source"],
                 text=query["text"],
                 fingerprint=query["fingerprint"],
+                trace_id=query["trace_id"],
                 limit=query["limit"],
                 offset=query["offset"],
             )
@@ -263,6 +278,7 @@ class _Remote(_Target):
             "source": query["source"],
             "q": query["text"],
             "fingerprint": query["fingerprint"],
+            "trace_id": query["trace_id"],
             "limit": query["limit"],
             "offset": query["offset"],
         }
@@ -423,6 +439,8 @@ def _print_record(r: dict[str, Any], out: TextIO) -> None:
         ("updated", _when(r["updated_at"]) + " UTC"),
         ("next attempt", _when(r.get("next_attempt_at"))),
         ("correlation id", r.get("correlation_id") or "-"),
+        ("trace id", r.get("trace_id") or "-"),
+        ("span id", r.get("span_id") or "-"),
         ("error type", r.get("error_type") or "-"),
         ("error message", r.get("error_message") or "-"),
     ]
@@ -469,12 +487,16 @@ def _cmd_list(args: argparse.Namespace) -> int:
         raise _Usage(f"--limit must be from 1 to 500, got {args.limit}")
     if args.offset < 0:
         raise _Usage(f"--offset must be >= 0, got {args.offset}")
+    trace_id = (args.trace_id or "").strip().lower() or None
+    if trace_id is not None and not _TRACE_ID.fullmatch(trace_id):
+        raise _Usage(f"--trace-id must be a trace id (32 hex digits), got {args.trace_id!r}")
     query = {
         "statuses": _statuses(args.status),
         "kind": args.kind,
         "source": args.source,
         "text": args.text,
         "fingerprint": args.group,
+        "trace_id": trace_id,
         "limit": args.limit,
         "offset": args.offset,
     }
@@ -800,6 +822,9 @@ def _fill_errors(errors: argparse.ArgumentParser) -> None:
     listing.add_argument("--source", help="only this source service")
     listing.add_argument("--text", help="a substring of kind, error or payload")
     listing.add_argument("--group", metavar="FINGERPRINT", help="only this failure group")
+    listing.add_argument(
+        "--trace-id", metavar="ID", help="only the records of this trace (32 hex digits)"
+    )
     listing.add_argument("--limit", type=int, default=50, help="records to show (1-500)")
     listing.add_argument("--offset", type=int, default=0, help="records to skip")
     listing.add_argument("--json", action="store_true", help="print JSON")
@@ -876,6 +901,52 @@ def _add_queue(commands: Any) -> None:
     fill_queue_parser(commands.add_parser("queue", help=text, description=text))
 
 
+def _cmd_config_check(args: argparse.Namespace) -> int:
+    from failsafe.config import ConfigError, load  # only for this command
+
+    path = Path(args.file)
+    if not path.is_file():
+        sys.stderr.write(f"failsafe config check: no such file: {args.file}\n")
+        return USAGE
+    # import strings name the application's modules: find them from where the command runs,
+    # as uvicorn finds an app
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        config = load(path, environ=None if args.env else {})
+    except ConfigError as exc:
+        sys.stderr.write(f"{exc}\n")
+        return USAGE
+    if not config:
+        sys.stderr.write(f"{args.file}: no pipeline in [pipelines]\n")
+    for name, pipeline in config.items():
+        sys.stdout.write(f"{name}: {pipeline!r}\n")
+    return OK
+
+
+def _add_config(commands: Any) -> None:
+    text = "named pipelines from a configuration file: check one"
+    config = commands.add_parser("config", help=text, description=text)
+    sub = config.add_subparsers(dest="command", metavar="COMMAND")
+
+    def usage(args: argparse.Namespace) -> int:
+        config.print_help(sys.stderr)
+        return USAGE
+
+    config.set_defaults(run=usage)
+    check = sub.add_parser(
+        "check",
+        help="load a configuration file and print each pipeline in words (exit 2 on a problem)",
+    )
+    check.add_argument("file", help="the TOML file")
+    check.add_argument(
+        "--env",
+        action="store_true",
+        help="apply the FAILSAFE_<PIPELINE>_<KIND>_<OPTION> variables of the environment",
+    )
+    check.set_defaults(run=_cmd_config_check)
+
+
 def _run(parser: argparse.ArgumentParser, argv: Sequence[str]) -> int:
     try:
         args = parser.parse_args(list(argv))
@@ -919,6 +990,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="tool", metavar="TOOL")
     _add_errors(commands)
     _add_queue(commands)
+    _add_config(commands)
     return _run(parser, sys.argv[1:] if argv is None else argv)
 
 
