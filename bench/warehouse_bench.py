@@ -132,7 +132,12 @@ def run(quick: bool) -> list[str]:
     with tempfile.TemporaryDirectory(prefix="failsafe-warehouse-bench-") as tmp:
         # the circuit stays open for the whole "down" case; stock for every add
         settings = Settings.fast(
-            Path(tmp), breaker_reset=600.0, breaker_reset_max=600.0, warehouse_deadline=30.0
+            Path(tmp),
+            overrides={
+                "FAILSAFE_WAREHOUSE_CIRCUIT_BREAKER_RESET_TIMEOUT": "600",
+                "FAILSAFE_WAREHOUSE_CIRCUIT_BREAKER_MAX_RESET_TIMEOUT": "600",
+                "FAILSAFE_WAREHOUSE_TIMEOUT_SECONDS": "30",
+            },
         )
         big = {component: n * 1000 for component, n in STOCK.items()}
         StockDB(open_database(settings, "stock")).create(big)

@@ -2,7 +2,9 @@
 
 Each example's ``Settings`` is a frozen dataclass of its own knobs that extends
 `RunSettings`: the supervisor writes ``settings.json`` once the ports are chosen, and each
-service process reads it back, so that all of them agree on the addresses and the policies.
+service process reads it back, so that all of them agree on the addresses. The policies'
+numbers are not settings: they are in the example's ``failsafe.toml`` (see
+`examples._support.policies`); the settings only say which file, and what to override.
 """
 
 from __future__ import annotations
@@ -39,11 +41,23 @@ class RunSettings:
         sink_poll: Seconds between a service's deliveries of spooled error reports.
         traces: Whether each service writes its OpenTelemetry spans to ``traces/`` in the
             run folder (`examples._support.telemetry`); the demos turn it on.
+        policies_file: The TOML file of the example's pipelines (`failsafe.config`);
+            ``None``: the ``failsafe.toml`` in the example's package.
+        overrides: ``FAILSAFE_<PIPELINE>_<KIND>_<OPTION>`` values applied over the file, as
+            if set in the environment (they win over the environment's own); `fast` shortens
+            the policies' waits this way.
+        watch_interval: Seconds between two reads of the file by each service that watches
+            it (an edit applies within this time, without a restart).
     """
 
-    FAST: ClassVar[dict[str, Any]] = {"retry_backoff": 0.2, "poll_interval": 0.1, "sink_poll": 0.5}
+    FAST: ClassVar[dict[str, Any]] = {
+        "retry_backoff": 0.2,
+        "poll_interval": 0.1,
+        "sink_poll": 0.5,
+        "watch_interval": 0.2,
+    }
     """The settings `fast` changes: short waits instead of the default ones (a subclass's `FAST`
-    adds its own)."""
+    adds its own, and its ``overrides`` are added to the caller's)."""
 
     run_dir: str = "."
     host: str = "127.0.0.1"
@@ -56,11 +70,26 @@ class RunSettings:
     poll_interval: float = 1.0
     sink_poll: float = 5.0
     traces: bool = False
+    policies_file: str | None = None
+    overrides: dict[str, str] = dataclasses.field(default_factory=dict)
+    watch_interval: float = 2.0
 
     @classmethod
     def fast(cls, run_dir: str | Path, **changes: Any) -> Self:
-        """Settings with short waits (`FAST`), for the demo, the tests and the benchmark."""
-        return cls(**{"run_dir": str(run_dir), **RunSettings.FAST, **cls.FAST, **changes})
+        """Settings with short waits (`FAST`), for the demo, the tests and the benchmark.
+
+        ``overrides`` given here are added to the fast ones (and win over them).
+        """
+        overrides = {**cls.FAST.get("overrides", {}), **changes.pop("overrides", {})}
+        return cls(
+            **{
+                "run_dir": str(run_dir),
+                **RunSettings.FAST,
+                **cls.FAST,
+                **changes,
+                "overrides": overrides,
+            }
+        )
 
     def url(self, service: str) -> str:
         """The base URL of ``service`` (one of the example's ``SERVICES``)."""

@@ -30,6 +30,7 @@ def _settings(args: argparse.Namespace, fast: bool) -> Settings:
 
 def _up(args: argparse.Namespace) -> int:
     from examples.payment_flow.runner import Supervisor
+    from examples.payment_flow.wiring import POLICIES
 
     with Supervisor(_settings(args, args.fast)) as supervisor:
         supervisor.start()
@@ -40,6 +41,8 @@ def _up(args: argparse.Namespace) -> int:
             print(f"  {name:<9} {settings.url(name)}")
         print(f"  review pages {settings.url('errors')}/review/")
         print(f"  health       {settings.url('consumer')}/health (every service serves its own)")
+        policies = settings.policies_file or POLICIES
+        print(f"policies: {policies} (the consumer watches it: an edit applies, no restart)")
         if settings.traces:
             print(f"traces: python -m examples._support.traces {settings.path}")
         order, payment = settings.url("order"), settings.url("payment")

@@ -37,7 +37,13 @@ from examples.payment_flow.db import OrdersDB
 from examples.payment_flow.domain import PAID, RESERVED, status_message
 from examples.payment_flow.runner import Supervisor
 from examples.payment_flow.settings import Settings
-from examples.payment_flow.wiring import RETRY_KIND, RETRY_PATH, REVIEW_KIND, blocking_broker
+from examples.payment_flow.wiring import (
+    POLICIES,
+    RETRY_KIND,
+    RETRY_PATH,
+    REVIEW_KIND,
+    blocking_broker,
+)
 from failsafe.queue import Broker, DeadLetter, Envelope, Place
 
 if TYPE_CHECKING:
@@ -477,6 +483,8 @@ def run_demo(settings: Settings) -> int:
     with Supervisor(settings) as supervisor:
         print(f"run folder: {supervisor.settings.path.resolve()}")
         print(f"broker: {settings.broker or 'SQLite ' + supervisor.settings.broker_url}")
+        overrides = ", ".join(f"{k}={v}" for k, v in settings.overrides.items())
+        print(f"policies: {settings.policies_file or POLICIES} ({overrides or 'as written'})")
         supervisor.start()
         flow = Flow(supervisor.settings)
         demo = _Demo(flow)

@@ -1,9 +1,11 @@
-"""Every knob of the example in one frozen value, saved as JSON in the run folder.
+"""Every knob of the example that is not a pipeline, in one frozen value saved as JSON.
 
 The supervisor (``runner``) writes ``settings.json`` once the ports are chosen, and each
 service process reads it back, so that all of them agree on the addresses, the broker and
-the policies. The defaults follow the payment flow (the DLQ redelivers every 60 s); `Settings.fast`
-shortens every wait for the demo, the tests and the benchmark.
+the queue's recoverability. The defaults follow the payment flow (the DLQ redelivers every
+60 s). The HTTP client's policies (one attempt, a circuit breaker) are in ``failsafe.toml``
+beside this module (`wiring.policies`). `Settings.fast` shortens every wait for the demo,
+the tests and the benchmark: its own, and the file's through ``overrides``.
 """
 
 from __future__ import annotations
@@ -54,10 +56,9 @@ class Settings(RunSettings):
             delays its messages by this much.
         prefetch: Messages a RabbitMQ consumer may hold unacknowledged.
         concurrency: Messages the Status consumer handles at once.
-        http_timeout: Seconds for one call of the consumer to the Order service.
-        breaker_failures: Consecutive failures that open the consumer's circuit to the
-            Order service.
-        breaker_reset: Seconds the circuit stays open before one probe.
+        http_timeout: Seconds for each step of one call of the consumer to the Order
+            service (the client's ``timeout``); its circuit breaker is the ``order``
+            pipeline's, in ``failsafe.toml``.
     """
 
     FAST: ClassVar[dict[str, Any]] = {
@@ -65,8 +66,8 @@ class Settings(RunSettings):
         "immediate_backoff": 0.05,
         "lease": 5.0,
         "http_timeout": 2.0,
-        "breaker_reset": 1.0,
         "retry_backoff_max": 1.0,
+        "overrides": {"FAILSAFE_ORDER_CIRCUIT_BREAKER_RESET_TIMEOUT": "1"},
     }
     """What `fast` changes: the same policies as the defaults, with the DLQ's 60 s shrunk to
     2 s and the Error-handling service's retries within a second."""
@@ -86,8 +87,6 @@ class Settings(RunSettings):
     prefetch: int = 16
     concurrency: int = 8
     http_timeout: float = 5.0
-    breaker_failures: int = 5
-    breaker_reset: float = 10.0
 
     @property
     def broker_url(self) -> str:

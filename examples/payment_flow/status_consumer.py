@@ -19,7 +19,8 @@ waits unseen):
 The process has no API of its own, but serves a small app on its port: ``/healthz``,
 ``/stats`` (the consumer's events, counted) and ``/health``, failsafe's snapshot
 (`failsafe.health.health_route`): the consumer (running, messages in flight, the DLQ depth
-it last learnt), its circuit to the Order service and its error sink's.
+it last learnt), its circuit to the Order service and its error sink's. Its client's
+policies are the ``order`` pipeline of ``failsafe.toml``, which it watches.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from examples.payment_flow.wiring import (
     blocking_broker,
     error_sink,
     order_client,
+    policies,
     queue_review_kind,
     redelivery,
 )
@@ -138,7 +140,9 @@ def create_app(settings: Settings) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         broker = blocking_broker(settings)
-        client = order_client(settings)
+        config = policies(settings)
+        watch = config.watch(settings.watch_interval)  # failsafe.toml: edits apply at once
+        client = order_client(settings, config)
         sink = error_sink(settings, "status-consumer")
         logger = logging.getLogger("consumer.events")
         logger.addFilter(_Quiet())
@@ -162,7 +166,7 @@ def create_app(settings: Settings) -> Starlette:
         finally:
             consumer.stop()
             thread.join(30.0)
-            for close in (client.close, sink.close, broker.close):
+            for close in (watch.close, client.close, sink.close, broker.close):
                 with contextlib.suppress(Exception):
                     close()
 

@@ -9,10 +9,12 @@ Every resilience decision of the example is made here, once, by configuring fail
 - `blocking_broker`, `async_broker`: the embedded `SQLiteBroker` (a file in the run folder)
   or RabbitMQ (`failsafe.queue.rabbitmq.RabbitMQBroker`: quorum queues, confirmed
   publishes, TTL delay queues), from one setting;
+- `policies`: the example's pipelines, from ``failsafe.toml`` beside this module (the
+  Status consumer watches it: an edit applies without a restart);
 - `order_client`: the consumer's HTTP client for the Order service: a `ResilientTransport`
-  with one attempt per call (the consumer's `Redelivery` is the retry) and a circuit
-  breaker, so that while the Order service is down messages go to the DLQ without a
-  connection attempt each;
+  with the ``order`` pipeline: one attempt per call (the consumer's `Redelivery` is the
+  retry) and a circuit breaker, so that while the Order service is down messages go to the
+  DLQ without a connection attempt each;
 - `error_sink`: a service's `ErrorSink` (steps 5 and 6): a report is delivered at once or
   spooled on disk in the run folder, and never lost (built the same way in both examples:
   `examples._support.errors_service.error_sink`);
@@ -23,18 +25,22 @@ Every resilience decision of the example is made here, once, by configuring fail
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import httpx
 
 from examples._support.errors_service import error_sink
+from examples._support.policies import load_policies
 from examples.payment_flow.settings import Settings
-from failsafe import Backoff, ConsecutiveFailures, KeyedCircuitBreaker
+from failsafe import Backoff
+from failsafe.config import Configuration
 from failsafe.errors import ErrorDesk, ErrorStore, Handlers, RetrySchedule
-from failsafe.http import GATEWAY_STATUSES, TRANSPORT_ERRORS, ResilientTransport
+from failsafe.http import ResilientTransport
 from failsafe.queue import AsyncBroker, AsyncSQLiteBroker, Broker, Redelivery, SQLiteBroker
 from failsafe.queue.bridge import as_blocking
 
 __all__ = [
+    "POLICIES",
     "RETRY_KIND",
     "RETRY_PATH",
     "REVIEW_KIND",
@@ -43,11 +49,14 @@ __all__ = [
     "error_sink",
     "errors_desk",
     "order_client",
+    "policies",
     "queue_review_kind",
     "redelivery",
     "retry_handlers",
 ]
 
+POLICIES = Path(__file__).with_name("failsafe.toml")
+"""The example's pipelines: ``order``, the Status consumer's calls to the Order service."""
 RETRY_KIND = "order.status"
 """The kind of a failed status write (step 5): retried by the Error-handling service."""
 REVIEW_KIND = "order.not_found"
@@ -101,20 +110,22 @@ def async_broker(settings: Settings) -> AsyncBroker:
     return AsyncSQLiteBroker(settings.broker_url, lease=settings.lease)
 
 
-def order_client(settings: Settings) -> httpx.Client:
+def policies(settings: Settings) -> Configuration:
+    """The example's pipelines: `POLICIES` (or ``settings.policies_file``), with overrides.
+
+    Raises:
+        failsafe.config.ConfigError: Naming the file, line and key of the first problem.
+    """
+    return load_policies(settings, POLICIES)
+
+
+def order_client(settings: Settings, config: Configuration) -> httpx.Client:
     """The Status consumer's client for the Order service (payment flow steps 2-4).
 
-    One attempt per call: the consumer's `Redelivery` decides what a failure leads to. The
-    circuit breaker opens after ``breaker_failures`` transport errors or 502/503/504 answers
-    in a row, and probes again after ``breaker_reset`` seconds.
+    The ``order`` pipeline: one attempt per call (the consumer's `Redelivery` decides what
+    a failure leads to), and a circuit breaker that opens after its threshold of transport
+    errors or 502/503/504 answers in a row, and probes again after its reset timeout.
     """
-    breaker = KeyedCircuitBreaker(
-        name="order-breaker",
-        trip=ConsecutiveFailures(threshold=settings.breaker_failures),
-        reset_timeout=settings.breaker_reset,
-        on=TRANSPORT_ERRORS,
-        on_result=GATEWAY_STATUSES.matches_result,
-    )
     transport = ResilientTransport(
         httpx.HTTPTransport(
             limits=httpx.Limits(
@@ -123,8 +134,7 @@ def order_client(settings: Settings) -> httpx.Client:
             )
         ),
         endpoints=[settings.url("order")],
-        attempts=1,
-        breakers=breaker,
+        policies=config["order"],  # retry, circuit_breaker: see failsafe.toml
         name="order",
     )
     return httpx.Client(transport=transport, base_url="http://order", timeout=settings.http_timeout)

@@ -17,6 +17,7 @@ from examples.warehouse_flow.settings import SERVICES, Settings
 
 def _up(args: argparse.Namespace) -> int:
     from examples.warehouse_flow.runner import Supervisor
+    from examples.warehouse_flow.wiring import POLICIES
 
     settings = Settings.fast(args.run_dir) if args.fast else Settings(run_dir=args.run_dir)
     if args.dsn:
@@ -30,6 +31,8 @@ def _up(args: argparse.Namespace) -> int:
         order = supervisor.settings.url("order")
         print(f"  review pages {supervisor.settings.url('errors')}/review/")
         print(f"  health       {order}/health (every service serves its own)")
+        policies = supervisor.settings.policies_file or POLICIES
+        print(f"policies: {policies} (the services watch it: an edit applies, no restart)")
         if args.traces:
             print(f"traces: python -m examples._support.traces {supervisor.settings.path}")
         print(

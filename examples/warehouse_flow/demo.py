@@ -14,6 +14,7 @@ stock write the Error-handling service redid (`examples._support.traces`).
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import json
 import threading
@@ -25,6 +26,7 @@ from typing import Any
 
 import httpx
 
+from examples._support.policies import policy
 from examples._support.telemetry import Site
 from examples._support.traces import Span, read_spans, tree
 from examples.warehouse_flow.domain import (
@@ -37,8 +39,16 @@ from examples.warehouse_flow.domain import (
 )
 from examples.warehouse_flow.runner import Supervisor
 from examples.warehouse_flow.settings import Settings
-from examples.warehouse_flow.wiring import RETRY_KIND, RETRY_PATH, REVIEW_KIND
+from examples.warehouse_flow.wiring import (
+    POLICIES,
+    RETRY_KIND,
+    RETRY_PATH,
+    REVIEW_KIND,
+    policies,
+)
+from failsafe import CircuitBreaker, Retry
 from failsafe.cli import main as failsafe_cli
+from failsafe.config import Configuration
 
 __all__ = ["Demo", "Reply", "run_demo"]
 
@@ -72,6 +82,22 @@ class Demo:
     def settings(self) -> Settings:
         """The run's settings (with the chosen ports)."""
         return self.supervisor.settings
+
+    @functools.cached_property
+    def policies(self) -> Configuration:
+        """The run's pipelines (``failsafe.toml`` with the run's overrides), as the services
+        load them: the demo says their numbers."""
+        return policies(self.settings)
+
+    @property
+    def retry(self) -> Retry:
+        """The Order service's retry on each Warehouse instance."""
+        return policy(self.policies, "warehouse", Retry)
+
+    @property
+    def breaker(self) -> CircuitBreaker:
+        """The numbers of the Order service's circuit per Warehouse instance."""
+        return policy(self.policies, "warehouse", CircuitBreaker)
 
     def instance(self, endpoint: str) -> str:
         """The name of the Warehouse instance at ``endpoint``."""
@@ -232,8 +258,8 @@ def _failover(demo: Demo) -> None:
     demo.check(reply.status == 200, "200, the product was added")
     demo.check(
         demo.instance(reply.endpoint) == "warehouse-2"
-        and reply.attempts == str(demo.settings.warehouse_attempts + 1),
-        f"{demo.settings.warehouse_attempts} attempts on Warehouse 1, then Warehouse 2",
+        and reply.attempts == str(demo.retry.attempts + 1),
+        f"{demo.retry.attempts} attempts on Warehouse 1, then Warehouse 2",
     )
     take = needed(CATALOGUE["p-chair"], 1)
     demo.check(all(after[c] == before[c] - n for c, n in take.items()), "decremented once")
@@ -247,13 +273,13 @@ def _both_down(demo: Demo) -> None:
     demo.check(reply.status == 500 and reply.text == TRY_LATER, "500, try again later")
     demo.check(
         demo.circuit("warehouse-1").startswith("open"),
-        f"Warehouse 1's circuit opened after {demo.settings.breaker_failures} failures in a row",
+        f"Warehouse 1's circuit opened after {demo.breaker.trip.threshold} failures in a row",
     )
     demo.out("  restarting both instances...")
     demo.supervisor.start(["warehouse-1", "warehouse-2"])
     demo.out(
         "  both up again (Warehouse 1's circuit stays open for"
-        f" {demo.settings.breaker_reset:g} s: the Order service uses Warehouse 2 meanwhile)"
+        f" {demo.breaker.reset_timeout:g} s: the Order service uses Warehouse 2 meanwhile)"
     )
 
 
@@ -368,10 +394,10 @@ def _review(demo: Demo, record_id: str | None) -> None:
 
 def _circuit_closes(demo: Demo) -> None:
     _step(demo, "8. Warehouse 1's circuit closes again, as the Order service's /health shows")
-    settings = demo.settings
+    breaker = demo.breaker
     demo.wait_for(
         lambda: demo.circuit("warehouse-1") in ("closed", "half-open", "open, probe due"),
-        settings.breaker_reset_max + 5.0,
+        (breaker.max_reset_timeout or breaker.reset_timeout) + 5.0,
         pause=1.0,
     )
     reply = demo.add("o-1008", "p-desk")
@@ -475,6 +501,9 @@ def run_demo(run_dir: str, *, dsn: str | None = None, schema: str = "warehouse_f
     print("The order flow: adding a product to an order (examples/warehouse_flow)")
     print("(the step numbers in brackets are those of examples/warehouse_flow/README.md)")
     print(f"run folder: {settings.path.resolve()}")
+    print(f"policies: {settings.policies_file or POLICIES}, with the demo's short waits:")
+    for name, value in settings.overrides.items():
+        print(f"  {name}={value}")
     started = time.monotonic()
     with _postgres_schema(settings), Supervisor(settings) as supervisor:
         supervisor.start()

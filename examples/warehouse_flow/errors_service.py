@@ -10,7 +10,8 @@ yet:
   retry within a second, not after the library's default 30 s;
 - the callback's HTTP client (`wiring.callback_client`): a failover transport over both
   Warehouse instances, so that a retry reaches instance 2 while instance 1 is down (the
-  command's ``--callback`` takes one URL).
+  command's ``--callback`` takes one URL), with the ``callback`` pipeline of
+  ``failsafe.toml``; the service watches that file (a daemon thread, for the process's life).
 """
 
 from __future__ import annotations
@@ -21,16 +22,23 @@ from starlette.applications import Starlette
 
 from examples._support.errors_service import errors_app
 from examples.warehouse_flow.settings import Settings
-from examples.warehouse_flow.wiring import callback_client, errors_desk, retry_handlers
+from examples.warehouse_flow.wiring import (
+    callback_client,
+    errors_desk,
+    policies,
+    retry_handlers,
+)
 
 __all__ = ["create_app"]
 
 
 def create_app(settings: Settings) -> Starlette:
     """The Error-handling service's app: API, review pages, and its retry worker."""
+    config = policies(settings)
+    config.watch(settings.watch_interval)  # a daemon thread: it ends with the process
     return errors_app(
         settings,
         desk=partial(errors_desk, settings),
         handlers=retry_handlers(),
-        http=partial(callback_client, settings),
+        http=partial(callback_client, settings, config),
     )

@@ -3,8 +3,10 @@
 ``POST /orders/{orderId}/products`` with ``{"clientId": ..., "productId": ..., "quantity":
 n}`` (422 naming the field otherwise). It calls the Warehouse through
 `wiring.warehouse_client`, whose transport retries instance 1 (the first try plus three
-retries), fails over to instance 2, and skips an instance whose circuit is open. The
-answer (`domain.order_answer`):
+retries), fails over to instance 2, and skips an instance whose circuit is open, with the
+numbers of the ``warehouse`` pipeline in ``failsafe.toml``. The service watches that file:
+an edit applies to the next request, without a restart. The answer
+(`domain.order_answer`):
 
 - ``200`` "The product was added to your order" (also when the stock write is left to the
   Error-handling service, step 11);
@@ -37,7 +39,7 @@ from examples._support.faults import FaultMiddleware, Faults, fault_routes
 from examples._support.web import closing, healthz, invalid, read_json
 from examples.warehouse_flow.domain import Invalid, OrderLine, order_answer, parse_add_request
 from examples.warehouse_flow.settings import Settings
-from examples.warehouse_flow.wiring import warehouse_client
+from examples.warehouse_flow.wiring import policies, warehouse_client
 from failsafe.health import health_route
 from failsafe.tracing import TracingMiddleware
 
@@ -51,7 +53,16 @@ class OrderService:
     """The Order service's logic over its one Warehouse client."""
 
     def __init__(self, settings: Settings) -> None:
-        self.warehouse = warehouse_client(settings)
+        self.policies = policies(settings)
+        # a daemon thread reads failsafe.toml every watch_interval seconds; a change that
+        # loads applies to the next request, one that does not is logged and ignored
+        self.watch = self.policies.watch(settings.watch_interval)
+        self.warehouse = warehouse_client(settings, self.policies)
+
+    def close(self) -> None:
+        """Stop watching the file and close the client."""
+        self.watch.close()
+        self.warehouse.close()
 
     def add(self, line: OrderLine, key: str) -> tuple[int, dict[str, Any], dict[str, str]]:
         """Steps 2-5 and 11: call the Warehouse; return the status, body and headers."""
@@ -112,5 +123,5 @@ def create_app(settings: Settings) -> Starlette:
             *fault_routes(faults),
         ],
         middleware=[Middleware(TracingMiddleware), Middleware(FaultMiddleware, faults=faults)],
-        lifespan=closing(service.warehouse.close),
+        lifespan=closing(service.close),
     )

@@ -4,7 +4,8 @@
 naming the field otherwise) and its ``Idempotency-Key``:
 
 1. asks the Products service for the product's components, through a resilient client
-   (`wiring.products_client`); a 404 there is reported for review to the Error-handling
+   (`wiring.products_client`, the ``products`` pipeline of ``failsafe.toml``, whose file
+   the instance watches); a 404 there is reported for review to the Error-handling
    service (`wiring.error_sink`, kind ``product.not_found``) and answered 404 (steps 7-8);
 2. in one transaction, records the key, checks every component and decrements all of them
    (200), or none (the custom 202, "accepted, not enough stock") (step 9);
@@ -51,6 +52,7 @@ from examples.warehouse_flow.wiring import (
     RETRY_PATH,
     REVIEW_KIND,
     error_sink,
+    policies,
     products_client,
 )
 from failsafe.health import health_route
@@ -73,11 +75,14 @@ class Warehouse:
         self.faults = Faults("stock write failed (injected fault)")
         self.stock = StockDB(open_database(settings, "stock"))
         self.stock.create(STOCK)
-        self.products = products_client(settings)
+        self.policies = policies(settings)
+        self.watch = self.policies.watch(settings.watch_interval)  # edits apply, no restart
+        self.products = products_client(settings, self.policies)
         self.sink = error_sink(settings, instance)
 
     def close(self) -> None:
         """Close the clients and the database (the sink's spool keeps what it holds)."""
+        self.watch.close()
         self.products.close()
         self.sink.close()
         self.stock.db.close()

@@ -1,52 +1,59 @@
-"""The wiring: failsafe's policies and clients, built from the `Settings`.
+"""The wiring: failsafe's policies and clients, built from `failsafe.toml` and the `Settings`.
 
-Every resilience decision of the example is made here, once, by configuring failsafe:
+Every resilience decision of the example is made here, once, by configuring failsafe. The
+numbers (attempts, backoff, breakers, deadlines) are in ``failsafe.toml`` beside this
+module, one pipeline per client: `policies` loads it, and each client's transport takes its
+pipeline with ``policies=`` and follows the file's reloads.
 
 - `warehouse_client`: the Order service's client for the two Warehouse instances (steps
-  3-5): `ResilientTransport` with the instances as its ``endpoints`` (failover), four
-  attempts on each with exponential backoff and full jitter (retry), a circuit breaker per
-  instance (`KeyedCircuitBreaker`), a total ``deadline``, and an ``Idempotency-Key`` on the
-  POST so that it may be resent;
+  3-5): `ResilientTransport` with the instances as its ``endpoints`` (failover) and the
+  ``warehouse`` pipeline: a total deadline (its timeout), four attempts on each instance
+  with exponential backoff and full jitter (its retry), a circuit breaker per instance (its
+  circuit_breaker); and an ``Idempotency-Key`` on the POST so that it may be resent;
 - `products_client`: the Warehouse's client for the Products service (step 6): the same
-  transport on one endpoint (a GET is always safe to resend; a 404 is an answer, not retried);
+  transport on one endpoint with the ``products`` pipeline (a GET is always safe to resend;
+  a 404 is an answer, not retried);
 - `error_sink`: the Warehouse's `ErrorSink` (steps 8 and 10): a report is delivered at once
   or spooled on disk in the run folder, and never lost (built the same way in both
   examples: `examples._support.errors_service.error_sink`);
 - `errors_desk`, `retry_handlers`, `callback_client`: the Error-handling service's desk,
   with the retry schedule of failed stock writes, and the HTTP callback that redoes them on
-  the Warehouse, sent through a failover transport over both instances.
+  the Warehouse, sent through a failover transport over both instances (the ``callback``
+  pipeline).
 """
 
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import httpx
 
 from examples._support.errors_service import error_sink
+from examples._support.policies import load_policies
 from examples.warehouse_flow.settings import Settings
-from failsafe import Backoff, KeyedCircuitBreaker
+from failsafe import Backoff
+from failsafe.config import Configuration
 from failsafe.errors import ErrorDesk, ErrorStore, Handlers, RetrySchedule
-from failsafe.http import (
-    HttpAttempt,
-    ResilientTransport,
-    endpoint_breakers,
-)
+from failsafe.http import HttpAttempt, ResilientTransport
 from failsafe.logging import LoggingListener
 
 __all__ = [
+    "POLICIES",
     "RETRY_KIND",
     "RETRY_PATH",
     "REVIEW_KIND",
     "callback_client",
     "error_sink",
     "errors_desk",
+    "policies",
     "products_client",
     "retry_handlers",
-    "warehouse_breakers",
     "warehouse_client",
 ]
 
+POLICIES = Path(__file__).with_name("failsafe.toml")
+"""The example's pipelines: ``warehouse``, ``products`` and ``callback``."""
 RETRY_KIND = "stock.decrement"
 """The kind of a failed stock write (step 10): retried by the Error-handling service."""
 REVIEW_KIND = "product.not_found"
@@ -71,44 +78,35 @@ def _listener(name: str) -> LoggingListener:
     return LoggingListener(logger)
 
 
-def warehouse_breakers(settings: Settings, name: str) -> KeyedCircuitBreaker:
-    """A circuit breaker per Warehouse instance, with the settings' threshold and open times.
+def policies(settings: Settings) -> Configuration:
+    """The example's pipelines: `POLICIES` (or ``settings.policies_file``), with overrides.
 
-    The first open period is short and doubles after each failed probe (up to
-    ``breaker_reset_max``): a restarted instance serves again within seconds. When both
-    instances' circuits are open, the transport still sends a request to the one nearest to
-    its probe (its ``last_resort``), so one healthy instance is never left unused.
+    Each service keeps the result for its life and watches it (``watch``): the transports
+    given its pipelines follow every reload.
 
-    The transport's own rule: transport errors and 502/503/504 answers count, a passed
-    deadline does not.
+    Raises:
+        failsafe.config.ConfigError: Naming the file, line and key of the first problem.
     """
-    return endpoint_breakers(
-        threshold=settings.breaker_failures,
-        reset_timeout=settings.breaker_reset,
-        max_reset_timeout=settings.breaker_reset_max,
-        name=f"{name}-breaker",
-        listeners=[_listener(f"{name}.breaker")],
-    )
+    return load_policies(settings, POLICIES)
 
 
-def warehouse_client(settings: Settings) -> httpx.Client:
+def warehouse_client(settings: Settings, config: Configuration) -> httpx.Client:
     """The Order service's client for the Warehouse (order flow steps 2-5).
 
     One client for the whole service: it holds the connection pools and, in its transport,
-    the instances' circuit breakers, which protect only if they outlive a request.
+    the instances' circuit breakers, which protect only if they outlive a request. Its
+    policies are the ``warehouse`` pipeline's: the transport's breakers count transport
+    errors and 502/503/504 answers (not a passed deadline); when both instances' circuits
+    are open, it still sends a request to the one nearest to its probe (its
+    ``last_resort``), so one healthy instance is never left unused.
     """
     transport = ResilientTransport(
         httpx.HTTPTransport(
             limits=httpx.Limits(max_connections=200, max_keepalive_connections=100)
         ),
         endpoints=settings.warehouse_urls,  # instance 1, then instance 2
-        attempts=settings.warehouse_attempts,  # the first try plus three retries, each
-        backoff=Backoff.exponential(
-            settings.warehouse_backoff, maximum=settings.warehouse_backoff_max
-        ),
-        breakers=warehouse_breakers(settings, "warehouse"),
+        policies=config["warehouse"],  # timeout, retry, circuit_breaker: see failsafe.toml
         idempotency_key=True,  # the Order service sets its own; any other POST gets one too
-        deadline=settings.warehouse_deadline,
         listeners=[_listener("order.warehouse")],
         name="warehouse",
     )
@@ -117,14 +115,11 @@ def warehouse_client(settings: Settings) -> httpx.Client:
     )
 
 
-def products_client(settings: Settings) -> httpx.Client:
+def products_client(settings: Settings, config: Configuration) -> httpx.Client:
     """The Warehouse's client for the Products service (step 6)."""
     transport = ResilientTransport(
         endpoints=[settings.url("products")],
-        attempts=settings.products_attempts,
-        backoff=Backoff.exponential(
-            settings.warehouse_backoff, maximum=settings.warehouse_backoff_max
-        ),
+        policies=config["products"],
         listeners=[_listener("warehouse.products")],
         name="products",
     )
@@ -151,17 +146,17 @@ def retry_handlers() -> Handlers:
     return handlers
 
 
-def callback_client(settings: Settings) -> httpx.Client:
+def callback_client(settings: Settings, config: Configuration) -> httpx.Client:
     """The Error-handling service's client for its callbacks to the Warehouse.
 
-    One attempt per instance and per round (the service's schedule is the retry), failing
-    over from instance 1 to instance 2 when instance 1 is down. The callback carries the
-    record's id as its ``Idempotency-Key``, so the transport may resend it.
+    One attempt per instance and per round (the ``callback`` pipeline: the service's
+    schedule is the retry), failing over from instance 1 to instance 2 when instance 1 is
+    down. The callback carries the record's id as its ``Idempotency-Key``, so the transport
+    may resend it.
     """
     transport = ResilientTransport(
         endpoints=settings.warehouse_urls,
-        attempts=1,
-        breakers=warehouse_breakers(settings, "callback"),
+        policies=config["callback"],
         listeners=[_listener("errors.callback")],
         name="callback",
     )

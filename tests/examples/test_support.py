@@ -14,9 +14,15 @@ import sys
 from pathlib import Path
 
 import pytest
+from examples._support.policies import policy
 from examples._support.processes import ROOT
+from examples.payment_flow import wiring as payment_wiring
 from examples.payment_flow.settings import Settings as PaymentSettings
+from examples.warehouse_flow import wiring as warehouse_wiring
 from examples.warehouse_flow.settings import Settings as WarehouseSettings
+
+from failsafe import Backoff, CircuitBreaker, Retry, Timeout
+from failsafe.config import ConfigError
 
 
 def test_fast_settings_keep_each_example_s_short_waits(tmp_path: Path) -> None:
@@ -31,16 +37,64 @@ def test_fast_settings_keep_each_example_s_short_waits(tmp_path: Path) -> None:
         )
         assert settings.run_dir == str(tmp_path)
     assert (warehouse.retry_attempts, warehouse.retry_backoff_max) == (12, 0.8)
-    assert (warehouse.warehouse_backoff, warehouse.breaker_reset) == (0.02, 5.0)
     assert (payment.retry_attempts, payment.retry_backoff_max) == (20, 1.0)
     assert (payment.redelivery_delay, payment.lease) == (2.0, 7.0)  # the caller's change wins
 
 
-def test_warehouse_settings_refuse_a_cap_below_the_first_open_period(tmp_path: Path) -> None:
-    """A breaker_reset above breaker_reset_max fails where it is set, not in a service."""
-    with pytest.raises(ValueError, match="breaker_reset_max"):
-        WarehouseSettings.fast(tmp_path, breaker_reset=600.0)
-    assert WarehouseSettings.fast(tmp_path, breaker_reset=600.0, breaker_reset_max=600.0)
+def test_fast_settings_shorten_the_files_waits_through_overrides(tmp_path: Path) -> None:
+    """``fast`` shortens the policies of ``failsafe.toml`` by overrides; a caller's add up."""
+    warehouse = WarehouseSettings.fast(
+        tmp_path, overrides={"FAILSAFE_WAREHOUSE_CIRCUIT_BREAKER_RESET_TIMEOUT": "0.5"}
+    )
+    config = warehouse_wiring.policies(warehouse)
+    assert policy(config, "warehouse", Retry).backoff == Backoff.exponential(0.02, maximum=0.1)
+    assert policy(config, "warehouse", Timeout).seconds == 10
+    assert policy(config, "warehouse", CircuitBreaker).reset_timeout == 0.5  # the caller's
+    assert policy(config, "callback", CircuitBreaker).reset_timeout == 5  # fast's
+    assert policy(config, "products", Retry).backoff == Backoff.exponential(0.02, maximum=0.1)
+    slow = warehouse_wiring.policies(WarehouseSettings(run_dir=str(tmp_path)))
+    assert policy(slow, "warehouse", Retry).attempts == 4  # the file's, as written
+    assert policy(slow, "warehouse", CircuitBreaker).reset_timeout == 2
+    payment = payment_wiring.policies(PaymentSettings.fast(tmp_path))
+    assert policy(payment, "order", CircuitBreaker).reset_timeout == 1
+
+
+def test_an_override_that_breaks_a_rule_fails_when_the_file_loads(tmp_path: Path) -> None:
+    """An open period above its cap fails at load, naming the key, not in a request."""
+    settings = WarehouseSettings.fast(
+        tmp_path, overrides={"FAILSAFE_WAREHOUSE_CIRCUIT_BREAKER_RESET_TIMEOUT": "600"}
+    )
+    with pytest.raises(ConfigError, match="max_reset_timeout"):
+        warehouse_wiring.policies(settings)
+
+
+@pytest.mark.parametrize(
+    ("example", "names", "words"),
+    [
+        (
+            "warehouse_flow",
+            ["warehouse", "products", "callback"],
+            "<Pipeline 'warehouse': timeout 'warehouse.timeout': 15s, around retry "
+            "'warehouse.retry': up to 4 attempts",
+        ),
+        ("payment_flow", ["order"], "circuit breaker 'order.circuit_breaker': opens after 5"),
+    ],
+)
+def test_failsafe_config_check_prints_the_examples_pipelines(
+    example: str, names: list[str], words: str
+) -> None:
+    """``failsafe config check`` on an example's file prints each pipeline and exits 0."""
+    command = Path(sys.executable).with_name("failsafe")  # the installed console script
+    out = subprocess.run(
+        [str(command), "config", "check", f"examples/{example}/failsafe.toml"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    assert [line.split(":", 1)[0] for line in out.stdout.splitlines()] == names
+    assert words in out.stdout
 
 
 def test_each_example_keeps_its_own_defaults() -> None:

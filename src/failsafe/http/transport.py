@@ -28,21 +28,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import math
 import random
+import threading
 import uuid
 from collections.abc import Callable, Hashable, Sequence
 from contextvars import Token
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import attrs
 import httpx
 
 from failsafe import _tracing
 from failsafe import events as _events
-from failsafe._policy import AsyncRunner, SyncRunner
+from failsafe._policy import AsyncRunner, Policy, SyncRunner, _invoke, _invoke_async
 from failsafe._validators import check, number
 from failsafe.backoff import Backoff
+from failsafe.budget import RetryBudget
 from failsafe.circuit_breaker import (
     CircuitBreaker,
     CircuitState,
@@ -61,6 +64,7 @@ from failsafe.exceptions import (
 )
 from failsafe.failover import Failover
 from failsafe.hedging import Hedging, _attempt_number, abandoned
+from failsafe.http import _policies
 from failsafe.http._bounds import (
     _AsyncDeadlineStream,
     _Deadline,
@@ -87,7 +91,15 @@ from failsafe.pipeline import Pipeline
 from failsafe.predicates import Classifier, Predicate, as_predicate
 from failsafe.retry import Retry
 
+if TYPE_CHECKING:
+    from failsafe.config import ConfiguredPipeline
+
 __all__ = ["AsyncResilientTransport", "ResilientTransport", "endpoint_breakers"]
+
+_log = logging.getLogger("failsafe.http")
+
+# What the transports' own breakers count: transport errors but the request's own deadline
+_BREAKER_ON: Final = TRANSPORT_ERRORS & (lambda e: not isinstance(e, DeadlineExceeded))
 
 
 def endpoint_breakers(
@@ -148,7 +160,7 @@ def endpoint_breakers(
         trip=ConsecutiveFailures(threshold=threshold),
         reset_timeout=reset_timeout,
         max_reset_timeout=max_reset_timeout,
-        on=TRANSPORT_ERRORS & (lambda e: not isinstance(e, DeadlineExceeded)),
+        on=_BREAKER_ON,
         on_result=_gateway_result,
         storage_factory=storage_factory,
         max_keys=max_keys,
@@ -159,6 +171,7 @@ def endpoint_breakers(
 
 
 IDEMPOTENT_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
+DEFAULT_ATTEMPTS: Final = 4  # the order flow's first try plus three retries
 # One request's default bound, all attempts, delays and its body included (issue #12: a 503
 # with Retry-After: 100000 held a default GET for 3 x 60 s). failsafe's Timeout default, and
 # Polly's standard HTTP pipeline's total timeout; four attempts of httpx's default 5 s fit.
@@ -227,13 +240,16 @@ class _Call(_Deadline):
         "counts",
         "deadline_token",
         "raw_path",
+        "resilience",
         "target_token",
         "total",
     )
 
-    def __init__(self, raw_path: bytes) -> None:
+    def __init__(self, raw_path: bytes, resilience: _Resilience) -> None:
         self.at = None  # _Deadline's: set here rather than by a call of its __init__
         self.raw_path = raw_path
+        # the options the request started under: a rebuild after a reload never reaches it
+        self.resilience = resilience
         self.counts: dict[str, int] = {}
         self.total = 0
         # the context variables set for the request, reset when it ends
@@ -311,7 +327,7 @@ class _Resilience:
         backoff: Backoff | None,
         retry_on: Classifier,
         max_retry_after: float,
-        breakers: KeyedCircuitBreaker | bool,
+        breakers: KeyedCircuitBreaker | None,
         deadline: float | None,
         last_resort: float | None,
         idempotency_key: bool,
@@ -322,6 +338,11 @@ class _Resilience:
         name: str,
         discard: Any,
         hedging: Hedging | None = None,
+        retry_deadline: float | None = None,
+        budget: RetryBudget | None = None,
+        retry_listeners: Sequence[Listener] = (),
+        around: Sequence[Policy] = (),
+        breaker_spec: _policies.BreakerSpec | None = None,
     ) -> None:
         check("max_retry_after", max_retry_after, number(at_least=0))
         check("deadline", deadline, number(above=0, optional=True))
@@ -385,27 +406,22 @@ class _Resilience:
             f"{resendable} or raises {PolicyRejected.__name__}",
         )
         self.fails_over = failed_over
-        if breakers is True:
-            self.breakers: KeyedCircuitBreaker | None = endpoint_breakers(
-                name=f"{name}-breaker", clock=clock, listeners=self.listeners
-            )
-        elif breakers is False:
-            self.breakers = None
-        elif isinstance(breakers, KeyedCircuitBreaker):
-            self.breakers = breakers
-        else:
-            raise ConfigurationError(
-                "breakers", f"must be True, False or a KeyedCircuitBreaker, got {breakers!r}"
-            )
+        self.breakers = breakers
+        # the numbers the transport built its breakers with (None: given, or none)
+        self.breaker_spec = breaker_spec
+        # the policies run around each request (from ``policies=``), outermost first
+        self.around = Pipeline(*around, name=f"{name}-around") if around else None
         retry = Retry(
             attempts=attempts,
             backoff=backoff if backoff is not None else Backoff.exponential(),
             on=retry_pred,
             delay_from=self._retry_after,
+            deadline=retry_deadline,
             on_discard=discard,
+            budget=budget,
             clock=clock,
             rng=rng if rng is not None else random.Random(),
-            listeners=self.listeners,
+            listeners=(*retry_listeners, *self.listeners),
             name=f"{name}-retry",
         )
         per_endpoint = Pipeline(retry, self.breakers) if self.breakers is not None else retry
@@ -486,9 +502,12 @@ class _Resilience:
             self.panic = PanicProbes(last_resort, max(1, math.ceil(last_resort)), clock)
 
     def describe(self) -> str:
+        described = self.policy.describe()
+        if self.around is not None:
+            described = f"{self.around.describe()}, around {described}"
         if self.hedging is None:
-            return self.policy.describe()
-        return f"{self.policy.describe()}; {self.hedging.describe()} (idempotent requests)"
+            return described
+        return f"{described}; {self.hedging.describe()} (idempotent requests)"
 
     def _circuit_opened(self) -> bool:
         """Whether the current endpoint's circuit is open (this failure may have opened it).
@@ -521,7 +540,7 @@ class _Resilience:
             key: str | None = f"{url.scheme}://{url.netloc.decode()}"
         else:
             key = self.single
-        call = _Call(url.raw_path if self.by_key else b"")
+        call = _Call(url.raw_path if self.by_key else b"", self)
         enclosing = _deadline.get()  # a Timeout's (or any policy's) around the call
         own = self.deadline
         if own is not None:
@@ -832,6 +851,195 @@ class _Resilience:
         return None
 
 
+class _Setup:
+    """A transport's options as given, and its `_Resilience` built from them and its policies.
+
+    With ``policies=`` a `_Resilience` is built from the options the pipeline sets and the
+    others as given; with a configured pipeline it is built again for each version of it
+    (`rebuild`). Shared by both transports, which bind the result to their own attempt.
+    """
+
+    def __init__(
+        self,
+        *,
+        policies: Pipeline | ConfiguredPipeline | None,
+        endpoints: Sequence[str] | None,
+        attempts: int,
+        backoff: Backoff | None,
+        retry_on: Classifier,
+        max_retry_after: float,
+        breakers: KeyedCircuitBreaker | bool,
+        deadline: float | None,
+        last_resort: float | None,
+        idempotency_key: bool,
+        idempotency_header: str,
+        clock: Clock,
+        rng: random.Random | None,
+        listeners: Sequence[Listener],
+        name: str,
+        discard: Any,
+        hedging: Hedging | None,
+    ) -> None:
+        if not (isinstance(breakers, bool | KeyedCircuitBreaker)):
+            raise ConfigurationError(
+                "breakers", f"must be True, False or a KeyedCircuitBreaker, got {breakers!r}"
+            )
+        if hedging is not None and not isinstance(hedging, Hedging):
+            raise ConfigurationError("hedging", f"must be a Hedging policy, got {hedging!r}")
+        self.endpoints = endpoints
+        self.attempts = attempts
+        self.backoff = backoff
+        self.retry_on = retry_on
+        self.max_retry_after = max_retry_after
+        self.breakers = breakers
+        self.deadline = deadline
+        self.last_resort = last_resort
+        self.idempotency_key = idempotency_key
+        self.idempotency_header = idempotency_header
+        self.clock = clock
+        self.rng = rng
+        self.listeners = tuple(listeners)
+        self.name = name
+        self.discard = discard
+        self.hedging = hedging
+        self.lock = threading.Lock()  # one rebuild at a time (no I/O and no await under it)
+        # the configured pipeline followed, and its version the first build read
+        self.source: ConfiguredPipeline | None = None
+        self.version: object = None
+        chosen: tuple[Policy, ...] = ()
+        if isinstance(policies, Pipeline):
+            chosen = policies.policies
+        elif policies is not None:
+            from failsafe.config import ConfiguredPipeline  # only for a transport given one
+
+            if not isinstance(policies, ConfiguredPipeline):
+                raise ConfigurationError(
+                    "policies",
+                    f"must be a Pipeline or a failsafe.config.ConfiguredPipeline, got {policies!r}",
+                )
+            self.source = policies
+            # one read of the version: its pipeline is the one it numbers
+            self.version = version = policies._version
+            chosen = version.pipeline.policies
+        self.first = self.build(chosen, None)
+
+    def _conflicts(self, plan: _policies.Plan) -> None:
+        """Refuse an option given both as an argument and by the pipeline."""
+
+        def both(option: str, given: object, policy: Policy) -> ConfigurationError:
+            return ConfigurationError(
+                option,
+                f"given ({given!r}) and set by the pipeline's {_policies._named(policy)}: "
+                "give one or the other",
+            )
+
+        if plan.retry is not None:
+            if self.attempts != DEFAULT_ATTEMPTS:
+                raise both("attempts", self.attempts, plan.retry)
+            if self.backoff is not None:
+                raise both("backoff", self.backoff, plan.retry)
+        if plan.breaker is not None and self.breakers is not True:
+            raise both("breakers", self.breakers, plan.breaker)
+        if plan.timeout is not None and self.deadline != DEFAULT_DEADLINE:
+            raise both("deadline", self.deadline, plan.timeout)
+        if plan.hedging is not None and self.hedging is not None:
+            raise both("hedging", self.hedging, plan.hedging)
+
+    def build(self, policies: Sequence[Policy], old: _Resilience | None) -> _Resilience:
+        """The resilience of ``policies`` and the options; ``old``: the one it replaces.
+
+        The per-endpoint breakers built by the transport go on: kept when their numbers are
+        unchanged, else new ones that take ``old``'s state over (open circuits stay open).
+
+        Raises:
+            ConfigurationError: A policy the transport cannot run, or an option given both
+                as an argument and by the pipeline.
+        """
+        plan = _policies.plan(policies)
+        self._conflicts(plan)
+        retry = plan.retry
+        spec: _policies.BreakerSpec | None = None
+        keyed: KeyedCircuitBreaker | None
+        if self.breakers is True:
+            spec = plan.breaker_spec or _policies.BreakerSpec()
+            if old is not None and old.breaker_spec == spec:
+                keyed = old.breakers
+            else:
+                keyed = _policies.build_breakers(
+                    spec,
+                    name=f"{self.name}-breaker",
+                    on=_BREAKER_ON,
+                    on_result=_gateway_result,
+                    clock=self.clock,
+                    listeners=self.listeners,
+                )
+                if old is not None and old.breaker_spec is not None and old.breakers is not None:
+                    keyed._take_over(old.breakers)
+        elif self.breakers is False:
+            keyed = None
+        else:
+            keyed = self.breakers
+        resilience = _Resilience(
+            endpoints=self.endpoints,
+            attempts=retry.attempts if retry is not None else self.attempts,
+            backoff=retry.backoff if retry is not None else self.backoff,
+            retry_on=self.retry_on,
+            max_retry_after=self.max_retry_after,
+            breakers=keyed,
+            deadline=plan.timeout.seconds if plan.timeout is not None else self.deadline,
+            last_resort=self.last_resort,
+            idempotency_key=self.idempotency_key,
+            idempotency_header=self.idempotency_header,
+            clock=self.clock,
+            rng=self.rng,
+            listeners=self.listeners,
+            name=self.name,
+            discard=self.discard,
+            hedging=plan.hedging if plan.hedging is not None else self.hedging,
+            retry_deadline=retry.deadline if retry is not None else None,
+            budget=retry.budget if retry is not None else None,
+            retry_listeners=retry.listeners if retry is not None else (),
+            around=plan.around,
+            breaker_spec=spec,
+        )
+        plan.taken()
+        return resilience
+
+    def rebuild(self, version: Any, old: _Resilience) -> _Resilience:
+        """The resilience of a new version of the configured pipeline, or ``old``.
+
+        A version the transport cannot run (a reload added a fallback, say) is logged as an
+        error on the ``failsafe.http`` logger, once, and the transport goes on with ``old``.
+        """
+        try:
+            return self.build(version.pipeline.policies, old)
+        except ConfigurationError as exc:
+            _log.error(
+                "%s: version %s of the pipeline %r cannot run in this transport; it keeps "
+                "its policies: %s",
+                self.name,
+                version.number,
+                getattr(self.source, "name", "?"),
+                exc,
+            )
+            return old
+
+
+class _Bound:
+    """A transport's resilience with its runners, and the pipeline version it was built from."""
+
+    __slots__ = ("around", "hedged", "resilience", "run", "version")
+
+    def __init__(
+        self, resilience: _Resilience, run: Any, hedged: Any, around: Any, version: object
+    ) -> None:
+        self.resilience = resilience
+        self.run = run
+        self.hedged = hedged
+        self.around = around
+        self.version = version
+
+
 class ResilientTransport(httpx.BaseTransport):
     """An httpx transport that retries, fails over across endpoints and skips open circuits.
 
@@ -843,6 +1051,21 @@ class ResilientTransport(httpx.BaseTransport):
             "http://127.0.0.1:8002"]``. Each attempt replaces the request's scheme, host and
             port (and prefixes the endpoint's path) and keeps its path and query. ``None``:
             the request's own URL is the one endpoint.
+        policies: A [`Pipeline`][failsafe.Pipeline], or a pipeline of a configuration file
+            ([`ConfiguredPipeline`][failsafe.config.ConfiguredPipeline]), whose policies set
+            the transport's: a `Retry` its ``attempts``, ``backoff``, ``deadline`` and
+            ``budget`` (on each endpoint); a `CircuitBreaker` or `KeyedCircuitBreaker` the
+            numbers of the per-endpoint breakers (its trip, open periods, probes and, keyed,
+            its bounds); a `Timeout` the ``deadline``; a `Hedging` policy ``hedging``; a
+            `Bulkhead`, `RateLimiter`, `AdaptiveConcurrency` or `Chaos` runs as it is around
+            each request. What fails is the transport's business (``retry_on``, and the
+            breakers' HTTP rule), not the retry's, breaker's or hedging's ``on``; the
+            transport's ``clock`` and ``rng`` time and jitter them. An option the pipeline
+            sets must be left at its default here.
+            With a configured pipeline the transport follows its reloads: the first request
+            after one runs under the new version (requests in flight finish under theirs),
+            and the breakers keep their state. See
+            [Policies from a pipeline](../http.md#policies-from-a-pipeline-or-a-configuration-file).
         attempts: Attempts per endpoint, the first included (default 4: the order flow's
             first try plus three retries).
         backoff: Delays between attempts on one endpoint (default: exponential from 50 ms,
@@ -929,7 +1152,10 @@ class ResilientTransport(httpx.BaseTransport):
 
     Raises:
         ConfigurationError: At construction, on a bad option (an empty endpoint list, a URL
-            that is not absolute, zero attempts...).
+            that is not absolute, zero attempts...); with ``policies``, on a policy the
+            transport cannot run (a `Fallback`, a `Failover`, a `Timeout` inside the
+            `Retry`, a metrics-only breaker...) or an option also given as an argument,
+            naming the policy and why.
     """
 
     def __init__(
@@ -937,7 +1163,8 @@ class ResilientTransport(httpx.BaseTransport):
         transport: httpx.BaseTransport | None = None,
         *,
         endpoints: Sequence[str] | None = None,
-        attempts: int = 4,
+        policies: Pipeline | ConfiguredPipeline | None = None,
+        attempts: int = DEFAULT_ATTEMPTS,
         backoff: Backoff | None = None,
         retry_on: Classifier = RETRYABLE,
         max_retry_after: float = 60.0,
@@ -954,7 +1181,8 @@ class ResilientTransport(httpx.BaseTransport):
         name: str = "http",
     ) -> None:
         self._inner = transport if transport is not None else httpx.HTTPTransport()
-        self._resilience = _Resilience(
+        self._setup = setup = _Setup(
+            policies=policies,
             endpoints=endpoints,
             attempts=attempts,
             backoff=backoff,
@@ -974,21 +1202,64 @@ class ResilientTransport(httpx.BaseTransport):
         )
         self._buffer = buffer
         self._send = self._inner.handle_request
-        self._run: SyncRunner = self._resilience.bind_sync(self._attempt)
-        self._hedged = self._resilience.bind_hedged_sync(self._attempt)
+        # the configured pipeline whose reloads the transport follows (None: never rebuilt)
+        self._source = setup.source
+        self._bound = self._bind(setup.first, setup.version)
+
+    def _bind(self, resilience: _Resilience, version: object) -> _Bound:
+        around = resilience.around
+        return _Bound(
+            resilience,
+            resilience.bind_sync(self._attempt),
+            resilience.bind_hedged_sync(self._attempt),
+            None if around is None else around._bind_sync(_invoke),
+            version,
+        )
+
+    def _refresh(self) -> _Bound:
+        """Rebuild for the configured pipeline's new version (once: under the lock)."""
+        setup = self._setup
+        with setup.lock:
+            bound = self._bound
+            assert self._source is not None
+            version = self._source._version
+            if bound.version is not version:
+                bound = self._bound = self._bind(setup.rebuild(version, bound.resilience), version)
+            return bound
+
+    @property
+    def _resilience(self) -> _Resilience:
+        """The options requests start under now (a configured pipeline's current version)."""
+        bound = self._bound
+        if self._source is not None and self._source._version is not bound.version:
+            bound = self._refresh()
+        return bound.resilience
 
     @property
     def breakers(self) -> KeyedCircuitBreaker | None:
-        """The per-endpoint circuit breakers (``None`` when disabled)."""
+        """The per-endpoint circuit breakers (``None`` when disabled).
+
+        With a configured pipeline: those of its current version.
+        """
         return self._resilience.breakers
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         """Send ``request`` under the policies; see the class documentation."""
-        resilience = self._resilience
+        bound = self._bound
+        source = self._source
+        if source is not None and source._version is not bound.version:
+            bound = self._refresh()  # a reload changed the pipeline: from this request on
+        if bound.around is not None:
+            return bound.around(self._handle, (request, bound), _NO_KWARGS)  # type: ignore[no-any-return]
+        return self._handle(request, bound)
+
+    def _handle(self, request: httpx.Request, bound: _Bound) -> httpx.Response:
+        """`handle_request` inside the policies around each request (if any)."""
+        resilience = bound.resilience
         call = resilience.start(request)
-        run = self._run
-        if self._hedged is not None and resilience.hedges(request):
-            run = self._hedged
+        run = bound.run
+        if bound.hedged is not None and resilience.hedges(request):
+            run = bound.hedged
         try:
             response = run(self._send, (request, call), _NO_KWARGS)
         except Exception as exc:
@@ -1008,7 +1279,7 @@ class ResilientTransport(httpx.BaseTransport):
                 _target.reset(call.target_token)
             if call.deadline_token is not None:
                 _deadline.reset(call.deadline_token)
-        if run is not self._run:
+        if run is not bound.run:
             resilience.adopt(request, response)
         if self._buffer and not response.is_stream_consumed:
             # a response the attempt left unread, as it might have been discarded, is kept
@@ -1023,7 +1294,7 @@ class ResilientTransport(httpx.BaseTransport):
         The response, or the endpoint and the error of a failed try, or ``None`` (no last
         resort for this request). See `_Resilience.resort`.
         """
-        resilience = self._resilience
+        resilience = call.resilience
         plan = resilience.resort(refused)
         if plan is None:
             return None
@@ -1066,7 +1337,7 @@ class ResilientTransport(httpx.BaseTransport):
         if tracing is not None and kwargs is not _TRACED:
             return self._traced_attempt(tracing, send, args)
         request, call = args
-        resilience = self._resilience
+        resilience = call.resilience  # the options the request started under
         key = resilience.aim(request, call)
         try:
             response = send(request)
@@ -1127,7 +1398,7 @@ class ResilientTransport(httpx.BaseTransport):
             raise
         if scope is not None:
             assert span is not None
-            self._resilience.answered(span, response)
+            call.resilience.answered(span, response)
             scope.__exit__(None, None, None)
         return response
 
@@ -1153,7 +1424,8 @@ class AsyncResilientTransport(httpx.AsyncBaseTransport):
         transport: httpx.AsyncBaseTransport | None = None,
         *,
         endpoints: Sequence[str] | None = None,
-        attempts: int = 4,
+        policies: Pipeline | ConfiguredPipeline | None = None,
+        attempts: int = DEFAULT_ATTEMPTS,
         backoff: Backoff | None = None,
         retry_on: Classifier = RETRYABLE,
         max_retry_after: float = 60.0,
@@ -1170,7 +1442,8 @@ class AsyncResilientTransport(httpx.AsyncBaseTransport):
         name: str = "http",
     ) -> None:
         self._inner = transport if transport is not None else httpx.AsyncHTTPTransport()
-        self._resilience = _Resilience(
+        self._setup = setup = _Setup(
+            policies=policies,
             endpoints=endpoints,
             attempts=attempts,
             backoff=backoff,
@@ -1190,21 +1463,64 @@ class AsyncResilientTransport(httpx.AsyncBaseTransport):
         )
         self._buffer = buffer
         self._send = self._inner.handle_async_request
-        self._run: AsyncRunner = self._resilience.bind_async(self._attempt)
-        self._hedged = self._resilience.bind_hedged_async(self._attempt)
+        # the configured pipeline whose reloads the transport follows (None: never rebuilt)
+        self._source = setup.source
+        self._bound = self._bind(setup.first, setup.version)
+
+    def _bind(self, resilience: _Resilience, version: object) -> _Bound:
+        around = resilience.around
+        return _Bound(
+            resilience,
+            resilience.bind_async(self._attempt),
+            resilience.bind_hedged_async(self._attempt),
+            None if around is None else around._bind_async(_invoke_async),
+            version,
+        )
+
+    def _refresh(self) -> _Bound:
+        """The asyncio twin of `ResilientTransport._refresh` (no await under the lock)."""
+        setup = self._setup
+        with setup.lock:
+            bound = self._bound
+            assert self._source is not None
+            version = self._source._version
+            if bound.version is not version:
+                bound = self._bound = self._bind(setup.rebuild(version, bound.resilience), version)
+            return bound
+
+    @property
+    def _resilience(self) -> _Resilience:
+        """The options requests start under now (a configured pipeline's current version)."""
+        bound = self._bound
+        if self._source is not None and self._source._version is not bound.version:
+            bound = self._refresh()
+        return bound.resilience
 
     @property
     def breakers(self) -> KeyedCircuitBreaker | None:
-        """The per-endpoint circuit breakers (``None`` when disabled)."""
+        """The per-endpoint circuit breakers (``None`` when disabled).
+
+        With a configured pipeline: those of its current version.
+        """
         return self._resilience.breakers
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         """Send ``request`` under the policies; see the class documentation."""
-        resilience = self._resilience
+        bound = self._bound
+        source = self._source
+        if source is not None and source._version is not bound.version:
+            bound = self._refresh()  # a reload changed the pipeline: from this request on
+        if bound.around is not None:
+            return await bound.around(self._handle, (request, bound), _NO_KWARGS)  # type: ignore[no-any-return]
+        return await self._handle(request, bound)
+
+    async def _handle(self, request: httpx.Request, bound: _Bound) -> httpx.Response:
+        """`handle_async_request` inside the policies around each request (if any)."""
+        resilience = bound.resilience
         call = resilience.start(request)
-        run = self._run
-        if self._hedged is not None and resilience.hedges(request):
-            run = self._hedged
+        run = bound.run
+        if bound.hedged is not None and resilience.hedges(request):
+            run = bound.hedged
         try:
             response = await run(self._send, (request, call), _NO_KWARGS)
         except Exception as exc:
@@ -1224,7 +1540,7 @@ class AsyncResilientTransport(httpx.AsyncBaseTransport):
                 _target.reset(call.target_token)
             if call.deadline_token is not None:
                 _deadline.reset(call.deadline_token)
-        if run is not self._run:
+        if run is not bound.run:
             resilience.adopt(request, response)
         if self._buffer and not response.is_stream_consumed:
             # a response the attempt left unread, as it might have been discarded, is kept
@@ -1235,7 +1551,7 @@ class AsyncResilientTransport(httpx.AsyncBaseTransport):
         self, refused: list[str], request: httpx.Request, call: _Call
     ) -> httpx.Response | tuple[str, Exception] | None:
         """The asyncio twin of `ResilientTransport._last_resort`."""
-        resilience = self._resilience
+        resilience = call.resilience
         loop = asyncio.get_running_loop()
         plan = resilience.resort(refused, loop)
         if plan is None:
@@ -1286,7 +1602,7 @@ class AsyncResilientTransport(httpx.AsyncBaseTransport):
         if tracing is not None and kwargs is not _TRACED:
             return await self._traced_attempt(tracing, send, args)
         request, call = args
-        resilience = self._resilience
+        resilience = call.resilience  # the options the request started under
         key = resilience.aim(request, call)
         try:
             response = await send(request)
@@ -1342,7 +1658,7 @@ class AsyncResilientTransport(httpx.AsyncBaseTransport):
             raise
         if scope is not None:
             assert span is not None
-            self._resilience.answered(span, response)
+            call.resilience.answered(span, response)
             scope.__exit__(None, None, None)
         return response
 
