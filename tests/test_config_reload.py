@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import gc
 import logging
 import threading
 from collections.abc import Iterator
@@ -638,3 +639,114 @@ def test_a_bad_interval_is_refused(files: Files, interval: Any) -> None:
     config = files.load("[pipelines.a]\ntimeout = {}\n")
     with pytest.raises(ConfigurationError, match="interval"):
         config.watch(interval=interval)
+
+
+# -- checks: a user of a pipeline refuses a new version -------------------------------------------
+class _Owner:
+    """A user of a configured pipeline whose check refuses (or accepts) each candidate."""
+
+    def __init__(self, refuse: BaseException | None = None) -> None:
+        self.refuse = refuse
+        self.seen: list[Pipeline] = []
+
+    def check(self, candidate: Pipeline) -> None:
+        self.seen.append(candidate)
+        if self.refuse is not None:
+            raise self.refuse
+
+
+CHECKED = "[pipelines.a]\nretry = {{attempts = {attempts}}}\n\n[pipelines.b]\ntimeout = {{}}\n"
+
+
+def test_a_refusing_check_fails_the_reload_and_changes_nothing(
+    files: Files, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A check that raises ConfigurationError fails reload(): pipeline, file and line named."""
+    config = files.load(CHECKED.format(attempts=2))
+    a, b = config["a"], config["b"]
+    before = a.policies
+    owner = _Owner(ConfigurationError("policies", "cannot run a retry of 3 attempts"))
+    a._add_check(owner.check)
+    files.write(CHECKED.format(attempts=3).replace("timeout = {}", "timeout = {seconds = 5}"))
+    with (
+        caplog.at_level(logging.ERROR, logger="failsafe.config"),
+        pytest.raises(ConfigError) as caught,
+    ):
+        config.reload()
+    error = caught.value
+    assert (error.file, error.line, error.key) == (str(files.path), 1, "pipelines.a")
+    assert str(error).endswith(
+        "pipelines.a: a user of this pipeline cannot run the new version: "
+        "policies: cannot run a retry of 3 attempts"
+    )
+    assert "reload failed, the running configuration is kept" in caplog.text
+    assert [p.policies[0].attempts for p in owner.seen] == [3]  # type: ignore[attr-defined]
+    assert (a.version, a.policies, b.version) == (1, before, 1)
+    assert config["b"].policies[0].seconds == 30  # type: ignore[attr-defined]
+    owner.refuse = None
+    assert config.reload() == ("a", "b")
+    assert a.pipeline is owner.seen[-1]  # the candidate checked is the pipeline swapped in
+
+
+def test_a_check_that_fails_otherwise_fails_the_reload_naming_only_its_type(files: Files) -> None:
+    """A check raising another exception fails the reload; its message is not repeated."""
+    config = files.load(CHECKED.format(attempts=2))
+    owner = _Owner(RuntimeError("token s3cret"))
+    config["a"]._add_check(owner.check)
+    files.write(CHECKED.format(attempts=3))
+    with pytest.raises(ConfigError, match=r"raised builtins\.RuntimeError$") as caught:
+        config.reload()
+    assert "s3cret" not in str(caught.value)
+    assert config["a"].version == 1
+
+
+def test_checks_run_only_for_a_changed_pipeline(files: Files) -> None:
+    """An unchanged pipeline's checks are not asked: its reload is not theirs to refuse."""
+    config = files.load(CHECKED.format(attempts=2))
+    owner = _Owner(ConfigurationError("policies", "no"))
+    config["b"]._add_check(owner.check)
+    files.write(CHECKED.format(attempts=3))
+    assert config.reload() == ("a",)
+    assert owner.seen == []
+
+
+def test_a_refusal_seen_by_check_for_changes_is_logged_once_and_the_old_kept(
+    files: Files, caplog: pytest.LogCaptureFixture
+) -> None:
+    """check_for_changes (a watch's poll) raises and logs a refusal once; the old one runs."""
+    config = files.load(CHECKED.format(attempts=2))
+    owner = _Owner(ConfigurationError("policies", "refused"))
+    config["a"]._add_check(owner.check)
+    files.write(CHECKED.format(attempts=3))
+    with caplog.at_level(logging.ERROR, logger="failsafe.config"):
+        with pytest.raises(ConfigError, match="policies: refused"):
+            config.check_for_changes()
+        assert config.check_for_changes() is False  # the same file: not tried again
+    [record] = [r for r in caplog.records if r.name == "failsafe.config"]
+    assert "pipelines.a: a user of this pipeline cannot run the new version" in record.message
+    assert config["a"].policies[0].attempts == 2  # type: ignore[attr-defined]
+    assert len(owner.seen) == 1
+
+
+def test_checks_are_held_weakly_and_bounded(files: Files) -> None:
+    """A dropped owner's check is neither kept nor asked; at most 1024 live checks are held."""
+    config = files.load(CHECKED.format(attempts=2))
+    a = config["a"]
+    owner = _Owner(ConfigurationError("policies", "no"))
+    a._add_check(owner.check)
+    del owner
+    gc.collect()
+    files.write(CHECKED.format(attempts=3))
+    assert config.reload() == ("a",)
+    owners = [_Owner() for _ in range(1024)]
+    for each in owners:
+        a._add_check(each.check)
+    with pytest.raises(UsageError, match="1024 live checks"):
+        a._add_check(_Owner().check)
+    del owners[-1], each
+    gc.collect()
+    a._add_check(_Owner().check)  # room again: the dead one is dropped
+    a._remove_check(owners[0].check)
+    files.write(CHECKED.format(attempts=4))
+    assert config.reload() == ("a",)
+    assert [len(o.seen) for o in (owners[0], owners[1])] == [0, 1]

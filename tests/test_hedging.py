@@ -26,7 +26,7 @@ from failsafe import (
     TimeoutExceeded,
     UsageError,
 )
-from failsafe.events import AttemptFailed, HedgeStarted
+from failsafe.events import AttemptFailed, Event, HedgeRefused, HedgeStarted
 from failsafe.hedging import MAX_HEDGES, MAX_WINDOW, Percentile, abandoned
 from failsafe.testing import FakeClock, RecordingListener
 
@@ -280,13 +280,38 @@ def test_without_targets_attempts_keep_the_contexts_target(kind: str, clock: Fak
 def test_spent_budget_starts_no_hedge_and_waits(
     kind: str, clock: FakeClock, events: RecordingListener
 ) -> None:
-    """With the budget spent, the slow attempt is waited for: no hedge."""
+    """With the budget spent, the slow attempt is waited for: no hedge, one HedgeRefused."""
     budget = RetryBudget(ratio=0, min_per_second=0, clock=clock)
-    plan = Plan(clock, Step(takes=5))
-    hedging = Hedging(delay=1.0, budget=budget, clock=clock, listeners=[events])
+    plan = Plan(clock, Step(takes=5, hangs=True))  # hangs until the refusal is reported
+    plan.agate = asyncio.Event()  # made now: the refusal may come before attempt 1 hangs
+
+    def release(event: Event) -> None:
+        if isinstance(event, HedgeRefused):
+            plan.gate.set()
+            assert plan.agate is not None
+            plan.agate.set()
+
+    hedging = Hedging(delay=1.0, budget=budget, clock=clock, listeners=[events, release])
     assert run(kind, hedging, plan) == "attempt 1"
+    settle(hedging, plan)
     assert plan.started == [1]
-    assert events.events == []
+    assert events.events == [HedgeRefused(policy="hedging", attempt=2, reason="budget")]
+
+
+def test_a_failure_with_the_budget_spent_reports_the_refused_hedge(
+    kind: str, clock: FakeClock, events: RecordingListener
+) -> None:
+    """A failed attempt with the budget spent emits HedgeRefused and gives its own error."""
+    budget = RetryBudget(ratio=0, min_per_second=0, clock=clock)
+    plan = Plan(clock, Step(raises=ConnectionError))
+    hedging = Hedging(delay=1.0, budget=budget, clock=clock, listeners=[events], name="stock")
+    with pytest.raises(ConnectionError, match="attempt 1"):
+        run(kind, hedging, plan)
+    assert plan.started == [1]
+    assert events.kinds == ["AttemptFailed", "HedgeRefused"]
+    assert events.of_type(HedgeRefused) == [
+        HedgeRefused(policy="stock", attempt=2, reason="budget")
+    ]
 
 
 def test_each_hedge_withdraws_from_the_budget(kind: str, clock: FakeClock) -> None:

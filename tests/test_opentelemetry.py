@@ -101,7 +101,7 @@ def test_every_decision_becomes_a_metric() -> None:
 
 
 def test_the_newer_policies_events_become_metrics() -> None:
-    """Rate-limit and shed rejections, permit waits, hedges and chaos are recorded (not limits)."""
+    """Rate-limit and shed rejections, permit waits, hedges (and refused ones) and chaos count."""
     from failsafe import events as ev
 
     reader = InMemoryMetricReader()
@@ -111,6 +111,7 @@ def test_the_newer_policies_events_become_metrics() -> None:
     listener(ev.ConcurrencyLimitRejected(policy="db", limit=4, in_flight=4))
     listener(ev.ConcurrencyLimitChanged(policy="db", previous=4, limit=6, reason="growth"))
     listener(ev.HedgeStarted(policy="reads", attempt=2, delay=0.05, target=None))
+    listener(ev.HedgeRefused(policy="reads", attempt=2, reason="budget"))
     listener(ev.ChaosInjected(policy="chaos", kind="fault", detail="ConnectionError"))
     m = collect(reader)
     assert sorted(m["failsafe.calls.rejected"], key=str) == sorted(
@@ -123,6 +124,9 @@ def test_the_newer_policies_events_become_metrics() -> None:
     assert m["failsafe.rate_limit.delay"] == [({"failsafe.policy": "api"}, (1, 0.25))]
     assert "failsafe.concurrency.limit" not in m  # a gauge of instrument(), not an event metric
     assert m["failsafe.hedges"] == [({"failsafe.policy": "reads"}, 1)]
+    assert m["failsafe.hedges.refused"] == [
+        ({"failsafe.policy": "reads", "failsafe.reason": "budget"}, 1)
+    ]
     assert m["failsafe.chaos.injected"] == [
         ({"failsafe.policy": "chaos", "failsafe.chaos.kind": "fault"}, 1)
     ]

@@ -262,6 +262,11 @@ EVENTS: list[tuple[Event, str, Mapping[str, Any]]] = [
         {"failsafe.concurrency.limit": 4, "failsafe.concurrency.in_flight": 4},
     ),
     (
+        ev.HedgeRefused(policy="p", attempt=2, reason="budget"),
+        "failsafe.hedge.refused",
+        {"failsafe.attempt": 2, "failsafe.reason": "budget"},
+    ),
+    (
         ev.ChaosInjected(policy="p", kind="latency", detail="0.5s"),
         "failsafe.chaos.injected",
         {"failsafe.chaos.kind": "latency", "failsafe.chaos.detail": "0.5s"},

@@ -184,6 +184,12 @@ HAND_BUILT: list[tuple[Event, str, dict[str, str], float]] = [
         1,
     ),
     (
+        events.HedgeRefused(policy="p", attempt=2, reason="budget"),
+        "failsafe_hedges_refused_total",
+        {"reason": "budget"},
+        1,
+    ),
+    (
         events.ChaosInjected(policy="p", kind="latency", detail="0.5 s"),
         "failsafe_chaos_injected_total",
         {"kind": "latency"},
@@ -206,17 +212,29 @@ def test_each_event_becomes_its_metric(
     assert value(registry, name, policy="p", **labels) == pytest.approx(expected)
 
 
-@pytest.mark.parametrize(
-    "event",
-    [
-        events.ConcurrencyLimitChanged(policy="p", previous=4, limit=6, reason="growth"),
-        events.CircuitStorageUnavailable(policy="p", key=None, error="E", message="m"),
-        events.CircuitStorageRestored(policy="p", key=None, wrote_back=False, outage=1.0),
-        events.RateLimiterStorageUnavailable(policy="p", error="E", message="m"),
-        events.RateLimiterStorageRestored(policy="p", outage=1.0),
-    ],
-    ids=lambda event: type(event).__name__,
-)
+WITHOUT_METRIC: list[Event] = [
+    events.ConcurrencyLimitChanged(policy="p", previous=4, limit=6, reason="growth"),
+    events.CircuitStorageUnavailable(policy="p", key=None, error="E", message="m"),
+    events.CircuitStorageRestored(policy="p", key=None, wrote_back=False, outage=1.0),
+    events.RateLimiterStorageUnavailable(policy="p", error="E", message="m"),
+    events.RateLimiterStorageRestored(policy="p", outage=1.0),
+]
+
+
+def test_every_policy_event_is_in_a_table() -> None:
+    """Each event of failsafe.events has its metric above, or is listed as recording none."""
+    kinds = {
+        kind
+        for name in events.__all__
+        if isinstance(kind := getattr(events, name), type)
+        and issubclass(kind, Event)
+        and kind is not Event
+    }
+    tabled = {type(row[0]) for row in HAND_BUILT} | {type(e) for e in WITHOUT_METRIC}
+    assert kinds == tabled
+
+
+@pytest.mark.parametrize("event", WITHOUT_METRIC, ids=lambda event: type(event).__name__)
 def test_events_without_a_metric_record_nothing(registry: CollectorRegistry, event: Event) -> None:
     """Storage outages and limit moves leave every failsafe metric without a sample."""
     listener = PrometheusListener(registry=registry)

@@ -34,6 +34,7 @@ import contextlib
 import copy
 import functools
 import hashlib
+import inspect
 import json
 import logging
 import math
@@ -41,6 +42,7 @@ import os
 import re
 import threading
 import tomllib
+import weakref
 from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType, TracebackType
@@ -85,6 +87,9 @@ _ENV_PREFIX: Final = "FAILSAFE_"
 _OTHER_TOOLS: Final = ("FAILSAFE_ERRORS_", "FAILSAFE_QUEUE_")
 _OTHER_VARIABLES: Final = frozenset({"FAILSAFE_CHAOS", "FAILSAFE_ERRORS", "FAILSAFE_QUEUE"})
 _MAX_RUNNERS: Final = 64  # bound runners kept per version of a pipeline, per next stage
+# bound on the live checks of one pipeline (a check each transport that follows it): dead
+# ones are dropped at each add and each reload; past it `_add_check` raises UsageError
+_MAX_CHECKS: Final = 1024
 _NO_ENVIRONMENT: Final[Mapping[str, str]] = MappingProxyType({})
 _NO_VALUE: Final = _build.UNSET
 
@@ -393,12 +398,14 @@ class ConfiguredPipeline(Policy):
     to bind the runners after a reload, never during a call.
     """
 
-    __slots__ = ("__weakref__", "_lock", "_version", "name")
+    __slots__ = ("__weakref__", "_checks", "_lock", "_version", "name")
 
     def __init__(self, name: str, pipeline: Pipeline) -> None:
         self.name = name
         self._lock = threading.Lock()
         self._version = _Version(1, pipeline)
+        # what a reload asks before it swaps this pipeline (see _add_check), held weakly
+        self._checks: list[weakref.ref[Callable[[Pipeline], None]]] = []
 
     @property
     def pipeline(self) -> Pipeline:
@@ -414,6 +421,55 @@ class ConfiguredPipeline(Policy):
     def version(self) -> int:
         """1 when loaded, plus one for each reload that changed this pipeline."""
         return self._version.number
+
+    # -- checks a reload runs before it swaps the pipeline ------------------------------------
+    def _add_check(self, check: Callable[[Pipeline], None]) -> None:
+        """Have every reload ask ``check`` before it swaps this pipeline for a new one.
+
+        ``check(candidate)`` raises [`ConfigurationError`][failsafe.ConfigurationError]
+        when its owner (a transport that follows this pipeline) cannot run ``candidate``;
+        the reload then fails, changing nothing. A transport registers one so that a reload
+        it would refuse is refused for everyone.
+
+        The check is held by weak reference (a bound method by ``weakref.WeakMethod``): it
+        neither keeps its owner alive nor runs once its owner is gone. Bounded: dead checks
+        are dropped at each add and each reload, and at most 1024 live ones are held.
+
+        Raises:
+            UsageError: When 1024 live checks are held already (that many transports follow
+                one pipeline: share one client).
+        """
+        ref: weakref.ref[Callable[[Pipeline], None]] = (
+            weakref.WeakMethod(check) if inspect.ismethod(check) else weakref.ref(check)
+        )
+        with self._lock:
+            live = [r for r in self._checks if r() is not None]
+            if len(live) >= _MAX_CHECKS:
+                raise UsageError(
+                    f"pipeline {self.name!r} has {len(live)} live checks (a check each "
+                    f"transport that follows it), the most it holds: share a client"
+                )
+            live.append(ref)
+            self._checks = live
+
+    def _remove_check(self, check: Callable[[Pipeline], None]) -> None:
+        """Forget ``check`` (added by `_add_check`); nothing when it is not held."""
+        with self._lock:
+            self._checks = [r for r in self._checks if r() is not None and r() != check]
+
+    def _run_checks(self, candidate: Pipeline) -> None:
+        """Ask every live check whether ``candidate`` may replace the pipeline (oldest first).
+
+        Raises:
+            ConfigurationError: The first check's refusal (the others are not asked).
+        """
+        with self._lock:  # the list is replaced, never changed in place: a snapshot
+            self._checks = [r for r in self._checks if r() is not None]
+            refs = self._checks
+        for ref in refs:
+            check = ref()
+            if check is not None:  # its owner may have gone since the snapshot
+                check(candidate)
 
     def _swap(self, pipeline: Pipeline) -> None:
         """Make ``pipeline`` the one calls starting from now on run under."""
@@ -535,8 +591,11 @@ class Configuration(Mapping[str, ConfiguredPipeline]):
       limits run).
 
     A pipeline gone from the file is an error (the program holds it): the reload changes
-    nothing. So is any invalid key or value. A failed reload is raised and logged on the
-    ``failsafe.config`` logger; a successful one logs which pipelines changed.
+    nothing. So is any invalid key or value, and so is a new version that a user of the
+    pipeline refuses: an HTTP transport given a pipeline as ``policies=`` checks each new
+    version before anything is swapped (a ``fallback`` added to its pipeline, say, is
+    refused). A failed reload is raised and logged on the ``failsafe.config`` logger; a
+    successful one logs which pipelines changed.
 
     Thread-safety: reads are safe from any thread or task; reloads are serialised by a
     lock, and a pipeline's swap is one reference assignment.
@@ -626,8 +685,9 @@ class Configuration(Mapping[str, ConfiguredPipeline]):
 
         Raises:
             ConfigError: When anything is wrong (an invalid key or value, a pipeline
-                removed, an unreadable file); nothing changes, and the error is also
-                logged on the ``failsafe.config`` logger.
+                removed, an unreadable file, a new version that a transport following
+                that pipeline cannot run); nothing changes, and the error is also logged
+                on the ``failsafe.config`` logger.
         """
         with self._reload_lock:
             try:
@@ -639,18 +699,56 @@ class Configuration(Mapping[str, ConfiguredPipeline]):
             self._stamp = read.stamp
             try:
                 plan = self._plan(read)
+                candidates = self._vet(plan, read)
             except ConfigError as exc:
                 _log.error("reload failed, the running configuration is kept: %s", exc)
                 raise
-            changed = self._commit(plan)
+            changed = self._commit(plan, candidates)
         if changed:
             _log.info("%s: reloaded; pipelines changed: %s", self.source, ", ".join(changed))
         else:
             _log.info("%s: reloaded; no pipeline changed", self.source)
         return changed
 
-    def _commit(self, plan: _build.Plan) -> tuple[str, ...]:
-        """Make a built configuration the running one (it cannot fail)."""
+    def _vet(self, plan: _build.Plan, read: _Read) -> dict[str, Pipeline]:
+        """The new pipeline of each changed one, once the checks of its users accept it.
+
+        Each running pipeline whose policies change gets its candidate built and shown to
+        the checks registered on it (`ConfiguredPipeline._add_check`: the transports that
+        follow it), in file order, before anything is swapped.
+
+        Raises:
+            ConfigError: A check refused a candidate (or failed): its pipeline's key and
+                table line, and the refusal; nothing built for this reload is kept.
+        """
+        candidates: dict[str, Pipeline] = {}
+        for name, policies in plan.pipelines.items():
+            holder = self._pipelines.get(name)
+            if holder is None or _same(holder.policies, policies):
+                continue  # a new pipeline has no users yet; an unchanged one is not swapped
+            candidate = candidates[name] = Pipeline(*policies, name=name)
+            problem = None
+            try:
+                holder._run_checks(candidate)
+            except ConfigurationError as exc:
+                problem = f"a user of this pipeline cannot run the new version: {exc}"
+            except Exception as exc:  # a failing check: its type only (a message may hold anything)
+                problem = (
+                    "checking the new version with a user of this pipeline raised "
+                    f"{type(exc).__module__}.{type(exc).__qualname__}"
+                )
+            if problem is not None:
+                # raised here, not in the handler: the refusal's frames hold the transport,
+                # which a kept ConfigError (its __context__) would keep alive
+                _build.forget(plan.context.created)  # nothing built for this reload serves
+                path = ("pipelines", name)
+                raise ConfigError(
+                    problem, file=read.label, line=read.line(path), key=_build.dotted(path)
+                )
+        return candidates
+
+    def _commit(self, plan: _build.Plan, candidates: Mapping[str, Pipeline]) -> tuple[str, ...]:
+        """Make a built (and vetted) configuration the running one (it cannot fail)."""
         ctx = plan.context
         # breakers first: a call that meets a new breaker finds the old one's state in it
         for new, old in ctx.takeovers:
@@ -662,8 +760,8 @@ class Configuration(Mapping[str, ConfiguredPipeline]):
             if holder is None:
                 holder = ConfiguredPipeline(name, Pipeline(*policies, name=name))
                 changed.append(name)
-            elif not _same(holder.policies, policies):
-                holder._swap(Pipeline(*policies, name=name))
+            elif name in candidates:
+                holder._swap(candidates[name])
                 changed.append(name)
             pipelines[name] = holder
         serving = {id(b.obj) for b in ctx.built.values()} | {

@@ -34,6 +34,7 @@ __all__ = [
     "Event",
     "FailedOver",
     "FallbackUsed",
+    "HedgeRefused",
     "HedgeStarted",
     "Listener",
     "RateLimitDelayed",
@@ -269,6 +270,21 @@ class HedgeStarted(Event):
     attempt: int
     delay: float
     target: object
+
+
+@attrs.frozen(kw_only=True)
+class HedgeRefused(Event):
+    """A hedge was due but was not started: the hedging policy's retry budget is spent.
+
+    The call goes on with the attempts already running; it starts no more hedges.
+
+    Attributes:
+        attempt: The attempt that was not started (2 for the first hedge).
+        reason: Why: ``"budget"`` (the [`RetryBudget`][failsafe.RetryBudget] refused it).
+    """
+
+    attempt: int
+    reason: str
 
 
 @attrs.frozen(kw_only=True)

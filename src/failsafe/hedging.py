@@ -41,7 +41,14 @@ from failsafe._validators import integer, number
 from failsafe.budget import RetryBudget
 from failsafe.clock import SYSTEM_CLOCK, Clock, SystemClock, _standing_in
 from failsafe.context import _deadline, _target
-from failsafe.events import AttemptFailed, HedgeStarted, Listener, _emit, _listening
+from failsafe.events import (
+    AttemptFailed,
+    HedgeRefused,
+    HedgeStarted,
+    Listener,
+    _emit,
+    _listening,
+)
 from failsafe.exceptions import ConfigurationError, UsageError
 from failsafe.outcome import Outcome
 from failsafe.predicates import TRANSIENT, Classifier, Predicate, ResultTest, classify
@@ -304,13 +311,15 @@ class Hedging(Policy):
             a coroutine function. An exception it raises is logged and dropped.
         budget: A [`RetryBudget`][failsafe.RetryBudget]: each call records a call, each
             hedge withdraws from it; when it is spent the call starts no more hedges and
-            waits for what runs, so hedges cannot multiply an outage's load.
+            waits for what runs, so hedges cannot multiply an outage's load (a
+            [`HedgeRefused`][failsafe.events.HedgeRefused] event says so).
         max_threads: Under ``call``, the most attempts of this policy running at once on
             its threads, losers still running included (2 to 1,024; default 64). A call that
             finds none free runs on the caller's thread without hedging (it never queues); a
             hedge that finds none free is not started.
         clock: Times the delays (a [`FakeClock`][failsafe.testing.FakeClock] in tests).
-        listeners: Receive [`HedgeStarted`][failsafe.events.HedgeStarted] per hedge and
+        listeners: Receive [`HedgeStarted`][failsafe.events.HedgeStarted] per hedge,
+            [`HedgeRefused`][failsafe.events.HedgeRefused] when the budget refuses one, and
             [`AttemptFailed`][failsafe.events.AttemptFailed] per failed attempt.
         name: Names this policy in events, threads and reprs.
 
@@ -412,7 +421,8 @@ class Hedging(Policy):
         """The target of a hedge that starts now (the delay passed, or an attempt failed).
 
         `_REFUSED` when none may: checks the count, an enclosing deadline and the budget.
-        Emits ``HedgeStarted``.
+        Emits ``HedgeStarted``, or ``HedgeRefused`` when the budget refuses the hedge (both
+        drivers decide here, so both emit it).
         """
         if not race.can_start():
             return _REFUSED
@@ -422,6 +432,13 @@ class Hedging(Policy):
             return _REFUSED
         if self.budget is not None and not self.budget.try_withdraw():
             race.may_hedge = False
+            _emit(
+                self.listeners,
+                HedgeRefused,
+                policy=self.name,
+                attempt=len(race.attempts) + 1,
+                reason="budget",
+            )
             return _REFUSED
         number = len(race.attempts) + 1
         target = self._target_for(number)

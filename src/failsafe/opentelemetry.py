@@ -37,6 +37,7 @@ name) and the attributes of the enrichers:
 | ``failsafe.calls.rejected`` | counter | ``{call}`` | a policy refused a call (attribute ``failsafe.reason``: ``circuit_open``, ``bulkhead_full``, ``retry_budget``, ``rate_limited``, ``concurrency_limit``; ``failsafe.enforced``: ``false`` when a metrics-only breaker would have refused it and ran it) |
 | ``failsafe.rate_limit.delay`` | histogram | ``s`` | the wait of a call for its rate limiter's permit |
 | ``failsafe.hedges`` | counter | ``{attempt}`` | a hedged call started another attempt |
+| ``failsafe.hedges.refused`` | counter | ``{attempt}`` | a hedge was due but not started (attribute ``failsafe.reason``: ``budget``) |
 | ``failsafe.chaos.injected`` | counter | ``{call}`` | a chaos policy injected something (attribute ``failsafe.chaos.kind``: ``fault``, ``latency``, ``result``) |
 | ``failsafe.failovers`` | counter | ``{failover}`` | a failover moved to the next target |
 | ``failsafe.timeouts`` | counter | ``{call}`` | a call overran its timeout |
@@ -93,6 +94,7 @@ from failsafe.events import (
     Event,
     FailedOver,
     FallbackUsed,
+    HedgeRefused,
     HedgeStarted,
     RateLimitDelayed,
     RateLimiterStorageRestored,
@@ -197,6 +199,11 @@ class OpenTelemetryListener:
         self._hedges = meter.create_counter(
             "failsafe.hedges", unit="{attempt}", description="Hedged attempts started"
         )
+        self._hedges_refused = meter.create_counter(
+            "failsafe.hedges.refused",
+            unit="{attempt}",
+            description="Hedges that were due but not started",
+        )
         self._chaos = meter.create_counter(
             "failsafe.chaos.injected", unit="{call}", description="Calls a chaos policy altered"
         )
@@ -232,6 +239,9 @@ class OpenTelemetryListener:
             self._limit_delay.record(event.delay, self._enrichers.add_to(attributes, event))
         elif isinstance(event, HedgeStarted):
             self._hedges.add(1, self._enrichers.add_to(attributes, event))
+        elif isinstance(event, HedgeRefused):
+            attributes["failsafe.reason"] = event.reason
+            self._hedges_refused.add(1, self._enrichers.add_to(attributes, event))
         elif isinstance(event, ChaosInjected):
             attributes["failsafe.chaos.kind"] = event.kind
             self._chaos.add(1, self._enrichers.add_to(attributes, event))
@@ -313,6 +323,10 @@ def _describe(event: Event) -> tuple[str, _Attributes] | None:
         a["failsafe.attempt"] = event.attempt
         a["failsafe.hedge.delay"] = event.delay
         return "failsafe.hedge.started", a
+    if isinstance(event, HedgeRefused):
+        a["failsafe.attempt"] = event.attempt
+        a["failsafe.reason"] = event.reason
+        return "failsafe.hedge.refused", a
     if isinstance(event, ConcurrencyLimitChanged):
         a["failsafe.concurrency.previous"] = event.previous
         a["failsafe.concurrency.limit"] = event.limit
@@ -350,6 +364,7 @@ _RECORDED: Final = frozenset(
         RateLimiterStorageUnavailable,
         RateLimiterStorageRestored,
         HedgeStarted,
+        HedgeRefused,
         ConcurrencyLimitChanged,
         ConcurrencyLimitRejected,
         ChaosInjected,

@@ -35,6 +35,7 @@ the label ``policy`` (the policy's name):
 | ``failsafe_fallbacks_total`` | | failures a fallback replaced |
 | ``failsafe_rate_limit_delay_seconds`` | | histogram: waits for a permit |
 | ``failsafe_hedges_total`` | | hedged attempts started |
+| ``failsafe_hedges_refused_total`` | ``reason`` | hedges due but not started (``budget``) |
 | ``failsafe_chaos_injected_total`` | ``kind`` | calls a chaos policy altered |
 """
 
@@ -80,6 +81,7 @@ from failsafe.events import (
     Event,
     FailedOver,
     FallbackUsed,
+    HedgeRefused,
     HedgeStarted,
     RateLimitDelayed,
     RateLimitRejected,
@@ -460,6 +462,9 @@ class PrometheusListener:
             "failsafe_rate_limit_delay_seconds", "Waits for a rate limiter's permit", histogram=True
         )
         self._hedges = series("failsafe_hedges", "Hedged attempts started")
+        self._hedges_refused = series(
+            "failsafe_hedges_refused", "Hedges that were due but not started", "reason"
+        )
         self._chaos = series("failsafe_chaos_injected", "Calls a chaos policy altered", "kind")
         self._series: tuple[_Series, ...] = tuple(made)
         self._enrich = self._enrichment.values if extra else None
@@ -476,6 +481,7 @@ class PrometheusListener:
             FallbackUsed: counter(self._fallbacks),
             RateLimitDelayed: self._observe(self._limit_delay),
             HedgeStarted: counter(self._hedges),
+            HedgeRefused: counter(self._hedges_refused, _hedge_reason),
             ChaosInjected: counter(self._chaos, _chaos_kind),
             **{kind: counter(self._transitions, _constant(s)) for kind, s in _STATE.items()},
             **{kind: counter(self._rejected, _rejection(r)) for kind, r in _REJECTED.items()},
@@ -629,6 +635,10 @@ def _reason(event: RetriesExhausted) -> tuple[str, ...]:
 
 def _chaos_kind(event: ChaosInjected) -> tuple[str, ...]:
     return (_text(event.kind),)
+
+
+def _hedge_reason(event: HedgeRefused) -> tuple[str, ...]:
+    return (_text(event.reason),)
 
 
 def _constant(*values: str) -> Callable[[Event], tuple[str, ...]]:

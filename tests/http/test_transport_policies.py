@@ -9,6 +9,7 @@ own, and the per-endpoint breakers keep their state.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import threading
 import uuid
@@ -43,7 +44,7 @@ from failsafe import (
     Timeout,
 )
 from failsafe._policy import AsyncRunner, Policy, SyncRunner
-from failsafe.config import from_dict, load
+from failsafe.config import ConfigError, from_dict, load
 from failsafe.health import gauges
 from failsafe.http import AsyncResilientTransport, ResilientTransport
 from failsafe.testing import FakeClock
@@ -464,22 +465,92 @@ def test_unchanged_breaker_numbers_keep_the_same_breakers(kind: str, clients: li
     assert "up to 3 attempts" in repr(client.transport)
 
 
-def test_a_version_the_transport_cannot_run_is_logged_and_the_old_one_kept(
+def test_a_reload_the_transport_cannot_run_fails_and_changes_nothing(
+    kind: str, tmp_path: Path, servers: tuple[Server, Server]
+) -> None:
+    """A refused reload raises, keeps the old version; once the transport is dropped it succeeds."""
+    w1, _ = servers
+    path = tmp_path / "failsafe.toml"
+    write(path, attempts=2)
+    config = load(path, environ={})
+    client = Client(kind, endpoints=[w1.url], policies=config["orders"])
+    path.write_text(
+        "[pipelines.orders]\n"
+        "fallback = {value = 1}\n"
+        'retry = {attempts = 3, backoff = {kind = "none"}}\n'
+    )
+    with pytest.raises(ConfigError) as caught:
+        config.reload()
+    error = caught.value
+    assert (error.file, error.line, error.key) == (str(path), 1, "pipelines.orders")
+    assert "the HTTP transport 'http' cannot run it: fallback 'orders.fallback'" in str(error)
+    assert config["orders"].version == 1
+    assert [type(p).__name__ for p in config["orders"].policies] == ["Retry", "CircuitBreaker"]
+    name = uuid.uuid4().hex
+    answer = response(client.get(f"/flaky/{name}/100"))
+    assert (answer.status_code, answer.extensions["failsafe.attempts"]) == (503, 2)
+    assert seen(w1, name) == 2
+    client.close()
+    del client, answer  # a response holds its transport (its body's stream)
+    gc.collect()
+    assert config.reload() == ("orders",)
+    assert config["orders"].version == 2
+
+
+@pytest.mark.parametrize(
+    ("options", "new", "words"),
+    [
+        (
+            {},
+            "retry = {attempts = 3}\ntimeout = {seconds = 1}\n",
+            "timeout 'orders.timeout' comes after",
+        ),
+        ({"attempts": 2}, "retry = {attempts = 3}\n", "attempts: the HTTP transport 'http' cannot"),
+    ],
+    ids=["out-of-order", "given-twice"],
+)
+def test_any_refusal_of_the_transport_fails_the_reload(
+    tmp_path: Path, options: dict[str, Any], new: str, words: str
+) -> None:
+    """A reload is refused for what construction refuses: the order, an option given twice."""
+    path = tmp_path / "failsafe.toml"
+    path.write_text("[pipelines.orders]\ntimeout = {seconds = 1}\n")
+    config = load(path, environ={})
+    transport = ResilientTransport(Recorder(200).mock, policies=config["orders"], **options)
+    path.write_text("[pipelines.orders]\n" + new)
+    with pytest.raises(ConfigError, match=words):
+        config.reload()
+    assert config["orders"].version == 1
+    assert transport._resilience.deadline == 1.0
+
+
+def test_a_transport_that_failed_to_build_does_not_check_reloads() -> None:
+    """A transport refused at construction leaves no check: reloads of its pipeline go on."""
+    data: dict[str, Any] = {"pipelines": {"orders": {"retry": {"attempts": 2}}}}
+    config = from_dict(data)
+    with pytest.raises(ConfigurationError, match="attempts") as caught:
+        ResilientTransport(policies=config["orders"], attempts=2)
+    data["pipelines"]["orders"]["fallback"] = {"value": 1}
+    assert config.reload() == ("orders",)
+    assert caught.value.option == "attempts"  # the error (and its frames) still held
+
+
+def test_a_version_that_got_past_the_check_is_logged_and_the_old_one_kept(
     kind: str, clients: list[Client], caplog: pytest.LogCaptureFixture
 ) -> None:
-    """A reload that adds a fallback: logged once on failsafe.http; the transport goes on."""
+    """A version swapped in without the transport's check: logged once; the transport goes on."""
     data: dict[str, Any] = {"pipelines": {"orders": {"retry": {"attempts": 2}}}}
     config = from_dict(data)
     client = make(clients, kind, Recorder(503).mock, policies=config["orders"], clock=FakeClock())
-    data["pipelines"]["orders"] = {"fallback": {"value": 1}, "retry": {"attempts": 3}}
-    config.reload()
+    # what a reload that was already checking as the transport registered could swap
+    config["orders"]._swap(Pipeline(Fallback(value=1), Retry(attempts=3), name="orders"))
     with caplog.at_level(logging.ERROR, logger="failsafe.http"):
         first = response(client.get("/items"))
         second = response(client.get("/items"))
     assert first.extensions["failsafe.attempts"] == second.extensions["failsafe.attempts"] == 2
     [record] = [r for r in caplog.records if r.name == "failsafe.http"]
     assert "version 2 of the pipeline 'orders' cannot run in this transport" in record.message
-    assert "fallback 'orders.fallback'" in record.message
+    assert "fallback" in record.message
 
 
 def test_a_request_in_flight_finishes_under_its_version_sync(tmp_path: Path) -> None:

@@ -255,6 +255,79 @@ def test_show_json(seeded: Seeded, capsys: pytest.CaptureFixture[str]) -> None:
     assert data["message"]["immediate_attempts"] == 3
 
 
+def park_secret(seeded: Seeded) -> str:
+    """Park a dead letter of ``orders`` holding a password and a bearer token; its id."""
+    broker = seeded.broker()
+    try:
+        headers = {"Authorization": "Bearer s3cr3t-token", "tenant": "acme"}
+        body = b'{"orderId": "o-9", "password": "hunter2"}'
+        broker.publish("orders", Envelope(body=body, id="secret-1", headers=headers))
+        [delivery] = broker.receive("orders", limit=1)
+        while delivery.message.id != "secret-1":  # the seeded ready message comes first
+            broker.ack(delivery)
+            [delivery] = broker.receive("orders", limit=1)
+        error = ErrorInfo(type="PermissionError", message="login password=hunter2", at=0.0)
+        broker.park(delivery, attrs.evolve(delivery.message, last_error=error))
+    finally:
+        broker.close()
+    return "secret-1"
+
+
+def test_show_redacts_secrets_by_default(
+    seeded: Seeded, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``show`` hides secret headers, body fields and error text; the rest stays readable."""
+    message_id = park_secret(seeded)
+    assert seeded.run("show", message_id) == 0
+    out = capsys.readouterr().out
+    assert "hunter2" not in out
+    assert "s3cr3t-token" not in out
+    assert "  Authorization: [REDACTED]\n" in out
+    assert '"password": "[REDACTED]"' in out
+    assert '"orderId": "o-9"' in out
+    assert "  tenant: acme\n" in out
+
+
+def test_show_json_redacts_secrets_by_default(
+    seeded: Seeded, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``show --json`` redacts the same fields as the text output."""
+    message_id = park_secret(seeded)
+    assert seeded.run("show", message_id, "--json") == 0
+    out = capsys.readouterr().out
+    assert "hunter2" not in out
+    assert "s3cr3t-token" not in out
+    message = json.loads(out)["message"]
+    assert message["headers"] == {"Authorization": "[REDACTED]", "tenant": "acme"}
+    assert json.loads(message["body"]) == {"orderId": "o-9", "password": "[REDACTED]"}
+
+
+@pytest.mark.parametrize("as_json", [False, True], ids=["text", "json"])
+def test_show_reveal_prints_secrets_whole(
+    seeded: Seeded, capsys: pytest.CaptureFixture[str], as_json: bool
+) -> None:
+    """``show --reveal`` prints headers, body and error message as they are."""
+    message_id = park_secret(seeded)
+    extra = ["--json"] if as_json else []
+    assert seeded.run("show", message_id, "--reveal", *extra) == 0
+    out = capsys.readouterr().out
+    assert "Bearer s3cr3t-token" in out
+    assert out.count("hunter2") == 2  # the body's and the error message's
+    assert "[REDACTED]" not in out
+
+
+def test_show_without_the_redactor_refuses_instead_of_leaking(
+    seeded: Seeded, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without the errors extra, ``show`` exits 1 naming it and prints no secret."""
+    message_id = park_secret(seeded)
+    monkeypatch.setitem(sys.modules, "failsafe.errors.redact", None)  # import fails
+    assert seeded.run("show", message_id) == 1
+    captured = capsys.readouterr()
+    assert "hunter2" not in captured.out + captured.err
+    assert "'errors' extra" in captured.err
+
+
 def test_show_unknown_id_exits_1(seeded: Seeded, capsys: pytest.CaptureFixture[str]) -> None:
     """An id that is not a dead letter (here: one in the work queue) exits 1, saying so."""
     for missing in ("nope", seeded.fresh):

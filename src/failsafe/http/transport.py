@@ -918,9 +918,20 @@ class _Setup:
                     f"must be a Pipeline or a failsafe.config.ConfiguredPipeline, got {policies!r}",
                 )
             self.source = policies
-            # one read of the version: its pipeline is the one it numbers
-            self.version = version = policies._version
-            chosen = version.pipeline.policies
+            # Reloads ask `vet` before they swap the pipeline: a version this transport cannot
+            # run fails the reload, so file, configuration and transport agree. Registered
+            # before the version is read, so that any reload that starts checking after that
+            # read asks it; one already checking may still swap (`rebuild` logs that case).
+            # Held weakly by the pipeline: a dropped transport is neither kept nor asked.
+            policies._add_check(self.vet)
+            try:
+                # one read of the version: its pipeline is the one it numbers
+                self.version = version = policies._version
+                self.first = self.build(version.pipeline.policies, None)
+            except BaseException:
+                policies._remove_check(self.vet)  # a transport never built checks nothing
+                raise
+            return
         self.first = self.build(chosen, None)
 
     def _conflicts(self, plan: _policies.Plan) -> None:
@@ -945,6 +956,37 @@ class _Setup:
         if plan.hedging is not None and self.hedging is not None:
             raise both("hedging", self.hedging, plan.hedging)
 
+    def plan(self, policies: Sequence[Policy]) -> _policies.Plan:
+        """What ``policies`` set in this transport, given its own options (no side effect).
+
+        Raises:
+            ConfigurationError: A policy the transport cannot run, or an option given both
+                as an argument and by the pipeline.
+        """
+        plan = _policies.plan(policies)
+        self._conflicts(plan)
+        return plan
+
+    def vet(self, candidate: Pipeline) -> None:
+        """A reload's check: refuse a new version of the configured pipeline `build` would.
+
+        The same reading as `build` (`plan`), without building anything: the rest of a
+        build takes options that are valid once planned.
+
+        Raises:
+            ConfigurationError: The option the transport refuses, naming the transport.
+        """
+        try:
+            self.plan(candidate.policies)
+        except ConfigurationError as exc:
+            option, problem = exc.option, exc.problem
+        else:
+            return
+        # raised outside the handler: no __context__ whose frames would hold this transport
+        raise ConfigurationError(
+            option, f"the HTTP transport {self.name!r} cannot run it: {problem}"
+        )
+
     def build(self, policies: Sequence[Policy], old: _Resilience | None) -> _Resilience:
         """The resilience of ``policies`` and the options; ``old``: the one it replaces.
 
@@ -955,8 +997,7 @@ class _Setup:
             ConfigurationError: A policy the transport cannot run, or an option given both
                 as an argument and by the pipeline.
         """
-        plan = _policies.plan(policies)
-        self._conflicts(plan)
+        plan = self.plan(policies)
         retry = plan.retry
         spec: _policies.BreakerSpec | None = None
         keyed: KeyedCircuitBreaker | None
@@ -1008,8 +1049,11 @@ class _Setup:
     def rebuild(self, version: Any, old: _Resilience) -> _Resilience:
         """The resilience of a new version of the configured pipeline, or ``old``.
 
-        A version the transport cannot run (a reload added a fallback, say) is logged as an
-        error on the ``failsafe.http`` logger, once, and the transport goes on with ``old``.
+        A reload asks `vet` first, so a version the transport cannot run (a reload added a
+        fallback, say) is refused before it is swapped. One can still get here when the
+        reload was already checking its users as this transport registered (the transport
+        read the version before it): such a version is logged as an error on the
+        ``failsafe.http`` logger, once, and the transport goes on with ``old``.
         """
         try:
             return self.build(version.pipeline.policies, old)
@@ -1064,7 +1108,9 @@ class ResilientTransport(httpx.BaseTransport):
             sets must be left at its default here.
             With a configured pipeline the transport follows its reloads: the first request
             after one runs under the new version (requests in flight finish under theirs),
-            and the breakers keep their state. See
+            and the breakers keep their state. A new version the transport cannot run fails
+            the reload itself ([`ConfigError`][failsafe.config.ConfigError]; nothing
+            changes). See
             [Policies from a pipeline](../http.md#policies-from-a-pipeline-or-a-configuration-file).
         attempts: Attempts per endpoint, the first included (default 4: the order flow's
             first try plus three retries).
@@ -1156,6 +1202,7 @@ class ResilientTransport(httpx.BaseTransport):
             transport cannot run (a `Fallback`, a `Failover`, a `Timeout` inside the
             `Retry`, a metrics-only breaker...) or an option also given as an argument,
             naming the policy and why.
+        UsageError: With a configured pipeline that 1024 live transports follow already.
     """
 
     def __init__(

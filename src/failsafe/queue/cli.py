@@ -4,7 +4,7 @@ Usage:
 
 ```text
 failsafe queue dlq list   --queue NAME [--broker URL] [FILTERS] [--json]
-failsafe queue dlq show   ID --queue NAME [--broker URL] [--json]
+failsafe queue dlq show   ID --queue NAME [--broker URL] [--json] [--reveal]
 failsafe queue dlq replay --queue NAME [--broker URL] [FILTERS | --all] [--batch 100]
                           [--rate N] [--dry-run]
 failsafe queue dlq purge  --queue NAME [--broker URL] [FILTERS | --all] [--batch 100]
@@ -30,6 +30,12 @@ prefix that begins two is refused, naming them; one that begins none is not foun
 ``--id`` unless ``--all`` is given (a replay of everything sends the poison messages round
 again), except as a ``--dry-run``, which changes nothing and may show the whole place;
 ``purge`` asks before deleting when its input is a terminal (``--yes`` skips the question).
+
+``show`` redacts what a dead letter may carry as secrets, with the error review console's
+default rules (`failsafe.errors.Redactor`): header values and JSON body fields whose names
+say secret (``Authorization``, ``password``, ``token``...), passwords in URLs, card numbers,
+``key=value`` secrets in text bodies and in the last error's message. ``--reveal`` prints
+them whole: it writes the secrets to the terminal (and to its scroll-back and any log of it).
 
 The commands never create a queue: a ``--queue`` the broker does not know is refused (exit
 2, "no such queue NAME on BROKER"; on SQLite with the file's queues listed).
@@ -68,7 +74,7 @@ import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
-from typing import Any, Final, TextIO
+from typing import Any, Final, Protocol, TextIO
 
 from failsafe.clock import SYSTEM_CLOCK, Clock
 from failsafe.exceptions import ConfigurationError
@@ -545,7 +551,43 @@ def _count_line(letters: _Letters, total: DeadLetterCount | None, queue: str) ->
     )
 
 
-def _body_lines(letter: DeadLetter) -> tuple[str, list[str]]:
+class _Redactor(Protocol):
+    """What ``show`` needs of `failsafe.errors.Redactor` (imported only when used)."""
+
+    def value(self, value: Any) -> Any: ...
+
+    def text(self, text: str | None) -> str | None: ...
+
+
+def _redactor(args: argparse.Namespace) -> _Redactor | None:
+    """The review console's default redaction rules, or ``None`` under ``--reveal``."""
+    if args.reveal:
+        return None
+    # imported here: only ``show`` needs it (the same rules as the error desk's DLQ pages).
+    # Importing it runs the failsafe.errors package, which needs the ``errors`` extra: with
+    # it missing, refuse rather than print secrets unredacted.
+    try:
+        from failsafe.errors.redact import Redactor
+    except ImportError as exc:
+        raise _Refused(
+            "show redacts secrets with failsafe.errors.Redactor, which needs the 'errors'"
+            " extra (pip install 'failsafe-kit[errors]'); --reveal prints them unredacted"
+        ) from exc
+    return Redactor()
+
+
+def _redacted_text(text: str, redactor: _Redactor | None) -> str:
+    """A body or error text with its secrets replaced (JSON by its keys, else as text)."""
+    if redactor is None:
+        return text
+    try:
+        parsed = json.loads(text)
+    except ValueError:
+        return redactor.text(text) or ""
+    return json.dumps(redactor.value(parsed), ensure_ascii=False)
+
+
+def _body_lines(letter: DeadLetter, redactor: _Redactor | None) -> tuple[str, list[str]]:
     message = letter.message
     text = message.text()
     if text is None:
@@ -554,11 +596,31 @@ def _body_lines(letter: DeadLetter) -> tuple[str, list[str]]:
     try:
         parsed = json.loads(text)
     except ValueError:
+        if redactor is not None:
+            text = redactor.text(text) or ""
         return "body (text)", text.splitlines() or [""]
+    if redactor is not None:
+        parsed = redactor.value(parsed)
     return "body (JSON)", json.dumps(parsed, indent=2, ensure_ascii=False).splitlines()
 
 
-def _print_letter(letter: DeadLetter, out: TextIO) -> None:
+def _shown_json(letter: DeadLetter, redactor: _Redactor | None) -> dict[str, Any]:
+    """``show --json``: the dead letter, its headers, body and error message redacted."""
+    data = _letter_json(letter)
+    if redactor is None:
+        return data
+    message = data["message"]
+    if "headers" in message:
+        message["headers"] = redactor.value(message["headers"])
+    if isinstance(message.get("body"), str):
+        message["body"] = _redacted_text(message["body"], redactor)
+    error = message.get("last_error")
+    if isinstance(error, dict) and isinstance(error.get("message"), str):
+        error["message"] = redactor.text(error["message"])
+    return data
+
+
+def _print_letter(letter: DeadLetter, out: TextIO, redactor: _Redactor | None) -> None:
     message = letter.message
     now = clock.time()
     error = message.last_error
@@ -585,12 +647,16 @@ def _print_letter(letter: DeadLetter, out: TextIO) -> None:
         out.write(f"{name + ':':<20}{value}\n")
     if error is not None and error.message:
         out.write("error message:\n")
-        for line in error.message.splitlines():
+        shown = error.message if redactor is None else (redactor.text(error.message) or "")
+        for line in shown.splitlines():
             out.write(f"  {line}\n")
     out.write("headers:" + ("\n" if message.headers else " -\n"))
-    for key, value in sorted(message.headers.items()):
+    headers = dict(message.headers)
+    if redactor is not None:
+        headers = redactor.value(headers)
+    for key, value in sorted(headers.items()):
         out.write(f"  {key}: {value}\n")
-    title, lines = _body_lines(letter)
+    title, lines = _body_lines(letter, redactor)
     out.write(f"{title}:\n")
     for line in lines:
         out.write(f"  {line}\n")
@@ -732,11 +798,12 @@ def _cmd_show(args: argparse.Namespace) -> int:
                 f"{missing} (not delayed, not parked: handled, replayed, purged or never there)"
             )
         raise _Refused(f"{missing}: not parked, and {_unlisted_line(unlisted, args.queue, False)}")
+    redactor = _redactor(args)
     if args.json:
-        json.dump(_letter_json(letter), sys.stdout, indent=2)
+        json.dump(_shown_json(letter, redactor), sys.stdout, indent=2)
         sys.stdout.write("\n")
     else:
-        _print_letter(letter, sys.stdout)
+        _print_letter(letter, sys.stdout, redactor)
     return OK
 
 
@@ -900,6 +967,11 @@ def fill_queue_parser(queue: argparse.ArgumentParser) -> None:
     )
     _common(show)
     show.add_argument("--json", action="store_true", help="print JSON")
+    show.add_argument(
+        "--reveal",
+        action="store_true",
+        help="print headers, body and error message whole: secrets included, to the terminal",
+    )
     show.set_defaults(run=_guarded(_cmd_show, show.prog))
 
     replay = sub.add_parser(
