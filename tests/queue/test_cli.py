@@ -316,6 +316,35 @@ def test_show_reveal_prints_secrets_whole(
     assert "[REDACTED]" not in out
 
 
+def test_list_redacts_secrets_by_default(
+    seeded: Seeded, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``list`` (table and JSON) hides secret headers, body fields and error text."""
+    park_secret(seeded)
+    assert seeded.run("list") == 0
+    table = capsys.readouterr().out
+    assert "hunter2" not in table
+    assert "PermissionError: login password=[REDACTED]" in table
+    assert seeded.run("list", "--json") == 0
+    out = capsys.readouterr().out
+    assert "hunter2" not in out
+    assert "s3cr3t-token" not in out
+    [item] = [i for i in json.loads(out) if i["message"]["id"] == "secret-1"]
+    assert item["message"]["headers"] == {"Authorization": "[REDACTED]", "tenant": "acme"}
+    assert json.loads(item["message"]["body"]) == {"orderId": "o-9", "password": "[REDACTED]"}
+
+
+def test_list_reveal_prints_secrets_whole(
+    seeded: Seeded, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``list --json --reveal`` prints headers, bodies and error messages as they are."""
+    park_secret(seeded)
+    assert seeded.run("list", "--json", "--reveal") == 0
+    out = capsys.readouterr().out
+    assert "Bearer s3cr3t-token" in out
+    assert out.count("hunter2") == 2  # the body's and the error message's
+
+
 def test_show_without_the_redactor_refuses_instead_of_leaking(
     seeded: Seeded, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -1246,3 +1275,21 @@ def test_the_rate_limiter_catches_up_by_a_burst_at_most() -> None:
     # 25 saved: three batches start at once (the third runs the bucket into debt), then
     # one every 0.1 s
     assert clock.sleeps == pytest.approx([0.05, 0.1, 0.1])
+
+
+@pytest.mark.parametrize("redactor", [True, False], ids=["errors-extra", "no-errors-extra"])
+def test_a_dry_run_never_shows_a_secret_of_an_error(
+    seeded: Seeded,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    redactor: bool,
+) -> None:
+    """A dry run's table redacts error messages, or shows their types alone without the extra."""
+    park_secret(seeded)
+    if not redactor:
+        monkeypatch.setitem(sys.modules, "failsafe.errors.redact", None)  # import fails
+    assert seeded.run("purge", "--id", "secret-1", "--dry-run") == 0
+    out = capsys.readouterr().out
+    assert "hunter2" not in out
+    assert "PermissionError" in out
+    assert ("password=[REDACTED]" in out) is redactor

@@ -3,7 +3,7 @@
 Usage:
 
 ```text
-failsafe queue dlq list   --queue NAME [--broker URL] [FILTERS] [--json]
+failsafe queue dlq list   --queue NAME [--broker URL] [FILTERS] [--json] [--reveal]
 failsafe queue dlq show   ID --queue NAME [--broker URL] [--json] [--reveal]
 failsafe queue dlq replay --queue NAME [--broker URL] [FILTERS | --all] [--batch 100]
                           [--rate N] [--dry-run]
@@ -31,11 +31,13 @@ prefix that begins two is refused, naming them; one that begins none is not foun
 again), except as a ``--dry-run``, which changes nothing and may show the whole place;
 ``purge`` asks before deleting when its input is a terminal (``--yes`` skips the question).
 
-``show`` redacts what a dead letter may carry as secrets, with the error review console's
-default rules (`failsafe.errors.Redactor`): header values and JSON body fields whose names
-say secret (``Authorization``, ``password``, ``token``...), passwords in URLs, card numbers,
-``key=value`` secrets in text bodies and in the last error's message. ``--reveal`` prints
-them whole: it writes the secrets to the terminal (and to its scroll-back and any log of it).
+``list``, ``show`` and the dry runs redact what a dead letter may carry as secrets, with
+the error review console's default rules (`failsafe.errors.Redactor`): header values and
+JSON body fields whose names say secret (``Authorization``, ``password``, ``token``...),
+passwords in URLs, card numbers, ``key=value`` secrets in text bodies and in the last
+error's message (a dry run without the ``errors`` extra shows error types only). ``--reveal``
+(``list``, ``show``) prints them whole: it writes the secrets to the terminal (and to its
+scroll-back and any log of it).
 
 The commands never create a queue: a ``--queue`` the broker does not know is refused (exit
 2, "no such queue NAME on BROKER"; on SQLite with the file's queues listed).
@@ -447,11 +449,14 @@ def _clip(text: str, limit: int = 60) -> str:
     return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
-def _error_line(letter: DeadLetter) -> str:
+def _error_line(letter: DeadLetter, redactor: _Redactor | None = None) -> str:
     error = letter.message.last_error
     if error is None:
         return "-"
-    return _clip(f"{error.type}: {error.message}" if error.message else error.type)
+    message: str | None = error.message
+    if message and redactor is not None:
+        message = redactor.text(message)
+    return _clip(f"{error.type}: {message}" if message else error.type)
 
 
 def _letter_json(letter: DeadLetter) -> dict[str, Any]:
@@ -474,8 +479,9 @@ class _Table:
     instead of holding every row to measure them all).
     """
 
-    def __init__(self, out: TextIO) -> None:
+    def __init__(self, out: TextIO, redactor: _Redactor | None) -> None:
         self.out = out
+        self.redactor = redactor
         self.widths: list[int] | None = None
         self.rows: list[tuple[str, ...]] = []
 
@@ -488,7 +494,7 @@ class _Table:
                 _iso(letter.since),
                 _duration(now - letter.since),
                 str(letter.message.delayed_attempts),
-                _error_line(letter),
+                _error_line(letter, self.redactor),
             )
         )
         if len(self.rows) >= _PAGE:
@@ -552,7 +558,7 @@ def _count_line(letters: _Letters, total: DeadLetterCount | None, queue: str) ->
 
 
 class _Redactor(Protocol):
-    """What ``show`` needs of `failsafe.errors.Redactor` (imported only when used)."""
+    """What ``list`` and ``show`` need of `failsafe.errors.Redactor` (imported only when used)."""
 
     def value(self, value: Any) -> Any: ...
 
@@ -563,16 +569,35 @@ def _redactor(args: argparse.Namespace) -> _Redactor | None:
     """The review console's default redaction rules, or ``None`` under ``--reveal``."""
     if args.reveal:
         return None
-    # imported here: only ``show`` needs it (the same rules as the error desk's DLQ pages).
+    # imported here: only ``list`` and ``show`` need it (the rules of the desk's DLQ pages).
     # Importing it runs the failsafe.errors package, which needs the ``errors`` extra: with
     # it missing, refuse rather than print secrets unredacted.
     try:
         from failsafe.errors.redact import Redactor
     except ImportError as exc:
         raise _Refused(
-            "show redacts secrets with failsafe.errors.Redactor, which needs the 'errors'"
+            "list and show redact secrets with failsafe.errors.Redactor, which needs the 'errors'"
             " extra (pip install 'failsafe-kit[errors]'); --reveal prints them unredacted"
         ) from exc
+    return Redactor()
+
+
+class _TypesOnly:
+    """Without the ``errors`` extra, a dry run's table shows each error's type, no message."""
+
+    def value(self, value: Any) -> Any:
+        return value
+
+    def text(self, text: str | None) -> str | None:
+        return None
+
+
+def _quiet_redactor() -> _Redactor:
+    """The redactor of a dry run's table: the default rules, or error types alone."""
+    try:
+        from failsafe.errors.redact import Redactor
+    except ImportError:
+        return _TypesOnly()
     return Redactor()
 
 
@@ -748,6 +773,7 @@ def _not_found(missing: list[str], total: DeadLetterCount, limit: int | None, do
 
 # -- commands ------------------------------------------------------------------------------------
 def _cmd_list(args: argparse.Namespace) -> int:
+    redactor = _redactor(args)
     broker = _open(args)
     try:
         ids, _ = _resolve_ids(broker, args, "all", missing_too=False)
@@ -756,12 +782,12 @@ def _cmd_list(args: argparse.Namespace) -> int:
         if args.json:
             array = _JsonList(sys.stdout)
             for letter in letters:
-                array.add(_letter_json(letter))
+                array.add(_shown_json(letter, redactor))
             array.close()
             _note_truncated(letters.truncated)
             _note_unlisted(broker, args, where.place, "listed")
             return OK
-        table = _Table(sys.stdout)
+        table = _Table(sys.stdout, redactor)
         for letter in letters:
             table.add(letter)
         table.flush()
@@ -810,7 +836,7 @@ def _cmd_show(args: argparse.Namespace) -> int:
 def _dry_run(
     verb: str, args: argparse.Namespace, broker: Broker, where: DeadLetterFilter, missing: list[str]
 ) -> int:
-    table = _Table(sys.stdout)
+    table = _Table(sys.stdout, _quiet_redactor())
     letters = _Letters(broker, args.queue, where, args.limit)
     for letter in letters:
         table.add(letter)
@@ -957,6 +983,11 @@ def fill_queue_parser(queue: argparse.ArgumentParser) -> None:
     _common(listing)
     _filters(listing, "all", _LIST_LIMIT)
     listing.add_argument("--json", action="store_true", help="print JSON")
+    listing.add_argument(
+        "--reveal",
+        action="store_true",
+        help="print headers, bodies and error messages whole: secrets included, to the terminal",
+    )
     listing.set_defaults(run=_guarded(_cmd_list, listing.prog))
 
     show = sub.add_parser("show", help="show one dead letter in full")
