@@ -1084,7 +1084,50 @@ class _Bound:
         self.version = version
 
 
-class ResilientTransport(httpx.BaseTransport):
+class _Follows:
+    """What both transports share to follow a configured pipeline's reloads.
+
+    A transport holds its `_Bound` (the resilience built from the pipeline's version it read)
+    and rebuilds it, once, when a request finds a newer version; no await and no I/O under
+    the lock.
+    """
+
+    _setup: _Setup
+    _source: ConfiguredPipeline | None
+    _bound: _Bound
+
+    def _bind(self, resilience: _Resilience, version: object) -> _Bound:
+        raise NotImplementedError
+
+    def _refresh(self) -> _Bound:
+        """Rebuild for the configured pipeline's new version (once: under the lock)."""
+        setup = self._setup
+        with setup.lock:
+            bound = self._bound
+            assert self._source is not None
+            version = self._source._version
+            if bound.version is not version:
+                bound = self._bound = self._bind(setup.rebuild(version, bound.resilience), version)
+            return bound
+
+    @property
+    def _resilience(self) -> _Resilience:
+        """The options requests start under now (a configured pipeline's current version)."""
+        bound = self._bound
+        if self._source is not None and self._source._version is not bound.version:
+            bound = self._refresh()
+        return bound.resilience
+
+    @property
+    def breakers(self) -> KeyedCircuitBreaker | None:
+        """The per-endpoint circuit breakers (``None`` when disabled).
+
+        With a configured pipeline: those of its current version.
+        """
+        return self._resilience.breakers
+
+
+class ResilientTransport(_Follows, httpx.BaseTransport):
     """An httpx transport that retries, fails over across endpoints and skips open circuits.
 
     Use it as ``httpx.Client(transport=ResilientTransport(endpoints=[...]))``.
@@ -1263,33 +1306,6 @@ class ResilientTransport(httpx.BaseTransport):
             version,
         )
 
-    def _refresh(self) -> _Bound:
-        """Rebuild for the configured pipeline's new version (once: under the lock)."""
-        setup = self._setup
-        with setup.lock:
-            bound = self._bound
-            assert self._source is not None
-            version = self._source._version
-            if bound.version is not version:
-                bound = self._bound = self._bind(setup.rebuild(version, bound.resilience), version)
-            return bound
-
-    @property
-    def _resilience(self) -> _Resilience:
-        """The options requests start under now (a configured pipeline's current version)."""
-        bound = self._bound
-        if self._source is not None and self._source._version is not bound.version:
-            bound = self._refresh()
-        return bound.resilience
-
-    @property
-    def breakers(self) -> KeyedCircuitBreaker | None:
-        """The per-endpoint circuit breakers (``None`` when disabled).
-
-        With a configured pipeline: those of its current version.
-        """
-        return self._resilience.breakers
-
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         """Send ``request`` under the policies; see the class documentation."""
         bound = self._bound
@@ -1457,7 +1473,7 @@ class ResilientTransport(httpx.BaseTransport):
         return f"<ResilientTransport: {self._resilience.describe()}>"
 
 
-class AsyncResilientTransport(httpx.AsyncBaseTransport):
+class AsyncResilientTransport(_Follows, httpx.AsyncBaseTransport):
     """The asyncio twin of [`ResilientTransport`][failsafe.http.ResilientTransport].
 
     Use it as ``httpx.AsyncClient(transport=AsyncResilientTransport(endpoints=[...]))``. It
@@ -1523,33 +1539,6 @@ class AsyncResilientTransport(httpx.AsyncBaseTransport):
             None if around is None else around._bind_async(_invoke_async),
             version,
         )
-
-    def _refresh(self) -> _Bound:
-        """The asyncio twin of `ResilientTransport._refresh` (no await under the lock)."""
-        setup = self._setup
-        with setup.lock:
-            bound = self._bound
-            assert self._source is not None
-            version = self._source._version
-            if bound.version is not version:
-                bound = self._bound = self._bind(setup.rebuild(version, bound.resilience), version)
-            return bound
-
-    @property
-    def _resilience(self) -> _Resilience:
-        """The options requests start under now (a configured pipeline's current version)."""
-        bound = self._bound
-        if self._source is not None and self._source._version is not bound.version:
-            bound = self._refresh()
-        return bound.resilience
-
-    @property
-    def breakers(self) -> KeyedCircuitBreaker | None:
-        """The per-endpoint circuit breakers (``None`` when disabled).
-
-        With a configured pipeline: those of its current version.
-        """
-        return self._resilience.breakers
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         """Send ``request`` under the policies; see the class documentation."""
