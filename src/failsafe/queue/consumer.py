@@ -343,6 +343,13 @@ class _ConsumerBase:
         """The name given at construction (``failsafe.policy`` in events, spans and gauges)."""
         return self._core.name
 
+    _handling: int  # deliveries inside handle() now (each consumer counts its own)
+
+    @property
+    def in_flight(self) -> int:
+        """Messages being handled now (inside `handle`, from any thread or task)."""
+        return self._handling
+
     @property
     def queue(self) -> str:
         """The work queue's name."""
@@ -465,11 +472,6 @@ class Consumer(_ConsumerBase):
             dlq_refresh,
             broker,
         )
-
-    @property
-    def in_flight(self) -> int:
-        """Messages being handled now (in `handle`, from any thread)."""
-        return self._handling
 
     def _prepare(self) -> None:
         if not self._declared:
@@ -724,11 +726,6 @@ class AsyncConsumer(_ConsumerBase):
             dlq_refresh,
             broker,
         )
-
-    @property
-    def in_flight(self) -> int:
-        """Messages being handled now (in `handle`)."""
-        return self._handling
 
     async def _prepare(self) -> None:
         if not self._declared:
