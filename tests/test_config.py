@@ -800,6 +800,17 @@ def test_an_unreadable_file_is_one_error(tmp_path: Path) -> None:
     assert "cannot read the file" in str(caught.value)
 
 
+def test_a_file_larger_than_the_bound_is_refused(tmp_path: Path) -> None:
+    """A file over MAX_FILE_BYTES is a ConfigError, read no further than the bound."""
+    from failsafe.config import MAX_FILE_BYTES
+
+    path = tmp_path / "huge.toml"
+    path.write_text("# " + "x" * MAX_FILE_BYTES + "\n[pipelines.a]\nretry = {}\n")
+    with pytest.raises(ConfigError, match="larger than 1,048,576 bytes") as caught:
+        load(path, environ={})
+    assert caught.value.file == str(path)
+
+
 def test_an_import_that_raises_is_reported_by_type(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

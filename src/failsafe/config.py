@@ -66,6 +66,7 @@ from failsafe.pipeline import Pipeline
 
 __all__ = [
     "KINDS",
+    "MAX_FILE_BYTES",
     "ConfigError",
     "Configuration",
     "ConfiguredPipeline",
@@ -80,6 +81,10 @@ R = TypeVar("R")
 _log = logging.getLogger("failsafe.config")
 
 KINDS: Final[tuple[str, ...]] = tuple(_build.KINDS)
+
+MAX_FILE_BYTES: Final = 1_048_576
+"""The largest configuration file read (1 MiB); a larger one is a `ConfigError`. A poll of a
+watched file reads at most this much."""
 """The policy kinds a pipeline may name, each the key of its table of options."""
 
 _ENV_PREFIX: Final = "FAILSAFE_"
@@ -206,13 +211,24 @@ class _File(_Source):
         self.path = path.absolute()  # read where it was, whatever the working directory becomes
         self.label = str(path)
 
+    def _head(self) -> bytes:
+        """The file's bytes, at most one more than `MAX_FILE_BYTES` (a poll reads no more)."""
+        with self.path.open("rb") as file:
+            return file.read(MAX_FILE_BYTES + 1)
+
     def _bytes(self) -> bytes:
         try:
-            return self.path.read_bytes()
+            raw = self._head()
         except OSError as exc:
             raise ConfigError(
                 f"cannot read the file: {exc.strerror or type(exc).__name__}", file=self.label
             ) from None
+        if len(raw) > MAX_FILE_BYTES:
+            raise ConfigError(
+                f"is larger than {MAX_FILE_BYTES:,} bytes: not a configuration file",
+                file=self.label,
+            )
+        return raw
 
     def read(self) -> _Read:
         raw = self._bytes()
@@ -233,7 +249,7 @@ class _File(_Source):
 
     def stamp(self) -> bytes:
         try:
-            raw = self.path.read_bytes()
+            raw = self._head()
         except OSError:
             raw = b"\xff(unreadable)"
         return hashlib.sha256(raw + b"\0" + self._environment_stamp()).digest()
