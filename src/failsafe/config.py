@@ -81,11 +81,11 @@ R = TypeVar("R")
 _log = logging.getLogger("failsafe.config")
 
 KINDS: Final[tuple[str, ...]] = tuple(_build.KINDS)
+"""The policy kinds a pipeline may name, each the key of its table of options."""
 
 MAX_FILE_BYTES: Final = 1_048_576
 """The largest configuration file read (1 MiB); a larger one is a `ConfigError`. A poll of a
 watched file reads at most this much."""
-"""The policy kinds a pipeline may name, each the key of its table of options."""
 
 _ENV_PREFIX: Final = "FAILSAFE_"
 # Variables of failsafe's other tools: never an override, even when a pipeline has that name
